@@ -1,0 +1,13 @@
+"""Architectures: importing this package registers every entry."""
+from crt_bench.archs import cifar_resnet, timm_models  # noqa: F401  (registration side effects)
+from crt_bench.archs.registry import (
+    ArchSpec,
+    NormalizeLayer,
+    build_model,
+    count_parameters,
+    get_arch,
+    list_archs,
+    register_arch,
+)
+
+__all__ = ["ArchSpec", "NormalizeLayer", "build_model", "count_parameters", "get_arch", "list_archs", "register_arch"]

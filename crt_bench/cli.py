@@ -1,0 +1,253 @@
+"""The ``crt-bench`` command line: run | certify | summary | import-log | export-log | list | reproduce."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from crt_bench import archs as _archs  # noqa: F401  (registers architectures)
+from crt_bench import methods as _methods  # noqa: F401  (registers methods)
+from crt_bench.errors import CrtBenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Measure what it costs to make an architecture certifiably robust (randomized smoothing).")
+err = Console(stderr=True)
+out = Console()
+
+ResultsOpt = Annotated[Path, typer.Option("--results", help="results directory (parquet store)")]
+DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="where the dataset files are")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")]
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CrtBenchError(f"--set takes KEY=VALUE, got {pair!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def _banner(profile: str, what: str) -> None:
+    from crt_bench.config import get_profile
+    from crt_bench.provenance import device_name, pick_device
+
+    prof = get_profile(profile)
+    err.rule(f"[bold]crt-bench[/] profile [bold cyan]{prof.name}[/]")
+    err.print(f"{prof.description}\ndevice: {device_name(pick_device())}\n{what}")
+    err.rule()
+
+
+@app.command()
+def run(
+    method: Annotated[str, typer.Option(help="training method (crt-bench list methods)")] = "gaussian",
+    arch: Annotated[str, typer.Option(help="architecture (crt-bench list archs)")] = "resnet20",
+    profile: Annotated[str, typer.Option(help="smoke | cpu | paper")] = "smoke",
+    dataset: Annotated[Optional[str], typer.Option(help="cifar10 | fashion-mnist | synthetic (default: profile's)")] = None,
+    sigma: Annotated[float, typer.Option(help="noise level in [0,1] pixel units")] = 0.25,
+    teacher: Annotated[Optional[str], typer.Option(help="teacher run id or checkpoint path (crt)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="override the recipe/profile epochs")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="override the batch size")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="override the initial learning rate")] = None,
+    seed: int = 0,
+    set_: Annotated[list[str], typer.Option("--set", help="method hyper-parameter KEY=VALUE (repeatable)")] = [],
+    train_limit: Annotated[Optional[int], typer.Option(help="use only this many training images")] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    resume: Annotated[Optional[str], typer.Option(help="continue this run id from its last checkpoint")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Train one model; the last line of standard output is the new run's id."""
+    from crt_bench.config import resolve_run_config
+    from crt_bench.results import ResultsStore
+    from crt_bench.train import resume_run, train_run
+
+    store = ResultsStore(results)
+    if resume:
+        run_id = resume_run(resume, store, progress=progress)
+    else:
+        cfg = resolve_run_config(method, arch, profile=profile, dataset=dataset, sigma=sigma, epochs=epochs,
+                                 batch_size=batch_size, lr=lr, seed=seed, teacher=teacher, hparams=_parse_sets(set_),
+                                 train_limit=train_limit, data_dir=data_dir, device=device)
+        _banner(profile, f"run: {cfg.method} on {cfg.arch}, {cfg.dataset}, sigma {cfg.sigma}, {cfg.epochs} epochs, "
+                         f"batch {cfg.batch_size}, lr {cfg.lr} (x{cfg.gamma} at {list(cfg.milestones)}), seed {cfg.seed}"
+                         + (f", teacher {cfg.teacher}" if cfg.teacher else ""))
+        run_id = train_run(cfg, store, progress=progress)
+    print(run_id)
+
+
+@app.command()
+def certify(
+    run_id: Annotated[str, typer.Argument(help="run id or model checkpoint path")],
+    n0: Annotated[Optional[int], typer.Option("--n0", help="selection samples (default: profile's)")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="estimation samples (default: profile's)")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="failure probability")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="noisy samples per forward pass")] = None,
+    subset: Annotated[Optional[str], typer.Option(help="all | skip:K | range:A:B[:K]")] = None,
+    sigma: Annotated[Optional[float], typer.Option(help="smoothing noise (default: the run's)")] = None,
+    seed: int = 0,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    progress: bool = True,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """CERTIFY (Cohen et al.) every selected test image; one row per image in the certify table."""
+    from dataclasses import replace
+
+    from crt_bench.certify_run import certify_run
+    from crt_bench.config import CertifyConfig, get_profile
+    from crt_bench.report.summary import rich_summary, summary_table
+    from crt_bench.results import ResultsStore
+
+    store = ResultsStore(results)
+    profile = _run_profile(store, run_id)
+    base = get_profile(profile).certify if profile else CertifyConfig()
+    overrides = {k: v for k, v in dict(n0=n0, n=n, alpha=alpha, batch=batch, subset=subset).items() if v is not None}
+    ccfg = replace(base, **overrides)
+    err.print(f"certify {run_id}: N0={ccfg.n0} N={ccfg.n} alpha={ccfg.alpha} batch={ccfg.batch} subset={ccfg.subset}")
+    cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
+                             progress=progress)
+    df = summary_table(store)
+    err.print(rich_summary(df[df["cert_id"] == cert_id]))
+    print(cert_id)
+
+
+def _run_profile(store: "ResultsStore", run_id: str) -> str | None:  # noqa: F821
+    config = store.run_dir(run_id) / "config.json"
+    if config.is_file():
+        from crt_bench.config import RunConfig
+
+        return RunConfig.from_json(config.read_text()).profile
+    return None
+
+
+@app.command()
+def summary(
+    results_dir: Annotated[Path, typer.Argument(help="results directory")] = Path("results"),
+    csv: Annotated[Optional[Path], typer.Option(help="also write the table as CSV here")] = None,
+) -> None:
+    """Certified accuracy at r = 0, 0.25, ..., 2.25 and ACR of every certification and imported log."""
+    from crt_bench.report.summary import rich_summary, summary_table
+    from crt_bench.results import ResultsStore, atomic_write_bytes
+
+    if not results_dir.is_dir():
+        raise CrtBenchError(f"results directory {results_dir} does not exist")
+    df = summary_table(ResultsStore(results_dir))
+    if df.empty:
+        raise CrtBenchError(f"no certification results in {results_dir}; run `crt-bench certify RUN` first")
+    out.print(rich_summary(df))
+    csv = csv or results_dir / "summary.csv"
+    atomic_write_bytes(csv, df.to_csv(index=False).encode())
+    err.print(f"written {csv}")
+
+
+@app.command("import-log")
+def import_log_cmd(
+    file: Annotated[Path, typer.Argument(help="Cohen-format TSV certify log")],
+    name: Annotated[str, typer.Option(help="name of the imported certification")],
+    sigma: Annotated[Optional[float], typer.Option(help="the log's smoothing sigma, if known")] = None,
+    n0: int = 100,
+    n: Annotated[int, typer.Option("--n")] = 100_000,
+    alpha: float = 0.001,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Store a published certification log so it appears in summaries and figures."""
+    from crt_bench.certify_run import import_log
+    from crt_bench.results import ResultsStore
+
+    rows = import_log(file, name, ResultsStore(results), sigma=sigma, n0=n0, n=n, alpha=alpha)
+    err.print(f"imported {len(rows)} rows from {file} as {name!r}")
+
+
+@app.command("export-log")
+def export_log_cmd(
+    cert_id: Annotated[str, typer.Argument(help="certification id (printed by crt-bench certify)")],
+    file: Annotated[Path, typer.Argument(help="output TSV path")],
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Write a certification as a Cohen-format TSV log (radius to 3 significant digits)."""
+    from crt_bench.certify_run import certification_rows
+    from crt_bench.cohen_log import write_cohen_log
+    from crt_bench.results import ResultsStore
+
+    write_cohen_log(certification_rows(ResultsStore(results), cert_id), file)
+    err.print(f"written {file}")
+
+
+@app.command("list")
+def list_cmd(what: Annotated[str, typer.Argument(help="archs | methods | profiles")] = "archs") -> None:
+    """Print a registry."""
+    from crt_bench.archs import build_model, count_parameters, list_archs
+    from crt_bench.config import PROFILES
+    from crt_bench.methods import list_methods
+
+    if what == "archs":
+        table = Table(title="architectures")
+        for col in ("name", "family", "generation", "source", "params (CIFAR-10)", "description"):
+            table.add_column(col)
+        for s in list_archs():
+            params = count_parameters(build_model(s.name, num_classes=10, in_chans=3, mean=[0.5] * 3, std=[0.5] * 3))
+            name = s.name + (f" ({', '.join(s.aliases)})" if s.aliases else "")
+            table.add_row(name, s.family, str(s.generation), s.source, f"{params / 1e6:.2f}M", s.description)
+    elif what == "methods":
+        table = Table(title="methods")
+        for col in ("name", "teacher", "recipe (epochs / batch / lr / milestones)", "reference"):
+            table.add_column(col)
+        for m in list_methods():
+            r = m.recipe
+            table.add_row(m.name, "yes" if m.needs_teacher else "", f"{r.epochs} / {r.batch_size} / {r.lr} / "
+                          f"{list(r.milestones)}", m.reference)
+    elif what == "profiles":
+        table = Table(title="profiles")
+        for col in ("name", "dataset", "epochs", "certify", "description"):
+            table.add_column(col)
+        for p in PROFILES.values():
+            c = p.certify
+            table.add_row(p.name, p.dataset, str(p.epochs or "recipe"), f"N0={c.n0} N={c.n} {c.subset}", p.description)
+    else:
+        raise CrtBenchError(f"unknown registry {what!r}; choose archs, methods or profiles")
+    out.print(table)
+
+
+@app.command()
+def reproduce(
+    profile: Annotated[str, typer.Option(help="smoke | cpu | paper")] = "smoke",
+    teacher_arch: str = "resnet20",
+    student_arch: str = "convnext",
+    sigma: float = 0.25,
+    seed: int = 0,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    progress: bool = True,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Gaussian-trained teacher -> CRT student -> certify both -> summary table."""
+    from crt_bench.pipeline import gaussian_crt_pipeline
+
+    _banner(profile, f"pipeline: gaussian {teacher_arch} (teacher) -> crt {student_arch} (student) -> certify both "
+                     f"-> summary; results in {results}/")
+    table = gaussian_crt_pipeline(results, profile=profile, teacher_arch=teacher_arch, student_arch=student_arch,
+                                  sigma=sigma, seed=seed, data_dir=data_dir, device=device, progress=progress)
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app(args=argv, prog_name="crt-bench")
+    except CrtBenchError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; finished epochs are checkpointed (resume with `crt-bench run --resume RUN_ID`)")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Run configuration: dataclasses, the three profiles, and how a run's settings are resolved.
+
+A run's settings come from three layers, later ones winning: the method's paper recipe
+(``crt_bench.methods``), the profile (smoke / cpu / paper), and explicit command-line flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from crt_bench.errors import CrtBenchError
+
+
+@dataclass
+class CertifyConfig:
+    """Cohen et al.'s CERTIFY settings; the defaults are the papers' (N0=100, N=100,000, alpha=0.001)."""
+
+    n0: int = 100
+    n: int = 100_000
+    alpha: float = 0.001
+    batch: int = 1000
+    subset: str = "all"  # "all", "skip:K", "range:A:B" (see crt_bench.certify.parse_subset)
+
+    def validate(self) -> None:
+        if self.n0 < 1 or self.n < 1:
+            raise CrtBenchError(f"n0 and n must be >= 1, got n0={self.n0}, n={self.n}")
+        if not 0.0 < self.alpha < 1.0:
+            raise CrtBenchError(f"alpha must lie in (0, 1), got {self.alpha}")
+        if self.batch < 1:
+            raise CrtBenchError(f"batch must be >= 1, got {self.batch}")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of the real experiment to run. ``None`` means: the method's paper recipe."""
+
+    name: str
+    dataset: str
+    description: str
+    epochs: int | None = None
+    batch_size: int | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    certify: CertifyConfig = field(default_factory=CertifyConfig)
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            "smoke", "synthetic", "synthetic data, a few epochs, N=500: seconds on a CPU; the test suite's path",
+            epochs=4, batch_size=64, train_limit=1024, test_limit=256,
+            certify=CertifyConfig(n0=50, n=500, alpha=0.001, batch=500, subset="range:0:20"),
+        ),
+        Profile(
+            "cpu", "fashion-mnist", "real offline data (Fashion-MNIST), reduced epochs and N: minutes on 2 cores",
+            epochs=3, batch_size=128, train_limit=20000, test_limit=None,
+            certify=CertifyConfig(n0=100, n=2000, alpha=0.001, batch=1000, subset="skip:200"),
+        ),
+        Profile(
+            "paper", "cifar10", "CIFAR-10 at the papers' recipes and CERTIFY N=100,000 (a GPU's work)",
+            certify=CertifyConfig(n0=100, n=100_000, alpha=0.001, batch=1000, subset="all"),
+        ),
+    )
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise CrtBenchError(f"unknown profile {name!r}; valid names: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a training run; stored as JSON with the run."""
+
+    method: str
+    arch: str
+    dataset: str
+    profile: str
+    sigma: float
+    epochs: int
+    batch_size: int
+    lr: float
+    milestones: tuple[int, ...]
+    gamma: float
+    momentum: float
+    weight_decay: float
+    seed: int = 0
+    teacher: str | None = None  # a run id or a checkpoint path
+    hparams: dict[str, Any] = field(default_factory=dict)  # the method's hyper-parameters, resolved
+    train_limit: int | None = None
+    test_limit: int | None = None
+    data_dir: str | None = None
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast; only ever used on CUDA
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        data = json.loads(text)
+        data["milestones"] = tuple(data["milestones"])
+        return cls(**data)
+
+
+def scaled_milestones(milestones: tuple[int, ...], recipe_epochs: int, epochs: int) -> tuple[int, ...]:
+    """Keep the schedule's shape when a profile shortens training (e.g. 100/200 -> 2/4)."""
+    if epochs == recipe_epochs:
+        return tuple(milestones)
+    return tuple(max(1, round(m * epochs / recipe_epochs)) for m in milestones if m < recipe_epochs)
+
+
+def lr_at_epoch(lr: float, milestones: tuple[int, ...], gamma: float, epoch: int) -> float:
+    """Step schedule: lr * gamma^(number of milestones <= epoch), epochs counted from 0."""
+    return lr * gamma ** sum(1 for m in milestones if epoch >= m)
+
+
+def resolve_run_config(
+    method: str,
+    arch: str,
+    *,
+    profile: str = "smoke",
+    dataset: str | None = None,
+    sigma: float = 0.25,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    teacher: str | None = None,
+    hparams: dict[str, str] | None = None,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    amp: bool = True,
+) -> RunConfig:
+    """Recipe, then profile, then explicit arguments. Validates every name and number."""
+    from crt_bench.archs import get_arch
+    from crt_bench.data import dataset_info
+    from crt_bench.methods import get_method
+
+    spec = get_method(method)
+    get_arch(arch)
+    prof = get_profile(profile)
+    dataset = dataset or prof.dataset
+    dataset_info(dataset)
+    if not sigma > 0:
+        raise CrtBenchError(f"sigma must be > 0 (noise standard deviation in [0,1] pixel units), got {sigma}")
+    if spec.needs_teacher and not teacher:
+        raise CrtBenchError(f"method {method!r} needs a teacher: pass --teacher RUN_ID or a checkpoint path")
+    if teacher and not spec.needs_teacher:
+        raise CrtBenchError(f"method {method!r} takes no teacher (got --teacher {teacher})")
+    recipe = spec.recipe
+    epochs = epochs or prof.epochs or recipe.epochs
+    batch_size = batch_size or prof.batch_size or recipe.batch_size
+    for label, value in (("epochs", epochs), ("batch size", batch_size)):
+        if value < 1:
+            raise CrtBenchError(f"{label} must be >= 1, got {value}")
+    if lr is not None and not lr > 0:
+        raise CrtBenchError(f"learning rate must be > 0, got {lr}")
+    hp = spec.make_hparams(hparams)
+    return RunConfig(
+        method=method,
+        arch=arch,
+        dataset=dataset,
+        profile=profile,
+        sigma=float(sigma),
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr=float(lr if lr is not None else recipe.lr),
+        milestones=scaled_milestones(recipe.milestones, recipe.epochs, int(epochs)),
+        gamma=recipe.gamma,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        seed=seed,
+        teacher=teacher,
+        hparams=dataclasses.asdict(hp),
+        train_limit=train_limit if train_limit is not None else prof.train_limit,
+        test_limit=test_limit if test_limit is not None else prof.test_limit,
+        data_dir=data_dir,
+        device=device,
+        amp=amp,
+    )

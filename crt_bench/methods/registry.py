@@ -1,0 +1,128 @@
+"""Training-method registry.
+
+A method is a pure loss function ``loss(model, x, y, ctx) -> Tensor`` over one minibatch of clean
+images in [0, 1]; it draws its own noise. The training loop never branches on a method's name:
+everything a method needs beyond the batch (sigma, epoch, teacher, hyper-parameters) comes in ``ctx``,
+and everything the loop must know about a method (its paper recipe, whether it needs a teacher, how
+many optimizer steps it takes per loader batch) is declared here at registration.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from crt_bench.errors import CrtBenchError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A method's published CIFAR-10 training recipe (SGD, step schedule)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    milestones: tuple[int, ...]  # epochs at which lr is multiplied by gamma
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    source: str = ""
+
+
+@dataclass
+class StepContext:
+    """What a loss may use besides the batch. ``hparams`` is the method's own dataclass."""
+
+    sigma: float
+    hparams: Any
+    epoch: int = 0
+    epochs: int = 1
+    step: int = 0
+    teacher: nn.Module | None = None
+
+
+class LossFn(Protocol):
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    loss: LossFn
+    hparams: type  # a dataclass whose field defaults are the paper defaults
+    recipe: Recipe
+    reference: str
+    needs_teacher: bool = False
+    # Optimizer steps per loader batch: the batch is split into this many minibatches, each with its
+    # own step (SmoothAdv/Consistency/SmoothMix with m noise samples). Called with the hparams.
+    steps_per_batch: Callable[[Any], int] = field(default=lambda hp: 1)
+
+    def make_hparams(self, overrides: dict[str, str | float | int] | None = None) -> Any:
+        """The paper defaults with ``overrides`` applied (strings are converted to the field's type)."""
+        hp = self.hparams()
+        fields = {f.name: f for f in dataclasses.fields(hp)}
+        for key, value in (overrides or {}).items():
+            if key not in fields:
+                valid = ", ".join(fields) or "(none)"
+                raise CrtBenchError(f"method {self.name!r} has no hyper-parameter {key!r}; valid: {valid}")
+            default = getattr(hp, key)
+            try:
+                value = type(default)(value) if not isinstance(default, bool) else _parse_bool(value)
+            except (TypeError, ValueError):
+                raise CrtBenchError(f"hyper-parameter {key}={value!r} is not a valid {type(default).__name__}") from None
+            setattr(hp, key, value)
+        check = getattr(hp, "validate", None)
+        if check is not None:
+            check()
+        return hp
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(
+    name: str,
+    *,
+    hparams: type,
+    recipe: Recipe,
+    reference: str,
+    needs_teacher: bool = False,
+    steps_per_batch: Callable[[Any], int] | None = None,
+) -> Callable[[LossFn], LossFn]:
+    def decorator(fn: LossFn) -> LossFn:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        extra = {"steps_per_batch": steps_per_batch} if steps_per_batch is not None else {}
+        _METHODS[name] = MethodSpec(name, fn, hparams, recipe, reference, needs_teacher, **extra)
+        return fn
+
+    return decorator
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in _METHODS:
+        raise CrtBenchError(f"unknown method {name!r}; valid names: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def list_methods() -> list[MethodSpec]:
+    return [_METHODS[k] for k in sorted(_METHODS)]
+
+
+def gaussian_noise(x: Tensor, sigma: float) -> Tensor:
+    """x + N(0, sigma^2 I), one fresh draw per image, sampled in float32 in pixel space."""
+    return x + torch.randn_like(x, dtype=torch.float32) * sigma

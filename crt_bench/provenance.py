@@ -1,0 +1,59 @@
+"""Where a result came from: device, library versions and the git commit, recorded with every run."""
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the crt-bench checkout (``+dirty`` with uncommitted changes), or ``unknown``."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from crt_bench.errors import CrtBenchError
+
+        raise CrtBenchError("--device cuda was asked for but no CUDA GPU is visible")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def environment(device: torch.device) -> dict[str, str | int]:
+    return {
+        "device": device_name(device),
+        "device_count": torch.cuda.device_count() if device.type == "cuda" else 1,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "git_commit": git_commit(),
+    }
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so that wall-clock times mean what they say."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,1 @@
+"""Tables and figures derived from the results store."""

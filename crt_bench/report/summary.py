@@ -1,0 +1,47 @@
+"""The summary table: certified accuracy on the radius grid and ACR for every certification."""
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+from crt_bench.metrics import DEFAULT_RADII, summary_row
+from crt_bench.results import ResultsStore
+
+
+def summary_table(store: ResultsStore) -> pd.DataFrame:
+    """One row per certification (trained runs and imported logs), oldest first."""
+    certs = store.read("certify")
+    if certs.empty:
+        return pd.DataFrame()
+    runs = store.runs()
+    runs = runs.set_index("run_id") if not runs.empty else runs
+    out = []
+    for cert_id, rows in certs.groupby("cert_id", sort=False):
+        run_id = rows["run_id"].iloc[0]
+        run = runs.loc[run_id] if not runs.empty and run_id in runs.index else None
+        record = {
+            "cert_id": cert_id,
+            "run_id": run_id,
+            "method": run["method"] if run is not None else "imported",
+            "arch": run["arch"] if run is not None else "",
+            "dataset": run["dataset"] if run is not None else "",
+            "sigma": float(rows["sigma"].iloc[0]),
+            "N": int(rows["n"].iloc[0]),
+            "train_hours": float(run["train_seconds"]) / 3600 if run is not None else float("nan"),
+        }
+        record.update(summary_row(rows, DEFAULT_RADII))
+        out.append(record)
+    return pd.DataFrame(out)
+
+
+def rich_summary(df: pd.DataFrame) -> Table:
+    table = Table(title="Certified accuracy (fraction of images) by L2 radius, and ACR")
+    acc_cols = [c for c in df.columns if c.startswith("acc@")]
+    for col in ["name", "method", "arch", "sigma", "N", "images", *[c[4:] for c in acc_cols], "ACR", "train h"]:
+        table.add_column(col, justify="left" if col in ("name", "method", "arch") else "right")
+    for _, r in df.iterrows():
+        name = r["run_id"].removeprefix("import:")
+        table.add_row(name, r["method"], r["arch"], f"{r['sigma']:.2f}", str(r["N"]), str(r["n_images"]),
+                      *[f"{r[c]:.3f}" for c in acc_cols], f"{r['acr']:.3f}",
+                      "" if pd.isna(r["train_hours"]) else f"{r['train_hours']:.4f}")
+    return table

@@ -1,0 +1,104 @@
+"""The append-only parquet store under a results directory.
+
+Layout::
+
+    RESULTS/tables/<table>/<part>.parquet   one file per write: runs, epochs, certify, ...
+    RESULTS/runs/<run_id>/                   config.json, checkpoint.pt (resume), model.pt (final)
+
+A write never touches an existing file: it writes a new part under a temporary name in the same
+directory and renames it into place, so a crash leaves either the whole part or nothing, and several
+processes may write at once. A table is read as the concatenation of its parts. The ``runs`` table is
+an event log: a run appends a row when it starts and another when it finishes or fails; the latest row
+per run id is its current state (``ResultsStore.runs()``).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from crt_bench.cohen_log import read_cohen_log, write_cohen_log  # re-exported: results I/O lives here
+from crt_bench.errors import CrtBenchError
+
+__all__ = ["ResultsStore", "atomic_write_bytes", "atomic_torch_save", "read_cohen_log", "write_cohen_log"]
+
+TABLES = ("runs", "epochs", "certify", "timing")
+
+
+def _atomic_replace(path: Path, write: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return _atomic_replace(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    return _atomic_replace(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+class ResultsStore:
+    def __init__(self, root: str | Path = "results") -> None:
+        self.root = Path(root)
+
+    # -- tables ---------------------------------------------------------------------------------
+    def table_dir(self, table: str) -> Path:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+        return self.root / "tables" / table
+
+    def append(self, table: str, rows: pd.DataFrame | list[dict[str, Any]]) -> Path:
+        """Write ``rows`` as a new part of ``table``, atomically."""
+        df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
+        arrow = pa.Table.from_pandas(df, preserve_index=False)
+        return _atomic_replace(self.table_dir(table) / name, lambda tmp: pq.write_table(arrow, tmp))
+
+    def read(self, table: str) -> pd.DataFrame:
+        """All parts of ``table``, in write order; an empty frame when there are none."""
+        folder = self.table_dir(table)
+        parts = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        frames = []
+        for part in parts:
+            try:
+                frames.append(pq.read_table(part).to_pandas())
+            except (OSError, pa.ArrowException) as err:
+                raise CrtBenchError(f"results file {part} is unreadable ({err}); move it aside to continue") from None
+        frames = [f for f in frames if not f.empty]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    # -- runs -----------------------------------------------------------------------------------
+    def runs(self) -> pd.DataFrame:
+        """The current state of every run: the latest ``runs`` row per run id."""
+        df = self.read("runs")
+        if df.empty:
+            return df
+        return df.sort_values("updated").groupby("run_id", sort=False).tail(1).reset_index(drop=True)
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        runs = self.runs()
+        match = runs[runs["run_id"] == run_id] if not runs.empty else runs
+        if match.empty:
+            known = ", ".join(runs["run_id"].tolist()[-5:]) if not runs.empty else "none"
+            raise CrtBenchError(f"no run {run_id!r} in {self.root} (latest runs: {known})")
+        return match.iloc[0].to_dict()
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id

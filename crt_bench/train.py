@@ -1,0 +1,249 @@
+"""The training loop: one method-agnostic SGD loop, timed per epoch, checkpointed every epoch.
+
+    for epoch:                          lr from the step schedule
+        for (x, y) in on-device batches:    (augmented on the device for CIFAR)
+            for each of the method's minibatches:
+                loss = method.loss(model, x, y, ctx); backward; SGD step
+        synchronize -> epoch wall time, samples/s -> epochs table
+        noisy test accuracy (not timed) -> epochs table
+        checkpoint.pt, written atomically (resume continues from here)
+
+Loss sums are accumulated on the device and read once per epoch, so the step has no host sync.
+On CUDA the forward runs under bf16 autocast; noise is always sampled in float32.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from crt_bench.archs import build_model
+from crt_bench.checkpoint import CHECKPOINT_FILE, MODEL_FILE, LoadedModel, load_model, model_metadata, read_torch_file
+from crt_bench.config import RunConfig, lr_at_epoch
+from crt_bench.data import BatchSampler, DatasetInfo, Split, dataset_info, load_split
+from crt_bench.errors import CrtBenchError
+from crt_bench.methods import MethodSpec, StepContext, get_method
+from crt_bench.provenance import environment, pick_device, synchronize
+from crt_bench.results import ResultsStore, atomic_torch_save, atomic_write_bytes
+
+log = Console(stderr=True)
+EVAL_IMAGES = 2000  # noisy test accuracy per epoch is measured on at most this many test images
+
+
+def new_run_id(cfg: RunConfig) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{cfg.method}-{cfg.arch}-{cfg.dataset}-s{cfg.sigma:g}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load_teacher(source: str, results_root: str, info: DatasetInfo, device: torch.device) -> LoadedModel:
+    """Load a frozen teacher and check it fits the student's data (classes, channels, image size)."""
+    teacher = load_model(source, results_root)
+    meta = teacher.meta
+    if meta["num_classes"] != info.num_classes:
+        raise CrtBenchError(f"teacher {source!r} predicts {meta['num_classes']} classes but {info.name} has "
+                            f"{info.num_classes}")
+    if meta["in_chans"] != info.in_chans or meta.get("image_size", info.image_size) != info.image_size:
+        raise CrtBenchError(
+            f"teacher {source!r} was built for {meta['in_chans']}x{meta.get('image_size')}x{meta.get('image_size')} "
+            f"inputs ({meta.get('dataset')}) but the student's data ({info.name}) is "
+            f"{info.in_chans}x{info.image_size}x{info.image_size}")
+    model = teacher.model.to(device).eval().requires_grad_(False)
+    return LoadedModel(model, meta, teacher.path)
+
+
+@torch.no_grad()
+def noisy_accuracy(model: nn.Module, split: Split, sigma: float, batch_size: int = 500) -> float:
+    """Accuracy of the base classifier on one noisy draw of (at most EVAL_IMAGES) test images."""
+    model.eval()
+    n = min(len(split), EVAL_IMAGES)
+    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
+    for i in range(0, n, batch_size):
+        x, y = split.x[i:i + batch_size], split.y[i:i + batch_size]
+        noisy = x + torch.randn_like(x) * sigma
+        correct += (model(noisy).argmax(1) == y).sum()
+    return correct.item() / max(n, 1)
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    train_seconds: float = 0.0
+    started: str = ""
+
+
+class Trainer:
+    """Runs one configured training run against a results store."""
+
+    def __init__(self, cfg: RunConfig, store: ResultsStore, run_id: str | None = None, progress: bool = True):
+        self.cfg, self.store, self.progress = cfg, store, progress
+        self.run_id = run_id or new_run_id(cfg)
+        self.spec: MethodSpec = get_method(cfg.method)
+        self.hparams = self.spec.make_hparams(cfg.hparams)
+        self.device = pick_device(cfg.device)
+        self.info = dataset_info(cfg.dataset)
+        self.run_dir = store.run_dir(self.run_id)
+        self.env = environment(self.device)
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def _run_row(self, status: str, state: _State, teacher: LoadedModel | None, error: str = "") -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "run_id": self.run_id, "method": cfg.method, "arch": cfg.arch, "dataset": cfg.dataset,
+            "sigma": cfg.sigma, "teacher": cfg.teacher or "",
+            "teacher_arch": teacher.meta.get("arch", "") if teacher else "",
+            "teacher_run_id": teacher.meta.get("run_id", "") if teacher else "",
+            "epochs": cfg.epochs, "epochs_done": state.epoch, "batch_size": cfg.batch_size, "seed": cfg.seed,
+            "profile": cfg.profile, "device": self.env["device"], "torch_version": self.env["torch"],
+            "git_commit": self.env["git_commit"], "config": cfg.to_json(), "env": json.dumps(self.env),
+            "train_seconds": state.train_seconds, "status": status, "error": error,
+            "start_time": state.started, "end_time": _now() if status != "running" else "",
+            "updated": time.time(),
+        }
+
+    def _checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler_gen: torch.Generator,
+                    state: _State) -> None:
+        obj = model_metadata(self.cfg.arch, self.info, sigma=self.cfg.sigma, method=self.cfg.method, run_id=self.run_id)
+        obj.update(state_dict=model.state_dict(), optimizer=optimizer.state_dict(), epoch=state.epoch,
+                   train_seconds=state.train_seconds, started=state.started,
+                   rng={"torch": torch.get_rng_state(), "sampler": sampler_gen.get_state(),
+                        **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})})
+        atomic_torch_save(obj, self.run_dir / CHECKPOINT_FILE)
+
+    def _resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler_gen: torch.Generator) -> _State:
+        obj = read_torch_file(self.run_dir / CHECKPOINT_FILE)
+        model.load_state_dict(obj["state_dict"])
+        optimizer.load_state_dict(obj["optimizer"])
+        torch.set_rng_state(obj["rng"]["torch"])
+        sampler_gen.set_state(obj["rng"]["sampler"])
+        if "cuda" in obj["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(obj["rng"]["cuda"], self.device)
+        return _State(epoch=int(obj["epoch"]), train_seconds=float(obj["train_seconds"]), started=obj["started"])
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> str:
+        cfg, device = self.cfg, self.device
+        torch.manual_seed(cfg.seed)
+        train = load_split(cfg.dataset, "train", data_dir=cfg.data_dir, limit=cfg.train_limit, seed=cfg.seed).to(device)
+        test = load_split(cfg.dataset, "test", data_dir=cfg.data_dir, limit=cfg.test_limit, seed=cfg.seed).to(device)
+        teacher = load_teacher(cfg.teacher, str(self.store.root), self.info, device) if self.spec.needs_teacher else None
+        model = build_model(cfg.arch, num_classes=self.info.num_classes, in_chans=self.info.in_chans,
+                            mean=self.info.mean, std=self.info.std).to(device)
+        if teacher is not None:
+            with torch.no_grad():
+                out = teacher.model(train.x[:2])
+            if out.shape != (min(2, len(train)), self.info.num_classes):
+                raise CrtBenchError(f"teacher output shape {tuple(out.shape)} does not match the student's "
+                                    f"{self.info.num_classes} classes")
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+        sampler_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        sampler = BatchSampler(train, cfg.batch_size, shuffle=True, augment=self.info.augment,
+                               drop_last=False, generator=sampler_gen)
+        if resume:
+            state = self._resume(model, optimizer, sampler_gen)
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=False)
+            atomic_write_bytes(self.run_dir / "config.json", cfg.to_json().encode())
+            state = _State(started=_now())
+        self.store.append("runs", [self._run_row("running", state, teacher)])
+        try:
+            self._loop(model, optimizer, sampler, sampler_gen, test, teacher, state)
+        except BaseException as err:
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+            self.store.append("runs", [self._run_row(status, state, teacher, error=detail)])
+            raise
+        final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id)
+        final["state_dict"] = model.state_dict()
+        atomic_torch_save(final, self.run_dir / MODEL_FILE)
+        self.store.append("runs", [self._run_row("finished", state, teacher)])
+        return self.run_id
+
+    def _loop(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
+              sampler_gen: torch.Generator, test: Split, teacher: LoadedModel | None, state: _State) -> None:
+        cfg, device = self.cfg, self.device
+        chunks = max(1, int(self.spec.steps_per_batch(self.hparams)))
+        ctx = StepContext(sigma=cfg.sigma, hparams=self.hparams, epochs=cfg.epochs,
+                          teacher=teacher.model if teacher else None)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.amp
+                    else contextlib.nullcontext())
+        steps_per_epoch = len(sampler)
+        with _progress(self.progress) as bar:
+            task = bar.add_task(f"{cfg.method} {cfg.arch}", total=cfg.epochs * steps_per_epoch,
+                                completed=state.epoch * steps_per_epoch, info="")
+            for epoch in range(state.epoch, cfg.epochs):
+                lr = lr_at_epoch(cfg.lr, cfg.milestones, cfg.gamma, epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                ctx.epoch = epoch
+                model.train()
+                loss_sum = torch.zeros((), device=device)
+                n_steps = 0
+                synchronize(device)
+                t0 = time.perf_counter()
+                for x, y in sampler:
+                    for xb, yb in zip(x.chunk(chunks), y.chunk(chunks)):
+                        ctx.step = n_steps
+                        with autocast:
+                            loss = self.spec.loss(model, xb, yb, ctx)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                        loss_sum += loss.detach().float()
+                        n_steps += 1
+                    bar.advance(task)
+                synchronize(device)
+                seconds = time.perf_counter() - t0
+                mean_loss = loss_sum.item() / max(n_steps, 1)
+                if not torch.isfinite(torch.tensor(mean_loss)):
+                    raise CrtBenchError(f"training diverged at epoch {epoch + 1}: loss is {mean_loss}")
+                acc = noisy_accuracy(model, test, cfg.sigma)
+                state.epoch, state.train_seconds = epoch + 1, state.train_seconds + seconds
+                self.store.append("epochs", [{
+                    "run_id": self.run_id, "epoch": epoch + 1, "lr": lr, "loss": mean_loss, "seconds": seconds,
+                    "samples_per_s": len(sampler.split) / seconds, "optimizer_steps": n_steps,
+                    "noisy_test_acc": acc, "time": _now(),
+                }])
+                self._checkpoint(model, optimizer, sampler_gen, state)
+                bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} loss {mean_loss:.4f} noisy acc {acc:.3f}")
+                log.print(f"  epoch {epoch + 1:>3}/{cfg.epochs}  lr {lr:.4g}  loss {mean_loss:.4f}  "
+                          f"noisy test acc {acc:.3f}  {seconds:.1f}s  {len(sampler.split) / seconds:.0f} img/s")
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=log, disable=not enabled, transient=False)
+
+
+def train_run(cfg: RunConfig, store: ResultsStore, *, progress: bool = True) -> str:
+    """Train a new run; returns its run id."""
+    return Trainer(cfg, store, progress=progress).run(resume=False)
+
+
+def resume_run(run_id: str, store: ResultsStore, *, progress: bool = True) -> str:
+    """Continue a run from its last checkpoint with the configuration it was started with."""
+    run_dir = store.run_dir(run_id)
+    if not (run_dir / "config.json").is_file():
+        raise CrtBenchError(f"no run {run_id!r} to resume in {store.root}")
+    if (run_dir / MODEL_FILE).is_file():
+        raise CrtBenchError(f"run {run_id!r} already finished; nothing to resume")
+    cfg = RunConfig.from_json((run_dir / "config.json").read_text())
+    trainer = Trainer(cfg, store, run_id=run_id, progress=progress)
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise CrtBenchError(f"run {run_id!r} has no checkpoint yet (it stopped before its first epoch); start it again")
+    return trainer.run(resume=True)
