@@ -15,8 +15,9 @@ from crt_bench.errors import CrtBenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure what it costs to make an architecture certifiably robust (randomized smoothing).")
-err = Console(stderr=True)
-out = Console()
+# Tables are wide: outside a terminal (pipes, CI logs) do not squeeze them into 80 columns.
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 ResultsOpt = Annotated[Path, typer.Option("--results", help="results directory (parquet store)")]
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="where the dataset files are")]

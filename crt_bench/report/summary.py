@@ -34,14 +34,22 @@ def summary_table(store: ResultsStore) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _shown_radius_columns(df: pd.DataFrame) -> list[str]:
+    """The grid up to the largest radius any row certifies (at least up to r = 1.0)."""
+    acc_cols = [c for c in df.columns if c.startswith("acc@")]
+    nonzero = [i for i, c in enumerate(acc_cols) if (df[c] > 0).any()]
+    last = max([4, *nonzero])
+    return acc_cols[: last + 1]
+
+
 def rich_summary(df: pd.DataFrame) -> Table:
     table = Table(title="Certified accuracy (fraction of images) by L2 radius, and ACR")
-    acc_cols = [c for c in df.columns if c.startswith("acc@")]
+    acc_cols = _shown_radius_columns(df)
     for col in ["name", "method", "arch", "sigma", "N", "images", *[c[4:] for c in acc_cols], "ACR", "train h"]:
         table.add_column(col, justify="left" if col in ("name", "method", "arch") else "right")
     for _, r in df.iterrows():
         name = r["run_id"].removeprefix("import:")
         table.add_row(name, r["method"], r["arch"], f"{r['sigma']:.2f}", str(r["N"]), str(r["n_images"]),
                       *[f"{r[c]:.3f}" for c in acc_cols], f"{r['acr']:.3f}",
-                      "" if pd.isna(r["train_hours"]) else f"{r['train_hours']:.4f}")
+                      "" if pd.isna(r["train_hours"]) else f"{r['train_hours']:.3g}")
     return table

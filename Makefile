@@ -1,0 +1,25 @@
+# crt-bench: the two set-up commands of the README are `make reproduce` and `make test`.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PROFILE ?= smoke
+RESULTS ?= results
+
+.PHONY: install reproduce test test-all bench clean-results
+
+install:
+	$(PIP) install -q -e '.[test]'
+
+## the main job on its embedded default: Gaussian teacher -> CRT student -> certify -> summary
+reproduce: install
+	$(PYTHON) -m crt_bench.cli reproduce --profile $(PROFILE) --results $(RESULTS)
+
+## the test suite (smoke profile, synthetic data; under 10 minutes on 2 cores)
+test: install
+	$(PYTHON) -m pytest
+
+## everything, including checks marked slow (real Fashion-MNIST training, long statistical runs)
+test-all: install
+	$(PYTHON) -m pytest -m 'slow or not slow'
+
+clean-results:
+	rm -rf $(RESULTS)/tables $(RESULTS)/runs $(RESULTS)/summary.csv
