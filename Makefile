@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 PROFILE ?= smoke
 RESULTS ?= results
 
-.PHONY: install reproduce test test-all bench clean-results
+.PHONY: install reproduce test test-all test-gpu clean-results
 
 install:
 	$(PIP) install -q -e '.[test]'
@@ -19,7 +19,11 @@ test: install
 
 ## everything, including checks marked slow (real Fashion-MNIST training, long statistical runs)
 test-all: install
-	$(PYTHON) -m pytest -m 'slow or not slow'
+	$(PYTHON) -m pytest -m 'not gpu'
+
+## checks of the CUDA paths (device-resident batches without host syncs); on a GPU machine
+test-gpu: install
+	$(PYTHON) -m pytest -m gpu
 
 clean-results:
 	rm -rf $(RESULTS)/tables $(RESULTS)/runs $(RESULTS)/summary.csv

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from crt_bench import archs as _archs  # noqa: F401  (registers architectures)
@@ -243,7 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="crt-bench")
     except CrtBenchError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        # One line however long (soft_wrap, line breaks joined); escape: the message is text, not rich markup.
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; finished epochs are checkpointed (resume with `crt-bench run --resume RUN_ID`)")

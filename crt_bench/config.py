@@ -112,12 +112,21 @@ def scaled_milestones(milestones: tuple[int, ...], recipe_epochs: int, epochs: i
     """Keep the schedule's shape when a profile shortens training (e.g. 100/200 -> 2/4)."""
     if epochs == recipe_epochs:
         return tuple(milestones)
-    return tuple(max(1, round(m * epochs / recipe_epochs)) for m in milestones if m < recipe_epochs)
+    scaled: list[int] = []
+    for m in milestones:
+        epoch = max(round(m * epochs / recipe_epochs), scaled[-1] + 1 if scaled else 1)
+        if epoch < epochs:  # a decay must leave at least one epoch to act on; too short runs drop it
+            scaled.append(epoch)
+    return tuple(scaled)
 
 
 def lr_at_epoch(lr: float, milestones: tuple[int, ...], gamma: float, epoch: int) -> float:
     """Step schedule: lr * gamma^(number of milestones <= epoch), epochs counted from 0."""
     return lr * gamma ** sum(1 for m in milestones if epoch >= m)
+
+
+def _first_given(*values: int | None) -> int:
+    return next(v for v in values if v is not None)
 
 
 def resolve_run_config(
@@ -156,8 +165,8 @@ def resolve_run_config(
     if teacher and not spec.needs_teacher:
         raise CrtBenchError(f"method {method!r} takes no teacher (got --teacher {teacher})")
     recipe = spec.recipe
-    epochs = epochs or prof.epochs or recipe.epochs
-    batch_size = batch_size or prof.batch_size or recipe.batch_size
+    epochs = _first_given(epochs, prof.epochs, recipe.epochs)
+    batch_size = _first_given(batch_size, prof.batch_size, recipe.batch_size)
     for label, value in (("epochs", epochs), ("batch size", batch_size)):
         if value < 1:
             raise CrtBenchError(f"{label} must be >= 1, got {value}")

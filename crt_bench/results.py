@@ -31,6 +31,8 @@ from crt_bench.errors import CrtBenchError
 __all__ = ["ResultsStore", "atomic_write_bytes", "atomic_torch_save", "read_cohen_log", "write_cohen_log"]
 
 TABLES = ("runs", "epochs", "certify", "timing")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _atomic_replace(path: Path, write: Any) -> Path:
@@ -39,6 +41,7 @@ def _atomic_replace(path: Path, write: Any) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -67,7 +70,10 @@ class ResultsStore:
     def append(self, table: str, rows: pd.DataFrame | list[dict[str, Any]]) -> Path:
         """Write ``rows`` as a new part of ``table``, atomically."""
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
+        # Nanoseconds in the name keep parts written within one second in write order when sorted.
+        ns = time.time_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(ns // 1_000_000_000))
+        name = f"{stamp}.{ns % 1_000_000_000:09d}-{uuid.uuid4().hex[:12]}.parquet"
         arrow = pa.Table.from_pandas(df, preserve_index=False)
         return _atomic_replace(self.table_dir(table) / name, lambda tmp: pq.write_table(arrow, tmp))
 
@@ -90,7 +96,7 @@ class ResultsStore:
         df = self.read("runs")
         if df.empty:
             return df
-        return df.sort_values("updated").groupby("run_id", sort=False).tail(1).reset_index(drop=True)
+        return df.sort_values("updated", kind="stable").groupby("run_id", sort=False).tail(1).reset_index(drop=True)
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         runs = self.runs()

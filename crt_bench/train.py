@@ -166,6 +166,9 @@ class Trainer:
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
             self.store.append("runs", [self._run_row(status, state, teacher, error=detail)])
+            if status == "interrupted":  # the run id is printed only on success: name it here
+                log.print(f"run {self.run_id} stopped after epoch {state.epoch}/{cfg.epochs}; "
+                          f"continue it with `crt-bench run --resume {self.run_id}`", highlight=False, soft_wrap=True)
             raise
         final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id)
         final["state_dict"] = model.state_dict()

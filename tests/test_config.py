@@ -16,6 +16,11 @@ def test_flags_override_profile_and_schedule_keeps_its_shape():
     cfg = resolve_run_config("crt", "resnet20", profile="paper", teacher="t", epochs=20, batch_size=64, lr=0.05)
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.milestones) == (20, 64, 0.05, (10, 15))
     assert scaled_milestones((100, 150), 200, 4) == (2, 3)
+    # short runs: milestones stay strictly increasing and each leaves an epoch to act on
+    assert scaled_milestones((50, 100), 150, 2) == (1,)
+    assert scaled_milestones((100, 150), 200, 3) == (2,)
+    assert scaled_milestones((50, 100), 150, 4) == (1, 3)
+    assert scaled_milestones((50, 100), 150, 1) == ()
 
 
 def test_step_schedule():
@@ -31,6 +36,8 @@ def test_config_json_round_trip():
     (dict(sigma=0.0), "sigma must be > 0"),
     (dict(sigma=-0.5), "sigma must be > 0"),
     (dict(epochs=-1), "epochs must be >= 1"),
+    (dict(epochs=0), "epochs must be >= 1"),
+    (dict(batch_size=0), "batch size must be >= 1"),
     (dict(lr=-0.1), "learning rate"),
     (dict(profile="huge"), "unknown profile"),
     (dict(dataset="imagenet"), "unknown dataset"),

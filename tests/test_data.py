@@ -376,7 +376,7 @@ def test_batch_sampler_order_drop_last_and_augment() -> None:
     assert len(moved) == 25 and moved.info is split.info
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_cuda_batches_without_host_sync() -> None:
     x = torch.rand(64, 3, 32, 32)
     cpu = augment_batch(x, generator=torch.Generator().manual_seed(3))
