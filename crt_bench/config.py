@@ -172,7 +172,7 @@ def resolve_run_config(
             raise CrtBenchError(f"{label} must be >= 1, got {value}")
     if lr is not None and not lr > 0:
         raise CrtBenchError(f"learning rate must be > 0, got {lr}")
-    hp = spec.make_hparams(hparams)
+    hp = spec.make_hparams(hparams, sigma=float(sigma))
     return RunConfig(
         method=method,
         arch=arch,

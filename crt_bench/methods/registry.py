@@ -60,9 +60,14 @@ class MethodSpec:
     # own step (SmoothAdv/Consistency/SmoothMix with m noise samples). Called with the hparams.
     steps_per_batch: Callable[[Any], int] = field(default=lambda hp: 1)
 
-    def make_hparams(self, overrides: dict[str, str | float | int] | None = None) -> Any:
-        """The paper defaults with ``overrides`` applied (strings are converted to the field's type)."""
-        hp = self.hparams()
+    def make_hparams(self, overrides: dict[str, str | float | int] | None = None, sigma: float | None = None) -> Any:
+        """The paper defaults (for ``sigma``, where the paper varies them) with ``overrides`` applied.
+
+        Strings are converted to the field's type. A hyper-parameter class whose defaults depend on
+        sigma provides ``classmethod for_sigma(sigma) -> instance``.
+        """
+        per_sigma = getattr(self.hparams, "for_sigma", None)
+        hp = per_sigma(sigma) if (per_sigma is not None and sigma is not None) else self.hparams()
         fields = {f.name: f for f in dataclasses.fields(hp)}
         for key, value in (overrides or {}).items():
             if key not in fields:

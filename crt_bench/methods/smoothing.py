@@ -1,0 +1,64 @@
+"""Building blocks shared by the smoothed-classifier training methods (SmoothAdv, MACER, SmoothMix,
+Consistency): noisy replicas, the soft smoothed classifier, and running an attack on a frozen model.
+
+Row order convention for m noisy copies of a batch of B images: **noise-major**, i.e. rows
+``[i * B, (i + 1) * B)`` hold noise draw ``i`` of every image, so ``logits.view(m, B, C)`` separates
+the draws and ``.mean(0)`` averages over them.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def noise_like_replicas(x: Tensor, m: int, sigma: float) -> Tensor:
+    """``m`` independent N(0, sigma^2 I) draws for each image: shape ``[m * B, *x.shape[1:]]``, float32."""
+    return torch.randn((m * x.shape[0], *x.shape[1:]), device=x.device, dtype=torch.float32) * sigma
+
+
+def replicate(x: Tensor, m: int) -> Tensor:
+    """``x`` repeated ``m`` times in noise-major order (rows ``i*B..`` are a copy of the whole batch)."""
+    return x.repeat(m, *([1] * (x.dim() - 1)))
+
+
+def mean_softmax(logits: Tensor, m: int) -> Tensor:
+    """Soft smoothed classifier: the average over the ``m`` noise draws of softmax(logits), ``[B, C]``."""
+    return logits.float().softmax(dim=1).view(m, -1, logits.shape[1]).mean(0)
+
+
+def smoothed_nll(logits: Tensor, y: Tensor, m: int, reduction: str = "mean") -> Tensor:
+    """-log of the soft smoothed classifier's probability of ``y``, clamped at 1e-20 as the reference code."""
+    return F.nll_loss(mean_softmax(logits, m).clamp_min(1e-20).log(), y, reduction=reduction)
+
+
+def unit_l2(g: Tensor, eps: float = 1e-8) -> Tensor:
+    """Each example's gradient divided by its L2 norm (+ eps)."""
+    norms = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.dim() - 1)))
+    return g / (norms + eps)
+
+
+def project_l2(delta: Tensor, radius: float | Tensor) -> Tensor:
+    """Renormalise each example's perturbation to L2 norm <= radius."""
+    norms = delta.flatten(1).norm(dim=1).view(-1, *([1] * (delta.dim() - 1)))
+    factor = torch.clamp(torch.as_tensor(radius, dtype=delta.dtype, device=delta.device) / (norms + 1e-12), max=1.0)
+    return delta * factor
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Attack-time model: eval mode (BN running stats) and no parameter gradients; restored afterwards."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
