@@ -35,14 +35,17 @@ def certify_run(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    input_layer: str = "normalize",
 ) -> tuple[str, pd.DataFrame]:
     """CERTIFY every image of ``ccfg.subset`` of the model's test split; returns (cert_id, rows)."""
     ccfg.validate()
-    loaded = load_model(source, store.root)
+    loaded = load_model(source, store.root, input_layer)
     meta = loaded.meta
     config_file = loaded.path.parent / "config.json"
     run_cfg = RunConfig.from_json(config_file.read_text()) if config_file.is_file() else None
     data_dir = data_dir or (run_cfg.data_dir if run_cfg else None)
+    if sigma is None and meta.get("sigma") is None:
+        raise CrtBenchError(f"{source} does not record its noise level; pass --sigma")
     sigma = float(sigma if sigma is not None else meta["sigma"])
     if not sigma > 0:
         raise CrtBenchError(f"sigma must be > 0, got {sigma}")

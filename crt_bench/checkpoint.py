@@ -7,6 +7,16 @@ A crt-bench model file is a plain dict loadable with ``torch.load(..., weights_o
      "state_dict": Sequential(NormalizeLayer, net).state_dict()}
 
 Training checkpoints (``checkpoint.pt``) carry the same keys plus optimizer and RNG state for resume.
+
+Checkpoints published with the randomized-smoothing papers (Cohen et al., Salman et al., Jeong et al.)
+load too, so that CRT can use a released SmoothMix or SmoothAdv ResNet-110 as its teacher: a dict with
+``arch`` (e.g. ``cifar_resnet110``) and the ``state_dict`` of ``Sequential(InputLayer, net)``, keys
+prefixed ``1.`` (``module.`` from DataParallel is stripped). Their input layer holds no tensors, so it
+is rebuilt: ``NormalizeLayer`` with the CIFAR-10 mean/std (``input_layer="normalize"``, Cohen and
+Jeong) or mean subtraction only (``"center"``, Salman's ``InputCenterLayer``; using the wrong one costs
+most of the accuracy, Hadisalman/smoothing-adversarial#1). A bare CIFAR ResNet state dict without
+input layer (MACER's, which takes raw [0, 1] pixels) loads with the identity normalisation. The depth
+is read off the weights, so the ``arch`` string need not be trusted.
 """
 from __future__ import annotations
 
@@ -21,6 +31,9 @@ from crt_bench.archs import build_model
 from crt_bench.errors import CrtBenchError
 
 FORMAT = "crt-bench/1"
+INPUT_LAYERS = ("normalize", "center")
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -55,11 +68,14 @@ def model_metadata(cfg_arch: str, info: Any, *, sigma: float, method: str, run_i
     }
 
 
-def model_from_dict(obj: dict[str, Any], path: Path) -> LoadedModel:
+def model_from_dict(obj: dict[str, Any], path: Path, input_layer: str = "normalize") -> LoadedModel:
     if obj.get("format") != FORMAT:
+        if _reference_state(obj) is not None:
+            return reference_model(obj, path, input_layer)
         raise CrtBenchError(
-            f"checkpoint {path} is not in a format crt-bench reads (expected a crt-bench model file with "
-            f"format={FORMAT!r}; found keys: {', '.join(sorted(map(str, obj))[:8])})"
+            f"checkpoint {path} is not in a format crt-bench reads (a crt-bench model file with "
+            f"format={FORMAT!r}, or a reference-repository checkpoint with a CIFAR ResNet 'state_dict'); "
+            f"found keys: {', '.join(sorted(map(str, obj))[:8])}"
         )
     missing = [k for k in ("arch", "num_classes", "in_chans", "mean", "std", "state_dict") if k not in obj]
     if missing:
@@ -71,6 +87,54 @@ def model_from_dict(obj: dict[str, Any], path: Path) -> LoadedModel:
     except RuntimeError as err:
         raise CrtBenchError(f"checkpoint {path} does not match architecture {obj['arch']!r}: {str(err)[:300]}") from None
     meta = {k: v for k, v in obj.items() if k not in ("state_dict", "optimizer", "rng")}
+    return LoadedModel(model.eval(), meta, path)
+
+
+def _reference_state(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The CIFAR-ResNet state dict inside a reference checkpoint, ``module.`` stripped; else None."""
+    for key in ("state_dict", "net", "model"):
+        state = obj.get(key)
+        if isinstance(state, dict) and state and all(isinstance(k, str) for k in state):
+            state = {k.replace("module.", ""): v for k, v in state.items()}
+            if any(k.endswith("conv1.weight") for k in state) and any(k.endswith("fc.weight") for k in state):
+                return state
+    return None
+
+
+def reference_model(obj: dict[str, Any], path: Path, input_layer: str = "normalize") -> LoadedModel:
+    """Load a checkpoint in the reference repositories' format (see the module docstring)."""
+    if input_layer not in INPUT_LAYERS:
+        raise CrtBenchError(f"input layer must be one of {', '.join(INPUT_LAYERS)}, got {input_layer!r}")
+    state = _reference_state(obj)
+    assert state is not None
+    wrapped = any(k.startswith("1.") for k in state)
+    net_state = {k[2:]: v for k, v in state.items() if k.startswith("1.")} if wrapped else state
+    blocks = {int(k.split(".")[1]) for k in net_state if k.startswith("layer1.")}
+    if not blocks or "conv1.weight" not in net_state or "fc.weight" not in net_state:
+        raise CrtBenchError(f"checkpoint {path} is not a CIFAR ResNet (no conv1/layer1/fc weights); "
+                            f"crt-bench reads the reference repositories' cifar_resnet checkpoints")
+    depth = 6 * (max(blocks) + 1) + 2
+    arch = f"resnet{depth}"
+    in_chans = int(net_state["conv1.weight"].shape[1])
+    num_classes = int(net_state["fc.weight"].shape[0])
+    if not wrapped:
+        mean, std = [0.0] * in_chans, [1.0] * in_chans
+    elif input_layer == "center":
+        mean, std = list(CIFAR10_MEAN), [1.0] * 3
+    else:
+        mean, std = list(CIFAR10_MEAN), list(CIFAR10_STD)
+    if len(mean) != in_chans:
+        raise CrtBenchError(f"checkpoint {path} takes {in_chans}-channel input; reference checkpoints are CIFAR-10")
+    model = build_model(arch, num_classes=num_classes, in_chans=in_chans, mean=mean, std=std)
+    try:
+        model[1].load_state_dict(net_state)
+    except (RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise CrtBenchError(f"checkpoint {path} does not match CIFAR {arch} ({first[:200]})") from None
+    meta = {"format": "reference", "arch": arch, "reference_arch": str(obj.get("arch", "")),
+            "num_classes": num_classes, "in_chans": in_chans, "image_size": 32, "mean": mean, "std": std,
+            "dataset": "cifar10", "sigma": None, "method": "reference", "run_id": "",
+            "input_layer": input_layer if wrapped else "none"}
     return LoadedModel(model.eval(), meta, path)
 
 
@@ -90,6 +154,7 @@ def resolve_model_path(source: str, results_root: str | Path) -> Path:
     raise CrtBenchError(f"{source!r} is neither a run id in {results_root} nor a checkpoint file")
 
 
-def load_model(source: str, results_root: str | Path = "results") -> LoadedModel:
+def load_model(source: str, results_root: str | Path = "results", input_layer: str = "normalize") -> LoadedModel:
+    """A run id, a crt-bench model file or a reference checkpoint, as a model in eval mode."""
     path = resolve_model_path(source, results_root)
-    return model_from_dict(read_torch_file(path), path)
+    return model_from_dict(read_torch_file(path), path, input_layer)

@@ -53,6 +53,8 @@ def run(
     dataset: Annotated[Optional[str], typer.Option(help="cifar10 | fashion-mnist | synthetic (default: profile's)")] = None,
     sigma: Annotated[float, typer.Option(help="noise level in [0,1] pixel units")] = 0.25,
     teacher: Annotated[Optional[str], typer.Option(help="teacher run id or checkpoint path (crt)")] = None,
+    teacher_input_layer: Annotated[str, typer.Option(
+        help="reference checkpoints only: normalize (Cohen, Jeong) or center (Salman's InputCenterLayer)")] = "normalize",
     epochs: Annotated[Optional[int], typer.Option(help="override the recipe/profile epochs")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="override the batch size")] = None,
     lr: Annotated[Optional[float], typer.Option(help="override the initial learning rate")] = None,
@@ -75,7 +77,8 @@ def run(
         run_id = resume_run(resume, store, progress=progress)
     else:
         cfg = resolve_run_config(method, arch, profile=profile, dataset=dataset, sigma=sigma, epochs=epochs,
-                                 batch_size=batch_size, lr=lr, seed=seed, teacher=teacher, hparams=_parse_sets(set_),
+                                 batch_size=batch_size, lr=lr, seed=seed, teacher=teacher,
+                                 teacher_input_layer=teacher_input_layer, hparams=_parse_sets(set_),
                                  train_limit=train_limit, data_dir=data_dir, device=device)
         _banner(profile, f"run: {cfg.method} on {cfg.arch}, {cfg.dataset}, sigma {cfg.sigma}, {cfg.epochs} epochs, "
                          f"batch {cfg.batch_size}, lr {cfg.lr} (x{cfg.gamma} at {list(cfg.milestones)}), seed {cfg.seed}"
@@ -93,6 +96,8 @@ def certify(
     batch: Annotated[Optional[int], typer.Option(help="noisy samples per forward pass")] = None,
     subset: Annotated[Optional[str], typer.Option(help="all | skip:K | range:A:B[:K]")] = None,
     sigma: Annotated[Optional[float], typer.Option(help="smoothing noise (default: the run's)")] = None,
+    input_layer: Annotated[str, typer.Option(
+        help="reference checkpoints only: normalize (Cohen, Jeong) or center (Salman)")] = "normalize",
     seed: int = 0,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -114,7 +119,7 @@ def certify(
     ccfg = replace(base, **overrides)
     err.print(f"certify {run_id}: N0={ccfg.n0} N={ccfg.n} alpha={ccfg.alpha} batch={ccfg.batch} subset={ccfg.subset}")
     cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
-                             progress=progress)
+                             progress=progress, input_layer=input_layer)
     df = summary_table(store)
     err.print(rich_summary(df[df["cert_id"] == cert_id]))
     print(cert_id)

@@ -91,6 +91,7 @@ class RunConfig:
     weight_decay: float
     seed: int = 0
     teacher: str | None = None  # a run id or a checkpoint path
+    teacher_input_layer: str = "normalize"  # for reference checkpoints: "normalize" or "center" (Salman)
     hparams: dict[str, Any] = field(default_factory=dict)  # the method's hyper-parameters, resolved
     train_limit: int | None = None
     test_limit: int | None = None
@@ -105,7 +106,8 @@ class RunConfig:
     def from_json(cls, text: str) -> "RunConfig":
         data = json.loads(text)
         data["milestones"] = tuple(data["milestones"])
-        return cls(**data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def scaled_milestones(milestones: tuple[int, ...], recipe_epochs: int, epochs: int) -> tuple[int, ...]:
@@ -141,6 +143,7 @@ def resolve_run_config(
     lr: float | None = None,
     seed: int = 0,
     teacher: str | None = None,
+    teacher_input_layer: str = "normalize",
     hparams: dict[str, str] | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
@@ -162,6 +165,10 @@ def resolve_run_config(
         raise CrtBenchError(f"sigma must be > 0 (noise standard deviation in [0,1] pixel units), got {sigma}")
     if spec.needs_teacher and not teacher:
         raise CrtBenchError(f"method {method!r} needs a teacher: pass --teacher RUN_ID or a checkpoint path")
+    from crt_bench.checkpoint import INPUT_LAYERS
+
+    if teacher_input_layer not in INPUT_LAYERS:
+        raise CrtBenchError(f"--teacher-input-layer must be one of {', '.join(INPUT_LAYERS)}, got {teacher_input_layer!r}")
     if teacher and not spec.needs_teacher:
         raise CrtBenchError(f"method {method!r} takes no teacher (got --teacher {teacher})")
     recipe = spec.recipe
@@ -188,6 +195,7 @@ def resolve_run_config(
         weight_decay=recipe.weight_decay,
         seed=seed,
         teacher=teacher,
+        teacher_input_layer=teacher_input_layer,
         hparams=dataclasses.asdict(hp),
         train_limit=train_limit if train_limit is not None else prof.train_limit,
         test_limit=test_limit if test_limit is not None else prof.test_limit,

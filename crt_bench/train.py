@@ -49,9 +49,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def load_teacher(source: str, results_root: str, info: DatasetInfo, device: torch.device) -> LoadedModel:
+def load_teacher(source: str, results_root: str, info: DatasetInfo, device: torch.device, sigma: float,
+                 input_layer: str = "normalize") -> LoadedModel:
     """Load a frozen teacher and check it fits the student's data (classes, channels, image size)."""
-    teacher = load_model(source, results_root)
+    teacher = load_model(source, results_root, input_layer)
     meta = teacher.meta
     if meta["num_classes"] != info.num_classes:
         raise CrtBenchError(f"teacher {source!r} predicts {meta['num_classes']} classes but {info.name} has "
@@ -61,6 +62,9 @@ def load_teacher(source: str, results_root: str, info: DatasetInfo, device: torc
             f"teacher {source!r} was built for {meta['in_chans']}x{meta.get('image_size')}x{meta.get('image_size')} "
             f"inputs ({meta.get('dataset')}) but the student's data ({info.name}) is "
             f"{info.in_chans}x{info.image_size}x{info.image_size}")
+    if meta.get("sigma") is not None and abs(float(meta["sigma"]) - sigma) > 1e-9:
+        log.print(f"[yellow]warning:[/] teacher {source!r} was trained at sigma {meta['sigma']}, the student "
+                  f"trains at sigma {sigma}; CRT uses the same sigma for both")
     model = teacher.model.to(device).eval().requires_grad_(False)
     return LoadedModel(model, meta, teacher.path)
 
@@ -139,7 +143,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         train = load_split(cfg.dataset, "train", data_dir=cfg.data_dir, limit=cfg.train_limit, seed=cfg.seed).to(device)
         test = load_split(cfg.dataset, "test", data_dir=cfg.data_dir, limit=cfg.test_limit, seed=cfg.seed).to(device)
-        teacher = load_teacher(cfg.teacher, str(self.store.root), self.info, device) if self.spec.needs_teacher else None
+        teacher = (load_teacher(cfg.teacher, str(self.store.root), self.info, device, cfg.sigma,
+                                cfg.teacher_input_layer) if self.spec.needs_teacher else None)
         model = build_model(cfg.arch, num_classes=self.info.num_classes, in_chans=self.info.in_chans,
                             mean=self.info.mean, std=self.info.std).to(device)
         if teacher is not None:
