@@ -222,6 +222,49 @@ def list_cmd(what: Annotated[str, typer.Argument(help="archs | methods | profile
     out.print(table)
 
 
+@app.command("proxy")
+def proxy_cmd(
+    student_arch: Annotated[str, typer.Option(help="the CRT student")] = "resnet110",
+    teacher_arch: Annotated[str, typer.Option(help="the small proxy teacher")] = "resnet20",
+    teacher_method: Annotated[str, typer.Option(help="certified training method of the proxy teacher")] = "smoothmix",
+    profile: Annotated[str, typer.Option(help="smoke | cpu | paper")] = "smoke",
+    dataset: Annotated[Optional[str], typer.Option(help="default: the profile's")] = None,
+    sigma: float = 0.25,
+    epochs: Annotated[Optional[int], typer.Option(help="override both runs' epochs")] = None,
+    seed: int = 0,
+    set_: Annotated[list[str], typer.Option("--set", help="teacher hyper-parameter KEY=VALUE (repeatable)")] = [],
+    certify: Annotated[bool, typer.Option(help="certify the student with the profile's settings")] = True,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    progress: bool = True,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Table 1's recipe: train a proxy teacher (SmoothMix ResNet-20), then a CRT student linked to it.
+
+    The student's total cost includes the teacher's hours. The last line of stdout is the student's run id.
+    """
+    from crt_bench.certify_run import certify_run
+    from crt_bench.config import get_profile
+    from crt_bench.pipeline import proxy_teacher_workflow
+    from crt_bench.results import ResultsStore
+
+    _banner(profile, f"proxy-teacher workflow: {teacher_method} {teacher_arch} (teacher) -> crt {student_arch}")
+    teacher, student = proxy_teacher_workflow(
+        results, student_arch=student_arch, teacher_arch=teacher_arch, teacher_method=teacher_method,
+        profile=profile, sigma=sigma, seed=seed, dataset=dataset, data_dir=data_dir, device=device,
+        teacher_hparams=_parse_sets(set_), epochs=epochs, progress=progress)
+    store = ResultsStore(results)
+    if certify:
+        certify_run(student, store, get_profile(profile).certify, data_dir=data_dir, device=device, seed=seed,
+                    progress=progress)
+    t_row, s_row = store.get_run(teacher), store.get_run(student)
+    err.print(f"teacher {teacher}: {t_row['train_seconds'] / 3600:.4f} h\n"
+              f"student {student}: {s_row['train_seconds'] / 3600:.4f} h\n"
+              f"total cost of the robust {student_arch}: {s_row['total_train_seconds'] / 3600:.4f} h")
+    print(teacher)
+    print(student)
+
+
 @app.command()
 def reproduce(
     profile: Annotated[str, typer.Option(help="smoke | cpu | paper")] = "smoke",
@@ -244,9 +287,47 @@ def reproduce(
     out.print(table)
 
 
+def _method_defaults_table(name: str) -> Table:
+    """A method's paper defaults (per sigma where the paper varies them) and its recipe."""
+    import dataclasses
+
+    from crt_bench.methods import get_method
+
+    spec = get_method(name)
+    r = spec.recipe
+    per_sigma = hasattr(spec.hparams, "for_sigma")
+    sigmas = (0.25, 0.5, 1.0) if per_sigma else (None,)
+    table = Table(title=f"{name}: hyper-parameters (override with --set KEY=VALUE)",
+                  caption=f"recipe: {r.epochs} epochs, batch {r.batch_size}, lr {r.lr} x{r.gamma} at epochs "
+                          f"{list(r.milestones)} (0-based), momentum {r.momentum}, weight decay {r.weight_decay}; "
+                          f"{r.source}\n{spec.reference}")
+    table.add_column("hyper-parameter")
+    for sigma in sigmas:
+        table.add_column("default" if sigma is None else f"sigma={sigma}")
+    hps = [dataclasses.asdict(spec.make_hparams(sigma=sigma)) for sigma in sigmas]
+    for key in hps[0]:
+        table.add_row(key, *[str(hp[key]) for hp in hps])
+    return table
+
+
+def _print_method_help(args: list[str]) -> None:
+    """`crt-bench run --method M --help` shows M's defaults before the generic option list."""
+    if not args or args[0] != "run" or not ({"--help", "-h"} & set(args)):
+        return
+    method = None
+    for i, arg in enumerate(args):
+        if arg == "--method" and i + 1 < len(args):
+            method = args[i + 1]
+        elif arg.startswith("--method="):
+            method = arg.split("=", 1)[1]
+    if method:
+        out.print(_method_defaults_table(method))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:
+        _print_method_help(sys.argv[1:] if argv is None else argv)
         app(args=argv, prog_name="crt-bench")
     except CrtBenchError as e:
         # One line however long (soft_wrap, line breaks joined); escape: the message is text, not rich markup.

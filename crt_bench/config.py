@@ -92,6 +92,7 @@ class RunConfig:
     seed: int = 0
     teacher: str | None = None  # a run id or a checkpoint path
     teacher_input_layer: str = "normalize"  # for reference checkpoints: "normalize" or "center" (Salman)
+    teacher_dedicated: bool = False  # the teacher was trained only for this student: its hours count here
     hparams: dict[str, Any] = field(default_factory=dict)  # the method's hyper-parameters, resolved
     train_limit: int | None = None
     test_limit: int | None = None
@@ -144,6 +145,7 @@ def resolve_run_config(
     seed: int = 0,
     teacher: str | None = None,
     teacher_input_layer: str = "normalize",
+    teacher_dedicated: bool = False,
     hparams: dict[str, str] | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
@@ -196,6 +198,7 @@ def resolve_run_config(
         seed=seed,
         teacher=teacher,
         teacher_input_layer=teacher_input_layer,
+        teacher_dedicated=teacher_dedicated,
         hparams=dataclasses.asdict(hp),
         train_limit=train_limit if train_limit is not None else prof.train_limit,
         test_limit=test_limit if test_limit is not None else prof.test_limit,

@@ -103,8 +103,23 @@ class Trainer:
         self.env = environment(self.device)
 
     # -- bookkeeping ------------------------------------------------------------------------------
+    def _teacher_seconds(self, teacher: LoadedModel | None) -> float:
+        """The teacher run's training seconds, when it is a run of this store (NaN otherwise)."""
+        run_id = teacher.meta.get("run_id", "") if teacher else ""
+        if not run_id:
+            return float("nan")
+        try:
+            return float(self.store.get_run(run_id)["train_seconds"])
+        except CrtBenchError:
+            return float("nan")
+
     def _run_row(self, status: str, state: _State, teacher: LoadedModel | None, error: str = "") -> dict[str, Any]:
         cfg = self.cfg
+        teacher_seconds = self._teacher_seconds(teacher)
+        # The cost of obtaining this model: its own training, plus the teacher's when the teacher was
+        # trained only for it (the proxy-teacher workflow of the paper's Table 1).
+        total = state.train_seconds + (teacher_seconds if cfg.teacher_dedicated and teacher_seconds == teacher_seconds
+                                       else 0.0)
         return {
             "run_id": self.run_id, "method": cfg.method, "arch": cfg.arch, "dataset": cfg.dataset,
             "sigma": cfg.sigma, "teacher": cfg.teacher or "",
@@ -113,7 +128,9 @@ class Trainer:
             "epochs": cfg.epochs, "epochs_done": state.epoch, "batch_size": cfg.batch_size, "seed": cfg.seed,
             "profile": cfg.profile, "device": self.env["device"], "torch_version": self.env["torch"],
             "git_commit": self.env["git_commit"], "config": cfg.to_json(), "env": json.dumps(self.env),
-            "train_seconds": state.train_seconds, "status": status, "error": error,
+            "train_seconds": state.train_seconds, "teacher_train_seconds": teacher_seconds,
+            "teacher_dedicated": cfg.teacher_dedicated, "total_train_seconds": total,
+            "status": status, "error": error,
             "start_time": state.started, "end_time": _now() if status != "running" else "",
             "updated": time.time(),
         }

@@ -8,6 +8,12 @@ from crt_bench.metrics import DEFAULT_RADII, summary_row
 from crt_bench.results import ResultsStore
 
 
+def _cost_seconds(run: pd.Series) -> float:
+    """Training seconds to obtain the model, including a teacher trained only for it."""
+    total = run.get("total_train_seconds")
+    return float(total) if total is not None and not pd.isna(total) else float(run["train_seconds"])
+
+
 def summary_table(store: ResultsStore) -> pd.DataFrame:
     """One row per certification (trained runs and imported logs), oldest first."""
     certs = store.read("certify")
@@ -27,7 +33,7 @@ def summary_table(store: ResultsStore) -> pd.DataFrame:
             "dataset": run["dataset"] if run is not None else "",
             "sigma": float(rows["sigma"].iloc[0]),
             "N": int(rows["n"].iloc[0]),
-            "train_hours": float(run["train_seconds"]) / 3600 if run is not None else float("nan"),
+            "train_hours": _cost_seconds(run) / 3600 if run is not None else float("nan"),
         }
         record.update(summary_row(rows, DEFAULT_RADII))
         out.append(record)
