@@ -1,0 +1,150 @@
+"""Timing probes: what one epoch, and one whole recipe, of a method costs on an architecture.
+
+A probe trains a freshly initialised model for a few loader batches of random CIFAR-shaped data at
+the method's paper hyper-parameters and batch size (after warm-up; CUDA synchronised around every
+timed block), repeats that, and projects
+
+    epoch seconds  = median seconds per loader batch x ceil(train images / batch size)
+    recipe hours   = epoch seconds x recipe epochs / 3600
+
+Random data costs the same as real data here: the step's arithmetic does not depend on pixel values.
+Rows carry ``kind = "projected"``; full training runs (the ``runs`` table) are the measured hours.
+The arithmetic lives in :func:`summarize` so that it can be checked with a fake clock.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+import torch
+
+from crt_bench.archs import build_model
+from crt_bench.methods import StepContext, get_method
+from crt_bench.provenance import environment, synchronize
+
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
+@dataclass
+class ProbeConfig:
+    batches: int = 20  # timed loader batches per repeat
+    warmup: int = 2  # untimed loader batches first (allocator, cuDNN autotuning)
+    repeats: int = 3
+    batch_size: int | None = None  # None: the method's recipe batch size
+    image_size: int = 32
+    in_chans: int = 3
+    num_classes: int = 10
+    train_images: int = CIFAR10_TRAIN_IMAGES
+    amp: bool = True  # bf16 autocast on CUDA, as the training loop
+
+
+def summarize(seconds_per_batch: list[float], *, batch_size: int, train_images: int, epochs: int) -> dict[str, float]:
+    """Median and spread of per-batch times, and the projections they imply."""
+    median = statistics.median(seconds_per_batch)
+    batches_per_epoch = math.ceil(train_images / batch_size)
+    epoch_seconds = median * batches_per_epoch
+    return {
+        "seconds_per_batch": median,
+        "seconds_per_batch_min": min(seconds_per_batch),
+        "seconds_per_batch_max": max(seconds_per_batch),
+        "relative_spread": (max(seconds_per_batch) - min(seconds_per_batch)) / median if median > 0 else 0.0,
+        "images_per_s": batch_size / median if median > 0 else float("inf"),
+        "batches_per_epoch": batches_per_epoch,
+        "epoch_seconds": epoch_seconds,
+        "recipe_epochs": epochs,
+        "recipe_hours": epoch_seconds * epochs / 3600,
+    }
+
+
+class PassCounter:
+    """Counts the images that go through a model's forward, with and without autograd recording."""
+
+    def __init__(self, *models: torch.nn.Module | None) -> None:
+        self.grad_rows = 0
+        self.nograd_rows = 0
+        self._handles = [m.register_forward_pre_hook(self._hook) for m in models if m is not None]
+
+    def _hook(self, module: torch.nn.Module, args: tuple) -> None:
+        if torch.is_grad_enabled():
+            self.grad_rows += args[0].shape[0]
+        else:
+            self.nograd_rows += args[0].shape[0]
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def probe(
+    method: str,
+    arch: str,
+    *,
+    sigma: float = 0.25,
+    teacher_arch: str | None = "resnet110",
+    cfg: ProbeConfig | None = None,
+    device: torch.device | str = "cpu",
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
+    """Time ``method`` on ``arch``; returns one timing-table row."""
+    cfg = cfg or ProbeConfig()
+    device = torch.device(device)
+    spec = get_method(method)
+    hp = spec.make_hparams(sigma=sigma)
+    batch = cfg.batch_size or spec.recipe.batch_size
+    shape = dict(num_classes=cfg.num_classes, in_chans=cfg.in_chans, mean=[0.5] * cfg.in_chans,
+                 std=[0.25] * cfg.in_chans)
+    model = build_model(arch, **shape).to(device).train()
+    teacher = None
+    if spec.needs_teacher:
+        teacher = build_model(teacher_arch or "resnet110", **shape).to(device).eval().requires_grad_(False)
+    # The last epoch: warm-ups (SmoothAdv epsilon, SmoothMix weight) are over, attacks at full strength.
+    ctx = StepContext(sigma=sigma, hparams=hp, epoch=spec.recipe.epochs - 1, epochs=spec.recipe.epochs,
+                      teacher=teacher)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    chunks = max(1, int(spec.steps_per_batch(hp)))
+    x = torch.rand(batch, cfg.in_chans, cfg.image_size, cfg.image_size, device=device)
+    y = torch.randint(0, cfg.num_classes, (batch,), device=device)
+    use_amp = device.type == "cuda" and cfg.amp
+
+    def loader_batch() -> None:
+        for xb, yb in zip(x.chunk(chunks), y.chunk(chunks)):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss = spec.loss(model, xb, yb, ctx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    for _ in range(cfg.warmup):
+        loader_batch()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(cfg.repeats):
+        synchronize(device)
+        start = clock()
+        for _ in range(cfg.batches):
+            loader_batch()
+        synchronize(device)
+        times.append((clock() - start) / cfg.batches)
+    counter = PassCounter(model, teacher)  # one extra, untimed batch: what the time is made of
+    loader_batch()
+    counter.remove()
+    env = environment(device)
+    row = {
+        "method": method, "arch": arch, "teacher_arch": teacher_arch if spec.needs_teacher else "",
+        "sigma": sigma, "batch_size": batch, "optimizer_steps_per_batch": chunks, "hparams": str(asdict(hp)),
+        "kind": "projected", "timed_batches": cfg.batches, "repeats": cfg.repeats,
+        # forward passes over the batch's B images that are back-propagated / forward only (e.g. CRT's teacher)
+        "fwd_bwd_passes": counter.grad_rows / batch, "fwd_only_passes": counter.nograd_rows / batch,
+        **summarize(times, batch_size=batch, train_images=cfg.train_images, epochs=spec.recipe.epochs),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else -1,
+        "precision": "bf16" if use_amp else "fp32", "compile": False,
+        "device": env["device"], "device_count": env["device_count"], "torch_version": env["torch"],
+        "cuda_version": env["cuda"], "git_commit": env["git_commit"],
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return row

@@ -1,0 +1,56 @@
+"""Timer arithmetic with a fake clock: no test here depends on how fast this machine is."""
+import itertools
+import math
+
+import pytest
+
+from crt_bench.methods import get_method
+from crt_bench.timing import ProbeConfig, probe, summarize
+
+
+def test_summarize_projects_epoch_and_recipe():
+    s = summarize([0.5, 0.4, 0.6], batch_size=256, train_images=50_000, epochs=150)
+    assert s["seconds_per_batch"] == 0.5
+    assert s["batches_per_epoch"] == 196  # ceil(50000 / 256)
+    assert s["epoch_seconds"] == pytest.approx(98.0)
+    assert s["recipe_hours"] == pytest.approx(98.0 * 150 / 3600)
+    assert s["images_per_s"] == pytest.approx(512.0)
+    assert s["relative_spread"] == pytest.approx(0.4)
+
+
+class FakeClock:
+    """Advances by a fixed amount per loader batch: the probe must divide and project correctly."""
+
+    def __init__(self, per_call: list[float]):
+        self.values = itertools.accumulate(itertools.chain([0.0], itertools.cycle(per_call)))
+
+    def __call__(self) -> float:
+        return next(self.values)
+
+
+def test_probe_uses_the_clock_and_the_recipe():
+    # Each repeat's (start, stop) pair advances by 2.0 s over 4 batches -> 0.5 s per loader batch.
+    cfg = ProbeConfig(batches=4, warmup=0, repeats=3, batch_size=8, train_images=1000)
+    row = probe("gaussian", "tiny_cnn", cfg=cfg, clock=FakeClock([2.0, 0.0]))
+    recipe = get_method("gaussian").recipe
+    assert row["seconds_per_batch"] == pytest.approx(0.5)
+    assert row["batches_per_epoch"] == 125
+    assert row["epoch_seconds"] == pytest.approx(62.5)
+    assert row["recipe_hours"] == pytest.approx(62.5 * recipe.epochs / 3600)
+    assert row["kind"] == "projected" and row["precision"] == "fp32" and row["device"].startswith("cpu")
+    assert row["teacher_arch"] == ""
+
+
+def test_probe_of_a_teacher_method_records_the_teacher():
+    cfg = ProbeConfig(batches=1, warmup=0, repeats=1, batch_size=4, train_images=100)
+    row = probe("crt", "tiny_cnn", teacher_arch="tiny_cnn", cfg=cfg, clock=FakeClock([1.0, 0.0]))
+    assert row["teacher_arch"] == "tiny_cnn" and row["recipe_epochs"] == 200
+    assert math.isclose(row["epoch_seconds"], 25.0)
+
+
+def test_pass_counts_explain_the_cost():
+    cfg = ProbeConfig(batches=1, warmup=0, repeats=1, batch_size=4, train_images=100)
+    gauss = probe("gaussian", "tiny_cnn", cfg=cfg, clock=FakeClock([1.0, 0.0]))
+    crt = probe("crt", "tiny_cnn", teacher_arch="tiny_cnn", cfg=cfg, clock=FakeClock([1.0, 0.0]))
+    assert (gauss["fwd_bwd_passes"], gauss["fwd_only_passes"]) == (1.0, 0.0)
+    assert (crt["fwd_bwd_passes"], crt["fwd_only_passes"]) == (1.0, 1.0)  # + the teacher's forward
