@@ -1,5 +1,5 @@
 """Training methods: importing this package registers every method."""
-from crt_bench.methods import consistency, crt, gaussian, smoothadv, smoothmix  # noqa: F401  (registration)
+from crt_bench.methods import consistency, crt, gaussian, macer, smoothadv, smoothmix  # noqa: F401  (registration)
 from crt_bench.methods.registry import (
     MethodSpec,
     Recipe,
