@@ -188,20 +188,29 @@ def export_log_cmd(
 
 
 @app.command("list")
-def list_cmd(what: Annotated[str, typer.Argument(help="archs | methods | profiles")] = "archs") -> None:
+def list_cmd(
+    what: Annotated[str, typer.Argument(help="archs | methods | profiles")] = "archs",
+    sizes: Annotated[bool, typer.Option(help="archs: build each and measure params and FLOPs (slower)")] = False,
+) -> None:
     """Print a registry."""
-    from crt_bench.archs import build_model, count_parameters, list_archs
+    from crt_bench.archs import list_archs
     from crt_bench.config import PROFILES
     from crt_bench.methods import list_methods
 
     if what == "archs":
-        table = Table(title="architectures")
-        for col in ("name", "family", "generation", "source", "params (CIFAR-10)", "description"):
+        from crt_bench.archs import arch_stats
+
+        table = Table(title="architectures" + (" (sizes for CIFAR-10: 10 classes, 3x32x32)" if sizes else ""))
+        for col in ("name", "family", "year", "source", *(("params", "GFLOPs/image") if sizes else ()),
+                    "description"):
             table.add_column(col)
         for s in list_archs():
-            params = count_parameters(build_model(s.name, num_classes=10, in_chans=3, mean=[0.5] * 3, std=[0.5] * 3))
             name = s.name + (f" ({', '.join(s.aliases)})" if s.aliases else "")
-            table.add_row(name, s.family, str(s.generation), s.source, f"{params / 1e6:.2f}M", s.description)
+            cells = []
+            if sizes:
+                stats = arch_stats(s.name)
+                cells = [f"{stats['params'] / 1e6:.2f}M", f"{stats['flops_per_image'] / 1e9:.3f}"]
+            table.add_row(name, s.family, str(s.generation), s.source, *cells, s.description)
     elif what == "methods":
         table = Table(title="methods")
         for col in ("name", "teacher", "recipe (epochs / batch / lr / milestones)", "reference"):
@@ -220,6 +229,62 @@ def list_cmd(what: Annotated[str, typer.Argument(help="archs | methods | profile
     else:
         raise CrtBenchError(f"unknown registry {what!r}; choose archs, methods or profiles")
     out.print(table)
+
+
+@app.command("time")
+def time_cmd(
+    profile: Annotated[str, typer.Option(help="probe size: smoke | cpu | paper")] = "cpu",
+    method: Annotated[list[str], typer.Option("--method", help="methods to time (repeatable; default: all)")] = [],
+    arch: Annotated[list[str], typer.Option("--arch", help="architectures (repeatable; default: the generation "
+                                                          "registry plus resnet20/resnet110)")] = [],
+    teacher: Annotated[list[str], typer.Option("--teacher", help="CRT teacher archs")] = ["resnet110", "resnet20"],
+    sigma: float = 0.25,
+    batches: Annotated[Optional[int], typer.Option(help="timed loader batches per repeat")] = None,
+    repeats: Optional[int] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="default: the profile's (paper: each recipe's)")] = None,
+    force: Annotated[bool, typer.Option(help="re-time probes already in the store")] = False,
+    device: DeviceOpt = "auto",
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Timing probes per method x architecture; projected epoch and recipe hours go to the timing table."""
+    from crt_bench.timing_grid import run_timing_grid
+
+    _banner(profile, "timing probes: methods x architectures at the methods' paper hyper-parameters")
+    df = run_timing_grid(results, profile=profile, methods=method, archs=arch, teachers=teacher, sigma=sigma,
+                         batches=batches, repeats=repeats, batch_size=batch_size, force=force, device=device)
+    err.print(f"{len(df)} timing rows in {results}/tables/timing")
+
+
+@app.command()
+def plot(
+    results_dir: Annotated[Path, typer.Argument(help="results directory")] = Path("results"),
+    out_dir: Annotated[Path, typer.Option("--out", help="where tables and figures go")] = Path("plots"),
+    sigma: float = 0.25,
+) -> None:
+    """Slowdown table (markdown + CSV) and the cumulative-training-time figure (PNG + PDF)."""
+    from crt_bench.report.figures import cumulative_hours, plot_cumulative
+    from crt_bench.report.tables import slowdown_markdown, slowdown_table
+    from crt_bench.results import ResultsStore, atomic_write_bytes
+
+    if not results_dir.is_dir():
+        raise CrtBenchError(f"results directory {results_dir} does not exist")
+    store = ResultsStore(results_dir)
+    table = slowdown_table(store)
+    if table.empty:
+        raise CrtBenchError(f"no timing results in {results_dir}; run `crt-bench time` first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / "slowdown.csv", table.to_csv(index=False).encode())
+    markdown = slowdown_markdown(table)
+    atomic_write_bytes(out_dir / "slowdown.md", markdown.encode())
+    out.print(markdown, markup=False, highlight=False)
+    data = cumulative_hours(table, sigma=sigma)
+    if data.empty:
+        err.print("cumulative-time figure skipped: no architecture has timings of every method")
+    else:
+        atomic_write_bytes(out_dir / "cumulative_training_time.csv", data.to_csv(index=False).encode())
+        for path in plot_cumulative(data, out_dir)[0]:
+            err.print(f"written {path}")
+    err.print(f"written {out_dir / 'slowdown.md'}, {out_dir / 'slowdown.csv'}")
 
 
 @app.command("proxy")

@@ -32,7 +32,7 @@ CIFAR10_TRAIN_IMAGES = 50_000
 @dataclass
 class ProbeConfig:
     batches: int = 20  # timed loader batches per repeat
-    warmup: int = 2  # untimed loader batches first (allocator, cuDNN autotuning)
+    warmup: int = 2  # untimed loader batches first (allocator, cuDNN autotuning); at least 1
     repeats: int = 3
     batch_size: int | None = None  # None: the method's recipe batch size
     image_size: int = 32
@@ -40,6 +40,16 @@ class ProbeConfig:
     num_classes: int = 10
     train_images: int = CIFAR10_TRAIN_IMAGES
     amp: bool = True  # bf16 autocast on CUDA, as the training loop
+
+
+# Probe sizes per profile: the paper profile times a few hundred optimizer steps at the recipe's
+# batch size; the CPU profiles time small batches so that the whole methods x architectures grid fits
+# in minutes (per-image costs, hence ratios, carry over; absolute hours are this CPU's).
+PROBES: dict[str, ProbeConfig] = {
+    "smoke": ProbeConfig(batches=1, warmup=1, repeats=1, batch_size=8),
+    "cpu": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=16),
+    "paper": ProbeConfig(batches=50, warmup=5, repeats=3, batch_size=None),
+}
 
 
 def summarize(seconds_per_batch: list[float], *, batch_size: int, train_images: int, epochs: int) -> dict[str, float]:
@@ -67,14 +77,18 @@ class PassCounter:
         self.grad_rows = 0
         self.nograd_rows = 0
         self._handles = [m.register_forward_pre_hook(self._hook) for m in models if m is not None]
+        self._counting = True
 
     def _hook(self, module: torch.nn.Module, args: tuple) -> None:
+        if not self._counting:
+            return
         if torch.is_grad_enabled():
             self.grad_rows += args[0].shape[0]
         else:
             self.nograd_rows += args[0].shape[0]
 
     def remove(self) -> None:
+        self._counting = False
         for handle in self._handles:
             handle.remove()
 
@@ -118,8 +132,10 @@ def probe(
             loss.backward()
             optimizer.step()
 
-    for _ in range(cfg.warmup):
+    counter = PassCounter(model, teacher)  # counts one (untimed) batch: what the time is made of
+    for _ in range(max(cfg.warmup, 1)):
         loader_batch()
+        counter.remove()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -130,9 +146,6 @@ def probe(
             loader_batch()
         synchronize(device)
         times.append((clock() - start) / cfg.batches)
-    counter = PassCounter(model, teacher)  # one extra, untimed batch: what the time is made of
-    loader_batch()
-    counter.remove()
     env = environment(device)
     row = {
         "method": method, "arch": arch, "teacher_arch": teacher_arch if spec.needs_teacher else "",

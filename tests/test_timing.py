@@ -54,3 +54,28 @@ def test_pass_counts_explain_the_cost():
     crt = probe("crt", "tiny_cnn", teacher_arch="tiny_cnn", cfg=cfg, clock=FakeClock([1.0, 0.0]))
     assert (gauss["fwd_bwd_passes"], gauss["fwd_only_passes"]) == (1.0, 0.0)
     assert (crt["fwd_bwd_passes"], crt["fwd_only_passes"]) == (1.0, 1.0)  # + the teacher's forward
+
+
+def test_timing_grid_stores_rows_and_skips_done_probes(tmp_path):
+    from crt_bench.results import ResultsStore
+    from crt_bench.timing_grid import run_timing_grid
+
+    kwargs = dict(profile="smoke", methods=["gaussian", "crt"], archs=["tiny_cnn"], teachers=["tiny_cnn"],
+                  device="cpu")
+    first = run_timing_grid(tmp_path, **kwargs)
+    assert sorted(first["method"]) == ["crt", "gaussian"] and set(first["profile"]) == {"smoke"}
+    again = run_timing_grid(tmp_path, **kwargs)
+    assert again.empty  # resumable: nothing re-timed
+    assert len(ResultsStore(tmp_path).read("timing")) == 2
+    forced = run_timing_grid(tmp_path, force=True, **kwargs)
+    assert len(forced) == 2
+
+
+def test_timing_grid_rejects_bad_names(tmp_path):
+    from crt_bench.errors import CrtBenchError
+    from crt_bench.timing_grid import run_timing_grid
+
+    with pytest.raises(CrtBenchError, match="unknown architecture"):
+        run_timing_grid(tmp_path, profile="smoke", archs=["alexnet9"], device="cpu")
+    with pytest.raises(CrtBenchError, match="unknown profile"):
+        run_timing_grid(tmp_path, profile="huge", device="cpu")

@@ -9,5 +9,9 @@ from crt_bench.archs.registry import (
     list_archs,
     register_arch,
 )
+from crt_bench.archs.stats import arch_stats, generations, is_generation
 
-__all__ = ["ArchSpec", "NormalizeLayer", "build_model", "count_parameters", "get_arch", "list_archs", "register_arch"]
+__all__ = [
+    "ArchSpec", "NormalizeLayer", "arch_stats", "build_model", "count_parameters", "generations", "get_arch",
+    "is_generation", "list_archs", "register_arch",
+]

@@ -1,0 +1,95 @@
+"""Figure 1: cumulative training hours to obtain a certifiably robust model of each new architecture.
+
+x: architectures in release order; y: cumulative hours. One line per method: SmoothAdv, MACER and
+SmoothMix pay their full cost for every architecture; CRT with a pretrained ResNet-110 teacher pays
+about the cost of standard training per architecture; CRT with a ResNet-20 proxy teacher also pays
+the proxy's own SmoothMix training, once, at the start. Points built from projected hours are drawn
+hollow with a dashed line; measured ones solid.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from crt_bench.archs import get_arch  # noqa: E402
+
+LINES = [  # (label, method, teacher_arch)
+    ("SmoothAdv", "smoothadv", ""),
+    ("MACER", "macer", ""),
+    ("SmoothMix", "smoothmix", ""),
+    ("CRT, pretrained ResNet-110 teacher", "crt", "resnet110"),
+    ("CRT, ResNet-20 proxy teacher (its training counted once)", "crt", "resnet20"),
+]
+PROXY_TEACHER = ("smoothmix", "resnet20")
+
+
+def cumulative_hours(slowdown: pd.DataFrame, archs: list[str] | None = None, sigma: float | None = None) -> pd.DataFrame:
+    """The plotted data: one row per (line, arch) with hours, cumulative hours and their kind."""
+    df = slowdown
+    if sigma is not None:
+        df = df[df["sigma"] == sigma]
+    if df.empty:
+        return pd.DataFrame()
+    device = df["device"].iloc[0]
+    df = df[df["device"] == device]
+    generation_archs = [a for a in df["arch"].unique() if get_arch(a).family not in ("test", "CIFAR ResNet")]
+    archs = archs or sorted(generation_archs, key=lambda a: (get_arch(a).generation, a))
+    rows = []
+    for label, method, teacher in LINES:
+        part = df[(df["method"] == method) & (df["teacher"].fillna("") == teacher)].set_index("arch")
+        if not all(a in part.index for a in archs):
+            continue
+        total = 0.0
+        if method == "crt" and teacher == PROXY_TEACHER[1]:
+            proxy = df[(df["method"] == PROXY_TEACHER[0]) & (df["arch"] == PROXY_TEACHER[1])]
+            if proxy.empty:
+                continue
+            total = float(proxy["hours"].iloc[0])
+            rows.append({"line": label, "arch": "(proxy teacher)", "position": 0, "hours": total,
+                         "cumulative_hours": total, "kind": proxy["hours_kind"].iloc[0], "device": device})
+        for i, arch in enumerate(archs, start=1):
+            hours = float(part.loc[arch, "hours"])
+            total += hours
+            rows.append({"line": label, "arch": arch, "position": i, "hours": hours, "cumulative_hours": total,
+                         "kind": part.loc[arch, "hours_kind"], "device": device})
+    return pd.DataFrame(rows)
+
+
+def plot_cumulative(data: pd.DataFrame, out_dir: Path, stem: str = "cumulative_training_time"
+                    ) -> tuple[list[Path], dict[str, list[float]]]:
+    """Draw the figure from ``cumulative_hours`` output; writes PNG and PDF.
+
+    Returns the file paths and, per line label, the y values as drawn (read back from the figure).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    archs = data[data["position"] > 0].drop_duplicates("position").sort_values("position")["arch"].tolist()
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(archs) + 3), 4.8))
+    for label, part in data.groupby("line", sort=False):
+        part = part.sort_values("position")
+        projected = (part["kind"] == "projected").any()
+        ax.plot(part["position"], part["cumulative_hours"], linestyle="--" if projected else "-", marker="o",
+                markerfacecolor="none" if projected else None, label=label)
+    labels = [f"{a}\n({get_arch(a).generation})" for a in archs]
+    ax.set_xticks(range(1, len(archs) + 1), labels, rotation=45, ha="right", fontsize=8)
+    if (data["position"] == 0).any():
+        ax.set_xlim(-0.3, len(archs) + 0.3)
+    ax.set_xlabel("architecture, in release order")
+    ax.set_ylabel("cumulative training hours")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    device = data["device"].iloc[0]
+    kind = "projected from timing probes (dashed, hollow)" if (data["kind"] == "projected").any() else "measured"
+    ax.set_title(f"Cost of a certifiably robust model per new architecture\n{device}; {kind}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    drawn = {line.get_label(): [float(v) for v in line.get_ydata()] for line in ax.get_lines()}
+    plt.close(fig)
+    return paths, drawn

@@ -1,0 +1,82 @@
+"""The timing grid: probes for methods x architectures, each row stored as soon as it is measured.
+
+Re-running skips probes the store already holds for the same (method, arch, teacher, sigma, device,
+profile), so an interrupted grid continues where it stopped.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from crt_bench.archs import generations, get_arch
+from crt_bench.errors import CrtBenchError
+from crt_bench.methods import get_method, list_methods
+from crt_bench.provenance import device_name, pick_device
+from crt_bench.results import ResultsStore
+from crt_bench.timing import PROBES, probe
+
+log = Console(stderr=True)
+TEACHERS = ("resnet20", "resnet110")  # the in-project teachers; also timed, for the paper's comparisons
+
+
+def default_archs() -> list[str]:
+    """The generation registry in release order, plus the teachers (ResNet-110 is the papers' network)."""
+    return list(TEACHERS) + [s.name for s in generations()]
+
+
+def grid(methods: list[str], archs: list[str], teachers: list[str]) -> list[tuple[str, str, str]]:
+    jobs = []
+    for arch in archs:
+        for method in methods:
+            if get_method(method).needs_teacher:
+                jobs += [(method, arch, t) for t in teachers]
+            else:
+                jobs.append((method, arch, ""))
+    return jobs
+
+
+def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[str] | None = None,
+                    archs: list[str] | None = None, teachers: list[str] | None = None, sigma: float = 0.25,
+                    batches: int | None = None, repeats: int | None = None, batch_size: int | None = None,
+                    force: bool = False, device: str = "auto") -> pd.DataFrame:
+    if profile not in PROBES:
+        raise CrtBenchError(f"unknown profile {profile!r}; valid names: {', '.join(PROBES)}")
+    cfg = PROBES[profile]
+    cfg = replace(cfg, batches=batches or cfg.batches, repeats=repeats or cfg.repeats,
+                  batch_size=batch_size or cfg.batch_size)
+    if cfg.batches < 1 or cfg.repeats < 1 or (cfg.batch_size is not None and cfg.batch_size < 1):
+        raise CrtBenchError("batches, repeats and batch size must be >= 1")
+    methods = methods or [m.name for m in list_methods()]
+    archs = archs or default_archs()
+    teachers = teachers or ["resnet110"]
+    for name in methods:
+        get_method(name)
+    for name in [*archs, *teachers]:
+        get_arch(name)
+    dev = pick_device(device)
+    store = ResultsStore(results)
+    done = set()
+    if not force:
+        have = store.read("timing")
+        if not have.empty and "profile" in have:
+            same = have[(have["device"] == device_name(dev)) & (have["profile"] == profile) & (have["sigma"] == sigma)]
+            done = set(zip(same["method"], same["arch"], same["teacher_arch"]))
+    jobs = [j for j in grid(methods, archs, teachers) if j not in done]
+    if len(jobs) < len(grid(methods, archs, teachers)):
+        log.print(f"skipping {len(grid(methods, archs, teachers)) - len(jobs)} probes already timed (--force re-times)")
+    rows = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=log) as bar:
+        task = bar.add_task("timing", total=len(jobs))
+        for method, arch, teacher in jobs:
+            bar.update(task, description=f"{method} {arch}" + (f" <- {teacher}" if teacher else ""))
+            row = probe(method, arch, sigma=sigma, teacher_arch=teacher or None, cfg=cfg, device=dev)
+            row["profile"] = profile
+            store.append("timing", [row])
+            rows.append(row)
+            bar.advance(task)
+    return pd.DataFrame(rows)

@@ -1,0 +1,92 @@
+"""Slowdown table and cumulative-time figure, from hand-made timing rows with known answers."""
+import pandas as pd
+import pytest
+
+from crt_bench.report.figures import LINES, cumulative_hours, plot_cumulative
+from crt_bench.report.tables import slowdown_markdown, slowdown_table
+from crt_bench.results import ResultsStore
+
+DEVICE = "test-device"
+# seconds per epoch for each (method, teacher) relative to Gaussian = 10 s; epochs per recipe
+COST = {("gaussian", ""): (10.0, 150), ("smoothadv", ""): (440.0, 150), ("macer", ""): (30.0, 440),
+        ("smoothmix", ""): (50.0, 150), ("crt", "resnet110"): (20.0, 200), ("crt", "resnet20"): (12.0, 200)}
+ARCHS = {"resnet18": 1.0, "convnext_atto": 2.0, "resnet20": 0.5}  # per-arch cost multiplier
+
+
+def timing_row(method, teacher, arch, when="2026-01-01T00:00:00+00:00"):
+    epoch_s, epochs = COST[(method, teacher)]
+    epoch_s *= ARCHS[arch]
+    return {"method": method, "arch": arch, "teacher_arch": teacher, "sigma": 0.25, "device": DEVICE,
+            "batch_size": 16, "fwd_bwd_passes": 1.0, "fwd_only_passes": 0.0, "epoch_seconds": epoch_s,
+            "recipe_epochs": epochs, "recipe_hours": epoch_s * epochs / 3600, "precision": "fp32", "time": when,
+            "kind": "projected", "profile": "cpu"}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ResultsStore(tmp_path)
+    s.append("timing", [timing_row(m, t, a) for (m, t) in COST for a in ARCHS])
+    return s
+
+
+def test_slowdown_ratios(store):
+    t = slowdown_table(store)
+    r18 = t[t["arch"] == "resnet18"].set_index(["method", "teacher"])
+    assert r18.loc[("smoothadv", ""), "epoch_ratio"] == pytest.approx(44.0)
+    assert r18.loc[("macer", ""), "recipe_ratio"] == pytest.approx(3.0 * 440 / 150)
+    assert r18.loc[("crt", "resnet110"), "recipe_ratio"] == pytest.approx(2.0 * 200 / 150)
+    assert r18.loc[("smoothadv", ""), "paper_ratio_resnet110"] == 46.20
+    assert (t["hours_kind"] == "projected").all()
+    assert t["method"].tolist()[:2] == ["gaussian", "crt"]  # baseline first
+    md = slowdown_markdown(t)
+    assert "| smoothadv |" in md and "46.20" in md and "projected" in md
+
+
+def test_newest_probe_wins_and_measured_hours_replace_projections(store):
+    newer = timing_row("smoothadv", "", "resnet18", when="2026-06-01T00:00:00+00:00")
+    newer["epoch_seconds"] *= 2
+    newer["recipe_hours"] *= 2
+    store.append("timing", [newer])
+    store.append("runs", [{"run_id": "r1", "method": "gaussian", "arch": "resnet18", "sigma": 0.25,
+                           "teacher_arch": "", "status": "finished", "profile": "paper", "train_seconds": 3600.0,
+                           "updated": 1.0}])
+    t = slowdown_table(store)
+    r18 = t[t["arch"] == "resnet18"].set_index(["method", "teacher"])
+    assert r18.loc[("smoothadv", ""), "epoch_ratio"] == pytest.approx(88.0)
+    assert r18.loc[("gaussian", ""), "hours_kind"] == "measured" and r18.loc[("gaussian", ""), "hours"] == 1.0
+    smoothadv_hours = 2 * 440.0 * 150 / 3600
+    assert r18.loc[("smoothadv", ""), "recipe_ratio"] == pytest.approx(smoothadv_hours / 1.0)
+
+
+def test_cumulative_hours_and_figure(store, tmp_path):
+    t = slowdown_table(store)
+    data = cumulative_hours(t)
+    archs = data[data["position"] > 0].drop_duplicates("position").sort_values("position")["arch"].tolist()
+    assert archs == ["resnet18", "convnext_atto"]  # generation order; the teacher resnet20 is not a generation
+    smoothadv = data[data["line"] == "SmoothAdv"].sort_values("position")
+    per_arch = [440.0 * 150 / 3600 * ARCHS[a] for a in archs]
+    assert smoothadv["cumulative_hours"].tolist() == pytest.approx([per_arch[0], per_arch[0] + per_arch[1]])
+    proxy = data[data["line"] == LINES[4][0]].sort_values("position")
+    teacher_cost = 50.0 * 150 / 3600 * ARCHS["resnet20"]  # SmoothMix ResNet-20, counted once
+    crt20 = [12.0 * 200 / 3600 * ARCHS[a] for a in archs]
+    assert proxy["cumulative_hours"].tolist() == pytest.approx(
+        [teacher_cost, teacher_cost + crt20[0], teacher_cost + crt20[0] + crt20[1]])
+
+    paths, drawn = plot_cumulative(data, tmp_path / "plots")
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in paths)
+    assert {p.suffix for p in paths} == {".png", ".pdf"}
+    for label, part in data.groupby("line"):
+        assert drawn[label] == pytest.approx(part.sort_values("position")["cumulative_hours"].tolist())
+
+
+def test_plot_command_writes_table_and_figure(store, tmp_path, capsys):
+    from crt_bench.cli import main
+
+    out = tmp_path / "plots"
+    with pytest.raises(SystemExit) as info:
+        main(["plot", str(store.root), "--out", str(out)])
+    assert info.value.code in (0, None)
+    table = pd.read_csv(out / "slowdown.csv")
+    assert set(table["method"]) == {"gaussian", "smoothadv", "macer", "smoothmix", "crt"}
+    assert (out / "cumulative_training_time.png").stat().st_size > 1000
+    assert "smoothadv" in (out / "slowdown.md").read_text()
