@@ -231,6 +231,63 @@ def list_cmd(
     out.print(table)
 
 
+@app.command()
+def sweep(
+    method: Annotated[list[str], typer.Option("--method", help="repeatable")] = ["gaussian", "crt"],
+    arch: Annotated[list[str], typer.Option("--arch", help="repeatable")] = ["resnet20"],
+    sigma: Annotated[list[float], typer.Option("--sigma", help="repeatable")] = [0.25],
+    seed: Annotated[list[int], typer.Option("--seed", help="repeatable")] = [0],
+    profile: str = "smoke",
+    teacher_method: Annotated[str, typer.Option(help="how CRT's teachers are trained")] = "smoothmix",
+    teacher_arch: Annotated[list[str], typer.Option("--teacher-arch", help="repeatable")] = ["resnet110"],
+    dataset: Optional[str] = None,
+    epochs: Optional[int] = None,
+    train_limit: Optional[int] = None,
+    certify: bool = True,
+    executor: Annotated[str, typer.Option(help="local (subprocesses) | slurm | debug (in-process)")] = "local",
+    max_parallel: Annotated[int, typer.Option(help="jobs running at once (local: CPUs/GPUs to share)")] = 1,
+    partition: Annotated[Optional[str], typer.Option(help="slurm partition")] = None,
+    gpus: Annotated[int, typer.Option(help="slurm: GPUs per job")] = 1,
+    time_min: Annotated[int, typer.Option(help="time limit per job, minutes")] = 24 * 60,
+    cpus_per_task: Annotated[Optional[int], typer.Option(help="slurm: CPUs per job")] = None,
+    array_parallelism: Annotated[int, typer.Option(help="slurm: jobs of an array running at once")] = 16,
+    dry_run: Annotated[bool, typer.Option(help="list the jobs (and, for slurm, the sbatch script); run nothing")] = False,
+    data_dir: DataDirOpt = None,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Run a grid (methods x archs x sigmas x seeds; CRT per teacher) through submitit; resumable."""
+    from crt_bench.launch import GridSpec, make_executor, run_grid, sbatch_preview, slurm_parameters
+
+    spec = GridSpec(methods=method, archs=arch, sigmas=sigma, seeds=seed, profile=profile,
+                    teacher_method=teacher_method, teacher_archs=teacher_arch, dataset=dataset, data_dir=data_dir,
+                    epochs=epochs, train_limit=train_limit, certify=certify)
+    jobs = spec.jobs()
+    if max_parallel < 1:
+        raise CrtBenchError(f"--max-parallel must be >= 1, got {max_parallel}")
+    slurm = dict(partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
+                 array_parallelism=array_parallelism)
+    if dry_run:
+        for job in jobs:
+            out.print(job.key, markup=False, highlight=False)
+        if executor == "slurm":
+            out.print(sbatch_preview(results / "submitit", **slurm_parameters(**slurm)), markup=False,
+                      highlight=False)
+        return
+    ex = make_executor(executor, results / "submitit", **slurm)
+    _banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {max_parallel} at once")
+    status = run_grid(jobs, results, ex, max_parallel=max_parallel if executor != "slurm" else max(max_parallel,
+                                                                                                  len(jobs)))
+    table = Table(title="sweep")
+    for col in ("job", "state", "run id", "error / log"):
+        table.add_column(col)
+    for _, r in status.iterrows():
+        table.add_row(r["key"], r["state"], r["run_id"], (r["error"] + (f" ({r['log']})" if r["log"] else "")))
+    err.print(table)
+    failed = status["state"].str.startswith(("failed", "blocked"))
+    if failed.any():
+        raise CrtBenchError(f"{int(failed.sum())} of {len(status)} jobs failed or were blocked; see the table above")
+
+
 @app.command("time")
 def time_cmd(
     profile: Annotated[str, typer.Option(help="probe size: smoke | cpu | paper")] = "cpu",

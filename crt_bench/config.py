@@ -93,6 +93,7 @@ class RunConfig:
     teacher: str | None = None  # a run id or a checkpoint path
     teacher_input_layer: str = "normalize"  # for reference checkpoints: "normalize" or "center" (Salman)
     teacher_dedicated: bool = False  # the teacher was trained only for this student: its hours count here
+    job_key: str = ""  # set by the grid runner (crt_bench.launch): finds this run again on re-runs
     hparams: dict[str, Any] = field(default_factory=dict)  # the method's hyper-parameters, resolved
     train_limit: int | None = None
     test_limit: int | None = None
@@ -146,6 +147,7 @@ def resolve_run_config(
     teacher: str | None = None,
     teacher_input_layer: str = "normalize",
     teacher_dedicated: bool = False,
+    job_key: str = "",
     hparams: dict[str, str] | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
@@ -199,6 +201,7 @@ def resolve_run_config(
         teacher=teacher,
         teacher_input_layer=teacher_input_layer,
         teacher_dedicated=teacher_dedicated,
+        job_key=job_key,
         hparams=dataclasses.asdict(hp),
         train_limit=train_limit if train_limit is not None else prof.train_limit,
         test_limit=test_limit if test_limit is not None else prof.test_limit,

@@ -121,7 +121,8 @@ class Trainer:
         total = state.train_seconds + (teacher_seconds if cfg.teacher_dedicated and teacher_seconds == teacher_seconds
                                        else 0.0)
         return {
-            "run_id": self.run_id, "method": cfg.method, "arch": cfg.arch, "dataset": cfg.dataset,
+            "run_id": self.run_id, "job_key": cfg.job_key, "method": cfg.method, "arch": cfg.arch,
+            "dataset": cfg.dataset,
             "sigma": cfg.sigma, "teacher": cfg.teacher or "",
             "teacher_arch": teacher.meta.get("arch", "") if teacher else "",
             "teacher_run_id": teacher.meta.get("run_id", "") if teacher else "",

@@ -1,0 +1,259 @@
+"""Grids of runs through submitit: on this machine (local executor) or on a SLURM cluster.
+
+A ``GridSpec`` (methods x architectures x sigmas x seeds, plus CRT's teachers) expands into ``Job``s.
+Each job trains one model and certifies it, in its own process, writing its own parquet parts (the
+store is append-only, so concurrent jobs never overwrite each other). CRT students wait until their
+teacher's job has finished. Every job carries a stable key, recorded with its run; re-running a grid
+skips finished jobs and resumes interrupted ones, so a killed ``make reproduce`` continues where it
+stopped. Failed jobs are reported with their log path.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import submitit
+from rich.console import Console
+
+from crt_bench.config import get_profile, resolve_run_config
+from crt_bench.errors import CrtBenchError
+from crt_bench.methods import get_method
+from crt_bench.results import ResultsStore
+
+log = Console(stderr=True)
+EXECUTORS = ("local", "slurm", "debug")
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    arch: str
+    sigma: float = 0.25
+    seed: int = 0
+    profile: str = "smoke"
+    teacher: "Job | None" = None  # CRT: the job whose run becomes --teacher
+    teacher_dedicated: bool = False
+    dataset: str | None = None
+    data_dir: str | None = None
+    epochs: int | None = None
+    train_limit: int | None = None
+    certify: bool = True
+
+    @property
+    def key(self) -> str:
+        parts = [self.method, self.arch, self.dataset or get_profile(self.profile).dataset, f"s{self.sigma:g}",
+                 f"seed{self.seed}", self.profile]
+        if self.epochs is not None:
+            parts.append(f"e{self.epochs}")
+        if self.train_limit is not None:
+            parts.append(f"n{self.train_limit}")
+        key = "/".join(parts)
+        return key + (f"<-[{self.teacher.key}]" if self.teacher else "")
+
+
+@dataclass
+class GridSpec:
+    methods: list[str]
+    archs: list[str]
+    sigmas: list[float] = field(default_factory=lambda: [0.25])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    profile: str = "smoke"
+    teacher_method: str = "smoothmix"
+    teacher_archs: list[str] = field(default_factory=lambda: ["resnet110"])
+    dataset: str | None = None
+    data_dir: str | None = None
+    epochs: int | None = None
+    train_limit: int | None = None
+    certify: bool = True
+
+    def jobs(self) -> list[Job]:
+        """Teachers first, then every (method, arch, sigma, seed); CRT once per teacher architecture."""
+        for name in self.methods:
+            get_method(name)
+        common = dict(profile=self.profile, dataset=self.dataset, data_dir=self.data_dir, epochs=self.epochs,
+                      train_limit=self.train_limit, certify=self.certify)
+        out: dict[str, Job] = {}
+        for sigma in self.sigmas:
+            for seed in self.seeds:
+                teachers = [Job(self.teacher_method, t, sigma, seed, **common) for t in self.teacher_archs]
+                if "crt" in self.methods:
+                    for t in teachers:
+                        out.setdefault(t.key, t)
+                for method in self.methods:
+                    for arch in self.archs:
+                        if get_method(method).needs_teacher:
+                            for t in teachers:
+                                job = Job(method, arch, sigma, seed, teacher=t, **common)
+                                out.setdefault(job.key, job)
+                        else:
+                            job = Job(method, arch, sigma, seed, **common)
+                            out.setdefault(job.key, job)
+        return list(out.values())
+
+
+def _runs_for(store: ResultsStore, key: str) -> pd.DataFrame:
+    runs = store.runs()
+    if runs.empty or "job_key" not in runs:
+        return pd.DataFrame(columns=["run_id", "status", "job_key"])
+    return runs[runs["job_key"] == key]
+
+
+def finished_run(store: ResultsStore, key: str) -> str | None:
+    runs = _runs_for(store, key)
+    done = runs[runs["status"] == "finished"]
+    return str(done["run_id"].iloc[-1]) if not done.empty else None
+
+
+def execute_job(job: Job, results: str) -> str:
+    """Run one job to completion (train, or resume, or skip; then certify); returns its run id."""
+    from crt_bench.certify_run import certify_run
+    from crt_bench.checkpoint import CHECKPOINT_FILE
+    from crt_bench.train import resume_run, train_run
+
+    store = ResultsStore(results)
+    run_id = finished_run(store, job.key)
+    if run_id is None:
+        unfinished = _runs_for(store, job.key)
+        resumable = [r for r in unfinished["run_id"] if (store.run_dir(r) / CHECKPOINT_FILE).is_file()]
+        if resumable:
+            run_id = resume_run(resumable[-1], store, progress=False)
+        else:
+            teacher = None
+            if job.teacher is not None:
+                teacher = finished_run(store, job.teacher.key)
+                if teacher is None:
+                    raise CrtBenchError(f"teacher job {job.teacher.key} has no finished run")
+            cfg = resolve_run_config(job.method, job.arch, profile=job.profile, dataset=job.dataset, sigma=job.sigma,
+                                     epochs=job.epochs, seed=job.seed, teacher=teacher, train_limit=job.train_limit,
+                                     teacher_dedicated=job.teacher_dedicated, data_dir=job.data_dir, job_key=job.key)
+            run_id = train_run(cfg, store, progress=False)
+    if job.certify:
+        certs = store.read("certify")
+        if certs.empty or not (certs["run_id"] == run_id).any():
+            certify_run(run_id, store, get_profile(job.profile).certify, data_dir=job.data_dir, seed=job.seed,
+                        progress=False)
+    return run_id
+
+
+def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int = 1,
+                  time_min: int = 24 * 60, cpus_per_task: int | None = None, array_parallelism: int = 16,
+                  slurm_extra: dict[str, Any] | None = None) -> submitit.Executor:
+    """submitit's own executors: ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process)."""
+    if kind == "local":
+        ex = submitit.LocalExecutor(folder=str(folder))
+        ex.update_parameters(timeout_min=time_min)
+    elif kind == "debug":
+        ex = submitit.DebugExecutor(folder=str(folder))
+    elif kind == "slurm":
+        try:
+            ex = submitit.SlurmExecutor(folder=str(folder))
+        except RuntimeError as err:  # submitit checks for srun
+            raise CrtBenchError(f"cannot submit to SLURM from here ({err}); `--dry-run` shows the sbatch script "
+                                "that would be submitted") from None
+        ex.update_parameters(**slurm_parameters(partition=partition, gpus=gpus, time_min=time_min,
+                                                cpus_per_task=cpus_per_task, array_parallelism=array_parallelism),
+                             **(slurm_extra or {}))
+    else:
+        raise CrtBenchError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
+    return ex
+
+
+def slurm_parameters(*, partition: str | None = None, gpus: int = 1, time_min: int = 24 * 60,
+                     cpus_per_task: int | None = None, array_parallelism: int = 16) -> dict[str, Any]:
+    params: dict[str, Any] = dict(job_name="crt-bench", time=time_min, gpus_per_node=gpus,
+                                  array_parallelism=array_parallelism)
+    if partition:
+        params["partition"] = partition
+    if cpus_per_task:
+        params["cpus_per_task"] = cpus_per_task
+    return params
+
+
+def sbatch_preview(folder: str | Path, **params: Any) -> str:
+    """The sbatch script submitit renders for a job with these parameters; nothing is submitted.
+
+    Uses submitit's own renderer, so it works on a machine without SLURM (for ``--dry-run``).
+    """
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params = {k: v for k, v in params.items() if k != "array_parallelism"}  # array-level, not in the script
+    return _make_sbatch_string(command="python -u -m submitit.core._submit <folder>", folder=str(folder), **params)
+
+
+def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, *, max_parallel: int = 1,
+             poll_s: float = 1.0) -> pd.DataFrame:
+    """Submit jobs as their teachers finish, at most ``max_parallel`` at a time; one status row per job."""
+    results = str(results)
+    store = ResultsStore(results)
+    state: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        done = finished_run(store, job.key)
+        certified = done is not None and (not job.certify or _certified(store, done))
+        state[job.key] = {"key": job.key, "state": "skipped (finished)" if certified else "pending",
+                          "run_id": done if certified else "", "error": "", "log": ""}
+    running: dict[str, Any] = {}
+    while True:
+        for job in jobs:
+            s = state[job.key]
+            if s["state"] != "pending" or len(running) >= max_parallel:
+                continue
+            if job.teacher is not None:
+                t = state.get(job.teacher.key, {"state": "finished" if finished_run(store, job.teacher.key) else "missing"})
+                if t["state"].startswith("failed") or t["state"] == "missing" or t["state"].startswith("blocked"):
+                    s["state"] = "blocked (teacher failed)"
+                    continue
+                if not (t["state"] in ("finished", "skipped (finished)")):
+                    continue
+            running[job.key] = executor.submit(execute_job, job, results)
+            s["state"] = "running"
+            log.print(f"submitted {job.key}")
+        for key, handle in list(running.items()):
+            if not handle.done():
+                continue
+            del running[key]
+            try:
+                state[key]["run_id"] = handle.result()
+                state[key]["state"] = "finished"
+                log.print(f"[green]finished[/] {key}: {state[key]['run_id']}")
+            except Exception as err:  # the job's own exception, re-raised by submitit
+                state[key]["state"] = "failed"
+                state[key]["error"] = _error_line(err)
+                state[key]["log"] = str(getattr(handle, "paths", None) and handle.paths.stderr or "")
+                log.print(f"[red]failed[/] {key}: {state[key]['error']} (log: {state[key]['log']})")
+        if not running and not any(s["state"] == "pending" and _ready(job, state) for job, s in
+                                   ((j, state[j.key]) for j in jobs)):
+            for job in jobs:
+                if state[job.key]["state"] == "pending":
+                    state[job.key]["state"] = "blocked (teacher failed)"
+            break
+        if running:
+            time.sleep(poll_s)
+    return pd.DataFrame(list(state.values()))
+
+
+def _error_line(err: BaseException) -> str:
+    """The job's own exception line out of submitit's report (which wraps the remote traceback)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
+    text = raised[-1] if raised else (lines[-1] if lines else type(err).__name__)
+    return text[:400]
+
+
+def _certified(store: ResultsStore, run_id: str) -> bool:
+    certs = store.read("certify")
+    return not certs.empty and bool((certs["run_id"] == run_id).any())
+
+
+def _ready(job: Job, state: dict[str, dict[str, Any]]) -> bool:
+    if job.teacher is None:
+        return True
+    t = state.get(job.teacher.key)
+    return t is None or t["state"] in ("finished", "skipped (finished)")
+
+
+def with_profile_defaults(spec: GridSpec, **overrides: Any) -> GridSpec:
+    return replace(spec, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,89 @@
+"""Grid runner: submitit's local executor for real, SLURM through submitit's own sbatch rendering."""
+from pathlib import Path
+
+import pytest
+
+from crt_bench.cli import main
+from crt_bench.errors import CrtBenchError
+from crt_bench.launch import GridSpec, Job, make_executor, run_grid, sbatch_preview, slurm_parameters
+from crt_bench.results import ResultsStore
+
+TINY = dict(archs=["tiny_cnn"], teacher_method="gaussian", teacher_archs=["tiny_cnn"], epochs=1, train_limit=128)
+
+
+def test_grid_expansion_puts_teachers_first_and_links_students():
+    spec = GridSpec(methods=["gaussian", "crt"], sigmas=[0.25, 0.5], **TINY)
+    jobs = spec.jobs()
+    keys = [j.key for j in jobs]
+    assert len(keys) == len(set(keys)) == 4  # the gaussian tiny_cnn job is also the teacher: counted once
+    for job in jobs:
+        if job.method == "crt":
+            assert job.teacher is not None and job.teacher.sigma == job.sigma
+            assert keys.index(job.teacher.key) < keys.index(job.key)
+
+
+def test_two_job_grid_through_submitit_local_executor(tmp_path):
+    jobs = GridSpec(methods=["gaussian", "crt"], **TINY).jobs()
+    status = run_grid(jobs, tmp_path, make_executor("local", tmp_path / "submitit"), poll_s=0.2)
+    assert list(status["state"]) == ["finished", "finished"]
+    store = ResultsStore(tmp_path)
+    runs = store.runs().set_index("run_id")
+    teacher_id, student_id = status["run_id"]
+    assert runs.loc[student_id, "teacher_run_id"] == teacher_id
+    assert set(store.read("certify")["run_id"]) == {teacher_id, student_id}
+    again = run_grid(jobs, tmp_path, make_executor("local", tmp_path / "submitit"), poll_s=0.2)
+    assert list(again["state"]) == ["skipped (finished)"] * 2
+    assert len(store.runs()) == 2  # nothing retrained
+
+
+def test_failed_job_is_reported_with_its_log_and_blocks_its_students(tmp_path):
+    bad = Job("gaussian", "tiny_cnn", profile="smoke", dataset="cifar10", data_dir=str(tmp_path / "empty"),
+              epochs=1, train_limit=64)
+    student = Job("crt", "tiny_cnn", profile="smoke", teacher=bad, epochs=1, train_limit=64)
+    status = run_grid([bad, student], tmp_path, make_executor("local", tmp_path / "submitit"), poll_s=0.2)
+    assert list(status["state"]) == ["failed", "blocked (teacher failed)"]
+    assert "--data-dir" in status["error"][0]
+    log = Path(status["log"][0])
+    assert log.is_file() and "data-dir" in log.read_text()
+
+
+SLURM = dict(partition="gpu-a100", gpus=2, time_min=720, cpus_per_task=8, array_parallelism=4)
+FLAGS = ("--partition=gpu-a100", "--gpus-per-node=2", "--time=720", "--cpus-per-task=8", "--job-name=crt-bench")
+
+
+def test_slurm_parameters_in_the_sbatch_script(tmp_path):
+    script = sbatch_preview(tmp_path, **slurm_parameters(**SLURM))
+    assert all(flag in script for flag in FLAGS)
+
+
+def test_slurm_executor_gets_the_parameters(tmp_path, monkeypatch):
+    # Pretend srun exists so that submitit builds its real SlurmExecutor; then render its submission file.
+    import submitit.slurm.slurm as slurm_module
+
+    real_which = slurm_module.shutil.which
+    monkeypatch.setattr(slurm_module.shutil, "which", lambda name: "/usr/bin/srun" if name == "srun" else real_which(name))
+    ex = make_executor("slurm", tmp_path, **SLURM)
+    assert ex.parameters["array_parallelism"] == 4
+    script = ex._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    assert all(flag in script for flag in FLAGS)
+
+
+def test_slurm_without_srun_is_a_clear_error(tmp_path):
+    with pytest.raises(CrtBenchError, match="--dry-run"):
+        make_executor("slurm", tmp_path, **SLURM)
+
+
+def test_sweep_dry_run_prints_jobs_and_sbatch(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["sweep", "--method", "gaussian", "--method", "crt", "--arch", "tiny_cnn", "--teacher-arch", "resnet20",
+              "--executor", "slurm", "--partition", "p1", "--dry-run", "--results", str(tmp_path)])
+    assert info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "crt/tiny_cnn" in out and "smoothmix/resnet20" in out and "--partition=p1" in out
+
+
+def test_unknown_executor_and_method_are_clear_errors(tmp_path):
+    with pytest.raises(CrtBenchError, match="unknown executor"):
+        make_executor("kubernetes", tmp_path)
+    with pytest.raises(CrtBenchError, match="unknown method"):
+        GridSpec(methods=["smoothadvv"], archs=["tiny_cnn"]).jobs()
