@@ -1,7 +1,7 @@
 # crt-bench: the two set-up commands of the README are `make reproduce` and `make test`.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
-PROFILE ?= smoke
+PROFILE ?= auto
 RESULTS ?= results
 
 .PHONY: install reproduce test test-all test-gpu clean-results
@@ -9,9 +9,9 @@ RESULTS ?= results
 install:
 	$(PIP) install -q -e '.[test]'
 
-## the main job on its embedded default: Gaussian teacher -> CRT student -> certify -> summary
+## the main job: the paper's experiments at the size the hardware allows (PROFILE=auto: paper on a GPU, cpu otherwise)
 reproduce: install
-	$(PYTHON) -m crt_bench.cli reproduce --profile $(PROFILE) --results $(RESULTS)
+	$(PYTHON) -m crt_bench.cli reproduce --profile $(PROFILE) --results $(RESULTS) --out plots
 
 ## the test suite (smoke profile, synthetic data; under 10 minutes on 2 cores)
 test: install

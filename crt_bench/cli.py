@@ -318,30 +318,17 @@ def plot(
     out_dir: Annotated[Path, typer.Option("--out", help="where tables and figures go")] = Path("plots"),
     sigma: float = 0.25,
 ) -> None:
-    """Slowdown table (markdown + CSV) and the cumulative-training-time figure (PNG + PDF)."""
-    from crt_bench.report.figures import cumulative_hours, plot_cumulative
-    from crt_bench.report.tables import slowdown_markdown, slowdown_table
-    from crt_bench.results import ResultsStore, atomic_write_bytes
+    """Every table and figure of the paper from a results directory, plus REPORT.md."""
+    from crt_bench.report.build import build_all
 
     if not results_dir.is_dir():
         raise CrtBenchError(f"results directory {results_dir} does not exist")
-    store = ResultsStore(results_dir)
-    table = slowdown_table(store)
-    if table.empty:
-        raise CrtBenchError(f"no timing results in {results_dir}; run `crt-bench time` first")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "slowdown.csv", table.to_csv(index=False).encode())
-    markdown = slowdown_markdown(table)
-    atomic_write_bytes(out_dir / "slowdown.md", markdown.encode())
-    out.print(markdown, markup=False, highlight=False)
-    data = cumulative_hours(table, sigma=sigma)
-    if data.empty:
-        err.print("cumulative-time figure skipped: no architecture has timings of every method")
-    else:
-        atomic_write_bytes(out_dir / "cumulative_training_time.csv", data.to_csv(index=False).encode())
-        for path in plot_cumulative(data, out_dir)[0]:
-            err.print(f"written {path}")
-    err.print(f"written {out_dir / 'slowdown.md'}, {out_dir / 'slowdown.csv'}")
+    written = build_all(results_dir, out_dir, sigma=sigma)
+    if not written:
+        raise CrtBenchError(f"nothing to plot in {results_dir}: no timing, training or certification results yet")
+    slowdown = out_dir / "slowdown.md"
+    if slowdown.is_file():
+        out.print(slowdown.read_text(), markup=False, highlight=False)
 
 
 @app.command("proxy")
@@ -389,24 +376,25 @@ def proxy_cmd(
 
 @app.command()
 def reproduce(
-    profile: Annotated[str, typer.Option(help="smoke | cpu | paper")] = "smoke",
-    teacher_arch: str = "resnet20",
-    student_arch: str = "convnext",
-    sigma: float = 0.25,
-    seed: int = 0,
+    profile: Annotated[str, typer.Option(help="auto (paper on a GPU, cpu otherwise) | smoke | cpu | paper")] = "auto",
+    executor: Annotated[str, typer.Option(help="local | slurm | debug (see crt-bench sweep)")] = "local",
+    max_parallel: int = 1,
     data_dir: DataDirOpt = None,
-    device: DeviceOpt = "auto",
-    progress: bool = True,
+    out_dir: Annotated[Path, typer.Option("--out", help="where tables, figures and REPORT.md go")] = Path("plots"),
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Gaussian-trained teacher -> CRT student -> certify both -> summary table."""
-    from crt_bench.pipeline import gaussian_crt_pipeline
+    """The paper's experiments at the profile's size, resumably, then every table and figure."""
+    from crt_bench.report.summary import rich_summary, summary_table
+    from crt_bench.reproduce import plan_for, run_reproduce
+    from crt_bench.results import ResultsStore
 
-    _banner(profile, f"pipeline: gaussian {teacher_arch} (teacher) -> crt {student_arch} (student) -> certify both "
-                     f"-> summary; results in {results}/")
-    table = gaussian_crt_pipeline(results, profile=profile, teacher_arch=teacher_arch, student_arch=student_arch,
-                                  sigma=sigma, seed=seed, data_dir=data_dir, device=device, progress=progress)
-    out.print(table)
+    plan = plan_for(profile, data_dir)
+    _banner(plan.profile, plan.describe())
+    run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel)
+    df = summary_table(ResultsStore(results))
+    if not df.empty:
+        out.print(rich_summary(df))
+    err.print(f"report: {out_dir / 'REPORT.md'}")
 
 
 def _method_defaults_table(name: str) -> Table:

