@@ -44,4 +44,30 @@ def build_all(results: str | Path, out_dir: str | Path, *, sigma: float = 0.25, 
 def _paper_outputs(store: ResultsStore, out_dir: Path, sigma: float, profile_note: str,
                    written: dict[str, list[Path]]) -> dict[str, list[Path]]:
     """Figure 2, the ACR table, Table 1 and REPORT.md."""
-    return {}
+    from crt_bench.report.curves import certified_curves, plot_curves
+    from crt_bench.report.document import write_report
+    from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table1_markdown
+
+    new: dict[str, list[Path]] = {}
+    files: list[Path] = []
+
+    def save(name: str, text: str) -> None:
+        files.append(atomic_write_bytes(out_dir / name, text.encode()))
+
+    curves = certified_curves(store, sigma=sigma)
+    if not curves.empty:
+        save("certified_accuracy.csv", curves.to_csv(index=False))
+        new["figure2"] = plot_curves(curves, out_dir)[0]
+    acr = acr_table(store)
+    if not acr.empty:
+        save("acr.csv", acr.to_csv(index=False))
+        save("acr.md", acr_markdown(acr))
+    t1 = table1(store)
+    if not t1.empty:
+        save("table1.csv", t1.to_csv(index=False))
+        save("table1.md", table1_markdown(t1))
+    if files:
+        new["files"] = [*written.get("files", []), *files]
+    if written or new:  # an empty store keeps the CLI's "nothing to plot" error
+        new["report"] = [write_report(store, out_dir, figures={**written, **new}, profile_note=profile_note)]
+    return new

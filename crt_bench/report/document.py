@@ -1,0 +1,153 @@
+"""REPORT.md: one markdown document with every table and figure of the reproduction.
+
+Sections, in order: a header (profiles, devices, git commits, what is measured and what projected),
+the slowdown table, Figure 1 (cumulative training hours), Figure 2 (certified accuracy vs radius),
+the ACR table, Table 1 (proxy-teacher CRT vs SmoothMix, beside the paper), and the published logs.
+A section without data says so in one line.
+"""
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from crt_bench.metrics import acr, certified_accuracy
+from crt_bench.report.paper_tables import (
+    IMPORT_PREFIX,
+    TABLE_RADII,
+    acr_markdown,
+    acr_table,
+    certifications,
+    table1,
+    table1_markdown,
+)
+from crt_bench.report.tables import slowdown_markdown, slowdown_table
+from crt_bench.results import ResultsStore, atomic_write_bytes
+
+REPORT_FILE = "REPORT.md"
+FIGURE_TITLES = {
+    "figure1": ("Figure 1: cumulative training hours per new architecture",
+                ("No data: Figure 1 was not drawn (it needs timing probes of every method for the architectures; "
+                 "`crt-bench time`).")),
+    "figure2": ("Figure 2: certified accuracy vs L2 radius, CRT students vs SmoothMix",
+                ("No data: Figure 2 was not drawn (it needs a certified CRT run and a certified SmoothMix run of the "
+                 "same architecture).")),
+}
+
+
+def _values(frames: list[tuple[pd.DataFrame, str]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for df, column in frames:
+        if not df.empty and column in df:
+            for value in df[column].dropna().astype(str):
+                if value and value != "unknown":
+                    seen[value] = None
+    return list(seen)
+
+
+def _header(store: ResultsStore, runs: pd.DataFrame, timing: pd.DataFrame, certify: pd.DataFrame,
+            slowdown: pd.DataFrame, profile_note: str) -> list[str]:
+    none = "none recorded"
+    profiles = _values([(runs, "profile"), (timing, "profile")])
+    devices = _values([(runs, "device"), (timing, "device"), (certify, "device")])
+    commits = _values([(runs, "git_commit"), (timing, "git_commit"), (certify, "git_commit")])
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    lines = ["# crt-bench report: Accelerating Certified Robustness Training via Knowledge Transfer (CRT)", "",
+             f"Generated {stamp} from `{store.root}`.", "",
+             f"- Profiles: {', '.join(profiles) or none}",
+             f"- Devices: {', '.join(devices) or none}",
+             f"- Git commits: {', '.join(commits) or none}",
+             (f"- Runs: {len(runs)}; certifications: {certify['cert_id'].nunique() if not certify.empty else 0}; "
+              f"timing probes: {len(timing)}"), ""]
+    if profile_note.strip():
+        lines += [profile_note.strip(), ""]
+    measured = int((slowdown["hours_kind"] == "measured").sum()) if not slowdown.empty else 0
+    projected = len(slowdown) - measured
+    lines += [("**Measured vs projected.** Measured: training hours of finished runs (wall-clock, in the ACR "
+               "table and Table 1, a dedicated proxy teacher's hours included) and every certified accuracy and "
+               "ACR (computed from the per-image CERTIFY rows). Projected: slowdown-table and Figure 1 hours "
+               "marked \"projected\" (median probe epoch time x the recipe's epochs). Quoted, not measured: the "
+               f"paper's numbers. Slowdown table: {measured} row(s) measured, {projected} projected."), ""]
+    return lines
+
+
+def _slowdown_section(timing: pd.DataFrame, slowdown: pd.DataFrame) -> list[str]:
+    lines = ["## Slowdown vs standard training", ""]
+    if timing.empty:
+        return lines + ["No data: no timing probes in the store (`crt-bench time`).", ""]
+    if slowdown.empty:
+        return lines + [("No data: timing probes exist but none has a Gaussian baseline of the same device, arch "
+                         "and sigma to divide by."), ""]
+    return lines + ["Paper (ResNet-110, CIFAR-10, one V100): SmoothAdv 46.20x, MACER 20.86x, SmoothMix 4.97x.", "",
+                    slowdown_markdown(slowdown).rstrip(), ""]
+
+
+def _figure_lines(key: str, paths: list[Path], out_dir: Path) -> list[str]:
+    title, missing = FIGURE_TITLES.get(key, (key, f"No data: {key} was not drawn."))
+    lines = [f"## {title}", ""]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return lines + [missing, ""]
+    rel = {p.suffix.lower(): os.path.relpath(p, out_dir).replace(os.sep, "/") for p in paths}
+    if ".png" in rel:
+        lines += [f"![{title}]({rel['.png']})", ""]
+    others = [f"[{suffix[1:].upper()}]({path})" for suffix, path in rel.items()]
+    return lines + ["Files: " + ", ".join(others), ""]
+
+
+def _published_section(store: ResultsStore) -> list[str]:
+    lines = ["## Published certification logs (imported)", ""]
+    meta, rows = certifications(store)
+    imported = meta[meta["imported"]] if not meta.empty else meta
+    if imported.empty:
+        return lines + ["No data: no published logs imported (`crt-bench import-log`).", ""]
+    lines += ["| name | sigma | N | images | " + " | ".join(f"acc@{r:g}" for r in TABLE_RADII) + " | ACR |",
+              "|---|---|---|---|" + "---|" * len(TABLE_RADII) + "---|"]
+    for _, m in imported.iterrows():
+        part = rows[m["cert_id"]]
+        acc = certified_accuracy(part, TABLE_RADII)
+        sigma = "?" if math.isnan(m["sigma"]) else f"{m['sigma']:g}"
+        lines.append(f"| {str(m['run_id']).removeprefix(IMPORT_PREFIX)} | {sigma} | {m['N']} | {m['images']} | "
+                     + " | ".join(f"{v:.3f}" for v in acc) + f" | {acr(part):.3f} |")
+    return lines + ["", "Recomputed here from the logs' per-image rows (radius >= r and correct)."]
+
+
+def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[Path]], profile_note: str) -> Path:
+    """Write ``out_dir/REPORT.md`` atomically and return its path.
+
+    ``figures`` maps ``"figure1"`` (cumulative training hours) and ``"figure2"`` (certified accuracy
+    curves) to the files drawn (PNG and/or PDF); a missing or empty entry gives a "no data" line. Other
+    keys holding images get a figure section of their own; any other files (CSV, markdown: e.g. the
+    ``"files"`` entry of ``build_all``'s dict) are linked at the end under "Data files". Links are
+    relative to ``out_dir``. ``profile_note`` is printed under the header as given.
+    """
+    out_dir = Path(out_dir)
+    runs, timing, certify = store.runs(), store.read("timing"), store.read("certify")
+    slowdown = slowdown_table(store) if not timing.empty else pd.DataFrame()
+    lines = _header(store, runs, timing, certify, slowdown, profile_note)
+    lines += _slowdown_section(timing, slowdown)
+    lines += _figure_lines("figure1", figures.get("figure1", []), out_dir)
+    lines += _figure_lines("figure2", figures.get("figure2", []), out_dir)
+    lines += ["## Certified robustness per method and architecture (ACR)", "", acr_markdown(acr_table(store)).rstrip(), ""]
+    lines += ["## Table 1: CRT with a proxy teacher vs SmoothMix", "", table1_markdown(table1(store)).rstrip(), ""]
+    data_files: list[Path] = []
+    for key, paths in figures.items():
+        if key in FIGURE_TITLES:
+            continue
+        if any(Path(p).suffix.lower() in (".png", ".pdf", ".svg") for p in paths):
+            lines += _figure_lines(key, paths, out_dir)
+        else:
+            data_files += [Path(p) for p in paths]
+    lines += _published_section(store)
+    if data_files:
+        links = [os.path.relpath(p, out_dir).replace(os.sep, "/") for p in data_files]
+        lines += ["", "## Data files", "", *[f"- [{link}]({link})" for link in dict.fromkeys(links)]]
+    path = out_dir / REPORT_FILE
+    atomic_write_bytes(path, ("\n".join(lines).rstrip() + "\n").encode())
+    return path
+
+
+__all__ = ["REPORT_FILE", "write_report"]
