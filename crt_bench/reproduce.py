@@ -79,11 +79,13 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
     from crt_bench.timing_grid import run_timing_grid
 
     results = Path(results)
-    status = run_grid(plan.grid.jobs(), results, make_executor(executor, results / "submitit"),
-                      max_parallel=max_parallel)
+    ex = make_executor(executor, results / "submitit")
+    jobs = plan.grid.jobs()
+    status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel)
     failed = status[status["state"].str.startswith(("failed", "blocked"))]
-    run_timing_grid(results, profile=plan.profile, archs=plan.timing_archs,
-                    teachers=["resnet110", "resnet20"])
+    # The timing probes run as one more job, so that on a cluster they run on a compute node too.
+    ex.submit(run_timing_grid, str(results), profile=plan.profile, archs=plan.timing_archs,
+              teachers=["resnet110", "resnet20"]).result()
     written = build_all(results, Path(out_dir), profile_note=f"profile {plan.profile}: {plan.describe()}")
     if not failed.empty:
         raise CrtBenchError(f"{len(failed)} jobs failed ({'; '.join(failed['key'])}); their logs: "
