@@ -23,28 +23,20 @@ lbd = 20 (sigma 0.25), 10 (sigma 0.5), 10 (sigma 1.0).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crt_bench.errors import CrtBenchError
-from crt_bench.methods.registry import Recipe, StepContext, register_method
+from crt_bench.methods.registry import Recipe, StepContext, nearest_sigma, register_method
 from crt_bench.methods.smoothing import mean_softmax, noise_like_replicas, replicate
 
-V = TypeVar("V")
 
 # Jeong et al.'s repos call StepLR(step_size=50).step(epoch) AFTER epoch `epoch` (0-based), so lr is 0.1 for
 # epochs 0-50, 0.01 for 51-100 and 0.001 for 101-149; our loop applies a milestone at the START of an epoch.
 JEONG_MILESTONES = (51, 101)
 LBD_PER_SIGMA = {0.25: 20.0, 0.5: 10.0, 1.0: 10.0}  # CAT-RS list; other sigmas take the nearest entry
-
-
-def nearest_sigma(table: Mapping[float, V], sigma: float) -> V:
-    """The entry of a per-sigma table for the tabulated sigma closest to ``sigma`` (ties: the smaller)."""
-    return table[min(table, key=lambda s: (abs(s - sigma), s))]
 
 
 def kl_div_sum(logits: Tensor, target: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +94,15 @@ def _parse_bool(value: object) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError(value)
+
+
+V = TypeVar("V")
+
+
+def nearest_sigma(table: Mapping[float, V], sigma: float) -> V:
+    """The entry of a per-sigma table of paper defaults for the tabulated sigma closest to ``sigma``
+    (ties: the smaller sigma)."""
+    return table[min(table, key=lambda s: (abs(s - sigma), s))]
 
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crt_bench.errors import CrtBenchError
-from crt_bench.methods.registry import Recipe, StepContext, register_method
+from crt_bench.methods.registry import Recipe, StepContext, nearest_sigma, register_method
 from crt_bench.methods.smoothing import frozen, noise_like_replicas, project_l2, replicate, smoothed_nll, unit_l2
 
 EPSILON_UNIT = 256.0  # the reference CLI's --epsilon is in 1/256 pixel units: epsilon = CLI value / 256
@@ -77,8 +77,7 @@ class SmoothAdvHParams:
 
     @classmethod
     def for_sigma(cls, sigma: float) -> SmoothAdvHParams:
-        nearest = min(PER_SIGMA, key=lambda s: (abs(s - sigma), s))
-        return cls(**PER_SIGMA[nearest])
+        return cls(**nearest_sigma(PER_SIGMA, sigma))
 
     def validate(self) -> None:
         if not self.epsilon >= 0:
