@@ -90,3 +90,11 @@ def test_plot_command_writes_table_and_figure(store, tmp_path, capsys):
     assert set(table["method"]) == {"gaussian", "smoothadv", "macer", "smoothmix", "crt"}
     assert (out / "cumulative_training_time.png").stat().st_size > 1000
     assert "smoothadv" in (out / "slowdown.md").read_text()
+
+
+def test_larger_probe_profile_wins_over_a_newer_smaller_one(store):
+    smoke = timing_row("smoothadv", "", "resnet18", when="2027-01-01T00:00:00+00:00")
+    smoke.update(profile="smoke", epoch_seconds=1.0, recipe_hours=1.0 * 150 / 3600)
+    store.append("timing", [smoke])
+    r18 = slowdown_table(store).query("arch == 'resnet18'").set_index(["method", "teacher"])
+    assert r18.loc[("smoothadv", ""), "epoch_ratio"] == pytest.approx(44.0)  # the cpu probe, not the smoke one

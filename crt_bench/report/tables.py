@@ -14,13 +14,18 @@ PAPER_SLOWDOWN = {"smoothadv": 46.20, "macer": 20.86, "smoothmix": 4.97}
 METHOD_ORDER = ["gaussian", "crt", "consistency", "smoothmix", "macer", "smoothadv"]
 
 
+PROFILE_RANK = {"paper": 0, "cpu": 1, "smoke": 2}  # larger probes measure better
+
+
 def latest_timings(store: ResultsStore) -> pd.DataFrame:
-    """The newest probe per (method, arch, teacher, sigma, device)."""
+    """Per (method, arch, teacher, sigma, device): the newest probe of the largest probe profile."""
     df = store.read("timing")
     if df.empty:
         return df
     keys = ["method", "arch", "teacher_arch", "sigma", "device"]
-    return df.sort_values("time", kind="stable").groupby(keys, sort=False).tail(1).reset_index(drop=True)
+    rank = df["profile"].map(PROFILE_RANK).fillna(len(PROFILE_RANK)) if "profile" in df else 0
+    df = df.assign(_rank=-rank).sort_values(["_rank", "time"], kind="stable")
+    return df.groupby(keys, sort=False).tail(1).drop(columns="_rank").reset_index(drop=True)
 
 
 def measured_hours(store: ResultsStore) -> pd.DataFrame:
