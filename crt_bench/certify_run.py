@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from crt_bench.certify import certify_dataset, parse_subset
+from crt_bench.certify import certify_dataset, check_precision, parse_subset
 from crt_bench.checkpoint import load_model
 from crt_bench.cohen_log import read_cohen_log
 from crt_bench.config import CertifyConfig, RunConfig
@@ -36,9 +36,18 @@ def certify_run(
     seed: int = 0,
     progress: bool = True,
     input_layer: str = "normalize",
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> tuple[str, pd.DataFrame]:
-    """CERTIFY every image of ``ccfg.subset`` of the model's test split; returns (cert_id, rows)."""
+    """CERTIFY every image of ``ccfg.subset`` of the model's test split; returns (cert_id, rows).
+
+    ``precision`` (``fp32``, ``bf16``, ``fp16``) autocasts the base classifier's forward pass (the
+    noise is always float32) and ``compile`` wraps it in ``torch.compile``; see
+    :class:`crt_bench.certify.Smooth`.  ``ccfg.batch=None`` lets the engine choose the batch size.
+    Rows record the settings actually used: ``precision``, ``noise_dtype``, ``compile``, ``batch``.
+    """
     ccfg.validate()
+    precision = check_precision(precision)
     loaded = load_model(source, store.root, input_layer)
     meta = loaded.meta
     config_file = loaded.path.parent / "config.json"
@@ -58,13 +67,16 @@ def certify_run(
     cert_id = f"{run_id}@N{ccfg.n}-{uuid.uuid4().hex[:6]}"
     started = time.time()
     rows = certify_dataset(model, test.x, test.y, sigma=sigma, num_classes=meta["num_classes"], n0=ccfg.n0,
-                           n=ccfg.n, alpha=ccfg.alpha, batch_size=ccfg.batch, indices=indices, progress=progress)
+                           n=ccfg.n, alpha=ccfg.alpha, batch_size=ccfg.batch, indices=indices, progress=progress,
+                           precision=precision, compile=compile)
+    engine = dict(rows.attrs)
     env = environment(dev)
     rows.insert(0, "cert_id", cert_id)
     rows.insert(0, "run_id", run_id)
-    rows = rows.assign(subset=ccfg.subset, seed=seed, precision="fp32", noise_dtype="float32",
-                       device=env["device"], git_commit=env["git_commit"], source=str(loaded.path),
-                       time=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"))
+    rows = rows.assign(subset=ccfg.subset, seed=seed, precision=engine["precision"],
+                       noise_dtype=engine["noise_dtype"], compile=bool(engine["compile"]),
+                       batch=int(engine["batch_size"]), device=env["device"], git_commit=env["git_commit"],
+                       source=str(loaded.path), time=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"))
     store.append("certify", rows)
     return cert_id, rows
 
