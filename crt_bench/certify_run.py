@@ -36,8 +36,8 @@ def certify_run(
     seed: int = 0,
     progress: bool = True,
     input_layer: str = "normalize",
-    precision: str = "fp32",
-    compile: bool = False,
+    precision: str | None = None,
+    compile: bool | None = None,
 ) -> tuple[str, pd.DataFrame]:
     """CERTIFY every image of ``ccfg.subset`` of the model's test split; returns (cert_id, rows).
 
@@ -47,7 +47,8 @@ def certify_run(
     Rows record the settings actually used: ``precision``, ``noise_dtype``, ``compile``, ``batch``.
     """
     ccfg.validate()
-    precision = check_precision(precision)
+    precision = check_precision(precision or ccfg.precision)  # arguments override the config
+    compile = ccfg.compile if compile is None else compile
     loaded = load_model(source, store.root, input_layer)
     meta = loaded.meta
     config_file = loaded.path.parent / "config.json"

@@ -93,7 +93,10 @@ def certify(
     n0: Annotated[Optional[int], typer.Option("--n0", help="selection samples (default: profile's)")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="estimation samples (default: profile's)")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="failure probability")] = None,
-    batch: Annotated[Optional[int], typer.Option(help="noisy samples per forward pass")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="noisy samples per forward pass (default: chosen)")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="base classifier forward: fp32 | bf16 | fp16 (noise stays float32; recorded)")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model")] = None,
     subset: Annotated[Optional[str], typer.Option(help="all | skip:K | range:A:B[:K]")] = None,
     sigma: Annotated[Optional[float], typer.Option(help="smoothing noise (default: the run's)")] = None,
     input_layer: Annotated[str, typer.Option(
@@ -115,9 +118,12 @@ def certify(
     store = ResultsStore(results)
     profile = _run_profile(store, run_id)
     base = get_profile(profile).certify if profile else CertifyConfig()
-    overrides = {k: v for k, v in dict(n0=n0, n=n, alpha=alpha, batch=batch, subset=subset).items() if v is not None}
+    overrides = {k: v for k, v in dict(n0=n0, n=n, alpha=alpha, batch=batch, subset=subset, precision=precision,
+                                        compile=compile).items() if v is not None}
     ccfg = replace(base, **overrides)
-    err.print(f"certify {run_id}: N0={ccfg.n0} N={ccfg.n} alpha={ccfg.alpha} batch={ccfg.batch} subset={ccfg.subset}")
+    ccfg.validate()
+    err.print(f"certify {run_id}: N0={ccfg.n0} N={ccfg.n} alpha={ccfg.alpha} batch={ccfg.batch or 'auto'} "
+              f"subset={ccfg.subset} precision={ccfg.precision}{' compiled' if ccfg.compile else ''}")
     cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
                              progress=progress, input_layer=input_layer)
     df = summary_table(store)

@@ -20,7 +20,9 @@ class CertifyConfig:
     n0: int = 100
     n: int = 100_000
     alpha: float = 0.001
-    batch: int = 1000
+    batch: int | None = None  # noisy samples per forward; None: the engine chooses (memory on GPU, 128 on CPU)
+    precision: str = "fp32"  # forward precision: fp32 | bf16 | fp16 (noise is always float32)
+    compile: bool = False  # torch.compile the base classifier
     subset: str = "all"  # "all", "skip:K", "range:A:B" (see crt_bench.certify.parse_subset)
 
     def validate(self) -> None:
@@ -28,8 +30,11 @@ class CertifyConfig:
             raise CrtBenchError(f"n0 and n must be >= 1, got n0={self.n0}, n={self.n}")
         if not 0.0 < self.alpha < 1.0:
             raise CrtBenchError(f"alpha must lie in (0, 1), got {self.alpha}")
-        if self.batch < 1:
+        if self.batch is not None and self.batch < 1:
             raise CrtBenchError(f"batch must be >= 1, got {self.batch}")
+        from crt_bench.certify import check_precision
+
+        check_precision(self.precision)
 
 
 @dataclass(frozen=True)
@@ -52,16 +57,16 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "smoke", "synthetic", "synthetic data, a few epochs, N=500: seconds on a CPU; the test suite's path",
             epochs=4, batch_size=64, train_limit=1024, test_limit=256,
-            certify=CertifyConfig(n0=50, n=500, alpha=0.001, batch=500, subset="range:0:20"),
+            certify=CertifyConfig(n0=50, n=500, alpha=0.001, subset="range:0:20"),
         ),
         Profile(
             "cpu", "fashion-mnist", "real offline data (Fashion-MNIST), reduced epochs and N: minutes on 2 cores",
             epochs=3, batch_size=128, train_limit=20000, test_limit=None,
-            certify=CertifyConfig(n0=100, n=2000, alpha=0.001, batch=1000, subset="skip:200"),
+            certify=CertifyConfig(n0=100, n=2000, alpha=0.001, subset="skip:200"),
         ),
         Profile(
             "paper", "cifar10", "CIFAR-10 at the papers' recipes and CERTIFY N=100,000 (a GPU's work)",
-            certify=CertifyConfig(n0=100, n=100_000, alpha=0.001, batch=1000, subset="all"),
+            certify=CertifyConfig(n0=100, n=100_000, alpha=0.001, subset="all"),
         ),
     )
 }

@@ -399,3 +399,14 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     code, out, err = cli(*args)
     assert code == 0, err
     assert {p: p.stat().st_size for p in (results / "tables").rglob("*.parquet")} == sizes
+
+
+def test_certify_precision_flag_is_recorded(results_copy: Path, cli_results: dict[str, object]) -> None:
+    code, out, err = cli("certify", cli_results["run_id"], "--n0", "20", "--n", "100", "--subset", "range:0:2",
+                         "--precision", "bf16", "--no-progress", "--results", results_copy)
+    assert code == 0, err
+    rows = ResultsStore(results_copy).read("certify")
+    rows = rows[rows["cert_id"] == last_line(out)]
+    assert set(rows["precision"]) == {"bf16"} and set(rows["noise_dtype"]) == {"float32"}
+    code, out, err = cli("certify", cli_results["run_id"], "--precision", "fp8", "--results", results_copy)
+    assert code == 2 and "unknown precision" in err
