@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import crt_bench.methods.consistency  # noqa: F401  (registers "consistency")
 from crt_bench.certify_run import certify_run
@@ -19,22 +18,11 @@ from crt_bench.methods.consistency import (
 )
 from crt_bench.results import ResultsStore
 from crt_bench.train import train_run
+from helpers import Recorder
 
 SIGMA, C = 0.5, 5
 
 
-class Recorder(nn.Module):
-    """A linear model on flattened 3x4x4 images that remembers every batch it was fed."""
-
-    def __init__(self, seed: int = 0, classes: int = C):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.fc = nn.Linear(3 * 4 * 4, classes)
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, x):
-        self.inputs.append(x.detach().clone())
-        return self.fc(x.flatten(1))
 
 
 def batch(n=6):

@@ -23,6 +23,7 @@ from crt_bench.methods.macer import (
 from crt_bench.methods.smoothing import smoothed_nll
 from crt_bench.results import ResultsStore
 from crt_bench.train import train_run
+from helpers import Recorder
 
 SIGMA = 0.5
 
@@ -53,18 +54,6 @@ def from_rows(per_image: list[list[float]], k: int) -> torch.Tensor:
     return torch.tensor(per_image, dtype=torch.float32).repeat(k, 1)
 
 
-class Recorder(nn.Module):
-    """A linear model on flattened 3x4x4 images that remembers what it was fed."""
-
-    def __init__(self, seed: int = 0, classes: int = 4):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.fc = nn.Linear(3 * 4 * 4, classes)
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, x):
-        self.inputs.append(x.detach().clone())
-        return self.fc(x.flatten(1))
 
 
 def batch(n=6, classes=4):
@@ -97,7 +86,7 @@ def mean_top_class(logits, k, beta):
 
 
 def test_registered_loss_is_one_forward_on_k_noise_major_copies_and_matches_literal():
-    model, (x, y) = Recorder(), batch()
+    model, (x, y) = Recorder(classes=4), batch()
     k = 5
     torch.manual_seed(3)
     loss = get_method("macer").loss(model, x, y, ctx(k=k))
@@ -184,7 +173,7 @@ def test_lambda_zero_is_the_soft_smoothed_cross_entropy():
 
 
 def test_parameter_gradients_of_the_registered_loss_are_finite_and_use_the_hinge():
-    model, (x, y) = Recorder(), batch()
+    model, (x, y) = Recorder(classes=4), batch()
     grads = []
     for lbd in (0.0, 12.0):
         model.zero_grad()
@@ -196,7 +185,7 @@ def test_parameter_gradients_of_the_registered_loss_are_finite_and_use_the_hinge
 
 
 def test_deferred_lambda_is_zero_until_the_first_lr_decay():
-    model, (x, y) = Recorder(), batch()
+    model, (x, y) = Recorder(classes=4), batch()
 
     def loss_at(epoch, **hp):
         torch.manual_seed(6)
@@ -277,7 +266,7 @@ def test_smoke_run_trains_and_certifies(tmp_path: Path):
 
 
 def test_loss_is_float32_under_bf16_autocast():
-    model, (x, y) = Recorder(), batch()
+    model, (x, y) = Recorder(classes=4), batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = get_method("macer").loss(model, x, y, ctx(k=4))
     assert loss.dtype == torch.float32 and torch.isfinite(loss)

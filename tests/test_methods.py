@@ -4,27 +4,15 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from crt_bench.errors import CrtBenchError
 from crt_bench.methods import StepContext, get_method, list_methods
 from crt_bench.methods.crt import transfer_distance
+from helpers import Recorder
 
 SIGMA = 0.5
 
 
-class Recorder(nn.Module):
-    """A linear model on flattened images that remembers what it was fed."""
-
-    def __init__(self, seed: int, classes: int = 5):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.fc = nn.Linear(3 * 4 * 4, classes)
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, x):
-        self.inputs.append(x.detach().clone())
-        return self.fc(x.flatten(1))
 
 
 def batch(n=6):

@@ -16,22 +16,11 @@ from crt_bench.methods.smoothing import noise_like_replicas, smoothed_nll
 from crt_bench.methods.smoothmix import mix, mix_kl, smoothmix_pgd, warmup_factor
 from crt_bench.results import ResultsStore
 from crt_bench.train import train_run
+from helpers import Recorder
 
 SIGMA, C = 0.25, 5
 
 
-class Recorder(nn.Module):
-    """A linear model on flattened 3x4x4 images that remembers every batch it was fed."""
-
-    def __init__(self, seed: int = 0, classes: int = C):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.fc = nn.Linear(3 * 4 * 4, classes)
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, x):
-        self.inputs.append(x.detach().clone())
-        return self.fc(x.flatten(1))
 
 
 def batch(n=6, seed=1):
