@@ -64,6 +64,14 @@ def run(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     resume: Annotated[Optional[str], typer.Option(help="continue this run id from its last checkpoint")] = None,
+    channels_last: Annotated[Optional[bool], typer.Option(
+        "--channels-last/--no-channels-last", help="NHWC student and batches (default: for conv nets)")] = None,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the student")] = False,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast of the training step on CUDA")] = True,
+    teacher_precision: Annotated[str, typer.Option(
+        help="CRT teacher forward: auto (bf16 where the device has native bf16) | fp32 | bf16")] = "auto",
+    profile_steps: Annotated[int, typer.Option(
+        help="record this many training steps with torch.profiler (trace in the run's profile/ folder)")] = 0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     results: ResultsOpt = Path("results"),
 ) -> None:
@@ -79,7 +87,9 @@ def run(
         cfg = resolve_run_config(method, arch, profile=profile, dataset=dataset, sigma=sigma, epochs=epochs,
                                  batch_size=batch_size, lr=lr, seed=seed, teacher=teacher,
                                  teacher_input_layer=teacher_input_layer, hparams=_parse_sets(set_),
-                                 train_limit=train_limit, data_dir=data_dir, device=device)
+                                 train_limit=train_limit, data_dir=data_dir, device=device, amp=amp,
+                                 channels_last=channels_last, compile=compile, teacher_precision=teacher_precision,
+                                 profile_steps=profile_steps)
         _banner(profile, f"run: {cfg.method} on {cfg.arch}, {cfg.dataset}, sigma {cfg.sigma}, {cfg.epochs} epochs, "
                          f"batch {cfg.batch_size}, lr {cfg.lr} (x{cfg.gamma} at {list(cfg.milestones)}), seed {cfg.seed}"
                          + (f", teacher {cfg.teacher}" if cfg.teacher else ""))

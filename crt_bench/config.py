@@ -105,6 +105,16 @@ class RunConfig:
     data_dir: str | None = None
     device: str = "auto"
     amp: bool = True  # bf16 autocast; only ever used on CUDA
+    channels_last: bool | None = None  # NHWC student and batches; None: for conv nets (crt_bench.train_step)
+    compile: bool = False  # torch.compile the student's forward
+    teacher_precision: str = "auto"  # CRT teacher forward: auto (bf16 where native) | fp32 | bf16
+    profile_steps: int = 0  # > 0: torch.profiler trace of this many steps of the first epoch (crt_bench.profiling)
+
+    def engine_options(self) -> "EngineOptions":  # noqa: F821 - imported lazily (crt_bench.train_step imports methods)
+        from crt_bench.train_step import EngineOptions
+
+        return EngineOptions(amp=self.amp, channels_last=self.channels_last, compile=self.compile,
+                             teacher_precision=self.teacher_precision)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -159,6 +169,10 @@ def resolve_run_config(
     data_dir: str | None = None,
     device: str = "auto",
     amp: bool = True,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    teacher_precision: str = "auto",
+    profile_steps: int = 0,
 ) -> RunConfig:
     """Recipe, then profile, then explicit arguments. Validates every name and number."""
     from crt_bench.archs import get_arch
@@ -188,6 +202,13 @@ def resolve_run_config(
             raise CrtBenchError(f"{label} must be >= 1, got {value}")
     if lr is not None and not lr > 0:
         raise CrtBenchError(f"learning rate must be > 0, got {lr}")
+    if profile_steps < 0:
+        raise CrtBenchError(f"--profile-steps must be >= 0, got {profile_steps}")
+    from crt_bench.train_step import TEACHER_PRECISIONS
+
+    if teacher_precision not in TEACHER_PRECISIONS:
+        raise CrtBenchError(f"--teacher-precision must be one of {', '.join(TEACHER_PRECISIONS)}, "
+                            f"got {teacher_precision!r}")
     hp = spec.make_hparams(hparams, sigma=float(sigma))
     return RunConfig(
         method=method,
@@ -213,4 +234,8 @@ def resolve_run_config(
         data_dir=data_dir,
         device=device,
         amp=amp,
+        channels_last=channels_last,
+        compile=bool(compile),
+        teacher_precision=teacher_precision,
+        profile_steps=int(profile_steps),
     )

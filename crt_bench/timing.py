@@ -25,6 +25,7 @@ import torch
 from crt_bench.archs import build_model
 from crt_bench.methods import StepContext, get_method
 from crt_bench.provenance import environment, synchronize
+from crt_bench.train_step import EngineOptions, FrozenTeacher, TrainStep
 
 CIFAR10_TRAIN_IMAGES = 50_000
 
@@ -40,6 +41,14 @@ class ProbeConfig:
     num_classes: int = 10
     train_images: int = CIFAR10_TRAIN_IMAGES
     amp: bool = True  # bf16 autocast on CUDA, as the training loop
+    channels_last: bool | None = None  # the training engine's settings (crt_bench.train_step.EngineOptions)
+    compile: bool = False
+    teacher_precision: str = "auto"
+    fold_teacher: bool = True
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(amp=self.amp, channels_last=self.channels_last, compile=self.compile,
+                             teacher_precision=self.teacher_precision, fold_teacher=self.fold_teacher)
 
 
 # Probe sizes per profile: the paper profile times a few hundred optimizer steps at the recipe's
@@ -112,25 +121,24 @@ def probe(
     shape = dict(num_classes=cfg.num_classes, in_chans=cfg.in_chans, mean=[0.5] * cfg.in_chans,
                  std=[0.25] * cfg.in_chans)
     model = build_model(arch, **shape).to(device).train()
+    options = cfg.engine_options()
     teacher = None
     if spec.needs_teacher:
-        teacher = build_model(teacher_arch or "resnet110", **shape).to(device).eval().requires_grad_(False)
+        teacher = FrozenTeacher(build_model(teacher_arch or "resnet110", **shape),
+                                (cfg.in_chans, cfg.image_size, cfg.image_size), device,
+                                precision=options.teacher_precision, channels_last=options.channels_last,
+                                fold=options.fold_teacher)
     # The last epoch: warm-ups (SmoothAdv epsilon, SmoothMix weight) are over, attacks at full strength.
     ctx = StepContext(sigma=sigma, hparams=hp, epoch=spec.recipe.epochs - 1, epochs=spec.recipe.epochs,
                       teacher=teacher)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    chunks = max(1, int(spec.steps_per_batch(hp)))
+    step = TrainStep(spec, model, optimizer, ctx, device, options)
+    chunks = step.chunks
     x = torch.rand(batch, cfg.in_chans, cfg.image_size, cfg.image_size, device=device)
     y = torch.randint(0, cfg.num_classes, (batch,), device=device)
-    use_amp = device.type == "cuda" and cfg.amp
 
     def loader_batch() -> None:
-        for xb, yb in zip(x.chunk(chunks), y.chunk(chunks)):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = spec.loss(model, xb, yb, ctx)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        step(x, y)
 
     counter = PassCounter(model, teacher)  # counts one (untimed) batch: what the time is made of
     for _ in range(max(cfg.warmup, 1)):
@@ -155,7 +163,8 @@ def probe(
         "fwd_bwd_passes": counter.grad_rows / batch, "fwd_only_passes": counter.nograd_rows / batch,
         **summarize(times, batch_size=batch, train_images=cfg.train_images, epochs=spec.recipe.epochs),
         "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else -1,
-        "precision": "bf16" if use_amp else "fp32", "compile": False,
+        "precision": step.precision, "compile": options.compile, "channels_last": step.channels_last,
+        "teacher_precision": teacher.precision if teacher else "",
         "device": env["device"], "device_count": env["device_count"], "torch_version": env["torch"],
         "cuda_version": env["cuda"], "git_commit": env["git_commit"],
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -2,18 +2,19 @@
 
     for epoch:                          lr from the step schedule
         for (x, y) in on-device batches:    (augmented on the device for CIFAR)
-            for each of the method's minibatches:
+            TrainStep: for each of the method's minibatches (crt_bench.train_step)
                 loss = method.loss(model, x, y, ctx); backward; SGD step
         synchronize -> epoch wall time, samples/s -> epochs table
         noisy test accuracy (not timed) -> epochs table
         checkpoint.pt, written atomically (resume continues from here)
 
 Loss sums are accumulated on the device and read once per epoch, so the step has no host sync.
-On CUDA the forward runs under bf16 autocast; noise is always sampled in float32.
+On CUDA the forward runs under bf16 autocast; noise is always sampled in float32. The engine's
+settings (channels-last, torch.compile, the CRT teacher's folding and precision) are resolved by
+crt_bench.train_step and recorded in the run's row; ``profile_steps`` adds a torch.profiler trace.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import traceback
@@ -33,8 +34,10 @@ from crt_bench.config import RunConfig, lr_at_epoch
 from crt_bench.data import BatchSampler, DatasetInfo, Split, dataset_info, load_split
 from crt_bench.errors import CrtBenchError
 from crt_bench.methods import MethodSpec, StepContext, get_method
+from crt_bench.profiling import StepProfiler
 from crt_bench.provenance import environment, pick_device, synchronize
 from crt_bench.results import ResultsStore, atomic_torch_save, atomic_write_bytes
+from crt_bench.train_step import FrozenTeacher, TrainStep
 
 log = Console(stderr=True)
 EVAL_IMAGES = 2000  # noisy test accuracy per epoch is measured on at most this many test images
@@ -101,6 +104,7 @@ class Trainer:
         self.info = dataset_info(cfg.dataset)
         self.run_dir = store.run_dir(self.run_id)
         self.env = environment(self.device)
+        self.engine: dict[str, Any] = {}  # the engine settings as resolved (crt_bench.train_step); set by the loop
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _teacher_seconds(self, teacher: LoadedModel | None) -> float:
@@ -131,6 +135,7 @@ class Trainer:
             "git_commit": self.env["git_commit"], "config": cfg.to_json(), "env": json.dumps(self.env),
             "train_seconds": state.train_seconds, "teacher_train_seconds": teacher_seconds,
             "teacher_dedicated": cfg.teacher_dedicated, "total_train_seconds": total,
+            **self.engine,
             "status": status, "error": error,
             "start_time": state.started, "end_time": _now() if status != "running" else "",
             "updated": time.time(),
@@ -163,6 +168,11 @@ class Trainer:
         test = load_split(cfg.dataset, "test", data_dir=cfg.data_dir, limit=cfg.test_limit, seed=cfg.seed).to(device)
         teacher = (load_teacher(cfg.teacher, str(self.store.root), self.info, device, cfg.sigma,
                                 cfg.teacher_input_layer) if self.spec.needs_teacher else None)
+        shape = (self.info.in_chans, self.info.image_size, self.info.image_size)
+        options = cfg.engine_options()
+        frozen = (FrozenTeacher(teacher.model, shape, device, precision=options.teacher_precision,
+                                channels_last=options.channels_last, fold=options.fold_teacher)
+                  if teacher is not None else None)
         model = build_model(cfg.arch, num_classes=self.info.num_classes, in_chans=self.info.in_chans,
                             mean=self.info.mean, std=self.info.std).to(device)
         if teacher is not None:
@@ -182,9 +192,14 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=False)
             atomic_write_bytes(self.run_dir / "config.json", cfg.to_json().encode())
             state = _State(started=_now())
+        ctx = StepContext(sigma=cfg.sigma, hparams=self.hparams, epochs=cfg.epochs, teacher=frozen)
+        step = TrainStep(self.spec, model, optimizer, ctx, device, options)
+        self.engine = {"precision": step.precision, "channels_last": step.channels_last, "compile": cfg.compile,
+                       "teacher_precision": frozen.precision if frozen else "",
+                       "teacher_folded_batchnorms": frozen.folded if frozen else 0}
         self.store.append("runs", [self._run_row("running", state, teacher)])
         try:
-            self._loop(model, optimizer, sampler, sampler_gen, test, teacher, state)
+            self._loop(step, sampler, sampler_gen, test, state)
         except BaseException as err:
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
@@ -199,14 +214,12 @@ class Trainer:
         self.store.append("runs", [self._run_row("finished", state, teacher)])
         return self.run_id
 
-    def _loop(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler,
-              sampler_gen: torch.Generator, test: Split, teacher: LoadedModel | None, state: _State) -> None:
+    def _loop(self, step: TrainStep, sampler: BatchSampler, sampler_gen: torch.Generator, test: Split,
+              state: _State) -> None:
         cfg, device = self.cfg, self.device
-        chunks = max(1, int(self.spec.steps_per_batch(self.hparams)))
-        ctx = StepContext(sigma=cfg.sigma, hparams=self.hparams, epochs=cfg.epochs,
-                          teacher=teacher.model if teacher else None)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.amp
-                    else contextlib.nullcontext())
+        model, optimizer, ctx = step.model, step.optimizer, step.ctx
+        profiler = (StepProfiler(self.run_dir / "profile", cfg.profile_steps, device, skip=1 if len(sampler) > 1 else 0)
+                    if cfg.profile_steps > 0 else None)
         steps_per_epoch = len(sampler)
         with _progress(self.progress) as bar:
             task = bar.add_task(f"{cfg.method} {cfg.arch}", total=cfg.epochs * steps_per_epoch,
@@ -215,25 +228,26 @@ class Trainer:
                 lr = lr_at_epoch(cfg.lr, cfg.milestones, cfg.gamma, epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                ctx.epoch = epoch
+                ctx.epoch, ctx.step = epoch, 0
+                profiled = profiler is not None and not profiler.finished
                 model.train()
                 loss_sum = torch.zeros((), device=device)
-                n_steps = 0
                 synchronize(device)
                 t0 = time.perf_counter()
-                for x, y in sampler:
-                    for xb, yb in zip(x.chunk(chunks), y.chunk(chunks)):
-                        ctx.step = n_steps
-                        with autocast:
-                            loss = self.spec.loss(model, xb, yb, ctx)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        loss_sum += loss.detach().float()
-                        n_steps += 1
+                for i, (x, y) in enumerate(sampler):
+                    if profiled:
+                        profiler.before_step(i)
+                    loss_sum += step(x, y)
+                    if profiled:
+                        profiler.after_step()
                     bar.advance(task)
                 synchronize(device)
                 seconds = time.perf_counter() - t0
+                if profiled:
+                    profiler.stop()
+                    for path in profiler.write():
+                        log.print(f"  profile of {profiler.recorded} step(s): {path}", highlight=False, soft_wrap=True)
+                n_steps = ctx.step
                 mean_loss = loss_sum.item() / max(n_steps, 1)
                 if not torch.isfinite(torch.tensor(mean_loss)):
                     raise CrtBenchError(f"training diverged at epoch {epoch + 1}: loss is {mean_loss}")
@@ -242,7 +256,7 @@ class Trainer:
                 self.store.append("epochs", [{
                     "run_id": self.run_id, "epoch": epoch + 1, "lr": lr, "loss": mean_loss, "seconds": seconds,
                     "samples_per_s": len(sampler.split) / seconds, "optimizer_steps": n_steps,
-                    "noisy_test_acc": acc, "time": _now(),
+                    "noisy_test_acc": acc, "profiled": profiled, "time": _now(),
                 }])
                 self._checkpoint(model, optimizer, sampler_gen, state)
                 bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} loss {mean_loss:.4f} noisy acc {acc:.3f}")

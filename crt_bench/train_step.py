@@ -1,0 +1,145 @@
+"""One training step, and the engine settings that make it cheap.
+
+    step = TrainStep(spec, model, optimizer, ctx, device, EngineOptions())
+    loss_sum = step(x, y)   # one loader batch: per method minibatch, loss -> backward -> SGD step
+
+The training loop (:mod:`crt_bench.train`), the timing probes (:mod:`crt_bench.timing`) and
+``benchmarks/bench_train.py`` all call this, so what is timed is what trains.
+
+Engine settings (every one is recorded with the run):
+
+* ``amp``: the step runs under bf16 autocast on CUDA; on a CPU training stays float32.
+* ``channels_last``: the student's weights and batches in NHWC. ``None`` = for convolutional
+  students (faster with cuDNN tensor cores and with oneDNN on CPUs). Numerically the same network.
+* ``compile``: ``torch.compile`` the student's forward (the weights stay in the uncompiled module).
+* the teacher (CRT): :class:`FrozenTeacher`, a copy with batch norm folded into the convolutions,
+  NHWC, run under ``torch.inference_mode`` and, by default, in bf16 where the hardware computes it
+  natively (``teacher_precision="auto"``). The noisy input it sees is float32 either way.
+
+The loss sum stays on the device: the step never waits for the host.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.profiler import record_function
+
+from crt_bench.batchnorm_fold import fold_batchnorm
+from crt_bench.errors import CrtBenchError
+from crt_bench.methods import MethodSpec, StepContext
+
+TEACHER_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class EngineOptions:
+    amp: bool = True  # bf16 autocast of the step on CUDA
+    channels_last: bool | None = None  # None: for convolutional models
+    compile: bool = False  # torch.compile the student's forward
+    teacher_precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 where the device has native bf16)
+    fold_teacher: bool = True  # fold the teacher's batch norms into its convolutions
+
+    def validate(self) -> None:
+        if self.teacher_precision not in TEACHER_PRECISIONS:
+            raise CrtBenchError(f"teacher precision must be one of {', '.join(TEACHER_PRECISIONS)}, "
+                                f"got {self.teacher_precision!r}")
+
+
+def has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 convolutions and matmuls natively (CUDA Ampere+, AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_teacher_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in TEACHER_PRECISIONS:
+        raise CrtBenchError(f"teacher precision must be one of {', '.join(TEACHER_PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def resolve_channels_last(setting: bool | None, model: nn.Module) -> bool:
+    return has_conv(model) if setting is None else bool(setting)
+
+
+class FrozenTeacher(nn.Module):
+    """A teacher as CRT queries it: frozen, batch norm folded, NHWC, inference mode, maybe bf16.
+
+    ``teacher(x)`` returns float32 logits that are ordinary tensors (not inference tensors), so a loss
+    may use them freely. ``folded`` counts the batch norms folded away (0: the model is used as given).
+    """
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                 precision: str = "auto", channels_last: bool | None = None, fold: bool = True,
+                 compile: bool = False) -> None:
+        super().__init__()
+        model = model.to(device).eval().requires_grad_(False)
+        folded, self.folded = fold_batchnorm(model, tuple(input_shape)) if fold else (None, 0)
+        net = folded if folded is not None else model
+        self.channels_last = resolve_channels_last(channels_last, net)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.precision = resolve_teacher_precision(precision, device)
+        self.device_type = device.type
+        self.net = net
+        self._call = torch.compile(net) if compile else net
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        cast = (torch.autocast(self.device_type, dtype=torch.bfloat16) if self.precision == "bf16"
+                else torch.autocast(self.device_type, enabled=False))
+        with record_function("crt_bench.teacher"), torch.inference_mode(), cast:
+            out = self._call(x)
+        return out.to(torch.float32, copy=True)  # a copy made outside inference mode: an ordinary tensor
+
+
+class TrainStep:
+    """One loader batch of ``spec``'s training: ``chunks`` optimizer steps, loss summed on the device."""
+
+    def __init__(self, spec: MethodSpec, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: StepContext,
+                 device: torch.device, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
+        self.options.validate()
+        self.spec, self.model, self.optimizer, self.ctx, self.device = spec, model, optimizer, ctx, device
+        self.chunks = max(1, int(spec.steps_per_batch(ctx.hparams)))
+        self.channels_last = resolve_channels_last(self.options.channels_last, model)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
+        self.forward = torch.compile(model) if self.options.compile else model
+        self.amp = device.type == "cuda" and self.options.amp
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.amp else "fp32"
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        total = torch.zeros((), device=x.device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+        for xb, yb in zip(x.chunk(self.chunks), y.chunk(self.chunks)):
+            with record_function("crt_bench.loss"), autocast:
+                loss = self.spec.loss(self.forward, xb, yb, self.ctx)
+            with record_function("crt_bench.backward"):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            with record_function("crt_bench.optimizer"):
+                self.optimizer.step()
+            total += loss.detach().float()
+            self.ctx.step += 1
+        return total
