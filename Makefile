@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 PROFILE ?= auto
 RESULTS ?= results
 
-.PHONY: install reproduce test test-all test-gpu clean-results
+.PHONY: install reproduce test test-all test-gpu bench clean-results
 
 install:
 	$(PIP) install -q -e '.[test]'
@@ -24,6 +24,12 @@ test-all: install
 ## checks of the CUDA paths (device-resident batches without host syncs); on a GPU machine
 test-gpu: install
 	$(PYTHON) -m pytest -m gpu
+
+## the speed benchmarks (issue "Speed"): certification vs the reference loop, then the training step per
+## method, reference design vs this engine; parquet under results/bench, ratios printed (CPU: under 10 minutes)
+bench: install
+	$(PYTHON) benchmarks/bench_certify.py --out $(RESULTS)/bench
+	$(PYTHON) benchmarks/bench_train.py --out $(RESULTS)/bench
 
 clean-results:
 	rm -rf $(RESULTS)/tables $(RESULTS)/runs $(RESULTS)/summary.csv

@@ -198,3 +198,30 @@ def test_crt_run_records_the_teachers_precision_and_folding(tmp_path) -> None:
     assert row["status"] == "finished"
     assert row["teacher_precision"] == "fp32" and row["teacher_folded_batchnorms"] == 21
     assert not (store.run_dir(run_id) / "profile").exists()  # nothing profiled unless asked
+
+
+# -- CUDA (make test-gpu) -----------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["gaussian", "crt", "smoothadv", "smoothmix", "macer", "consistency"])
+def test_cuda_step_never_waits_for_the_host(method: str) -> None:
+    """Every method's step, bf16 autocast and channels-last, with CUDA's sync debug mode set to error."""
+    device = torch.device("cuda")
+    spec = get_method(method)
+    model = build_model("resnet20", num_classes=10, in_chans=3, mean=[0.5] * 3, std=[0.25] * 3).to(device).train()
+    teacher = FrozenTeacher(_net("resnet20", seed=1), (3, 32, 32), device) if spec.needs_teacher else None
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    ctx = StepContext(sigma=0.25, hparams=spec.make_hparams(sigma=0.25), epochs=1, teacher=teacher)
+    step = TrainStep(spec, model, optimizer, ctx, device, EngineOptions())
+    assert step.precision == "bf16" and step.channels_last
+    x, y = torch.rand(32, 3, 32, 32, device=device), torch.arange(32, device=device) % 10
+    step(x, y)  # warm-up: allocator, cuDNN autotuning
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        total = step(x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(total).item()
+    if teacher is not None:
+        assert teacher.precision == "bf16" and teacher.folded == 21
