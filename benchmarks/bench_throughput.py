@@ -1,8 +1,8 @@
 """Throughput of the core path on this machine: training images/s and certification noisy forwards/s.
 
 For each architecture: the Gaussian training step (forward + backward + SGD on one noisy draw of a
-batch) and the CRT step (plus a frozen teacher forward), and Smooth.certify's noisy forwards per
-second. Writes results/bench/throughput-<time>.parquet and prints a table with the CRT/Gaussian ratio.
+batch) and the CRT step (plus the frozen teacher's forward), both as the training engine runs them,
+and Smooth.certify's noisy forwards per second. Writes results/bench/throughput-<time>.parquet and prints a table with the CRT/Gaussian ratio.
 
     python benchmarks/bench_throughput.py --archs resnet20 resnet110 --steps 20
 """
@@ -17,8 +17,8 @@ import torch
 
 from crt_bench.archs import build_model
 from crt_bench.certify import Smooth
-from crt_bench.methods import StepContext, get_method
 from crt_bench.provenance import environment, pick_device, synchronize
+from crt_bench.timing import ProbeConfig, probe
 
 
 def model_for(arch: str, device: torch.device) -> torch.nn.Module:
@@ -27,28 +27,9 @@ def model_for(arch: str, device: torch.device) -> torch.nn.Module:
 
 def train_images_per_s(method: str, arch: str, teacher_arch: str, batch: int, steps: int,
                        device: torch.device) -> float:
-    spec = get_method(method)
-    model = model_for(arch, device).train()
-    teacher = model_for(teacher_arch, device).eval().requires_grad_(False) if spec.needs_teacher else None
-    ctx = StepContext(sigma=0.25, hparams=spec.make_hparams(), teacher=teacher)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.rand(batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-
-    def step() -> None:
-        loss = spec.loss(model, x, y, ctx)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(2):  # warm-up
-        step()
-    synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return steps * batch / (time.perf_counter() - t0)
+    """Images/s of the training engine's step (crt_bench.train_step, as the training loop runs it)."""
+    cfg = ProbeConfig(batches=steps, warmup=2, repeats=1, batch_size=batch)
+    return probe(method, arch, teacher_arch=teacher_arch, cfg=cfg, device=device)["images_per_s"]
 
 
 def certify_forwards_per_s(arch: str, n: int, batch: int, images: int, device: torch.device) -> float:
