@@ -35,13 +35,13 @@ from math import ceil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from crt_bench.archs import build_model
 from crt_bench.certify import ABSTAIN, CPU_AUTO_BATCH, Smooth, radius_from_counts
 from crt_bench.data import load_split
 from crt_bench.provenance import environment, pick_device, synchronize
+from crt_bench.results import write_bench_table
 
 NUM_CLASSES = 10
 
@@ -309,9 +309,7 @@ def main() -> None:
         rows += agreement(args, device, env)
     for row in rows:
         row["load_avg_before"], row["load_avg_after"] = load_before, os.getloadavg()[0]
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"certify-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
-    pd.DataFrame(rows).to_parquet(path, index=False)
+    path = write_bench_table(rows, args.out, "certify")
     print(f"written {path}")
 
 

@@ -11,7 +11,6 @@ that explain the per-epoch ratio. Writes results/bench/method_cost-<time>.parque
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +18,7 @@ import torch
 
 from crt_bench.methods import list_methods
 from crt_bench.provenance import pick_device
+from crt_bench.results import write_bench_table
 from crt_bench.timing import ProbeConfig, probe
 
 PAPER_RATIO = {"smoothadv": 46.20, "macer": 20.86, "smoothmix": 4.97}  # whole run, ResNet-110, one V100
@@ -57,9 +57,7 @@ def main() -> None:
         print(f"{r['method']:<12}{r['batch_size']:>6}{r['fwd_bwd_passes']:>10.2f}{r['fwd_only_passes']:>7.2f}"
               f"{r['epoch_seconds']:>10.1f}{r['epoch_ratio']:>9.2f}{r['recipe_epochs']:>7}{r['recipe_hours']:>10.2f}"
               f"{r['recipe_ratio']:>10.2f}{paper:>9}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"method_cost-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
-    df.to_parquet(path, index=False)
+    path = write_bench_table(df, args.out, "method_cost")
     print(f"written {path}")
 
 

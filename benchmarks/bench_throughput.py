@@ -12,12 +12,12 @@ import argparse
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from crt_bench.archs import build_model
 from crt_bench.certify import Smooth
 from crt_bench.provenance import environment, pick_device, synchronize
+from crt_bench.results import write_bench_table
 from crt_bench.timing import ProbeConfig, probe
 
 
@@ -69,9 +69,7 @@ def main() -> None:
         print(f"{arch:>10}: train gaussian {gauss:8.1f} img/s | crt (teacher {args.teacher}) {crt:8.1f} img/s "
               f"| CRT step / Gaussian step {gauss / crt:5.2f}x | certify {cert:9.1f} noisy forwards/s "
               f"({env['device']})")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"throughput-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
-    pd.DataFrame(rows).to_parquet(path, index=False)
+    path = write_bench_table(rows, args.out, "throughput")
     print(f"written {path}")
 
 

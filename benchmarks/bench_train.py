@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 
 from crt_bench.methods import list_methods
 from crt_bench.provenance import pick_device
+from crt_bench.results import write_bench_table
 from crt_bench.timing import ProbeConfig, probe
 
 VARIANTS: dict[str, dict] = {
@@ -96,9 +96,7 @@ def main() -> None:
         for variant in args.variants:
             r = df[(df["method"] == "crt") & (df["variant"] == variant)].iloc[0]
             print(f"CRT step / Gaussian step ({variant}): {r['over_gaussian_step']:.2f}x")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"train-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
-    df.to_parquet(path, index=False)
+    path = write_bench_table(df, args.out, "train")
     print(f"written {path}")
 
 

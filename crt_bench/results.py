@@ -53,6 +53,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return _atomic_replace(Path(path), lambda tmp: Path(tmp).write_bytes(data))
 
 
+def write_bench_table(rows: pd.DataFrame | list[dict[str, Any]], out_dir: str | Path, name: str) -> Path:
+    """A benchmark's rows as ``out_dir/<name>-<local time>.parquet`` (atomically); returns the path."""
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    path = Path(out_dir) / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _atomic_replace(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return _atomic_replace(Path(path), lambda tmp: torch.save(obj, tmp))
 

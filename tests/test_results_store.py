@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crt_bench.errors import CrtBenchError
-from crt_bench.results import ResultsStore, atomic_torch_save, atomic_write_bytes
+from crt_bench.results import ResultsStore, atomic_torch_save, atomic_write_bytes, write_bench_table
 
 
 def _files(folder: Path) -> list[str]:
@@ -194,3 +194,13 @@ def test_runs_tie_on_updated_keeps_the_later_write(tmp_path: Path) -> None:
     for status in ("running", "interrupted", "running", "finished"):
         store.append("runs", [{"run_id": "r", "status": status, "updated": 7.0}])
     assert store.get_run("r")["status"] == "finished"
+
+
+def test_bench_table_is_written_whole_under_a_timestamped_name(tmp_path) -> None:
+    rows = [{"arch": "resnet20", "variant": "engine", "images_per_s": 569.4},
+            {"arch": "resnet20", "variant": "plain", "images_per_s": 498.8}]
+    path = write_bench_table(rows, tmp_path / "bench", "train")
+    assert path.parent == tmp_path / "bench" and path.name.startswith("train-") and path.suffix == ".parquet"
+    back = pd.read_parquet(path)
+    assert back.to_dict("records") == rows
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
