@@ -104,7 +104,7 @@ class Trainer:
         self.info = dataset_info(cfg.dataset)
         self.run_dir = store.run_dir(self.run_id)
         self.env = environment(self.device)
-        self.engine: dict[str, Any] = {}  # the engine settings as resolved (crt_bench.train_step); set by the loop
+        self.engine: dict[str, Any] = {}  # the engine settings as resolved (crt_bench.train_step); set by run()
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _teacher_seconds(self, teacher: LoadedModel | None) -> float:
