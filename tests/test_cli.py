@@ -212,6 +212,9 @@ BAD_RUNS = {
     "teacher not found": (["run", "--method", "crt", "--arch", "tiny_cnn", "--teacher", "no-such-run-id", *FAST_RUN],
                           ["'no-such-run-id'", "neither a run id"], False),
     "resume unknown run": (["run", "--resume", "no-such-run-id"], ["no-such-run-id"], True),
+    "unknown teacher precision": ([*BASE, "--teacher-precision", "half"], ["--teacher-precision", "'half'", "bf16"],
+                                  True),
+    "negative profile steps": ([*BASE, "--profile-steps", "-2"], ["--profile-steps", "-2"], True),
 }
 
 
@@ -410,3 +413,18 @@ def test_certify_precision_flag_is_recorded(results_copy: Path, cli_results: dic
     assert set(rows["precision"]) == {"bf16"} and set(rows["noise_dtype"]) == {"float32"}
     code, out, err = cli("certify", cli_results["run_id"], "--precision", "fp8", "--results", results_copy)
     assert code == 2 and "unknown precision" in err
+
+
+def test_engine_flags_reach_the_run_and_profile_steps_write_a_trace(tmp_path: Path) -> None:
+    code, out, err = cli("run", "--method", "gaussian", "--arch", "tiny_cnn", *FAST_RUN, "--no-channels-last",
+                         "--profile-steps", "1", "--results", tmp_path)
+    assert code == 0, err
+    run_id = last_line(out)
+    store = ResultsStore(tmp_path)
+    row = store.get_run(run_id)
+    assert bool(row["channels_last"]) is False and bool(row["compile"]) is False
+    assert '"profile_steps": 1' in row["config"] and '"channels_last": false' in row["config"]
+    profile = store.run_dir(run_id) / "profile"
+    assert (profile / "trace.json").stat().st_size > 0
+    assert "1 training step(s)" in (profile / "ops.txt").read_text()
+    assert str(profile / "trace.json") in err.replace("\n", "")
