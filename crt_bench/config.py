@@ -8,9 +8,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crt_bench.errors import CrtBenchError
+
+if TYPE_CHECKING:
+    from crt_bench.train_step import EngineOptions
 
 
 @dataclass
@@ -110,8 +113,8 @@ class RunConfig:
     teacher_precision: str = "auto"  # CRT teacher forward: auto (bf16 where native) | fp32 | bf16
     profile_steps: int = 0  # > 0: torch.profiler trace of this many steps of the first epoch (crt_bench.profiling)
 
-    def engine_options(self) -> "EngineOptions":  # noqa: F821 - imported lazily (crt_bench.train_step imports methods)
-        from crt_bench.train_step import EngineOptions
+    def engine_options(self) -> EngineOptions:
+        from crt_bench.train_step import EngineOptions  # lazily: crt_bench.train_step imports the methods
 
         return EngineOptions(amp=self.amp, channels_last=self.channels_last, compile=self.compile,
                              teacher_precision=self.teacher_precision)
@@ -204,11 +207,9 @@ def resolve_run_config(
         raise CrtBenchError(f"learning rate must be > 0, got {lr}")
     if profile_steps < 0:
         raise CrtBenchError(f"--profile-steps must be >= 0, got {profile_steps}")
-    from crt_bench.train_step import TEACHER_PRECISIONS
+    from crt_bench.train_step import check_teacher_precision
 
-    if teacher_precision not in TEACHER_PRECISIONS:
-        raise CrtBenchError(f"--teacher-precision must be one of {', '.join(TEACHER_PRECISIONS)}, "
-                            f"got {teacher_precision!r}")
+    check_teacher_precision(teacher_precision)
     hp = spec.make_hparams(hparams, sigma=float(sigma))
     return RunConfig(
         method=method,

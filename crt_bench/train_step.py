@@ -43,9 +43,13 @@ class EngineOptions:
     fold_teacher: bool = True  # fold the teacher's batch norms into its convolutions
 
     def validate(self) -> None:
-        if self.teacher_precision not in TEACHER_PRECISIONS:
-            raise CrtBenchError(f"teacher precision must be one of {', '.join(TEACHER_PRECISIONS)}, "
-                                f"got {self.teacher_precision!r}")
+        check_teacher_precision(self.teacher_precision)
+
+
+def check_teacher_precision(precision: str) -> str:
+    if precision not in TEACHER_PRECISIONS:
+        raise CrtBenchError(f"--teacher-precision must be one of {', '.join(TEACHER_PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 def has_conv(model: nn.Module) -> bool:
@@ -65,10 +69,8 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def resolve_teacher_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
+    if check_teacher_precision(precision) == "auto":
         return "bf16" if native_bf16(device) else "fp32"
-    if precision not in TEACHER_PRECISIONS:
-        raise CrtBenchError(f"teacher precision must be one of {', '.join(TEACHER_PRECISIONS)}, got {precision!r}")
     return precision
 
 

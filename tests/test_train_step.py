@@ -75,7 +75,7 @@ def test_frozen_teacher_bf16_is_close_and_only_when_asked_or_native() -> None:
     assert float((got - expected).abs().max()) > 0  # it really ran in reduced precision
     assert resolve_teacher_precision("fp32", CPU) == "fp32"
     assert resolve_teacher_precision("auto", torch.device("meta")) == "fp32"
-    with pytest.raises(CrtBenchError, match="teacher precision"):
+    with pytest.raises(CrtBenchError, match="--teacher-precision"):
         resolve_teacher_precision("int8", CPU)
 
 
@@ -163,7 +163,7 @@ def test_compiled_student_trains_the_same_weights_as_eager() -> None:
 
 
 def test_engine_settings_are_validated() -> None:
-    with pytest.raises(CrtBenchError, match="teacher precision"):
+    with pytest.raises(CrtBenchError, match="--teacher-precision"):
         EngineOptions(teacher_precision="fp8").validate()
     with pytest.raises(CrtBenchError, match="--teacher-precision"):
         resolve_run_config("gaussian", "tiny_cnn", teacher_precision="half")
