@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from crt_bench.archs import build_model
-from crt_bench.certify import ABSTAIN, CPU_AUTO_BATCH, Smooth, radius_from_counts
+from crt_bench.certify import ABSTAIN, CPU_AUTO_BATCH, Smooth, counts_for_radius, radius_from_counts
 from crt_bench.data import load_split
 from crt_bench.provenance import environment, pick_device, synchronize
 from crt_bench.results import write_bench_table
@@ -203,19 +203,6 @@ def quick_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modu
     return model.eval()
 
 
-def n_a_from_radius(radius: float, n: int, alpha: float, sigma: float) -> int:
-    """Invert :func:`radius_from_counts` (monotone in nA) by bisection."""
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) // 2
-        r = radius_from_counts(mid, n, alpha, sigma)
-        if r is not None and r >= radius - 1e-12:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
 def agreement(args: argparse.Namespace, device: torch.device, env: dict) -> list[dict]:
     t0 = time.perf_counter()
     model = quick_model(args, device)
@@ -247,7 +234,7 @@ def agreement(args: argparse.Namespace, device: torch.device, env: dict) -> list
         both = (pred == ref_pred) & (pred != ABSTAIN)
         z = []
         for i in np.flatnonzero(both):
-            n_a = n_a_from_radius(radius[i], n, args.alpha, args.sigma)
+            n_a = counts_for_radius(radius[i], n, args.alpha, args.sigma)
             p = (n_a + ref_na[i]) / (2 * n)
             sd = np.sqrt(2 * n * p * (1 - p))
             z.append(0.0 if sd == 0 else (n_a - ref_na[i]) / sd)

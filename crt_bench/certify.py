@@ -86,6 +86,20 @@ def radius_from_counts(n_a: int, n: int, alpha: float, sigma: float) -> float | 
     return float(sigma * norm.ppf(p_lower))
 
 
+def counts_for_radius(radius: float, n: int, alpha: float, sigma: float) -> int:
+    """The smallest ``n_a`` whose :func:`radius_from_counts` reaches ``radius`` (bisection: it is monotone in
+    ``n_a``); ``n`` when no count does. Turns a logged radius back into the vote count behind it."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        r = radius_from_counts(mid, n, alpha, sigma)
+        if r is not None and r >= radius - 1e-12:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def predict_abstains(top_count: int, runner_up_count: int, alpha: float) -> bool:
     """PREDICT's decision: abstain unless the top class significantly beats the runner-up.
 
@@ -738,6 +752,7 @@ __all__ = [
     "Smooth",
     "certify_dataset",
     "check_precision",
+    "counts_for_radius",
     "fold_batchnorm",
     "lower_confidence_bound",
     "parse_subset",

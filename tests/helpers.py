@@ -1,6 +1,13 @@
-"""Small models shared by the method tests."""
+"""Small models and checks shared by the method tests."""
+import math
+
 import torch
 from torch import nn
+
+from crt_bench.certify_run import certify_run
+from crt_bench.config import CertifyConfig, RunConfig
+from crt_bench.results import ResultsStore
+from crt_bench.train import train_run
 
 
 class Recorder(nn.Module):
@@ -15,3 +22,18 @@ class Recorder(nn.Module):
     def forward(self, x):
         self.inputs.append(x.detach().clone())
         return self.fc(x.flatten(1))
+
+
+def train_and_certify_smoke(cfg: RunConfig, root, steps_per_epoch: int):
+    """Train ``cfg`` (one epoch), check its bookkeeping, certify 4 test images; returns the certify rows."""
+    store = ResultsStore(root)
+    run_id = train_run(cfg, store, progress=False)
+    epochs = store.read("epochs")
+    assert int(epochs["optimizer_steps"].iloc[-1]) == steps_per_epoch
+    assert math.isfinite(float(epochs["loss"].iloc[-1]))
+    _, rows = certify_run(run_id, store, CertifyConfig(n0=20, n=100, alpha=0.001, batch=100, subset="range:0:4"),
+                          device="cpu", progress=False)
+    assert len(rows) == 4
+    assert ((rows["predict"] == -1) | rows["predict"].between(0, 9)).all()
+    assert (rows["radius"] >= 0).all()
+    return rows

@@ -24,6 +24,7 @@ from crt_bench.certify import (
     Smooth,
     certify_dataset,
     check_precision,
+    counts_for_radius,
     fold_batchnorm,
     radius_from_counts,
 )
@@ -126,24 +127,11 @@ def test_certify_many_matches_certify_statistics_per_image() -> None:
         # radius -> nA is monotone, so compare the nA implied by each radius with Binomial(n, p1)
         radii = np.array([r for c, r in results if c == 1])
         assert len(radii) > 0.9 * trials
-        n_a = np.array([_n_a_for(r, n, alpha) for r in radii])
+        n_a = np.array([counts_for_radius(r, n, alpha, SIGMA) for r in radii])
         mean, sd = n * p1, np.sqrt(n * p1 * (1 - p1))
         assert abs(n_a.mean() - mean) < 5 * sd / np.sqrt(len(n_a)) + 1
         assert 0.7 * sd < n_a.std() < 1.3 * sd
     assert len(set(batched)) > 10  # fresh noise per image: not one result copied K times
-
-
-def _n_a_for(radius: float, n: int, alpha: float) -> int:
-    """Invert radius_from_counts (monotone in nA) by bisection."""
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) // 2
-        r = radius_from_counts(mid, n, alpha, SIGMA)
-        if r is not None and r >= radius - 1e-12:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
 
 
 class Recorder(torch.nn.Module):

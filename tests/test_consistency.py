@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import crt_bench.methods.consistency  # noqa: F401  (registers "consistency")
-from crt_bench.certify_run import certify_run
-from crt_bench.config import CertifyConfig, lr_at_epoch, resolve_run_config
+from crt_bench.config import lr_at_epoch, resolve_run_config
 from crt_bench.errors import CrtBenchError
 from crt_bench.methods import StepContext, get_method
 from crt_bench.methods.consistency import (
@@ -16,9 +15,7 @@ from crt_bench.methods.consistency import (
     entropy,
     kl_div_sum,
 )
-from crt_bench.results import ResultsStore
-from crt_bench.train import train_run
-from helpers import Recorder
+from helpers import Recorder, train_and_certify_smoke
 
 SIGMA, C = 0.5, 5
 
@@ -128,13 +125,4 @@ def test_invalid_hparams_are_rejected(key, value, needle):
 def test_smoke_train_and_certify(tmp_path):
     cfg = resolve_run_config("consistency", "tiny_cnn", profile="smoke", epochs=1, train_limit=128, device="cpu")
     assert cfg.hparams == {"m": 2, "lbd": 20.0, "eta": 0.5}
-    store = ResultsStore(tmp_path)
-    run_id = train_run(cfg, store, progress=False)
-    epochs = store.read("epochs")
-    assert int(epochs["optimizer_steps"].iloc[-1]) == 2 * 2, "128 images / batch 64 = 2 loader batches x m = 2"
-    assert math.isfinite(float(epochs["loss"].iloc[-1]))
-    _, rows = certify_run(run_id, store, CertifyConfig(n0=20, n=100, alpha=0.001, batch=100, subset="range:0:4"),
-                          device="cpu", progress=False)
-    assert len(rows) == 4
-    assert ((rows["predict"] == -1) | rows["predict"].between(0, 9)).all()
-    assert (rows["radius"] >= 0).all()
+    train_and_certify_smoke(cfg, tmp_path, steps_per_epoch=2 * 2)  # 128 images / batch 64 = 2 batches x m = 2

@@ -8,15 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import crt_bench.methods.smoothmix  # noqa: F401  (registers "smoothmix")
-from crt_bench.certify_run import certify_run
-from crt_bench.config import CertifyConfig, lr_at_epoch, resolve_run_config
+from crt_bench.config import lr_at_epoch, resolve_run_config
 from crt_bench.errors import CrtBenchError
 from crt_bench.methods import StepContext, get_method
 from crt_bench.methods.smoothing import noise_like_replicas, smoothed_nll
 from crt_bench.methods.smoothmix import mix, mix_kl, smoothmix_pgd, warmup_factor
-from crt_bench.results import ResultsStore
-from crt_bench.train import train_run
-from helpers import Recorder
+from helpers import Recorder, train_and_certify_smoke
 
 SIGMA, C = 0.25, 5
 
@@ -190,13 +187,4 @@ def test_smoke_train_and_certify(tmp_path):
     cfg = resolve_run_config("smoothmix", "tiny_cnn", profile="smoke", sigma=0.5, epochs=1, train_limit=128,
                              device="cpu")
     assert (cfg.hparams["alpha"], cfg.hparams["mix_step"]) == (1.0, 1)
-    store = ResultsStore(tmp_path)
-    run_id = train_run(cfg, store, progress=False)
-    epochs = store.read("epochs")
-    assert int(epochs["optimizer_steps"].iloc[-1]) == 2 * 2, "128 images / batch 64 = 2 loader batches x m = 2"
-    assert math.isfinite(float(epochs["loss"].iloc[-1]))
-    _, rows = certify_run(run_id, store, CertifyConfig(n0=20, n=100, alpha=0.001, batch=100, subset="range:0:4"),
-                          device="cpu", progress=False)
-    assert len(rows) == 4
-    assert ((rows["predict"] == -1) | rows["predict"].between(0, 9)).all()
-    assert (rows["radius"] >= 0).all()
+    train_and_certify_smoke(cfg, tmp_path, steps_per_epoch=2 * 2)  # 128 images / batch 64 = 2 batches x m = 2
