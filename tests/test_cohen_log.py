@@ -12,13 +12,13 @@ import pytest
 from crt_bench.cohen_log import COLUMNS, read_cohen_log, write_cohen_log
 from crt_bench.errors import CrtBenchError
 
-LOGS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "certify_logs"
+LOGS = Path(__file__).resolve().parent / "data" / "certify_logs"
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 
 
 def fixture(name: str) -> Path:
     path = LOGS / name
-    assert path.is_file(), f"published certify log missing: {path} (shared/ must sit beside the repository)"
+    assert path.is_file(), f"published certify log missing: {path} (tests/data/certify_logs ships with the repository)"
     return path
 
 

@@ -1,10 +1,11 @@
 """Metric definitions, and the published CIFAR-10 tables recomputed from the published certify logs.
 
-Expected values are the tables printed in shared/reference/methods.md section 3, written here as the
-printed strings; actual values come from ``read_cohen_log`` + ``crt_bench.metrics`` on the logs in
-shared/reference/certify_logs.  A printed value with d decimals is reproduced when the computed value
-rounds to it: |computed - printed| <= half a unit in the d-th decimal (so ties such as 0.4225 -> .422
-pass whichever rounding rule the authors' script used).  A printed "0" must be exactly 0.
+Expected values are the tables printed in the papers, written here as the printed strings; actual
+values come from ``read_cohen_log`` + ``crt_bench.metrics`` on the logs shipped in
+tests/data/certify_logs (copied byte for byte from the papers' repositories; provenance and sha256 in
+its README). A printed value with d decimals is reproduced when the computed value rounds to it:
+|computed - printed| <= half a unit in the d-th decimal (so ties such as 0.4225 -> .422 pass whichever
+rounding rule the authors' script used). A printed "0" must be exactly 0.
 
 Radii in the logs have 3 significant digits (methods.md section 4, item 12): the metrics compare
 ``radius >= r`` on those parsed values, which is what the published tables were computed from.
@@ -25,14 +26,14 @@ from crt_bench.cohen_log import read_cohen_log
 from crt_bench.errors import CrtBenchError
 from crt_bench.metrics import DEFAULT_RADII, acr, certified_accuracy, summary_row
 
-LOGS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "certify_logs"
+LOGS = Path(__file__).resolve().parent / "data" / "certify_logs"
 TEST_SET_SIZE = 10_000
 
 
 @cache
 def load(name: str) -> pd.DataFrame:
     path = LOGS / name
-    assert path.is_file(), f"published certify log missing: {path} (shared/ must sit beside the repository)"
+    assert path.is_file(), f"published certify log missing: {path} (tests/data/certify_logs ships with the repository)"
     return read_cohen_log(path)
 
 
