@@ -41,7 +41,8 @@ def _banner(profile: str, what: str) -> None:
 
     prof = get_profile(profile)
     err.rule(f"[bold]crt-bench[/] profile [bold cyan]{prof.name}[/]")
-    err.print(f"{prof.description}\ndevice: {device_name(pick_device())}\n{what}")
+    err.print(f"{prof.description}\nepochs: {prof.epoch_scale:g} x each method's recipe epochs and lr milestones"
+              f"\ndevice: {device_name(pick_device())}\n{what}")
     err.rule()
 
 
@@ -90,8 +91,9 @@ def run(
                                  train_limit=train_limit, data_dir=data_dir, device=device, amp=amp,
                                  channels_last=channels_last, compile=compile, teacher_precision=teacher_precision,
                                  profile_steps=profile_steps)
-        _banner(profile, f"run: {cfg.method} on {cfg.arch}, {cfg.dataset}, sigma {cfg.sigma}, {cfg.epochs} epochs, "
-                         f"batch {cfg.batch_size}, lr {cfg.lr} (x{cfg.gamma} at {list(cfg.milestones)}), seed {cfg.seed}"
+        _banner(profile, f"run: {cfg.method} on {cfg.arch}, {cfg.dataset}, sigma {cfg.sigma}, {cfg.epochs} epochs"
+                         + (f" ({cfg.epoch_scale:g} x the recipe's {cfg.recipe_epochs})" if cfg.epoch_scale else "")
+                         + f", batch {cfg.batch_size}, lr {cfg.lr} (x{cfg.gamma} at {list(cfg.milestones)}), seed {cfg.seed}"
                          + (f", teacher {cfg.teacher}" if cfg.teacher else ""))
         run_id = train_run(cfg, store, progress=progress)
     print(run_id)
@@ -237,11 +239,11 @@ def list_cmd(
                           f"{list(r.milestones)}", m.reference)
     elif what == "profiles":
         table = Table(title="profiles")
-        for col in ("name", "dataset", "epochs", "certify", "description"):
+        for col in ("name", "dataset", "epoch scale", "certify", "description"):
             table.add_column(col)
         for p in PROFILES.values():
             c = p.certify
-            table.add_row(p.name, p.dataset, str(p.epochs or "recipe"), f"N0={c.n0} N={c.n} {c.subset}", p.description)
+            table.add_row(p.name, p.dataset, f"{p.epoch_scale:g} x recipe", f"N0={c.n0} N={c.n} {c.subset}", p.description)
     else:
         raise CrtBenchError(f"unknown registry {what!r}; choose archs, methods or profiles")
     out.print(table)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +43,16 @@ class CertifyConfig:
 
 @dataclass(frozen=True)
 class Profile:
-    """How much of the real experiment to run. ``None`` means: the method's paper recipe."""
+    """How much of the real experiment to run. ``None`` means: the method's paper recipe.
+
+    ``epoch_scale`` multiplies every method's recipe epochs (and lr milestones) by the same factor, so
+    that a shortened profile still compares recipe against recipe (CRT 200 : SmoothMix 150 : MACER 440).
+    """
 
     name: str
     dataset: str
     description: str
-    epochs: int | None = None
+    epoch_scale: float = 1.0
     batch_size: int | None = None
     train_limit: int | None = None
     test_limit: int | None = None
@@ -59,12 +64,12 @@ PROFILES: dict[str, Profile] = {
     for p in (
         Profile(
             "smoke", "synthetic", "synthetic data, a few epochs, N=500: seconds on a CPU; the test suite's path",
-            epochs=4, batch_size=64, train_limit=1024, test_limit=256,
+            epoch_scale=0.02, batch_size=64, train_limit=1024, test_limit=256,
             certify=CertifyConfig(n0=50, n=500, alpha=0.001, subset="range:0:20"),
         ),
         Profile(
             "cpu", "fashion-mnist", "real offline data (Fashion-MNIST), reduced epochs and N: minutes on 2 cores",
-            epochs=3, batch_size=128, train_limit=20000, test_limit=None,
+            epoch_scale=0.02, batch_size=128, train_limit=20000, test_limit=None,
             certify=CertifyConfig(n0=100, n=2000, alpha=0.001, subset="skip:200"),
         ),
         Profile(
@@ -112,6 +117,8 @@ class RunConfig:
     compile: bool = False  # torch.compile the student's forward
     teacher_precision: str = "auto"  # CRT teacher forward: auto (bf16 where native) | fp32 | bf16
     profile_steps: int = 0  # > 0: torch.profiler trace of this many steps of the first epoch (crt_bench.profiling)
+    epoch_scale: float | None = None  # the factor that made `epochs` from the recipe's; None: epochs given explicitly
+    recipe_epochs: int = 0  # the method's recipe epochs (0: not recorded, rows written before the field existed)
 
     def engine_options(self) -> EngineOptions:
         from crt_bench.train_step import EngineOptions  # lazily: crt_bench.train_step imports the methods
@@ -128,6 +135,45 @@ class RunConfig:
         data["milestones"] = tuple(data["milestones"])
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def scaled_epochs(recipe_epochs: int, scale: float) -> int:
+    """A recipe's epochs times a profile's factor, rounded half up, at least 1."""
+    if not scale > 0:
+        raise CrtBenchError(f"epoch scale must be > 0, got {scale}")
+    return max(1, math.floor(recipe_epochs * scale + 0.5))
+
+
+@dataclass(frozen=True)
+class ScaledRecipe:
+    """One method's schedule under a profile's factor: what the banner prints and the run records."""
+
+    method: str
+    scale: float
+    recipe_epochs: int
+    recipe_milestones: tuple[int, ...]
+    epochs: int
+    milestones: tuple[int, ...]
+
+    def describe(self) -> str:
+        decays = f"lr decays at {', '.join(map(str, self.milestones))}" if self.milestones else "no lr decay"
+        return f"{self.method} {self.epochs} ({decays})"
+
+
+def scaled_recipe(method: str, scale: float) -> ScaledRecipe:
+    """``method``'s recipe epochs and milestones times ``scale`` (see :func:`scaled_milestones`)."""
+    from crt_bench.methods import get_method
+
+    recipe = get_method(method).recipe
+    epochs = scaled_epochs(recipe.epochs, scale)
+    return ScaledRecipe(method, scale, recipe.epochs, tuple(recipe.milestones), epochs,
+                        scaled_milestones(recipe.milestones, recipe.epochs, epochs))
+
+
+def describe_scale(scale: float, methods: list[str]) -> str:
+    """``epochs = 0.1 x each recipe: gaussian 15 (lr decays at 5, 10), crt 20 (...)`` for a banner."""
+    parts = "; ".join(scaled_recipe(m, scale).describe() for m in methods)
+    return f"epochs = {scale:g} x each method's recipe: {parts}"
 
 
 def scaled_milestones(milestones: tuple[int, ...], recipe_epochs: int, epochs: int) -> tuple[int, ...]:
@@ -176,8 +222,13 @@ def resolve_run_config(
     compile: bool = False,
     teacher_precision: str = "auto",
     profile_steps: int = 0,
+    epoch_scale: float | None = None,
 ) -> RunConfig:
-    """Recipe, then profile, then explicit arguments. Validates every name and number."""
+    """Recipe, then profile, then explicit arguments. Validates every name and number.
+
+    Epochs: explicit ``epochs`` win; else ``epoch_scale`` (or the profile's) times the method's recipe
+    epochs (:func:`scaled_epochs`). Milestones keep the recipe's proportions either way.
+    """
     from crt_bench.archs import get_arch
     from crt_bench.data import dataset_info
     from crt_bench.methods import get_method
@@ -198,7 +249,10 @@ def resolve_run_config(
     if teacher and not spec.needs_teacher:
         raise CrtBenchError(f"method {method!r} takes no teacher (got --teacher {teacher})")
     recipe = spec.recipe
-    epochs = _first_given(epochs, prof.epochs, recipe.epochs)
+    scale = None
+    if epochs is None:
+        scale = float(epoch_scale if epoch_scale is not None else prof.epoch_scale)
+        epochs = scaled_epochs(recipe.epochs, scale)
     batch_size = _first_given(batch_size, prof.batch_size, recipe.batch_size)
     for label, value in (("epochs", epochs), ("batch size", batch_size)):
         if value < 1:
@@ -239,4 +293,6 @@ def resolve_run_config(
         compile=bool(compile),
         teacher_precision=teacher_precision,
         profile_steps=int(profile_steps),
+        epoch_scale=scale,
+        recipe_epochs=int(recipe.epochs),
     )

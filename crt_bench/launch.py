@@ -9,8 +9,10 @@ stopped. Failed jobs are reported with their log path.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,13 @@ from typing import Any
 import pandas as pd
 import submitit
 from rich.console import Console
+from rich.text import Text
 
 from crt_bench.config import get_profile, resolve_run_config
 from crt_bench.errors import CrtBenchError
 from crt_bench.methods import get_method
-from crt_bench.results import ResultsStore
+from crt_bench.job_watch import JobWatch, interruptible
+from crt_bench.results import ResultsStore, atomic_write_bytes
 
 log = Console(stderr=True)
 EXECUTORS = ("local", "slurm", "debug")
@@ -39,7 +43,7 @@ class Job:
     teacher_dedicated: bool = False
     dataset: str | None = None
     data_dir: str | None = None
-    epochs: int | None = None
+    epochs: int | None = None  # None: the profile's epoch_scale x this method's recipe epochs
     train_limit: int | None = None
     certify: bool = True
 
@@ -47,12 +51,20 @@ class Job:
     def key(self) -> str:
         parts = [self.method, self.arch, self.dataset or get_profile(self.profile).dataset, f"s{self.sigma:g}",
                  f"seed{self.seed}", self.profile]
-        if self.epochs is not None:
+        if self.epochs is not None:  # an explicit override: the same epochs for every method
             parts.append(f"e{self.epochs}")
+        else:  # the profile's factor of each method's recipe: a changed factor is a different run
+            parts.append(f"x{get_profile(self.profile).epoch_scale:g}")
         if self.train_limit is not None:
             parts.append(f"n{self.train_limit}")
         key = "/".join(parts)
         return key + (f"<-[{self.teacher.key}]" if self.teacher else "")
+
+    @property
+    def label(self) -> str:
+        """A short name for console lines: method, arch, sigma, and the teacher's arch for CRT."""
+        return (f"{self.method} {self.arch} s{self.sigma:g}" + (f" seed{self.seed}" if self.seed else "")
+                + (f" <- {self.teacher.method} {self.teacher.arch}" if self.teacher else ""))
 
 
 @dataclass
@@ -184,9 +196,18 @@ def sbatch_preview(folder: str | Path, **params: Any) -> str:
     return _make_sbatch_string(command="python -u -m submitit.core._submit <folder>", folder=str(folder), **params)
 
 
+GRID_STATUS_FILE = "grid_status.json"  # the last grid's outcome per job, read by the report
+
+
 def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, *, max_parallel: int = 1,
              poll_s: float = 1.0) -> pd.DataFrame:
-    """Submit jobs as their teachers finish, at most ``max_parallel`` at a time; one status row per job."""
+    """Submit jobs as their teachers finish, at most ``max_parallel`` at a time; one status row per job.
+
+    While jobs run, their output reaches the console line by line (:class:`JobWatch`). Ctrl-C or SIGTERM
+    stops the running jobs (each checkpoints and marks its run interrupted) before re-raising, so no
+    worker outlives the grid. A job whose teacher failed is never started. The outcome is also written
+    to ``results/grid_status.json`` for the report.
+    """
     results = str(results)
     store = ResultsStore(results)
     state: dict[str, dict[str, Any]] = {}
@@ -195,52 +216,97 @@ def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, 
         certified = done is not None and (not job.certify or _certified(store, done))
         state[job.key] = {"key": job.key, "state": "skipped (finished)" if certified else "pending",
                           "run_id": done if certified else "", "error": "", "log": ""}
+    watch = JobWatch(log)
     running: dict[str, Any] = {}
-    while True:
-        for job in jobs:
-            s = state[job.key]
-            if s["state"] != "pending" or len(running) >= max_parallel:
-                continue
-            if job.teacher is not None:
-                t = state.get(job.teacher.key, {"state": "finished" if finished_run(store, job.teacher.key) else "missing"})
-                if t["state"].startswith("failed") or t["state"] == "missing" or t["state"].startswith("blocked"):
-                    s["state"] = "blocked (teacher failed)"
-                    continue
-                if not (t["state"] in ("finished", "skipped (finished)")):
-                    continue
-            running[job.key] = executor.submit(execute_job, job, results)
-            s["state"] = "running"
-            log.print(f"submitted {job.key}")
-        for key, handle in list(running.items()):
-            if not handle.done():
-                continue
-            del running[key]
-            try:
-                state[key]["run_id"] = handle.result()
-                state[key]["state"] = "finished"
-                log.print(f"[green]finished[/] {key}: {state[key]['run_id']}")
-            except Exception as err:  # the job's own exception, re-raised by submitit
-                state[key]["state"] = "failed"
-                state[key]["error"] = _error_line(err)
-                state[key]["log"] = str(getattr(handle, "paths", None) and handle.paths.stderr or "")
-                log.print(f"[red]failed[/] {key}: {state[key]['error']} (log: {state[key]['log']})")
-        if not running and not any(s["state"] == "pending" and _ready(job, state) for job, s in
-                                   ((j, state[j.key]) for j in jobs)):
-            for job in jobs:
-                if state[job.key]["state"] == "pending":
-                    state[job.key]["state"] = "blocked (teacher failed)"
-            break
-        if running:
-            time.sleep(poll_s)
-    return pd.DataFrame(list(state.values()))
+    try:
+        with interruptible():
+            while True:
+                for job in jobs:
+                    s = state[job.key]
+                    if s["state"] != "pending" or len(running) >= max_parallel:
+                        continue
+                    if job.teacher is not None:
+                        t = state.get(job.teacher.key,
+                                      {"state": "finished" if finished_run(store, job.teacher.key) else "missing"})
+                        if t["state"].startswith(("failed", "blocked", "interrupted")) or t["state"] == "missing":
+                            _block(s, job, t["state"])
+                            continue
+                        if t["state"] not in ("finished", "skipped (finished)"):
+                            continue
+                    running[job.key] = executor.submit(execute_job, job, results)
+                    watch.add(job.label, running[job.key])
+                    s["state"] = "running"
+                    log.print(Text.assemble(("submitted ", "bold"), job.key), soft_wrap=True, highlight=False)
+                watch.pump()
+                for key, handle in list(running.items()):
+                    if not handle.done():
+                        continue
+                    del running[key]
+                    watch.remove(next(j.label for j in jobs if j.key == key))
+                    _collect(state[key], key, handle)
+                if not running and not any(s["state"] == "pending" and _ready(job, state) for job, s in
+                                           ((j, state[j.key]) for j in jobs)):
+                    for job in jobs:
+                        if state[job.key]["state"] == "pending":
+                            _block(state[job.key], job, "not finished")
+                    break
+                if running:
+                    time.sleep(poll_s)
+    except KeyboardInterrupt:
+        stopped = watch.stop_all()
+        for key in running:
+            state[key]["state"], state[key]["error"] = "interrupted", "the grid was stopped (Ctrl-C or SIGTERM)"
+        if stopped:
+            log.print(f"stopped {len(stopped)} running job(s): {', '.join(stopped)}; re-run the same command to "
+                      "resume them from their last checkpoint", markup=False, highlight=False, soft_wrap=True)
+        _save_status(results, state)
+        raise
+    status = pd.DataFrame(list(state.values()))
+    _save_status(results, state)
+    return status
+
+
+def _collect(s: dict[str, Any], key: str, handle: Any) -> None:
+    """A finished job's run id, or its whole error message (never cut) and its log path."""
+    try:
+        s["run_id"] = handle.result()
+        s["state"] = "finished"
+        log.print(Text.assemble(("finished ", "green"), f"{key}: {s['run_id']}"), soft_wrap=True, highlight=False)
+    except Exception as err:  # the job's own exception, re-raised by submitit
+        s["state"] = "failed"
+        s["error"] = _error_line(err)
+        s["log"] = str(getattr(handle, "paths", None) and handle.paths.stderr or "")
+        log.print(Text.assemble(("failed ", "bold red"), f"{key}: {s['error']}",
+                                (f" (log: {s['log']})" if s["log"] else "")), soft_wrap=True, highlight=False)
+
+
+def _block(s: dict[str, Any], job: Job, teacher_state: str) -> None:
+    s["state"] = "blocked (teacher failed)"
+    s["error"] = (f"not started: its teacher {job.teacher.key if job.teacher else '?'} did not finish "
+                  f"({teacher_state})")
+
+
+def _save_status(results: str, state: dict[str, dict[str, Any]]) -> None:
+    rows = [{**s, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")} for s in state.values()]
+    atomic_write_bytes(Path(results) / GRID_STATUS_FILE, json.dumps(rows, indent=1).encode())
+
+
+def read_grid_status(results: str | Path) -> pd.DataFrame:
+    """The outcome of the last grid run on this results folder (empty when none ran)."""
+    path = Path(results) / GRID_STATUS_FILE
+    if not path.is_file():
+        return pd.DataFrame(columns=["key", "state", "run_id", "error", "log", "time"])
+    return pd.DataFrame(json.loads(path.read_text()))
 
 
 def _error_line(err: BaseException) -> str:
-    """The job's own exception line out of submitit's report (which wraps the remote traceback)."""
+    """The job's own exception message out of submitit's report (which wraps the remote traceback), whole."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
-    text = raised[-1] if raised else (lines[-1] if lines else type(err).__name__)
-    return text[:400]
+    raised = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
+    if not raised:
+        return lines[-1] if lines else type(err).__name__
+    # A message may span lines: keep everything from the last exception line to the end of the report.
+    return " ".join(lines[raised[-1]:])
 
 
 def _certified(store: ResultsStore, run_id: str) -> bool:

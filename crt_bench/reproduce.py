@@ -34,11 +34,21 @@ class Plan:
     expected: str  # how long the plan takes, for the banner
     notes: list[str] = field(default_factory=list)
 
+    def epochs_line(self) -> str:
+        """The factor and the epochs (and lr decays) it gives each method of the plan."""
+        from crt_bench.config import describe_scale, get_profile
+
+        g = self.grid
+        if g.epochs is not None:
+            return f"epochs {g.epochs} for every method (explicit override)"
+        methods = list(dict.fromkeys([g.teacher_method, *g.methods]))
+        return describe_scale(get_profile(g.profile).epoch_scale, methods)
+
     def describe(self) -> str:
         g = self.grid
         return (f"students {', '.join(g.methods)} on {', '.join(g.archs)}; CRT teachers: {g.teacher_method} "
                 f"{', '.join(g.teacher_archs)}; sigma {', '.join(map(str, g.sigmas))}; "
-                f"epochs {g.epochs or 'recipe'}; training images {g.train_limit or 'all'}; "
+                f"{self.epochs_line()}; training images {g.train_limit or 'all'}; "
                 f"timing probes on {'the generation registry' if self.timing_archs is None else ', '.join(self.timing_archs)}"
                 f"\nexpected: {self.expected}")
 
@@ -52,13 +62,13 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
         profile = auto_profile()
     if profile == "smoke":
         grid = GridSpec(methods=STUDENT_METHODS, archs=["convnext_atto"], profile="smoke",
-                        teacher_method="smoothmix", teacher_archs=["resnet20"], epochs=2, train_limit=512,
+                        teacher_method="smoothmix", teacher_archs=["resnet20"], train_limit=512,
                         data_dir=data_dir)
         return Plan("smoke", grid, ["resnet20", "resnet110", "convnext_atto", "mobilenetv4_conv_small"],
                     "a few minutes on a CPU")
     if profile == "cpu":
         grid = GridSpec(methods=STUDENT_METHODS, archs=["convnext_atto"], profile="cpu",
-                        teacher_method="smoothmix", teacher_archs=["resnet20"], epochs=2, train_limit=3000,
+                        teacher_method="smoothmix", teacher_archs=["resnet20"], train_limit=3000,
                         data_dir=data_dir)
         return Plan("cpu", grid, None, "about 25 minutes on 2 CPU cores (10 of them timing probes)")
     if profile == "paper":
