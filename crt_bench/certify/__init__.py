@@ -1,0 +1,64 @@
+"""Randomized-smoothing certification: CERTIFY and PREDICT of Cohen et al. (2019).
+
+The smoothed classifier is ``g(x) = argmax_c P(f(x + eps) = c)`` with ``eps ~ N(0, sigma^2 I)`` added in
+[0, 1] pixel space (before any normalization layer, which belongs to the base classifier ``f``).
+If the top class has probability ``pA > 1/2`` then ``g`` is constant on the L2 ball of radius
+``sigma * Phi^-1(pA)`` around ``x`` (Cohen et al., Theorem 1 with the bound pB <= 1 - pA).
+
+``pA`` is unknown; CERTIFY estimates it by Monte Carlo:
+
+1. *Selection*: draw ``n0`` noisy copies, guess the top class ``cA`` = most frequent prediction.
+2. *Estimation*: draw ``n`` **fresh** noisy copies and count ``nA`` = how often ``f`` says ``cA``.
+   Reusing the selection samples would bias ``nA`` upwards (the class was picked because it was
+   frequent in those samples), so the two samples are independent.
+3. ``pA_lower`` = one-sided ``(1 - alpha)`` Clopper-Pearson lower bound on ``pA`` from ``nA`` of ``n``.
+4. If ``pA_lower < 1/2`` abstain, else return ``cA`` with radius ``sigma * Phi^-1(pA_lower)``.
+
+Guarantee: with probability at least ``1 - alpha`` (over the Monte Carlo noise) CERTIFY either
+abstains or returns ``g(x)``, and then ``g`` is robust within the returned radius.
+
+PREDICT draws ``n`` noisy copies, takes the two most frequent classes and abstains unless a two-sided
+binomial test rejects "both are equally likely" at level ``alpha``; then with probability at least
+``1 - alpha`` a non-abstaining answer equals ``g(x)``.
+
+The statistics are module-level pure functions (:func:`lower_confidence_bound`,
+:func:`radius_from_counts`, :func:`predict_abstains`) so they can be checked without a model.
+
+Modules, one job each: :mod:`~crt_bench.certify.stats` (Clopper-Pearson, radius, PREDICT's test),
+:mod:`~crt_bench.certify.precision` (forward precision; noise stays float32),
+:mod:`~crt_bench.certify.smooth` (:class:`Smooth`, the batched sampling engine),
+:mod:`~crt_bench.certify.stream` (noisy samples, keyed per image), :mod:`~crt_bench.certify.dataset`
+(subsets and the driver over a test split).  Storing, resuming and locking a certification of a run
+is :mod:`crt_bench.certify_run`'s job.
+"""
+
+from crt_bench.batchnorm_fold import fold_batchnorm
+from crt_bench.certify.dataset import CERTIFY_COLUMNS, certify_dataset, iter_certify, parse_subset
+from crt_bench.certify.precision import NOISE_DTYPE, PRECISIONS, check_precision
+from crt_bench.certify.smooth import CPU_AUTO_BATCH, CUDA_MAX_AUTO_BATCH, Smooth
+from crt_bench.certify.stats import (
+    ABSTAIN,
+    counts_for_radius,
+    lower_confidence_bound,
+    predict_abstains,
+    radius_from_counts,
+)
+
+__all__ = [
+    "ABSTAIN",
+    "CERTIFY_COLUMNS",
+    "CPU_AUTO_BATCH",
+    "CUDA_MAX_AUTO_BATCH",
+    "NOISE_DTYPE",
+    "PRECISIONS",
+    "Smooth",
+    "certify_dataset",
+    "check_precision",
+    "counts_for_radius",
+    "fold_batchnorm",
+    "iter_certify",
+    "lower_confidence_bound",
+    "parse_subset",
+    "predict_abstains",
+    "radius_from_counts",
+]

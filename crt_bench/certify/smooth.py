@@ -1,0 +1,408 @@
+"""The smoothed classifier: :class:`Smooth` with CERTIFY and PREDICT, and its batched sampling engine.
+
+Cohen et al.'s ``core.py`` is the model: one class, ``certify`` and ``predict`` reading as the
+algorithm; the statistics live in :mod:`crt_bench.certify.stats`, the noisy-sample stream in
+:mod:`crt_bench.certify.stream`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from crt_bench.batchnorm_fold import fold_batchnorm
+from crt_bench.certify.precision import NOISE_DTYPE, autocast, check_precision
+from crt_bench.certify.stats import ABSTAIN, check_settings, predict_abstains, radius_from_counts
+from crt_bench.certify.stream import SampleStream, mix_seed
+from crt_bench.errors import CrtBenchError
+
+SELECTION, ESTIMATION, SAMPLING = 0, 1, 2
+"""Segment kinds of keyed noise: an image's selection, estimation and PREDICT/sample_counts draws."""
+
+CPU_AUTO_BATCH = 128
+"""Noisy samples per forward pass on a CPU when no batch size is given.
+
+With one batch per core (see ``cpu_workers``), 128 CIFAR-sized images per forward pass ran ResNet-20
+about 1.5x faster than Cohen's 1000 on 2 cores (64 and 128 were within 10% of each other for
+ResNet-20/110; 128 was 20% faster for MobileNetV3); see ``benchmarks/bench_certify.py``.
+"""
+
+CUDA_MAX_AUTO_BATCH = 16_384
+"""Upper bound of the batch size chosen from free GPU memory."""
+
+
+class Smooth:
+    """Gaussian-smoothed version of a base classifier, with CERTIFY and PREDICT.
+
+    ``base_classifier`` maps a batch ``[B, C, H, W]`` of [0, 1] images to logits ``[B, num_classes]``
+    (normalization, if any, is inside it).  It is switched to ``eval()`` mode before sampling, so
+    batch-norm uses its running statistics.  ``generator`` (optional) makes the noise reproducible;
+    it must live on the same device as the images.  ``noise_seed`` (instead of a generator) gives every
+    image its own noise, a function of (noise_seed, the image's key, position) only: the key is the
+    image's index given to :meth:`certify_many` (``keys``), so an image's result does not depend on
+    which other images share the call or how they are batched (:mod:`crt_bench.certify.stream`).
+
+    Sampling engine (statistics unchanged: every noisy copy has its own fresh float32 Gaussian draw,
+    independent of every other copy's; only how the copies are packed and evaluated differs):
+
+    * the noise is drawn in place into a float32 buffer on the image's device (no ``repeat`` copies of
+      the image) and the image is added by broadcasting;
+    * :meth:`certify_many` / :meth:`sample_counts` fill each forward batch with noisy copies of several
+      images (and of an image's selection and estimation samples) and count per (image, class) with a
+      scatter-add over ``segment * num_classes + class``; counts stay on the device until the end;
+    * ``torch.inference_mode``; ``precision`` ``"bf16"`` / ``"fp16"`` autocasts the base classifier's
+      forward only (:data:`NOISE_DTYPE`); ``compile=True`` wraps it in ``torch.compile``;
+    * ``fold_batchnorm`` (default on): eval-mode batch norms (``BatchNorm2d``, timm's
+      ``BatchNormAct2d``) that directly follow a ``Conv2d`` are folded into it in a private
+      ``torch.fx`` copy of the model (checked against the model on a probe batch; the model as given
+      is used when it cannot be traced or nothing can be folded; see :func:`fold_batchnorm`).  The copy
+      is rebuilt when the model's parameters or buffers change in place;
+    * ``channels_last`` (``None`` = automatic: on CUDA for models with a ``Conv2d``, and whenever the
+      engine has its own folded copy, which is then stored NHWC too) makes the noisy batches NHWC;
+    * ``cpu_workers`` (CPU only; ``None`` = automatic: ``torch.get_num_threads()`` workers for models
+      with a ``Conv2d`` unless ``compile``, else 1): forward passes run in that many threads with one
+      intra-op thread each (``torch.set_num_threads(1)`` for the duration of the call, restored
+      after), so the base classifier must tolerate being called from several threads at once (any
+      module in eval mode without Python-side state does); pass ``cpu_workers=1`` otherwise;
+    * ``batch_size=None`` picks the batch size: from free memory on CUDA (probe forward pass of 64
+      zeros), else :data:`CPU_AUTO_BATCH`.  A given batch size is used as given.
+    """
+
+    ABSTAIN = ABSTAIN
+
+    def __init__(
+        self,
+        base_classifier: torch.nn.Module,
+        num_classes: int,
+        sigma: float,
+        generator: torch.Generator | None = None,
+        *,
+        precision: str = "fp32",
+        compile: bool = False,
+        channels_last: bool | None = None,
+        fold_batchnorm: bool = True,
+        cpu_workers: int | None = None,
+        noise_seed: int | None = None,
+    ) -> None:
+        if num_classes < 2:
+            raise CrtBenchError(f"num_classes must be at least 2, got {num_classes}")
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise CrtBenchError(f"sigma must be finite and > 0, got {sigma}")
+        if noise_seed is not None and generator is not None:
+            raise CrtBenchError("give either a noise generator or a noise_seed, not both")
+        self.base_classifier = base_classifier
+        self.num_classes = int(num_classes)
+        self.sigma = float(sigma)
+        self.generator = generator
+        self.precision = check_precision(precision)
+        self.compile = bool(compile)
+        self.channels_last = channels_last
+        self.fold_batchnorm = bool(fold_batchnorm)
+        self.cpu_workers = cpu_workers
+        self.noise_seed = None if noise_seed is None else int(noise_seed)
+        self._prepared_key: tuple | None = None
+        self._prepared: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._folded = 0
+        self._auto_batch: dict[tuple, int] = {}
+        self.last_batch_size: int | None = None
+        """Batch size of the latest sampling call (the resolved one when ``batch_size=None``)."""
+
+    @property
+    def noise_dtype(self) -> str:
+        return NOISE_DTYPE
+
+    @property
+    def folded_batchnorms(self) -> int:
+        """How many BatchNorm2d layers the engine's model copy has folded (0: the model is used as given)."""
+        return self._folded
+
+    # -- CERTIFY / PREDICT ------------------------------------------------------------------------
+
+    def certify(
+        self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int | None = None
+    ) -> tuple[int, float]:
+        """CERTIFY: return ``(cA, radius)``, or ``(ABSTAIN, 0.0)``.
+
+        ``n0`` selection samples pick ``cA``; ``n`` fresh estimation samples give ``nA``; the radius is
+        :func:`radius_from_counts` of those.
+        """
+        check_settings(alpha, n0=n0, n=n, **_given(batch_size))
+        _check_image(x)
+        return self.certify_many(x.unsqueeze(0), n0, n, alpha, batch_size)[0]
+
+    def certify_many(
+        self, images: torch.Tensor | Sequence[torch.Tensor], n0: int, n: int, alpha: float,
+        batch_size: int | None = None, keys: Sequence[int] | None = None,
+    ) -> list[tuple[int, float]]:
+        """CERTIFY each of ``images`` (``[K, C, H, W]`` or a list of ``[C, H, W]``); one result per image.
+
+        Per image this is exactly :meth:`certify`: ``n0`` selection and ``n`` estimation samples, each
+        with its own fresh noise, independent of every other image's.  Only the packing into forward
+        batches is shared (a batch may hold the end of one image's samples and the start of the next's).
+        ``keys`` (default ``0..K-1``) name the images for keyed noise (``noise_seed``).
+        """
+        check_settings(alpha, n0=n0, n=n, **_given(batch_size))
+        stack = _stack_images(images)
+        k = stack.shape[0]
+        segments = [(i, num) for i in range(k) for num in (n0, n)]
+        seeds = self._segment_seeds(keys, k, (SELECTION, ESTIMATION))
+        counts = self._stream_counts(stack, segments, batch_size, seeds)
+        results = []
+        for i in range(k):
+            selection, estimation = counts[2 * i], counts[2 * i + 1]
+            c_a = int(selection.argmax())  # ties -> lowest class index
+            radius = radius_from_counts(int(estimation[c_a]), n, alpha, self.sigma)
+            results.append((ABSTAIN, 0.0) if radius is None else (c_a, radius))
+        return results
+
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int | None = None) -> int:
+        """PREDICT: the top class of ``n`` noisy samples, or ``ABSTAIN`` (see :func:`predict_abstains`)."""
+        check_settings(alpha, n=n, **_given(batch_size))
+        counts = self._sample_counts(x, n, batch_size)
+        order = np.argsort(-counts, kind="stable")  # ties -> lowest class index first
+        top, runner_up = int(order[0]), int(order[1])
+        if predict_abstains(int(counts[top]), int(counts[runner_up]), alpha):
+            return ABSTAIN
+        return top
+
+    def sample_counts(
+        self, images: torch.Tensor | Sequence[torch.Tensor], num: int, batch_size: int | None = None,
+        keys: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """``[K, num_classes]`` class histograms of ``argmax f(x_k + eps)`` over ``num`` draws per image."""
+        check_settings(0.5, num=num, **_given(batch_size))
+        stack = _stack_images(images)
+        k = stack.shape[0]
+        return self._stream_counts(stack, [(i, num) for i in range(k)], batch_size,
+                                   self._segment_seeds(keys, k, (SAMPLING,)))
+
+    def _sample_counts(self, x: torch.Tensor, num: int, batch_size: int | None) -> np.ndarray:
+        """Class histogram of ``argmax f(x + eps)`` over ``num`` noise draws for one image ``[C, H, W]``."""
+        _check_image(x)
+        return self._stream_counts(x.unsqueeze(0), [(0, num)], batch_size, self._segment_seeds(None, 1, (SAMPLING,)))[0]
+
+    def _segment_seeds(self, keys: Sequence[int] | None, k: int, kinds: tuple[int, ...]) -> list[int] | None:
+        """One seed per segment (image-major, then ``kinds``) for keyed noise; None without a noise_seed."""
+        if self.noise_seed is None:
+            return None
+        keys = list(range(k)) if keys is None else [int(key) for key in keys]
+        if len(keys) != k:
+            raise CrtBenchError(f"got {len(keys)} keys for {k} images")
+        return [mix_seed(self.noise_seed, key, kind) for key in keys for kind in kinds]
+
+    def auto_batch_size(self, image: torch.Tensor) -> int:
+        """The batch size ``batch_size=None`` resolves to for images like ``image`` ``[C, H, W]`` on its device."""
+        _check_image(image)
+        images = image.unsqueeze(0).to(dtype=torch.float32)
+        self.base_classifier.eval()
+        model = self._model(image.device, tuple(image.shape))
+        fmt = torch.channels_last if self._use_channels_last(image.device, images) else torch.contiguous_format
+        return self._choose_batch(model, images, fmt)
+
+    # -- the engine -------------------------------------------------------------------------------
+
+    def _stream_counts(self, images: torch.Tensor, segments: list[tuple[int, int]],
+                       batch_size: int | None, seeds: list[int] | None = None) -> np.ndarray:
+        """Counts ``[len(segments), num_classes]``; segment ``(i, num)`` = ``num`` noisy copies of image i.
+
+        The segments are laid end to end in one stream of noisy samples, cut into forward batches.
+        """
+        device = images.device
+        if self.generator is not None and self.generator.device != device:
+            raise CrtBenchError(
+                f"the noise generator is on {self.generator.device} but the image is on {device}; "
+                "create the generator on the image's device"
+            )
+        images = images.to(dtype=torch.float32)
+        self.base_classifier.eval()
+        model = self._model(device, tuple(images.shape[1:]))
+        fmt = torch.channels_last if self._use_channels_last(device, images) else torch.contiguous_format
+        auto = batch_size is None
+        b = self._choose_batch(model, images, fmt) if auto else int(batch_size)
+        self.last_batch_size = b
+        stream = SampleStream(images, segments, self.num_classes, self.sigma, self.generator, fmt, seeds)
+        workers = min(self._workers(device), math.ceil(stream.total / b))  # one batch: all threads on it
+        with torch.inference_mode():
+            if workers > 1:
+                self._run_parallel(stream, model, b, workers)
+            else:
+                self._run_serial(stream, model, b, auto)
+        return stream.counts.view(len(segments), self.num_classes).cpu().numpy()
+
+    def _forward(self, model: Callable[[torch.Tensor], torch.Tensor], noisy: torch.Tensor) -> torch.Tensor:
+        """``argmax`` of the base classifier's logits; autocast covers this forward pass only."""
+        with torch.inference_mode(), self._autocast(noisy.device):
+            logits = model(noisy)
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise CrtBenchError(
+                f"base classifier returned shape {tuple(logits.shape)}, expected [batch, {self.num_classes}] logits"
+            )
+        return logits.argmax(dim=1)
+
+    def _run_serial(self, stream: SampleStream, model: Callable, b: int, auto: bool) -> None:
+        buffer = stream.buffer(b)  # reused: the noise is drawn into it in place, batch after batch
+        while not stream.done:
+            noisy, where = stream.next_batch(buffer, b)
+            try:
+                predictions = self._forward(model, noisy)
+            except torch.cuda.OutOfMemoryError:
+                if not auto or b <= 8:
+                    raise
+                # discard this batch (its noise too: whether a batch fits does not depend on its votes)
+                stream.rewind(where)
+                b = self._shrink_batch(stream.images, b)
+                self.last_batch_size = b
+                buffer = stream.buffer(b)
+                continue
+            stream.count(predictions, where)
+
+    def _run_parallel(self, stream: SampleStream, model: Callable, b: int, workers: int) -> None:
+        """CPU: ``workers`` threads with one intra-op thread each, each running whole forward passes.
+
+        Small batches on one core each keep their activations in that core's cache and need no
+        synchronisation between cores (which costs dearly when the cores are shared with other
+        processes).  The noise is still drawn in order in this thread, so a generator gives
+        reproducible counts.
+        """
+        pending: deque = deque()
+        with _intra_op_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="crt-certify") as pool:
+            try:
+                while not stream.done or pending:
+                    while not stream.done and len(pending) < 2 * workers:
+                        noisy, where = stream.next_batch(stream.buffer(b), b)
+                        pending.append((pool.submit(self._forward, model, noisy), where))
+                    future, where = pending.popleft()
+                    stream.count(future.result(), where)
+            finally:
+                for future, _ in pending:
+                    future.cancel()
+
+    def _workers(self, device: torch.device) -> int:
+        if device.type != "cpu" or self.compile:
+            return 1
+        if self.cpu_workers is not None:
+            return max(1, int(self.cpu_workers))
+        if not any(isinstance(m, torch.nn.Conv2d) for m in self.base_classifier.modules()):
+            return 1  # cheap models are dominated by per-call overhead; threads would not help
+        return max(1, torch.get_num_threads())
+
+    def _autocast(self, device: torch.device):
+        return autocast(self.precision, device)
+
+    def _use_channels_last(self, device: torch.device, images: torch.Tensor) -> bool:
+        """NHWC noisy batches: as configured; by default for conv nets on CUDA, and on a CPU when the
+        engine has its own (folded, NHWC) copy of the model.  Call after :meth:`_model`."""
+        if images.dim() != 4:
+            return False
+        if self.channels_last is not None:
+            return bool(self.channels_last)
+        if self._folded:
+            return True
+        return device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in self.base_classifier.modules())
+
+    def _model(self, device: torch.device, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The module the engine calls: folded / channels-last / compiled as configured; cached."""
+        base = self.base_classifier
+        tensors = (*base.parameters(), *base.buffers())
+        key = (id(base), str(device), shape, tuple((id(t), _version(t), t.device) for t in tensors))
+        if self._prepared_key == key and self._prepared is not None:
+            return self._prepared
+        model: torch.nn.Module = base
+        self._folded = 0
+        if self.fold_batchnorm:
+            folded, count = fold_batchnorm(base, shape)
+            if folded is not None:
+                model, self._folded = folded, count
+                if self.channels_last is not False:
+                    model = model.to(memory_format=torch.channels_last)  # our copy only
+        if self.compile:
+            model = torch.compile(model)
+        self._prepared, self._prepared_key = model, key
+        return model
+
+    def _choose_batch(self, model: Callable, images: torch.Tensor, fmt: torch.memory_format) -> int:
+        device = images.device
+        if device.type != "cuda":
+            return CPU_AUTO_BATCH
+        key = (self._prepared_key, tuple(images.shape[1:]), self.precision, str(fmt))
+        if key not in self._auto_batch:
+            self._auto_batch[key] = _cuda_batch_from_memory(
+                self.base_classifier if self.compile else model, images, fmt, self._autocast(device)
+            )
+        return self._auto_batch[key]
+
+    def _shrink_batch(self, images: torch.Tensor, b: int) -> int:
+        torch.cuda.empty_cache()
+        smaller = max(8, b // 2)
+        for key in [k for k in self._auto_batch if k[1] == tuple(images.shape[1:])]:
+            self._auto_batch[key] = smaller
+        return smaller
+
+
+def _cuda_batch_from_memory(model: Callable, images: torch.Tensor, fmt: torch.memory_format, autocast) -> int:
+    """Batch size that uses about half of the free GPU memory, from one probe forward pass of 64 zeros."""
+    device = images.device
+    probe = 64
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode(), autocast:
+        x = torch.zeros((probe, *images.shape[1:]), dtype=torch.float32, device=device, memory_format=fmt)
+        model(x)
+        del x
+    torch.cuda.synchronize(device)
+    per_sample = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1.0)
+    free, _ = torch.cuda.mem_get_info(device)
+    batch = int(0.5 * free / per_sample) // 64 * 64
+    return int(min(max(batch, probe), CUDA_MAX_AUTO_BATCH))
+
+
+@contextmanager
+def _intra_op_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _version(tensor: torch.Tensor) -> int:
+    """In-place modification counter (inference tensors have none and cannot be modified outside it)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return -1
+
+
+def _given(batch_size: int | None) -> dict[str, int]:
+    return {} if batch_size is None else {"batch_size": batch_size}
+
+
+def _check_image(x: torch.Tensor) -> None:
+    if x.dim() != 3:
+        raise CrtBenchError(f"certify/predict take one image [C, H, W], got shape {tuple(x.shape)}")
+
+
+def _stack_images(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4:
+            raise CrtBenchError(f"expected images [K, C, H, W], got shape {tuple(images.shape)}")
+        stack = images
+    else:
+        images = list(images)
+        for image in images:
+            _check_image(image)
+        if not images:
+            raise CrtBenchError("no images given")
+        stack = torch.stack(images)
+    if stack.shape[0] < 1:
+        raise CrtBenchError("no images given")
+    return stack
+

@@ -1,0 +1,82 @@
+"""CERTIFY's statistics: Clopper-Pearson bounds, radii and PREDICT's test, as pure functions.
+
+Kept apart from the sampling engine so they can be checked without a model (see the package
+docstring for the theory).  ``scipy.stats`` does the work: ``beta.ppf`` for the exact one-sided
+Clopper-Pearson bound, ``norm.ppf`` for the radius, ``binomtest`` for PREDICT.
+"""
+
+from __future__ import annotations
+
+from scipy.stats import beta, binomtest, norm
+
+from crt_bench.errors import CrtBenchError
+
+ABSTAIN = -1
+"""Class index returned when the smoothed classifier declines to answer."""
+
+
+def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
+    """One-sided ``(1 - alpha)`` Clopper-Pearson lower bound on a binomial proportion.
+
+    With ``n_a`` successes out of ``n`` trials, the exact lower bound is the ``alpha`` quantile of
+    ``Beta(n_a, n - n_a + 1)``.  This is the lower end of statsmodels'
+    ``proportion_confint(n_a, n, alpha=2 * alpha, method="beta")`` used by Cohen et al.
+    Edge cases: ``n_a == n`` gives ``alpha ** (1 / n)``; ``n_a == 0`` gives 0.
+    """
+    if n < 1 or not 0 <= n_a <= n:
+        raise CrtBenchError(f"need 0 <= n_a <= n and n >= 1, got n_a={n_a}, n={n}")
+    if not 0.0 < alpha < 1.0:
+        raise CrtBenchError(f"alpha must be in (0, 1), got {alpha}")
+    if n_a == 0:
+        return 0.0
+    return float(beta.ppf(alpha, n_a, n - n_a + 1))
+
+
+def radius_from_counts(n_a: int, n: int, alpha: float, sigma: float) -> float | None:
+    """Certified L2 radius ``sigma * Phi^-1(pA_lower)`` from ``n_a`` top-class votes out of ``n``.
+
+    Returns ``None`` when CERTIFY abstains, i.e. when ``pA_lower < 1/2`` (for N=1e5, alpha=1e-3 that is
+    ``n_a < 50490``).  ``pA_lower == 1/2`` exactly is *not* an abstention and gives radius 0.0, as in
+    Cohen's ``core.py``.  The largest possible radius is ``sigma * Phi^-1(alpha ** (1 / n))``
+    (3.8115 * sigma for N=1e5, alpha=1e-3).
+    """
+    p_lower = lower_confidence_bound(n_a, n, alpha)
+    if p_lower < 0.5:
+        return None
+    return float(sigma * norm.ppf(p_lower))
+
+
+def counts_for_radius(radius: float, n: int, alpha: float, sigma: float) -> int:
+    """The smallest ``n_a`` whose :func:`radius_from_counts` reaches ``radius`` (bisection: it is monotone in
+    ``n_a``); ``n`` when no count does. Turns a logged radius back into the vote count behind it."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        r = radius_from_counts(mid, n, alpha, sigma)
+        if r is not None and r >= radius - 1e-12:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def predict_abstains(top_count: int, runner_up_count: int, alpha: float) -> bool:
+    """PREDICT's decision: abstain unless the top class significantly beats the runner-up.
+
+    Under H0 "top and runner-up class are equally likely", ``top_count`` given
+    ``top_count + runner_up_count`` is Binomial(., 1/2).  PREDICT abstains when the two-sided exact
+    binomial test does not reject H0, i.e. when its p-value is ``> alpha``
+    (``scipy.stats.binomtest``; replaces ``binom_test``, removed in SciPy 1.12).
+    """
+    total = top_count + runner_up_count
+    if total == 0:
+        return True
+    return bool(binomtest(top_count, total, 0.5).pvalue > alpha)
+
+def check_settings(alpha: float, **values: int) -> None:
+    """Fail before sampling (which may take minutes) rather than after."""
+    if not 0.0 < alpha < 1.0:
+        raise CrtBenchError(f"alpha must be in (0, 1), got {alpha}")
+    for name, value in values.items():
+        if value < 1:
+            raise CrtBenchError(f"{name} must be a positive integer, got {value}")
