@@ -62,6 +62,11 @@ def _paper_outputs(store: ResultsStore, out_dir: Path, sigma: float, profile_not
     if not acr.empty:
         save("acr.csv", acr.to_csv(index=False))
         save("acr.md", acr_markdown(acr))
+    from crt_bench.report.evidence import evidence_frame, student_evidence
+
+    evidence = evidence_frame(student_evidence(store))
+    if not evidence.empty:
+        save("verdict_evidence.csv", evidence.to_csv(index=False))
     t1 = table1(store)
     if not t1.empty:
         save("table1.csv", t1.to_csv(index=False))

@@ -115,6 +115,14 @@ def _published_section(store: ResultsStore) -> list[str]:
     return lines + ["", "Recomputed here from the logs' per-image rows (radius >= r and correct)."]
 
 
+def _verdict_section(store: ResultsStore) -> list[str]:
+    """The paper's claim, judged from this store's numbers (crt_bench.report.verdict)."""
+    from crt_bench.report.evidence import student_evidence, verdict_markdown
+
+    lines = ["## Verdict: does CRT match SmoothMix's certified robustness for much less training time?", ""]
+    return lines + [verdict_markdown(student_evidence(store)).rstrip(), ""]
+
+
 def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[Path]], profile_note: str) -> Path:
     """Write ``out_dir/REPORT.md`` atomically and return its path.
 
@@ -128,6 +136,7 @@ def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[
     runs, timing, certify = store.runs(), store.read("timing"), store.read("certify")
     slowdown = slowdown_table(store) if not timing.empty else pd.DataFrame()
     lines = _header(store, runs, timing, certify, slowdown, profile_note)
+    lines += _verdict_section(store)
     lines += _slowdown_section(timing, slowdown)
     lines += _figure_lines("figure1", figures.get("figure1", []), out_dir)
     lines += _figure_lines("figure2", figures.get("figure2", []), out_dir)
