@@ -1,28 +1,71 @@
 """Certify a trained run (or any crt-bench model file) on its test split, and import published logs.
 
 Both write per-image rows to the ``certify`` table; curves and ACR are always derived from rows.
-Each certification gets a ``cert_id``; imported logs get ``run_id = "import:<name>"``.
+Imported logs get ``run_id = "import:<name>"``.
+
+A certification of a run is resumable.  Its ``cert_id`` is a function of what determines its rows,
+the :class:`CertKey` (run, N0, N, alpha, sigma, subset, precision, seed), and every image's noise is
+keyed by (seed, image index) (:mod:`crt_bench.certify.stream`), so running the same certify command
+again continues where the last one stopped and ends with exactly the rows of an uninterrupted run.
+Rows are appended as images finish, a part every ``flush_images`` images or ``flush_seconds`` seconds:
+a kill loses at most that much work.  One process at a time drives a certification (a lock file next
+to the run, :mod:`crt_bench.locking`), and each start, interruption and end is a row of the
+``certifications`` table (latest row per cert_id = its state).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-import uuid
+import traceback
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import torch
+from rich.console import Console
 
-from crt_bench.certify import certify_dataset, check_precision, parse_subset
-from crt_bench.checkpoint import load_model
+from crt_bench.certify import check_precision, iter_certify, parse_subset
+from crt_bench.checkpoint import LoadedModel, load_model
 from crt_bench.cohen_log import read_cohen_log
-from crt_bench.config import CertifyConfig, RunConfig
-from crt_bench.data import load_split
+from crt_bench.config import CertifyConfig, RunConfig, check_sigma
+from crt_bench.data import Split, load_split
 from crt_bench.errors import CrtBenchError
+from crt_bench.locking import ProcessLock
 from crt_bench.provenance import environment, pick_device
 from crt_bench.results import ResultsStore
 
 IMPORT_PREFIX = "import:"
+FLUSH_IMAGES = 64
+"""A part of the certify table is written at least every this many certified images ..."""
+FLUSH_SECONDS = 300.0
+"""... and every this many seconds (at N = 100,000 one CIFAR-10 image takes seconds on a GPU)."""
+
+log = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class CertKey:
+    """What determines a certification's rows; equal keys are the same certification (resumed)."""
+
+    run_id: str
+    n0: int
+    n: int
+    alpha: float
+    sigma: float
+    subset: str
+    precision: str
+    seed: int
+
+    @property
+    def cert_id(self) -> str:
+        digest = hashlib.blake2b(json.dumps(asdict(self), sort_keys=True).encode(), digest_size=4).hexdigest()
+        return f"{self.run_id}@N{self.n}-{digest}"
+
+    @property
+    def lock_name(self) -> str:
+        return f"certify-{self.cert_id.rsplit('-', 1)[1]}.lock"
 
 
 def certify_run(
@@ -38,17 +81,22 @@ def certify_run(
     input_layer: str = "normalize",
     precision: str | None = None,
     compile: bool | None = None,
+    flush_images: int = FLUSH_IMAGES,
+    flush_seconds: float = FLUSH_SECONDS,
 ) -> tuple[str, pd.DataFrame]:
-    """CERTIFY every image of ``ccfg.subset`` of the model's test split; returns (cert_id, rows).
+    """CERTIFY every image of ``ccfg.subset`` of the model's test split; returns (cert_id, all its rows).
 
-    ``precision`` (``fp32``, ``bf16``, ``fp16``) autocasts the base classifier's forward pass (the
-    noise is always float32) and ``compile`` wraps it in ``torch.compile``; see
-    :class:`crt_bench.certify.Smooth`.  ``ccfg.batch=None`` lets the engine choose the batch size.
-    Rows record the settings actually used: ``precision``, ``noise_dtype``, ``compile``, ``batch``.
+    Images already certified under the same :class:`CertKey` are skipped (resume).  ``precision``
+    (``fp32``, ``bf16``, ``fp16``) autocasts the base classifier's forward pass (the noise is always
+    float32) and ``compile`` wraps it in ``torch.compile``; see :class:`crt_bench.certify.Smooth`.
+    ``ccfg.batch=None`` lets the engine choose the batch size.  Rows record the settings actually used:
+    ``precision``, ``noise_dtype``, ``compile``, ``batch``.
     """
     ccfg.validate()
     precision = check_precision(precision or ccfg.precision)  # arguments override the config
     compile = ccfg.compile if compile is None else compile
+    if flush_images < 1 or not flush_seconds > 0:
+        raise CrtBenchError(f"flush_images must be >= 1 and flush_seconds > 0, got {flush_images}, {flush_seconds}")
     loaded = load_model(source, store.root, input_layer)
     meta = loaded.meta
     config_file = loaded.path.parent / "config.json"
@@ -56,30 +104,98 @@ def certify_run(
     data_dir = data_dir or (run_cfg.data_dir if run_cfg else None)
     if sigma is None and meta.get("sigma") is None:
         raise CrtBenchError(f"{source} does not record its noise level; pass --sigma")
-    sigma = float(sigma if sigma is not None else meta["sigma"])
-    if not sigma > 0:
-        raise CrtBenchError(f"sigma must be > 0, got {sigma}")
-    dev = pick_device(device)
-    test = load_split(meta["dataset"], "test", data_dir=data_dir, seed=seed)
-    indices = parse_subset(ccfg.subset, len(test))
-    model = loaded.model.to(dev).eval()
-    torch.manual_seed(seed)
+    sigma = check_sigma(sigma if sigma is not None else meta["sigma"])
     run_id = meta.get("run_id") or str(source)
-    cert_id = f"{run_id}@N{ccfg.n}-{uuid.uuid4().hex[:6]}"
-    started = time.time()
-    rows = certify_dataset(model, test.x, test.y, sigma=sigma, num_classes=meta["num_classes"], n0=ccfg.n0,
-                           n=ccfg.n, alpha=ccfg.alpha, batch_size=ccfg.batch, indices=indices, progress=progress,
-                           precision=precision, compile=compile)
-    engine = dict(rows.attrs)
+    key = CertKey(run_id=run_id, n0=ccfg.n0, n=ccfg.n, alpha=float(ccfg.alpha), sigma=sigma, subset=ccfg.subset,
+                  precision=precision, seed=int(seed))
+    dev = pick_device(device)
+    test = load_split(meta["dataset"], "test", data_dir=data_dir, seed=key.seed)
+    indices = parse_subset(key.subset, len(test))  # bad input is refused before anything is written
+    run_dir = store.run_dir(run_id)
+    lock_dir = run_dir if run_dir.is_dir() else store.root / "locks"
+    with ProcessLock(lock_dir / key.lock_name, f"certification {key.cert_id}"):
+        return _certify_locked(key, loaded, store, ccfg, test, indices, dev, progress=progress, compile=compile,
+                               flush_images=flush_images, flush_seconds=flush_seconds)
+
+
+def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg: CertifyConfig, test: Split,
+                    indices: list[int], dev: torch.device, *, progress: bool, compile: bool, flush_images: int,
+                    flush_seconds: float) -> tuple[str, pd.DataFrame]:
+    meta, cert_id = loaded.meta, key.cert_id
+    done = set(_rows_of(store, cert_id)["idx"].tolist())
+    todo = [i for i in indices if i not in done]
+    if not todo:
+        log.print(f"certification {cert_id} is complete ({len(indices)} images); nothing to do", highlight=False)
+        return cert_id, _ordered(_rows_of(store, cert_id), indices)
+    if done:
+        log.print(f"certification {cert_id}: {len(done)} of {len(indices)} images already certified; "
+                  f"continuing with the other {len(todo)}", highlight=False, soft_wrap=True)
+    model = loaded.model.to(dev).eval()
     env = environment(dev)
-    rows.insert(0, "cert_id", cert_id)
-    rows.insert(0, "run_id", run_id)
-    rows = rows.assign(subset=ccfg.subset, seed=seed, precision=engine["precision"],
-                       noise_dtype=engine["noise_dtype"], compile=bool(engine["compile"]),
-                       batch=int(engine["batch_size"]), device=env["device"], git_commit=env["git_commit"],
-                       source=str(loaded.path), time=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"))
-    store.append("certify", rows)
-    return cert_id, rows
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    state = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,
+             "images": len(indices)}
+    _state_row(store, state, "running", len(done))
+    pending: list[pd.DataFrame] = []
+    written = len(done)
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal pending, written, last_flush
+        if pending:
+            part = pd.concat(pending, ignore_index=True)
+            store.append("certify", part)
+            written += len(part)
+        pending, last_flush = [], time.monotonic()
+
+    try:
+        groups = iter_certify(model, test.x, test.y, sigma=key.sigma, num_classes=meta["num_classes"], n0=key.n0,
+                              n=key.n, alpha=key.alpha, batch_size=ccfg.batch, indices=todo, seed=key.seed,
+                              progress=progress, precision=key.precision, compile=compile)
+        for frame in groups:
+            if frame.empty:
+                continue
+            engine = frame.attrs
+            frame.insert(0, "cert_id", cert_id)
+            frame.insert(0, "run_id", key.run_id)
+            pending.append(frame.assign(
+                subset=key.subset, seed=key.seed, precision=engine["precision"], noise_dtype=engine["noise_dtype"],
+                compile=bool(engine["compile"]), batch=int(engine["batch_size"]), device=env["device"],
+                git_commit=env["git_commit"], source=str(loaded.path), time=started))
+            if sum(map(len, pending)) >= flush_images or time.monotonic() - last_flush >= flush_seconds:
+                flush()
+        flush()
+    except BaseException as err:
+        flush()  # the images certified so far are final: keep them
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+        _state_row(store, state, status, written, detail)
+        if status == "interrupted":
+            log.print(f"certification {cert_id} stopped after {written} of {len(indices)} images; run the same "
+                      "`crt-bench certify` command again to continue", highlight=False, soft_wrap=True)
+            err.reported = True  # type: ignore[attr-defined]
+        raise
+    _state_row(store, state, "finished", written)
+    return cert_id, _ordered(_rows_of(store, cert_id), indices)
+
+
+def _state_row(store: ResultsStore, state: dict, status: str, done: int, error: str = "") -> None:
+    store.append("certifications", [{**state, "status": status, "images_done": int(done), "error": error,
+                                     "updated": time.time()}])
+
+
+def _rows_of(store: ResultsStore, cert_id: str) -> pd.DataFrame:
+    rows = store.read("certify")
+    if rows.empty or "cert_id" not in rows:
+        return pd.DataFrame({"idx": pd.Series([], dtype="int64")})
+    return rows[rows["cert_id"] == cert_id]
+
+
+def _ordered(rows: pd.DataFrame, indices: list[int]) -> pd.DataFrame:
+    """The rows in subset order (a resumed certification's parts were written out of order)."""
+    position = {idx: i for i, idx in enumerate(indices)}
+    rows = rows[rows["idx"].isin(position)]
+    return rows.iloc[rows["idx"].map(position).argsort(kind="stable")].reset_index(drop=True)
 
 
 def import_log(path: str | Path, name: str, store: ResultsStore, *, sigma: float | None = None,

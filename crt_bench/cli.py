@@ -77,13 +77,16 @@ def run(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Train one model; the last line of standard output is the new run's id."""
-    from crt_bench.config import resolve_run_config
+    from crt_bench.config import check_sigma, resolve_run_config
+    from crt_bench.interrupts import stop_on_signals
     from crt_bench.results import ResultsStore
     from crt_bench.train import resume_run, train_run
 
     store = ResultsStore(results)
+    check_sigma(sigma)
     if resume:
-        run_id = resume_run(resume, store, progress=progress)
+        with stop_on_signals():
+            run_id = resume_run(resume, store, progress=progress)
     else:
         cfg = resolve_run_config(method, arch, profile=profile, dataset=dataset, sigma=sigma, epochs=epochs,
                                  batch_size=batch_size, lr=lr, seed=seed, teacher=teacher,
@@ -95,7 +98,8 @@ def run(
                          + (f" ({cfg.epoch_scale:g} x the recipe's {cfg.recipe_epochs})" if cfg.epoch_scale else "")
                          + f", batch {cfg.batch_size}, lr {cfg.lr} (x{cfg.gamma} at {list(cfg.milestones)}), seed {cfg.seed}"
                          + (f", teacher {cfg.teacher}" if cfg.teacher else ""))
-        run_id = train_run(cfg, store, progress=progress)
+        with stop_on_signals():
+            run_id = train_run(cfg, store, progress=progress)
     print(run_id)
 
 
@@ -128,6 +132,10 @@ def certify(
     from crt_bench.results import ResultsStore
 
     store = ResultsStore(results)
+    if sigma is not None:
+        from crt_bench.config import check_sigma
+
+        check_sigma(sigma)
     profile = _run_profile(store, run_id)
     base = get_profile(profile).certify if profile else CertifyConfig()
     overrides = {k: v for k, v in dict(n0=n0, n=n, alpha=alpha, batch=batch, subset=subset, precision=precision,
@@ -136,8 +144,11 @@ def certify(
     ccfg.validate()
     err.print(f"certify {run_id}: N0={ccfg.n0} N={ccfg.n} alpha={ccfg.alpha} batch={ccfg.batch or 'auto'} "
               f"subset={ccfg.subset} precision={ccfg.precision}{' compiled' if ccfg.compile else ''}")
-    cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
-                             progress=progress, input_layer=input_layer)
+    from crt_bench.interrupts import stop_on_signals
+
+    with stop_on_signals():
+        cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
+                                 progress=progress, input_layer=input_layer)
     df = summary_table(store)
     err.print(rich_summary(df[df["cert_id"] == cert_id]))
     print(cert_id)
@@ -322,8 +333,10 @@ def time_cmd(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Timing probes per method x architecture; projected epoch and recipe hours go to the timing table."""
+    from crt_bench.config import check_sigma
     from crt_bench.timing_grid import run_timing_grid
 
+    check_sigma(sigma)
     _banner(profile, "timing probes: methods x architectures at the methods' paper hyper-parameters")
     df = run_timing_grid(results, profile=profile, methods=method, archs=arch, teachers=teacher, sigma=sigma,
                          batches=batches, repeats=repeats, batch_size=batch_size, force=force, device=device)
@@ -373,8 +386,10 @@ def proxy_cmd(
     from crt_bench.certify_run import certify_run
     from crt_bench.config import get_profile
     from crt_bench.pipeline import proxy_teacher_workflow
+    from crt_bench.config import check_sigma
     from crt_bench.results import ResultsStore
 
+    check_sigma(sigma)
     _banner(profile, f"proxy-teacher workflow: {teacher_method} {teacher_arch} (teacher) -> crt {student_arch}")
     teacher, student = proxy_teacher_workflow(
         results, student_arch=student_arch, teacher_arch=teacher_arch, teacher_method=teacher_method,
@@ -462,7 +477,11 @@ def main(argv: list[str] | None = None) -> None:
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        from crt_bench.interrupts import exit_status
+
+        if getattr(stop, "reported", False):  # the run or certification already said how to continue
+            sys.exit(exit_status(stop))
         err.print("interrupted; finished epochs are checkpointed (resume with `crt-bench run --resume RUN_ID`)")
         sys.exit(130)
 

@@ -17,6 +17,19 @@ if TYPE_CHECKING:
     from crt_bench.train_step import EngineOptions
 
 
+def check_sigma(sigma: float) -> float:
+    """``sigma`` as a float, or one clear error unless it is finite and > 0.
+
+    ``inf`` passes a plain ``sigma > 0`` and started a run that then "diverged"; ``nan`` fails every
+    comparison silently.  Every command that takes a sigma calls this before any work.
+    """
+    value = float(sigma)
+    if not (math.isfinite(value) and value > 0):
+        raise CrtBenchError(f"sigma must be finite and > 0 (noise standard deviation in [0,1] pixel units), "
+                            f"got {sigma}")
+    return value
+
+
 @dataclass
 class CertifyConfig:
     """Cohen et al.'s CERTIFY settings; the defaults are the papers' (N0=100, N=100,000, alpha=0.001)."""
@@ -234,14 +247,17 @@ def resolve_run_config(
     from crt_bench.methods import get_method
 
     spec = get_method(method)
-    get_arch(arch)
+    arch = get_arch(arch).name  # an alias (convnext) is stored under its canonical name (convnext_atto)
     prof = get_profile(profile)
     dataset = dataset or prof.dataset
     dataset_info(dataset)
-    if not sigma > 0:
-        raise CrtBenchError(f"sigma must be > 0 (noise standard deviation in [0,1] pixel units), got {sigma}")
+    check_sigma(sigma)
     if spec.needs_teacher and not teacher:
-        raise CrtBenchError(f"method {method!r} needs a teacher: pass --teacher RUN_ID or a checkpoint path")
+        raise CrtBenchError(
+            f"method {method!r} needs a certifiably robust teacher: pass --teacher RUN_ID (a finished run, e.g. the "
+            f"id printed last by `crt-bench run --method smoothmix --arch resnet20 --profile {profile}`), a "
+            "checkpoint released with the smoothing papers, or let `crt-bench proxy --student-arch "
+            f"{arch}` train a proxy teacher and then this student")
     from crt_bench.checkpoint import INPUT_LAYERS
 
     if teacher_input_layer not in INPUT_LAYERS:

@@ -10,6 +10,11 @@ directory and renames it into place, so a crash leaves either the whole part or 
 processes may write at once. A table is read as the concatenation of its parts. The ``runs`` table is
 an event log: a run appends a row when it starts and another when it finishes or fails; the latest row
 per run id is its current state (``ResultsStore.runs()``).
+
+Rows of ``epochs`` and ``certify`` have a key, (run id, epoch) and (certification id, image index):
+a resumed run or certification may write a row again after a kill (or two processes may have, before
+the per-run locks), so ``read`` keeps the latest row per key and every reader sees each epoch and each
+image once (``read(table, raw=True)`` shows everything on disk).
 """
 from __future__ import annotations
 
@@ -30,7 +35,9 @@ from crt_bench.errors import CrtBenchError
 
 __all__ = ["ResultsStore", "atomic_write_bytes", "atomic_torch_save", "read_cohen_log", "write_cohen_log"]
 
-TABLES = ("runs", "epochs", "certify", "timing")
+TABLES = ("runs", "epochs", "certify", "timing", "certifications")  # certifications: one row per state change
+ROW_KEYS = {"epochs": ("run_id", "epoch"), "certify": ("cert_id", "idx")}
+"""Tables whose rows are keyed: ``read`` keeps the latest row (in write order) per key."""
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -85,8 +92,11 @@ class ResultsStore:
         arrow = pa.Table.from_pandas(df, preserve_index=False)
         return _atomic_replace(self.table_dir(table) / name, lambda tmp: pq.write_table(arrow, tmp))
 
-    def read(self, table: str) -> pd.DataFrame:
-        """All parts of ``table``, in write order; an empty frame when there are none."""
+    def read(self, table: str, raw: bool = False) -> pd.DataFrame:
+        """All parts of ``table``, in write order; an empty frame when there are none.
+
+        Keyed tables (:data:`ROW_KEYS`) keep the latest row per key unless ``raw``.
+        """
         folder = self.table_dir(table)
         parts = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
         frames = []
@@ -96,7 +106,11 @@ class ResultsStore:
             except (OSError, pa.ArrowException) as err:
                 raise CrtBenchError(f"results file {part} is unreadable ({err}); move it aside to continue") from None
         frames = [f for f in frames if not f.empty]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        key = list(ROW_KEYS.get(table, ()))
+        if raw or df.empty or not key or not set(key) <= set(df.columns):
+            return df
+        return df[~df.duplicated(key, keep="last")].reset_index(drop=True)
 
     # -- runs -----------------------------------------------------------------------------------
     def runs(self) -> pd.DataFrame:

@@ -5,8 +5,15 @@
             TrainStep: for each of the method's minibatches (crt_bench.train_step)
                 loss = method.loss(model, x, y, ctx); backward; SGD step
         synchronize -> epoch wall time, samples/s -> epochs table
-        noisy test accuracy (not timed) -> epochs table
-        checkpoint.pt, written atomically (resume continues from here)
+        noisy test accuracy (not timed)
+        checkpoint.pt, written atomically, holding the epoch's row (resume continues from here)
+        the epoch's row -> epochs table
+
+Exactly-once rows: one process drives a run at a time (``RUN_DIR/run.lock``, crt_bench.locking), and
+the checkpoint is written before the epoch row and carries it, so a kill between the two is repaired
+by the resume (which writes the row the checkpoint holds when the table lacks it) instead of leaving a
+duplicate (row before checkpoint: the epoch would be trained and written again) or a missing row.
+Likewise a kill between ``model.pt`` and the "finished" row is completed by ``--resume``.
 
 Loss sums are accumulated on the device and read once per epoch, so the step has no host sync.
 On CUDA the forward runs under bf16 autocast; noise is always sampled in float32. The engine's
@@ -33,6 +40,7 @@ from crt_bench.checkpoint import CHECKPOINT_FILE, MODEL_FILE, LoadedModel, load_
 from crt_bench.config import RunConfig, lr_at_epoch
 from crt_bench.data import BatchSampler, DatasetInfo, Split, dataset_info, load_split
 from crt_bench.errors import CrtBenchError
+from crt_bench.locking import ProcessLock, run_lock
 from crt_bench.methods import MethodSpec, StepContext, get_method
 from crt_bench.profiling import StepProfiler
 from crt_bench.provenance import environment, pick_device, synchronize
@@ -58,13 +66,15 @@ def load_teacher(source: str, results_root: str, info: DatasetInfo, device: torc
     teacher = load_model(source, results_root, input_layer)
     meta = teacher.meta
     if meta["num_classes"] != info.num_classes:
-        raise CrtBenchError(f"teacher {source!r} predicts {meta['num_classes']} classes but {info.name} has "
-                            f"{info.num_classes}")
+        raise CrtBenchError(f"teacher {source!r} predicts {meta['num_classes']} classes ({meta.get('dataset')}) but "
+                            f"the student's data, {info.name}, has {info.num_classes}: train the student on the "
+                            f"teacher's data (--dataset {meta.get('dataset')}, or the --profile the teacher used)")
     if meta["in_chans"] != info.in_chans or meta.get("image_size", info.image_size) != info.image_size:
         raise CrtBenchError(
             f"teacher {source!r} was built for {meta['in_chans']}x{meta.get('image_size')}x{meta.get('image_size')} "
             f"inputs ({meta.get('dataset')}) but the student's data ({info.name}) is "
-            f"{info.in_chans}x{info.image_size}x{info.image_size}")
+            f"{info.in_chans}x{info.image_size}x{info.image_size}: train the student on the teacher's data "
+            f"(--dataset {meta.get('dataset')}, or the --profile the teacher used)")
     if meta.get("sigma") is not None and abs(float(meta["sigma"]) - sigma) > 1e-9:
         log.print(f"[yellow]warning:[/] teacher {source!r} was trained at sigma {meta['sigma']}, the student "
                   f"trains at sigma {sigma}; CRT uses the same sigma for both")
@@ -142,10 +152,10 @@ class Trainer:
         }
 
     def _checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler_gen: torch.Generator,
-                    state: _State) -> None:
+                    state: _State, epoch_row: dict[str, Any]) -> None:
         obj = model_metadata(self.cfg.arch, self.info, sigma=self.cfg.sigma, method=self.cfg.method, run_id=self.run_id)
         obj.update(state_dict=model.state_dict(), optimizer=optimizer.state_dict(), epoch=state.epoch,
-                   train_seconds=state.train_seconds, started=state.started,
+                   train_seconds=state.train_seconds, started=state.started, epoch_row=json.dumps(epoch_row),
                    rng={"torch": torch.get_rng_state(), "sampler": sampler_gen.get_state(),
                         **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})})
         atomic_torch_save(obj, self.run_dir / CHECKPOINT_FILE)
@@ -158,10 +168,63 @@ class Trainer:
         sampler_gen.set_state(obj["rng"]["sampler"])
         if "cuda" in obj["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(obj["rng"]["cuda"], self.device)
+        self._write_missing_epoch_row(obj)
         return _State(epoch=int(obj["epoch"]), train_seconds=float(obj["train_seconds"]), started=obj["started"])
+
+    def _write_missing_epoch_row(self, checkpoint: dict[str, Any]) -> None:
+        """The row of the checkpoint's epoch, when a kill came between the checkpoint and the row."""
+        if "epoch_row" not in checkpoint:
+            return
+        epochs = self.store.read("epochs")
+        if not epochs.empty and ((epochs["run_id"] == self.run_id) & (epochs["epoch"] == checkpoint["epoch"])).any():
+            return
+        self.store.append("epochs", [json.loads(checkpoint["epoch_row"])])
+
+    def _latest_row(self) -> dict[str, Any] | None:
+        runs = self.store.runs()
+        latest = runs[runs["run_id"] == self.run_id] if not runs.empty else runs
+        return None if latest.empty else latest.iloc[0].to_dict()
+
+    def _finished(self) -> bool:
+        row = self._latest_row()
+        return (self.run_dir / MODEL_FILE).is_file() and (row is None or row["status"] == "finished")
+
+    def _complete_finished(self) -> bool:
+        """``model.pt`` exists: append the "finished" row if a kill came before it; False if it was there."""
+        row = self._latest_row()
+        if row is None or row["status"] == "finished":
+            return False
+        if (self.run_dir / CHECKPOINT_FILE).is_file():
+            ckpt = read_torch_file(self.run_dir / CHECKPOINT_FILE)
+            self._write_missing_epoch_row(ckpt)
+            extra = row["total_train_seconds"] - row["train_seconds"]
+            row.update(epochs_done=int(ckpt["epoch"]), train_seconds=float(ckpt["train_seconds"]),
+                       total_train_seconds=float(ckpt["train_seconds"]) + extra)
+        row.update(status="finished", error="", end_time=_now(), updated=time.time())
+        self.store.append("runs", [row])
+        return True
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> str:
+        """Train (or continue) the run while holding its lock; see :meth:`_run`."""
+        lock = run_lock(self.run_dir, self.run_id)
+        try:
+            if resume:
+                if self._finished():  # checked again under the lock; refusing here writes nothing
+                    raise CrtBenchError(f"run {self.run_id!r} already finished; nothing to resume")
+                lock.acquire()
+                if (self.run_dir / MODEL_FILE).is_file():
+                    if self._complete_finished():
+                        return self.run_id
+                    raise CrtBenchError(f"run {self.run_id!r} already finished; nothing to resume")
+                if not (self.run_dir / CHECKPOINT_FILE).is_file():
+                    raise CrtBenchError(f"run {self.run_id!r} has no checkpoint yet (it stopped before its first "
+                                        "epoch); start it again")
+            return self._run(resume, lock)
+        finally:
+            lock.release()
+
+    def _run(self, resume: bool, lock: ProcessLock) -> str:
         cfg, device = self.cfg, self.device
         torch.manual_seed(cfg.seed)
         train = load_split(cfg.dataset, "train", data_dir=cfg.data_dir, limit=cfg.train_limit, seed=cfg.seed).to(device)
@@ -188,8 +251,9 @@ class Trainer:
                                drop_last=False, generator=sampler_gen)
         if resume:
             state = self._resume(model, optimizer, sampler_gen)
-        else:
+        else:  # a new run: its folder appears only once its inputs were accepted
             self.run_dir.mkdir(parents=True, exist_ok=False)
+            lock.acquire()
             atomic_write_bytes(self.run_dir / "config.json", cfg.to_json().encode())
             state = _State(started=_now())
         ctx = StepContext(sigma=cfg.sigma, hparams=self.hparams, epochs=cfg.epochs, teacher=frozen)
@@ -207,6 +271,7 @@ class Trainer:
             if status == "interrupted":  # the run id is printed only on success: name it here
                 log.print(f"run {self.run_id} stopped after epoch {state.epoch}/{cfg.epochs}; "
                           f"continue it with `crt-bench run --resume {self.run_id}`", highlight=False, soft_wrap=True)
+                err.reported = True  # type: ignore[attr-defined]  (the CLI need not say it again)
             raise
         final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id)
         final["state_dict"] = model.state_dict()
@@ -253,12 +318,13 @@ class Trainer:
                     raise CrtBenchError(f"training diverged at epoch {epoch + 1}: loss is {mean_loss}")
                 acc = noisy_accuracy(model, test, cfg.sigma)
                 state.epoch, state.train_seconds = epoch + 1, state.train_seconds + seconds
-                self.store.append("epochs", [{
+                row = {
                     "run_id": self.run_id, "epoch": epoch + 1, "lr": lr, "loss": mean_loss, "seconds": seconds,
                     "samples_per_s": len(sampler.split) / seconds, "optimizer_steps": n_steps,
-                    "noisy_test_acc": acc, "profiled": profiled, "time": _now(),
-                }])
-                self._checkpoint(model, optimizer, sampler_gen, state)
+                    "noisy_test_acc": acc, "profiled": bool(profiled), "time": _now(),
+                }
+                self._checkpoint(model, optimizer, sampler_gen, state, row)  # first: it carries the row
+                self.store.append("epochs", [row])
                 bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} loss {mean_loss:.4f} noisy acc {acc:.3f}")
                 log.print(f"  epoch {epoch + 1:>3}/{cfg.epochs}  lr {lr:.4g}  loss {mean_loss:.4f}  "
                           f"noisy test acc {acc:.3f}  {seconds:.1f}s  {len(sampler.split) / seconds:.0f} img/s")
@@ -280,10 +346,5 @@ def resume_run(run_id: str, store: ResultsStore, *, progress: bool = True) -> st
     run_dir = store.run_dir(run_id)
     if not (run_dir / "config.json").is_file():
         raise CrtBenchError(f"no run {run_id!r} to resume in {store.root}")
-    if (run_dir / MODEL_FILE).is_file():
-        raise CrtBenchError(f"run {run_id!r} already finished; nothing to resume")
     cfg = RunConfig.from_json((run_dir / "config.json").read_text())
-    trainer = Trainer(cfg, store, run_id=run_id, progress=progress)
-    if not (run_dir / CHECKPOINT_FILE).is_file():
-        raise CrtBenchError(f"run {run_id!r} has no checkpoint yet (it stopped before its first epoch); start it again")
-    return trainer.run(resume=True)
+    return Trainer(cfg, store, run_id=run_id, progress=progress).run(resume=True)
