@@ -224,18 +224,43 @@ def _cifar_class() -> type:
     torchvision's ``CIFAR10`` refuses to open ``cifar-10-batches-py/`` unless all six batch files
     and ``batches.meta`` match hard-coded md5 sums. Those sums cannot be met by any file other than
     the official ones, so with them nothing but the 170 MB download could ever go through the real
-    loading code (tests included). This subclass keeps everything else of torchvision: its download
-    (which checks the md5 of the downloaded archive), its directory layout and its pickle parsing;
-    it only sets the per-file md5 to ``None``, which torchvision's own ``check_integrity`` treats
-    as "the file exists". The md5s of the extracted files are still compared, by
-    :func:`_warn_if_not_official`, which warns (instead of refusing) when they differ.
+    loading code (tests included). This subclass keeps torchvision's download (which checks the md5
+    of the downloaded archive) and its directory layout; it sets the per-file md5 to ``None``, which
+    torchvision's own ``check_integrity`` treats as "the file exists". The md5s of the extracted files
+    are still compared, by :func:`_warn_if_not_official`, which warns (instead of refusing) when they
+    differ. Because such files may come from anyone, they are never given to ``pickle.load``: they are
+    read with :func:`crt_bench.safe_pickle.load_cifar_pickle`, which admits only the numpy arrays,
+    lists, bytes and dicts of the real format and refuses any other global before calling it.
     """
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10, VisionDataset
+
+    from crt_bench.safe_pickle import load_cifar_pickle
 
     class _CIFAR10Files(CIFAR10):
         train_list = [[fname, None] for fname, _ in CIFAR10.train_list]
         test_list = [[fname, None] for fname, _ in CIFAR10.test_list]
         meta = {**CIFAR10.meta, "md5": None}
+
+        def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+            """torchvision's ``CIFAR10.__init__`` with its ``pickle.load`` replaced by the restricted reader."""
+            VisionDataset.__init__(self, root)
+            self.train = train
+            if download:
+                self.download()
+            if not self._check_integrity():
+                raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+            data, self.targets = [], []
+            for fname, _ in self.train_list if train else self.test_list:
+                entry = load_cifar_pickle(os.path.join(self.root, self.base_folder, fname))
+                data.append(entry["data"])
+                self.targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+            self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC
+            self._load_meta()
+
+        def _load_meta(self) -> None:
+            meta = load_cifar_pickle(os.path.join(self.root, self.base_folder, self.meta["filename"]))
+            self.classes = meta[self.meta["key"]]
+            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
     return _CIFAR10Files
 
