@@ -34,7 +34,7 @@ CIFAR10_TRAIN_IMAGES = 50_000
 class ProbeConfig:
     batches: int = 20  # timed loader batches per repeat
     warmup: int = 2  # untimed loader batches first (allocator, cuDNN autotuning); at least 1
-    repeats: int = 3
+    repeats: int = 3  # timed repeats; the interleaved grid's rounds (crt_bench.timing_rounds)
     batch_size: int | None = None  # None: the method's recipe batch size
     image_size: int = 32
     in_chans: int = 3
@@ -55,8 +55,9 @@ class ProbeConfig:
 # batch size; the CPU profiles time small batches so that the whole methods x architectures grid fits
 # in minutes (per-image costs, hence ratios, carry over; absolute hours are this CPU's).
 PROBES: dict[str, ProbeConfig] = {
-    "smoke": ProbeConfig(batches=1, warmup=1, repeats=1, batch_size=8),
-    "cpu": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=16),
+    "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8),
+    "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16),
+    "cpu-full": ProbeConfig(batches=2, warmup=1, repeats=6, batch_size=32),
     "paper": ProbeConfig(batches=50, warmup=5, repeats=3, batch_size=None),
 }
 
@@ -102,7 +103,56 @@ class PassCounter:
             handle.remove()
 
 
-def probe(
+@dataclass
+class PreparedProbe:
+    """One method on one architecture, built and warmed up, ready to time loader batches."""
+
+    method: str
+    arch: str
+    teacher_arch: str
+    sigma: float
+    cfg: ProbeConfig
+    device: torch.device
+    step: TrainStep
+    teacher: FrozenTeacher | None
+    batch: int
+    hparams: object
+    fwd_bwd_passes: float
+    fwd_only_passes: float
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def time_batches(self, batches: int, clock: Callable[[], float] = time.perf_counter) -> float:
+        """Seconds per loader batch over ``batches`` consecutive batches."""
+        synchronize(self.device)
+        start = clock()
+        for _ in range(batches):
+            self.step(self.x, self.y)
+        synchronize(self.device)
+        return (clock() - start) / batches
+
+    def row(self, times: list[float]) -> dict:
+        """One timing-table row from per-repeat seconds per batch."""
+        spec = get_method(self.method)
+        options, device = self.cfg.engine_options(), self.device
+        env = environment(device)
+        return {
+            "method": self.method, "arch": self.arch, "teacher_arch": self.teacher_arch, "sigma": self.sigma,
+            "batch_size": self.batch, "optimizer_steps_per_batch": self.step.chunks, "hparams": str(asdict(self.hparams)),
+            "kind": "projected", "timed_batches": self.cfg.batches, "repeats": len(times),
+            # forward passes over the batch's B images that are back-propagated / forward only (e.g. CRT's teacher)
+            "fwd_bwd_passes": self.fwd_bwd_passes, "fwd_only_passes": self.fwd_only_passes,
+            **summarize(times, batch_size=self.batch, train_images=self.cfg.train_images, epochs=spec.recipe.epochs),
+            "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else -1,
+            "precision": self.step.precision, "compile": options.compile, "channels_last": self.step.channels_last,
+            "teacher_precision": self.teacher.precision if self.teacher else "",
+            "device": env["device"], "device_count": env["device_count"], "torch_version": env["torch"],
+            "cuda_version": env["cuda"], "git_commit": env["git_commit"],
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def prepare(
     method: str,
     arch: str,
     *,
@@ -110,9 +160,8 @@ def probe(
     teacher_arch: str | None = "resnet110",
     cfg: ProbeConfig | None = None,
     device: torch.device | str = "cpu",
-    clock: Callable[[], float] = time.perf_counter,
-) -> dict:
-    """Time ``method`` on ``arch``; returns one timing-table row."""
+) -> PreparedProbe:
+    """Build ``method`` on ``arch`` (and its teacher), count one batch's passes, run the warm-up."""
     cfg = cfg or ProbeConfig()
     device = torch.device(device)
     spec = get_method(method)
@@ -133,40 +182,29 @@ def probe(
                       teacher=teacher)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     step = TrainStep(spec, model, optimizer, ctx, device, options)
-    chunks = step.chunks
     x = torch.rand(batch, cfg.in_chans, cfg.image_size, cfg.image_size, device=device)
     y = torch.randint(0, cfg.num_classes, (batch,), device=device)
-
-    def loader_batch() -> None:
-        step(x, y)
-
     counter = PassCounter(model, teacher)  # counts one (untimed) batch: what the time is made of
     for _ in range(max(cfg.warmup, 1)):
-        loader_batch()
+        step(x, y)
         counter.remove()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(cfg.repeats):
-        synchronize(device)
-        start = clock()
-        for _ in range(cfg.batches):
-            loader_batch()
-        synchronize(device)
-        times.append((clock() - start) / cfg.batches)
-    env = environment(device)
-    row = {
-        "method": method, "arch": arch, "teacher_arch": teacher_arch if spec.needs_teacher else "",
-        "sigma": sigma, "batch_size": batch, "optimizer_steps_per_batch": chunks, "hparams": str(asdict(hp)),
-        "kind": "projected", "timed_batches": cfg.batches, "repeats": cfg.repeats,
-        # forward passes over the batch's B images that are back-propagated / forward only (e.g. CRT's teacher)
-        "fwd_bwd_passes": counter.grad_rows / batch, "fwd_only_passes": counter.nograd_rows / batch,
-        **summarize(times, batch_size=batch, train_images=cfg.train_images, epochs=spec.recipe.epochs),
-        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else -1,
-        "precision": step.precision, "compile": options.compile, "channels_last": step.channels_last,
-        "teacher_precision": teacher.precision if teacher else "",
-        "device": env["device"], "device_count": env["device_count"], "torch_version": env["torch"],
-        "cuda_version": env["cuda"], "git_commit": env["git_commit"],
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    return row
+    return PreparedProbe(method, arch, (teacher_arch or "resnet110") if spec.needs_teacher else "", sigma, cfg, device,
+                         step, teacher, batch, hp, counter.grad_rows / batch, counter.nograd_rows / batch, x, y)
+
+
+def probe(
+    method: str,
+    arch: str,
+    *,
+    sigma: float = 0.25,
+    teacher_arch: str | None = "resnet110",
+    cfg: ProbeConfig | None = None,
+    device: torch.device | str = "cpu",
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
+    """Time ``method`` on ``arch`` on its own; returns one timing-table row."""
+    cfg = cfg or ProbeConfig()
+    prepared = prepare(method, arch, sigma=sigma, teacher_arch=teacher_arch, cfg=cfg, device=device)
+    return prepared.row([prepared.time_batches(cfg.batches, clock) for _ in range(cfg.repeats)])

@@ -17,7 +17,8 @@ from crt_bench.errors import CrtBenchError
 from crt_bench.methods import get_method, list_methods
 from crt_bench.provenance import device_name, pick_device
 from crt_bench.results import ResultsStore
-from crt_bench.timing import PROBES, probe
+from crt_bench.timing import PROBES
+from crt_bench.timing_rounds import interleaved_rows
 
 log = Console(stderr=True)
 TEACHERS = ("resnet20", "resnet110")  # the in-project teachers; also timed, for the paper's comparisons
@@ -65,18 +66,22 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
         if not have.empty and "profile" in have:
             same = have[(have["device"] == device_name(dev)) & (have["profile"] == profile) & (have["sigma"] == sigma)]
             done = set(zip(same["method"], same["arch"], same["teacher_arch"]))
-    jobs = [j for j in grid(methods, archs, teachers) if j not in done]
-    if len(jobs) < len(grid(methods, archs, teachers)):
-        log.print(f"skipping {len(grid(methods, archs, teachers)) - len(jobs)} probes already timed (--force re-times)")
+    # An architecture's methods are timed together, interleaved (crt_bench.timing_rounds): all of them
+    # again when any is missing, so that every ratio compares rounds of the same moment.
+    per_arch = {arch: [(m, t) for m, a, t in grid(methods, archs, teachers) if a == arch] for arch in archs}
+    todo = {arch: jobs for arch, jobs in per_arch.items() if any((m, arch, t) not in done for m, t in jobs)}
+    if len(todo) < len(per_arch):
+        log.print(f"skipping {len(per_arch) - len(todo)} architectures already timed (--force re-times)")
     rows = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("ETA"), TimeRemainingColumn(), console=log) as bar:
-        task = bar.add_task("timing", total=len(jobs))
-        for method, arch, teacher in jobs:
-            bar.update(task, description=f"{method} {arch}" + (f" <- {teacher}" if teacher else ""))
-            row = probe(method, arch, sigma=sigma, teacher_arch=teacher or None, cfg=cfg, device=dev)
-            row["profile"] = profile
-            store.append("timing", [row])
-            rows.append(row)
+        task = bar.add_task("timing", total=len(todo))
+        for arch, jobs in todo.items():
+            bar.update(task, description=f"{arch}: {len(jobs)} methods, {cfg.repeats} interleaved rounds")
+            timed = interleaved_rows(arch, jobs, sigma=sigma, cfg=cfg, rounds=cfg.repeats, device=dev)
+            timed = [dict(row, profile=profile) for row in timed
+                     if (row["method"], row["teacher_arch"]) in jobs]  # gaussian only if asked for
+            store.append("timing", timed)
+            rows += timed
             bar.advance(task)
     return pd.DataFrame(rows)

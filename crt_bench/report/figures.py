@@ -4,7 +4,8 @@ x: architectures in release order; y: cumulative hours. One line per method: Smo
 SmoothMix pay their full cost for every architecture; CRT with a pretrained ResNet-110 teacher pays
 about the cost of standard training per architecture; CRT with a ResNet-20 proxy teacher also pays
 the proxy's own SmoothMix training, once, at the start. Points built from projected hours are drawn
-hollow with a dashed line; measured ones solid.
+hollow with a dashed line; measured ones solid. A shaded band is the cumulative interval of the
+interleaved probes' ratios; a red x marks a point whose ratio the slowdown table flags.
 """
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ LINES = [  # (label, method, teacher_arch)
     ("CRT, ResNet-20 proxy teacher (its training counted once)", "crt", "resnet20"),
 ]
 PROXY_TEACHER = ("smoothmix", "resnet20")
+
+
+def _bounds(row: pd.Series) -> tuple[float, float]:
+    """A row's hours interval (interleaved probes); its hours when it has none."""
+    hours = float(row["hours"])
+    low, high = row.get("hours_low", float("nan")), row.get("hours_high", float("nan"))
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return hours, hours
+    return float(low), float(high)
 
 
 def cumulative_hours(slowdown: pd.DataFrame, archs: list[str] | None = None, sigma: float | None = None) -> pd.DataFrame:
@@ -50,12 +60,19 @@ def cumulative_hours(slowdown: pd.DataFrame, archs: list[str] | None = None, sig
             if proxy.empty:
                 continue
             total = float(proxy["hours"].iloc[0])
+            low, high = _bounds(proxy.iloc[0])
+            flag = str(proxy.iloc[0].get("flag", "") or "")
             rows.append({"line": label, "arch": "(proxy teacher)", "position": 0, "hours": total,
-                         "cumulative_hours": total, "kind": proxy["hours_kind"].iloc[0], "device": device})
+                         "cumulative_hours": total, "cumulative_low": low, "cumulative_high": high, "flag": flag,
+                         "kind": proxy["hours_kind"].iloc[0], "device": device})
+        else:
+            low = high = 0.0
         for i, arch in enumerate(archs, start=1):
             hours = float(part.loc[arch, "hours"])
-            total += hours
+            h_low, h_high = _bounds(part.loc[arch])
+            total, low, high = total + hours, low + h_low, high + h_high
             rows.append({"line": label, "arch": arch, "position": i, "hours": hours, "cumulative_hours": total,
+                         "cumulative_low": low, "cumulative_high": high, "flag": str(part.loc[arch].get("flag", "") or ""),
                          "kind": part.loc[arch, "hours_kind"], "device": device})
     return pd.DataFrame(rows)
 
@@ -72,8 +89,17 @@ def plot_cumulative(data: pd.DataFrame, out_dir: Path, stem: str = "cumulative_t
     for label, part in data.groupby("line", sort=False):
         part = part.sort_values("position")
         projected = (part["kind"] == "projected").any()
-        ax.plot(part["position"], part["cumulative_hours"], linestyle="--" if projected else "-", marker="o",
-                markerfacecolor="none" if projected else None, label=label)
+        (line,) = ax.plot(part["position"], part["cumulative_hours"], linestyle="--" if projected else "-",
+                          marker="o", markerfacecolor="none" if projected else None, label=label)
+        if {"cumulative_low", "cumulative_high"} <= set(part.columns):
+            ax.fill_between(part["position"], part["cumulative_low"], part["cumulative_high"],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
+        if "flag" in part.columns:
+            bad = part[part["flag"].fillna("") != ""]
+            ax.plot(bad["position"], bad["cumulative_hours"], linestyle="none", marker="x", color="red",
+                    markersize=9, label="_flagged")
+    if "flag" in data.columns and (data["flag"].fillna("") != "").any():
+        ax.plot([], [], linestyle="none", marker="x", color="red", label="⚠ ratio not trusted (slowdown table's flag)")
     labels = [f"{a}\n({get_arch(a).generation})" for a in archs]
     ax.set_xticks(range(1, len(archs) + 1), labels, rotation=45, ha="right", fontsize=8)
     if (data["position"] == 0).any():
@@ -90,6 +116,7 @@ def plot_cumulative(data: pd.DataFrame, out_dir: Path, stem: str = "cumulative_t
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:
         fig.savefig(path, dpi=150)
-    drawn = {line.get_label(): [float(v) for v in line.get_ydata()] for line in ax.get_lines()}
+    drawn = {line.get_label(): [float(v) for v in line.get_ydata()] for line in ax.get_lines()
+             if not line.get_label().startswith("_") and not line.get_label().startswith("⚠")}
     plt.close(fig)
     return paths, drawn

@@ -39,8 +39,63 @@ def measured_hours(store: ResultsStore) -> pd.DataFrame:
         ["method", "arch", "sigma", "teacher_arch"], as_index=False).last()
 
 
+WIDE_RELATIVE = 0.3  # a ratio whose interval is wider than this fraction of the ratio is flagged
+
+
+def _col(r: pd.Series, name: str) -> float:
+    value = r.get(name, float("nan"))
+    return float(value) if value is not None and not pd.isna(value) else float("nan")
+
+
+def _per_batch(r: pd.Series) -> float:
+    """Seconds per loader batch (older rows: epoch seconds over the batches of a CIFAR-10 epoch)."""
+    value = _col(r, "seconds_per_batch")
+    return value if not pd.isna(value) else r["epoch_seconds"] / -(-50_000 // int(r["batch_size"]))
+
+
+def dominates(a: pd.Series, b: pd.Series) -> bool:
+    """``a`` does strictly more passes than ``b`` per loader batch: at least as many back-propagated and
+    forward-only passes, one of them more. Forward-only passes are comparable within one teacher, or
+    when ``b`` has none (Gaussian: every method does at least its work)."""
+    if not (a["teacher"] == b["teacher"] or b["fwd_only_passes"] == 0):
+        return False
+    ge = a["fwd_bwd_passes"] >= b["fwd_bwd_passes"] and a["fwd_only_passes"] >= b["fwd_only_passes"]
+    return ge and (a["fwd_bwd_passes"] > b["fwd_bwd_passes"] or a["fwd_only_passes"] > b["fwd_only_passes"])
+
+
+def ratio_flags(part: pd.DataFrame, wide: float = WIDE_RELATIVE) -> list[str]:
+    """Why each row's ratio cannot be trusted ("" when nothing is wrong), for one (device, arch, sigma).
+
+    ``part`` has ``method, teacher, fwd_bwd_passes, fwd_only_passes, batch_ratio, batch_ratio_low,
+    batch_ratio_high``: flagged are an interval wider than ``wide`` x the ratio, a ratio without an
+    interval (timed apart, not interleaved), and a method measured faster per batch than one it
+    out-works (:func:`dominates`) — physically impossible, so the machine's load decided it.
+    """
+    rows = list(part.to_dict("records"))
+    out = []
+    for a in rows:
+        why = []
+        low, high, ratio = a["batch_ratio_low"], a["batch_ratio_high"], a["batch_ratio"]
+        if a["method"] != "gaussian":
+            if pd.isna(low) or pd.isna(high):
+                why.append("timed apart (no interval)")
+            elif ratio > 0 and (high - low) / ratio > wide:
+                why.append(f"wide interval (±{(high - low) / 2 / ratio:.0%})")
+        faster = [b["method"] + (f" <- {b['teacher']}" if b["teacher"] else "") for b in rows
+                  if b is not a and dominates(pd.Series(a), pd.Series(b)) and ratio < b["batch_ratio"]]
+        if faster:
+            why.append(f"faster than {', '.join(faster)} despite more passes")
+        out.append("; ".join(why))
+    return out
+
+
 def slowdown_table(store: ResultsStore) -> pd.DataFrame:
-    """One row per (device, arch, sigma, method[, teacher]) with ratios to that arch's Gaussian row."""
+    """One row per (device, arch, sigma, method[, teacher]) with ratios to that arch's Gaussian row.
+
+    Interleaved probes (:mod:`crt_bench.timing_rounds`) bring their own per-round ratios and intervals
+    (``*_low``/``*_high``); probes timed apart get the quotient of medians and no interval. ``flag``
+    says why a ratio cannot be trusted (:func:`ratio_flags`).
+    """
     t = latest_timings(store)
     if t.empty:
         return t
@@ -55,39 +110,74 @@ def slowdown_table(store: ResultsStore) -> pd.DataFrame:
         if key not in base.index:
             continue
         g = base.loc[key]
+        interleaved = bool(r.get("interleaved", False) is True) and not pd.isna(_col(r, "batch_ratio"))
+        if interleaved:
+            batch = (_col(r, "batch_ratio"), _col(r, "batch_ratio_low"), _col(r, "batch_ratio_high"))
+            epoch = (_col(r, "epoch_ratio"), _col(r, "epoch_ratio_low"), _col(r, "epoch_ratio_high"))
+        else:
+            quotient = _per_batch(r) / _per_batch(g)
+            batch = (quotient, float("nan"), float("nan"))
+            epoch = (r["epoch_seconds"] / g["epoch_seconds"], float("nan"), float("nan"))
+        epochs = int(r["recipe_epochs"]) / int(g["recipe_epochs"])
+        if r["hours_kind"] == "measured" or g["hours_kind"] == "measured":
+            recipe = (r["hours"] / g["hours"], float("nan"), float("nan"))
+        else:
+            recipe = tuple(v * epochs for v in epoch)
         rows.append({
             "device": r["device"], "arch": r["arch"], "sigma": r["sigma"], "method": r["method"],
             "teacher": r["teacher_arch"], "batch": int(r["batch_size"]),
             "fwd_bwd_passes": r["fwd_bwd_passes"], "fwd_only_passes": r["fwd_only_passes"],
-            "epoch_seconds": r["epoch_seconds"], "epoch_ratio": r["epoch_seconds"] / g["epoch_seconds"],
+            "batch_ratio": batch[0], "batch_ratio_low": batch[1], "batch_ratio_high": batch[2],
+            "epoch_seconds": r["epoch_seconds"], "epoch_ratio": epoch[0], "epoch_ratio_low": epoch[1],
+            "epoch_ratio_high": epoch[2],
             "epochs": int(r["recipe_epochs"]), "hours": r["hours"], "hours_kind": r["hours_kind"],
-            "recipe_ratio": r["hours"] / g["hours"],
+            "hours_low": g["hours"] * recipe[1], "hours_high": g["hours"] * recipe[2],
+            "recipe_ratio": recipe[0], "recipe_ratio_low": recipe[1], "recipe_ratio_high": recipe[2],
+            "rounds": int(_col(r, "rounds")) if interleaved else 0,
             "paper_ratio_resnet110": PAPER_SLOWDOWN.get(r["method"], float("nan")),
             "precision": r["precision"],
         })
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    df["flag"] = ""
+    for _, part in df.groupby(["device", "arch", "sigma"], sort=False):
+        df.loc[part.index, "flag"] = ratio_flags(part)
     df["order"] = df["method"].map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(len(METHOD_ORDER))
     return df.sort_values(["device", "arch", "sigma", "order", "teacher"]).drop(columns="order").reset_index(drop=True)
 
 
+def _with_interval(value: float, low: float, high: float) -> str:
+    return f"{value:.2f}" if pd.isna(low) or pd.isna(high) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def slowdown_markdown(df: pd.DataFrame) -> str:
-    """The table as markdown, one section per (device, arch, sigma)."""
+    """The table as markdown, one section per (device, arch, sigma); flagged ratios marked ⚠."""
     lines = []
     for (device, arch, sigma), part in df.groupby(["device", "arch", "sigma"], sort=False):
-        lines += [f"### {arch}, sigma {sigma:g} — {device}", "",
-                  "| method | teacher | batch | fwd+bwd passes | fwd-only passes | epoch (s) | epoch x | epochs "
-                  "| hours | recipe x | paper x (ResNet-110) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        rounds = sorted({int(x) for x in part.get("rounds", pd.Series([0])) if x})
+        how = f"interleaved, {', '.join(map(str, rounds))} rounds" if rounds else "timed apart"
+        lines += [f"### {arch}, sigma {sigma:g} — {device} ({how})", "",
+                  "| method | teacher | batch | fwd+bwd passes | fwd-only passes | epoch (s) | epoch x [CI] | epochs "
+                  "| hours | recipe x [CI] | paper x (ResNet-110) | flag |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in part.iterrows():
             paper = "" if pd.isna(r["paper_ratio_resnet110"]) else f"{r['paper_ratio_resnet110']:.2f}"
             kind = "" if r["hours_kind"] == "measured" else " (projected)"
+            flag = r.get("flag", "")
             lines.append(f"| {r['method']} | {r['teacher'] or ''} | {r['batch']} | {r['fwd_bwd_passes']:.2f} | "
-                         f"{r['fwd_only_passes']:.2f} | {r['epoch_seconds']:.1f} | {r['epoch_ratio']:.2f} | "
-                         f"{r['epochs']} | {r['hours']:.3g}{kind} | {r['recipe_ratio']:.2f} | {paper} |")
+                         f"{r['fwd_only_passes']:.2f} | {r['epoch_seconds']:.1f} | "
+                         f"{_with_interval(r['epoch_ratio'], r['epoch_ratio_low'], r['epoch_ratio_high'])} | "
+                         f"{r['epochs']} | {r['hours']:.3g}{kind} | "
+                         f"{_with_interval(r['recipe_ratio'], r['recipe_ratio_low'], r['recipe_ratio_high'])} | "
+                         f"{paper} | {'⚠ ' + flag if flag else ''} |")
         lines.append("")
     lines.append("fwd+bwd passes: forward+backward passes over the loader batch's images per loader batch; "
                  "fwd-only: forward passes without gradient (CRT's teacher). Hours are measured from full runs "
-                 "where they exist, else projected from timing probes (epoch time x the recipe's epochs).")
+                 "where they exist, else projected from timing probes (epoch time x the recipe's epochs). "
+                 "Interleaved probes time an architecture's methods round-robin in one process; a ratio is the "
+                 "median over rounds of the same-round ratio to Gaussian, its CI a distribution-free interval for "
+                 "that median (order statistics of the rounds). ⚠ marks a ratio that cannot be trusted: a wide "
+                 f"interval (wider than {WIDE_RELATIVE:.0%} of the ratio), no interval, or a method measured faster "
+                 "than one it out-works (impossible: the machine's load decided it).")
     return "\n".join(lines) + "\n"
