@@ -121,9 +121,14 @@ def certify(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     progress: bool = True,
+    flush_every: Annotated[int, typer.Option(
+        help="append the certified rows every this many images (a kill loses at most these)")] = 64,
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """CERTIFY (Cohen et al.) every selected test image; one row per image in the certify table."""
+    """CERTIFY (Cohen et al.) every selected test image; one row per image in the certify table.
+
+    Resumable: the same command again continues where an interrupted one stopped (same rows).
+    """
     from dataclasses import replace
 
     from crt_bench.certify_run import certify_run
@@ -148,7 +153,7 @@ def certify(
 
     with stop_on_signals():
         cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
-                                 progress=progress, input_layer=input_layer)
+                                 progress=progress, input_layer=input_layer, flush_images=flush_every)
     df = summary_table(store)
     err.print(rich_summary(df[df["cert_id"] == cert_id]))
     print(cert_id)
