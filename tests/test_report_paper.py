@@ -244,5 +244,6 @@ def test_empty_store_says_no_data(tmp_path):
     assert certified_curves(s).empty and acr_table(s).empty and table1(s).empty
     assert plot_curves(certified_curves(s), tmp_path / "p") == ([], {})
     text = write_report(s, tmp_path / "out", figures={}, profile_note="").read_text()
-    assert text.count("No data") == 7  # verdict, slowdown, figure 1, figure 2, ACR, Table 1, published logs
+    # verdict, slowdown, figure 1, figure 2, training curves, ACR, Table 1, published logs
+    assert text.count("No data") == 8
     assert "none recorded" in text and "18.98" in text  # Table 1's line still quotes the paper

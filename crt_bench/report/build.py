@@ -67,6 +67,12 @@ def _paper_outputs(store: ResultsStore, out_dir: Path, sigma: float, profile_not
     evidence = evidence_frame(student_evidence(store))
     if not evidence.empty:
         save("verdict_evidence.csv", evidence.to_csv(index=False))
+    from crt_bench.report.convergence import plot_training_curves, training_curves
+
+    trained = training_curves(store)
+    if not trained.empty:
+        save("training_curves.csv", trained.to_csv(index=False))
+        new["training_curves"] = plot_training_curves(trained, out_dir)
     t1 = table1(store)
     if not t1.empty:
         save("table1.csv", t1.to_csv(index=False))

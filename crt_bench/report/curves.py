@@ -9,7 +9,9 @@ synthetic or Fashion-MNIST panel, where they would not be comparable.
 
 Values are always computed from the per-image certify rows with
 :func:`crt_bench.metrics.certified_accuracy`, on a fine grid (step 0.01 up to the panel's largest
-certified radius, at least to 2.25) merged with the standard radii 0, 0.25, ..., 2.25.
+certified radius, at least to 2.25) merged with the standard radii 0, 0.25, ..., 2.25. Each panel's
+title names the dataset, the number of certified images, N and each line's training epochs; its
+radius axis ends just past the largest radius N allows (:func:`max_certifiable_radius`).
 """
 from __future__ import annotations
 
@@ -37,7 +39,20 @@ FIGURE2_METHODS: tuple[str, ...] = ("smoothmix", "crt")
 PUBLISHED_DATASETS: tuple[str, ...] = ("cifar10",)  # every stored reference log is CIFAR-10
 GRID_STEP = 0.01
 CURVE_COLUMNS = ["panel", "arch", "sigma", "dataset", "profile", "label", "kind", "method", "teacher", "run_id",
-                 "cert_id", "N", "images", "acr", "device", "radius", "standard", "certified_accuracy"]
+                 "cert_id", "N", "alpha", "images", "epochs", "max_radius", "acr", "device", "radius", "standard",
+                 "certified_accuracy"]
+DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "synthetic": "synthetic data"}
+
+
+def max_certifiable_radius(n: int, alpha: float, sigma: float) -> float:
+    """The largest radius CERTIFY can return with ``n`` estimation samples: every sample votes for the
+    top class, the one-sided Clopper-Pearson lower bound is ``alpha^(1/n)``, the radius
+    ``sigma * Phi^-1(alpha^(1/n))`` (e.g. sigma 0.25: 0.80 at N = 10,000, 0.95 at N = 100,000)."""
+    from scipy.stats import norm
+
+    if n < 1 or not 0 < alpha < 1:
+        return float("nan")
+    return float(sigma * norm.ppf(alpha ** (1.0 / n)))
 
 
 def radius_grid(max_radius: float, step: float = GRID_STEP) -> np.ndarray:
@@ -74,6 +89,8 @@ def certified_curves(store: ResultsStore, sigma: float | None = None, *, profile
     many_profiles = len({k[3] for k, _ in panels}) > 1
     many_datasets = len({k[2] for k, _ in panels}) > 1
     published = meta[meta["imported"]] if include_published and not meta.empty else meta.iloc[0:0]
+    runs = store.runs()
+    epochs_of = dict(zip(runs["run_id"], runs["epochs"])) if not runs.empty and "epochs" in runs else {}
 
     out = []
     for (arch, sig, dataset, prof), part in panels:
@@ -90,11 +107,40 @@ def certified_curves(store: ResultsStore, sigma: float | None = None, *, profile
             cert_rows = rows[m["cert_id"]]
             acc = certified_accuracy(cert_rows, grid)
             line_acr = acr(cert_rows)
+            alpha = float(cert_rows["alpha"].iloc[0]) if "alpha" in cert_rows and not pd.isna(cert_rows["alpha"].iloc[0]) \
+                else float("nan")
+            cap = max_certifiable_radius(int(m["N"]), alpha, sig) if not math.isnan(alpha) else float("nan")
+            epochs = epochs_of.get(m["run_id"], float("nan"))
             for radius, is_standard, value in zip(grid, standard, acc.to_numpy()):
                 out.append((name, arch, sig, dataset, prof, label, kind, m["method"] or "imported", m["teacher"] or "",
-                            m["run_id"], m["cert_id"], int(m["N"]), int(m["images"]), line_acr, m["device"] or m["cert_device"],
-                            float(radius), bool(is_standard), float(value)))
+                            m["run_id"], m["cert_id"], int(m["N"]), alpha, int(m["images"]), epochs, cap, line_acr,
+                            m["device"] or m["cert_device"], float(radius), bool(is_standard), float(value)))
     return pd.DataFrame(out, columns=CURVE_COLUMNS)
+
+
+def _axis_end(part: pd.DataFrame) -> float:
+    """Where the panel's radius axis ends: just past the largest radius our certifications' N allows
+    (or the largest certified radius of a line without N, e.g. a published log)."""
+    ours = part[part["kind"] == "ours"]
+    caps = ours["max_radius"].dropna() if "max_radius" in ours else pd.Series(dtype=float)
+    reached = part.loc[part["certified_accuracy"] > 0, "radius"]
+    top = max([float(caps.max()) if not caps.empty else 0.0,
+               float(reached.max()) if not reached.empty else 0.0, 0.25])
+    return top * 1.05
+
+
+def _panel_caption(panel: str, part: pd.DataFrame) -> str:
+    """``convnext_atto, sigma 0.25`` + dataset, images, N and the epochs of each of our lines."""
+    ours = part[part["kind"] == "ours"].drop_duplicates("label")
+    if ours.empty:
+        return panel
+    first = ours.iloc[0]
+    dataset = DATASET_NAMES.get(first["dataset"], first["dataset"])
+    images = "/".join(str(v) for v in dict.fromkeys(ours["images"].astype(int)))
+    n = "/".join(f"{v:,}" for v in dict.fromkeys(ours["N"].astype(int)))
+    epochs = ", ".join(f"{r['label'].split(' (')[0]} {int(r['epochs'])}" for _, r in ours.iterrows()
+                       if not pd.isna(r["epochs"]))
+    return f"{panel}\n{dataset}, {images} test images, N={n}" + (f"\nepochs: {epochs}" if epochs else "")
 
 
 def plot_curves(data: pd.DataFrame, out_dir: Path, stem: str = "certified_accuracy"
@@ -122,10 +168,10 @@ def plot_curves(data: pd.DataFrame, out_dir: Path, stem: str = "certified_accura
                                     linewidth=1.2 if published else 1.8, color="0.45" if published else None,
                                     label=f"{label} (ACR {line['acr'].iloc[0]:.3f})")
             drawn_line.set_gid(label)
-        ax.set_title(panel, fontsize=10)
+        ax.set_title(_panel_caption(panel, part), fontsize=9)
         ax.set_xlabel("L2 radius")
         ax.set_ylim(0, 1)
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, _axis_end(part))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     for ax in axes[:, 0]:
@@ -138,8 +184,8 @@ def plot_curves(data: pd.DataFrame, out_dir: Path, stem: str = "certified_accura
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:
         fig.savefig(path, dpi=150)
-    drawn = {(ax.get_title(), line.get_gid()): [float(v) for v in line.get_ydata()]
-             for ax in axes.flat if ax.get_visible() for line in ax.get_lines()}
+    drawn = {(panel, line.get_gid()): [float(v) for v in line.get_ydata()]
+             for ax, panel in zip(axes.flat, panels) for line in ax.get_lines()}
     plt.close(fig)
     return paths, drawn
 

@@ -32,6 +32,8 @@ FIGURE_TITLES = {
     "figure1": ("Figure 1: cumulative training hours per new architecture",
                 ("No data: Figure 1 was not drawn (it needs timing probes of every method for the architectures; "
                  "`crt-bench time`).")),
+    "training_curves": ("Convergence: training loss and noisy test accuracy per epoch of every trained run",
+                        "No data: no per-epoch rows of trained runs in the store."),
     "figure2": ("Figure 2: certified accuracy vs L2 radius, CRT students vs SmoothMix",
                 ("No data: Figure 2 was not drawn (it needs a certified CRT run and a certified SmoothMix run of the "
                  "same architecture).")),
@@ -140,6 +142,7 @@ def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[
     lines += _slowdown_section(timing, slowdown)
     lines += _figure_lines("figure1", figures.get("figure1", []), out_dir)
     lines += _figure_lines("figure2", figures.get("figure2", []), out_dir)
+    lines += _figure_lines("training_curves", figures.get("training_curves", []), out_dir)
     lines += ["## Certified robustness per method and architecture (ACR)", "", acr_markdown(acr_table(store)).rstrip(), ""]
     lines += ["## Table 1: CRT with a proxy teacher vs SmoothMix", "", table1_markdown(table1(store)).rstrip(), ""]
     data_files: list[Path] = []
