@@ -84,8 +84,9 @@ def run(
 
     store = ResultsStore(results)
     check_sigma(sigma)
+    hint = "stopped; `crt-bench run --resume RUN_ID` continues a run from its last finished epoch"
     if resume:
-        with stop_on_signals():
+        with stop_on_signals(hint):
             run_id = resume_run(resume, store, progress=progress)
     else:
         cfg = resolve_run_config(method, arch, profile=profile, dataset=dataset, sigma=sigma, epochs=epochs,
@@ -98,7 +99,7 @@ def run(
                          + (f" ({cfg.epoch_scale:g} x the recipe's {cfg.recipe_epochs})" if cfg.epoch_scale else "")
                          + f", batch {cfg.batch_size}, lr {cfg.lr} (x{cfg.gamma} at {list(cfg.milestones)}), seed {cfg.seed}"
                          + (f", teacher {cfg.teacher}" if cfg.teacher else ""))
-        with stop_on_signals():
+        with stop_on_signals(hint):
             run_id = train_run(cfg, store, progress=progress)
     print(run_id)
 
@@ -151,7 +152,7 @@ def certify(
               f"subset={ccfg.subset} precision={ccfg.precision}{' compiled' if ccfg.compile else ''}")
     from crt_bench.interrupts import stop_on_signals
 
-    with stop_on_signals():
+    with stop_on_signals("stopped; run the same `crt-bench certify` command again to continue"):
         cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
                                  progress=progress, input_layer=input_layer, flush_images=flush_every)
     df = summary_table(store)

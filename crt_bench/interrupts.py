@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -35,8 +36,13 @@ def exit_status(stop: BaseException) -> int:
 
 
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Inside the block SIGTERM and SIGINT raise :class:`Interrupted` once; handlers restored after."""
+def stop_on_signals(hint: str) -> Iterator[None]:
+    """For a CLI command: SIGTERM and SIGINT raise :class:`Interrupted` once inside the block; it leaves
+    as ``SystemExit(128 + signal)`` after printing ``hint`` to stderr unless the run or certification
+    already said how to continue (``reported``).  Handlers are restored after.
+
+    Exiting here rather than in ``main``: typer turns any KeyboardInterrupt into exit status 130.
+    """
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
@@ -51,6 +57,10 @@ def stop_on_signals() -> Iterator[None]:
         signal.signal(s, on_signal)
     try:
         yield
+    except Interrupted as stop:
+        if not stop.reported:
+            print(hint, file=sys.stderr, flush=True)
+        raise SystemExit(exit_status(stop)) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)

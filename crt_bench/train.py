@@ -217,9 +217,6 @@ class Trainer:
                     if self._complete_finished():
                         return self.run_id
                     raise CrtBenchError(f"run {self.run_id!r} already finished; nothing to resume")
-                if not (self.run_dir / CHECKPOINT_FILE).is_file():
-                    raise CrtBenchError(f"run {self.run_id!r} has no checkpoint yet (it stopped before its first "
-                                        "epoch); start it again")
             return self._run(resume, lock)
         finally:
             lock.release()
@@ -249,8 +246,10 @@ class Trainer:
         sampler_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         sampler = BatchSampler(train, cfg.batch_size, shuffle=True, augment=self.info.augment,
                                drop_last=False, generator=sampler_gen)
-        if resume:
+        if resume and (self.run_dir / CHECKPOINT_FILE).is_file():
             state = self._resume(model, optimizer, sampler_gen)
+        elif resume:  # stopped before its first checkpoint: start over (same seeds, same weights)
+            state = _State(started=_now())
         else:  # a new run: its folder appears only once its inputs were accepted
             self.run_dir.mkdir(parents=True, exist_ok=False)
             lock.acquire()

@@ -131,9 +131,11 @@ def test_failing_run_records_the_error(tmp_path: Path, monkeypatch: pytest.Monke
     assert "RuntimeError" in state["error"] and "loss exploded on purpose" in state["error"]
     assert state["end_time"]
     assert _rows_for(store, trainer.run_id, "epochs").empty
-    # No checkpoint was ever written, so there is nothing to resume from: a clear error.
-    with pytest.raises(CrtBenchError, match="no checkpoint"):
-        resume_run(trainer.run_id, store, progress=False)
+    # No checkpoint was ever written: --resume starts the run over (rather than leaving it failed forever).
+    monkeypatch.undo()
+    assert resume_run(trainer.run_id, store, progress=False) == trainer.run_id
+    assert store.get_run(trainer.run_id)["status"] == "finished"
+    assert _rows_for(store, trainer.run_id, "epochs")["epoch"].tolist() == [1]
 
 
 def test_resuming_a_finished_run_is_an_error(store_copy) -> None:
