@@ -35,14 +35,17 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return parsed
 
 
-def _banner(profile: str, what: str) -> None:
+def _banner(profile: str, what: str, *, describe_profile: bool = True) -> None:
+    """What is about to run. ``describe_profile=False`` when ``what`` already says what the run really is
+    (flags may have changed the profile's dataset, images or epochs: its blurb would then mislead)."""
     from crt_bench.config import get_profile
     from crt_bench.provenance import device_name, pick_device
 
     prof = get_profile(profile)
     err.rule(f"[bold]crt-bench[/] profile [bold cyan]{prof.name}[/]")
-    err.print(f"{prof.description}\nepochs: {prof.epoch_scale:g} x each method's recipe epochs and lr milestones"
-              f"\ndevice: {device_name(pick_device())}\n{what}")
+    lines = [prof.description, f"epochs: {prof.epoch_scale:g} x each method's recipe epochs and lr milestones"]
+    err.print("\n".join([*(lines if describe_profile else []), f"device: {device_name(pick_device())}", what]),
+              markup=False, highlight=False)
     err.rule()
 
 
@@ -95,10 +98,11 @@ def run(
                                  train_limit=train_limit, data_dir=data_dir, device=device, amp=amp,
                                  channels_last=channels_last, compile=compile, teacher_precision=teacher_precision,
                                  profile_steps=profile_steps)
-        _banner(profile, f"run: {cfg.method} on {cfg.arch}, {cfg.dataset}, sigma {cfg.sigma}, {cfg.epochs} epochs"
+        _banner(profile, f"run: {cfg.method} on {cfg.arch}, {cfg.dataset} "
+                         f"({cfg.train_limit or 'all'} training images), sigma {cfg.sigma}, {cfg.epochs} epochs"
                          + (f" ({cfg.epoch_scale:g} x the recipe's {cfg.recipe_epochs})" if cfg.epoch_scale else "")
                          + f", batch {cfg.batch_size}, lr {cfg.lr} (x{cfg.gamma} at {list(cfg.milestones)}), seed {cfg.seed}"
-                         + (f", teacher {cfg.teacher}" if cfg.teacher else ""))
+                         + (f", teacher {cfg.teacher}" if cfg.teacher else ""), describe_profile=False)
         with stop_on_signals(hint):
             run_id = train_run(cfg, store, progress=progress)
     print(run_id)
@@ -308,15 +312,26 @@ def sweep(
             out.print(sbatch_preview(results / "submitit", **slurm_parameters(**slurm)), markup=False,
                       highlight=False)
         return
-    ex = make_executor(executor, results / "submitit", **slurm)
+    from crt_bench.config import get_profile
+    from crt_bench.preflight import check_results_dir, preflight
+
     _banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {max_parallel} at once")
+    if executor == "slurm":  # the data and the device are the compute nodes', not this machine's
+        checks = [check_results_dir(results)]
+    else:
+        checks = preflight(datasets={job.dataset or get_profile(job.profile).dataset for job in jobs},
+                           results=results, data_dir=data_dir, install_data=False).lines
+    for line in checks:
+        err.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
+    ex = make_executor(executor, results / "submitit", **slurm)
     status = run_grid(jobs, results, ex, max_parallel=max_parallel if executor != "slurm" else max(max_parallel,
                                                                                                   len(jobs)))
     table = Table(title="sweep")
     for col in ("job", "state", "run id", "error / log"):
         table.add_column(col)
     for _, r in status.iterrows():
-        table.add_row(r["key"], r["state"], r["run_id"], (r["error"] + (f" ({r['log']})" if r["log"] else "")))
+        table.add_row(escape(r["key"]), escape(r["state"]), r["run_id"],
+                      escape(r["error"] + (f" ({r['log']})" if r["log"] else "")))
     err.print(table)
     failed = status["state"].str.startswith(("failed", "blocked"))
     if failed.any():
@@ -419,17 +434,24 @@ def reproduce(
     executor: Annotated[str, typer.Option(help="local | slurm | debug (see crt-bench sweep)")] = "local",
     max_parallel: int = 1,
     data_dir: DataDirOpt = None,
+    install_data: Annotated[bool, typer.Option(
+        "--install-data/--no-install-data",
+        help="obtain a missing dataset: Debian's package via apt-get (as root), else torchvision's download")] = True,
     out_dir: Annotated[Path, typer.Option("--out", help="where tables, figures and REPORT.md go")] = Path("plots"),
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """The paper's experiments at the profile's size, resumably, then every table and figure."""
+    """The paper's experiments at the profile's size, resumably, then every table and figure.
+
+    Checks first (data, device, results folder: seconds), and obtains the profile's dataset when it is
+    missing; then trains and certifies every model of the plan, times every method, and writes the report.
+    """
     from crt_bench.report.summary import rich_summary, summary_table
     from crt_bench.reproduce import plan_for, run_reproduce
     from crt_bench.results import ResultsStore
 
     plan = plan_for(profile, data_dir)
     _banner(plan.profile, plan.describe())
-    run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel)
+    run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel, install_data=install_data)
     df = summary_table(ResultsStore(results))
     if not df.empty:
         out.print(rich_summary(df))
@@ -484,6 +506,11 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt as stop:
+        from crt_bench.job_watch import GridInterrupted
+
+        if isinstance(stop, GridInterrupted):
+            err.print("stopped: running jobs checkpointed; run the same command again to continue", markup=False)
+            sys.exit(143 if "SIGTERM" in str(stop) else 130)
         from crt_bench.interrupts import exit_status
 
         if getattr(stop, "reported", False):  # the run or certification already said how to continue

@@ -81,28 +81,38 @@ class GridSpec:
     epochs: int | None = None
     train_limit: int | None = None
     certify: bool = True
+    certify_methods: list[str] | None = None  # None: certify every job; else only the teachers and these methods
+
+    def _certified(self, method: str, common: dict) -> dict:
+        certify = self.certify and (self.certify_methods is None or method in self.certify_methods)
+        return dict(common, certify=certify)
 
     def jobs(self) -> list[Job]:
         """Teachers first, then every (method, arch, sigma, seed); CRT once per teacher architecture."""
         for name in self.methods:
             get_method(name)
+        from crt_bench.archs import get_arch
+
+        # Aliases (convnext) become canonical names (convnext_atto): one model, one name, one job key.
+        archs = list(dict.fromkeys(get_arch(a).name for a in self.archs))
+        teacher_archs = list(dict.fromkeys(get_arch(a).name for a in self.teacher_archs))
         common = dict(profile=self.profile, dataset=self.dataset, data_dir=self.data_dir, epochs=self.epochs,
                       train_limit=self.train_limit, certify=self.certify)
         out: dict[str, Job] = {}
         for sigma in self.sigmas:
             for seed in self.seeds:
-                teachers = [Job(self.teacher_method, t, sigma, seed, **common) for t in self.teacher_archs]
+                teachers = [Job(self.teacher_method, t, sigma, seed, **common) for t in teacher_archs]
                 if "crt" in self.methods:
                     for t in teachers:
                         out.setdefault(t.key, t)
                 for method in self.methods:
-                    for arch in self.archs:
+                    for arch in archs:
                         if get_method(method).needs_teacher:
                             for t in teachers:
-                                job = Job(method, arch, sigma, seed, teacher=t, **common)
+                                job = Job(method, arch, sigma, seed, teacher=t, **self._certified(method, common))
                                 out.setdefault(job.key, job)
                         else:
-                            job = Job(method, arch, sigma, seed, **common)
+                            job = Job(method, arch, sigma, seed, **self._certified(method, common))
                             out.setdefault(job.key, job)
         return list(out.values())
 
@@ -239,11 +249,15 @@ def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, 
                     log.print(Text.assemble(("submitted ", "bold"), job.key), soft_wrap=True, highlight=False)
                 watch.pump()
                 for key, handle in list(running.items()):
-                    if not handle.done():
-                        continue
+                    raised: Exception | None = None
+                    try:
+                        if not handle.done():
+                            continue
+                    except Exception as err:  # the debug executor runs the job inside done()
+                        raised = err
                     del running[key]
                     watch.remove(next(j.label for j in jobs if j.key == key))
-                    _collect(state[key], key, handle)
+                    _collect(state[key], key, handle, raised)
                 if not running and not any(s["state"] == "pending" and _ready(job, state) for job, s in
                                            ((j, state[j.key]) for j in jobs)):
                     for job in jobs:
@@ -266,9 +280,11 @@ def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, 
     return status
 
 
-def _collect(s: dict[str, Any], key: str, handle: Any) -> None:
+def _collect(s: dict[str, Any], key: str, handle: Any, raised: Exception | None = None) -> None:
     """A finished job's run id, or its whole error message (never cut) and its log path."""
     try:
+        if raised is not None:
+            raise raised
         s["run_id"] = handle.result()
         s["state"] = "finished"
         log.print(Text.assemble(("finished ", "green"), f"{key}: {s['run_id']}"), soft_wrap=True, highlight=False)
@@ -305,8 +321,10 @@ def _error_line(err: BaseException) -> str:
     raised = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
     if not raised:
         return lines[-1] if lines else type(err).__name__
-    # A message may span lines: keep everything from the last exception line to the end of the report.
-    return " ".join(lines[raised[-1]:])
+    # A message may span lines: keep everything from the last exception line to submitit's own footer.
+    message = lines[raised[-1]:]
+    footer = next((i for i, line in enumerate(message) if line.startswith("-----")), len(message))
+    return " ".join(message[:footer])
 
 
 def _certified(store: ResultsStore, run_id: str) -> bool:

@@ -201,7 +201,7 @@ BAD_RUNS = {
     "unknown dataset": ([*BASE, "--dataset", "imagenet"], ["'imagenet'", "cifar10", "synthetic"], True),
     "sigma zero": ([*BASE, "--sigma", "0"], ["sigma", "> 0"], True),
     "sigma negative": ([*BASE, "--sigma", "-1"], ["sigma", "-1"], True),
-    "crt without teacher": (["run", "--method", "crt", "--arch", "tiny_cnn", *FAST_RUN], ["needs a teacher"], True),
+    "crt without teacher": (["run", "--method", "crt", "--arch", "tiny_cnn", *FAST_RUN], ["needs a certifiably robust teacher", "crt-bench proxy"], True),
     "unknown hyper-parameter": ([*BASE, "--set", "temperature=2"], ["temperature", "gaussian"], True),
     "unknown crt hyper-parameter": (["run", "--method", "crt", "--teacher", "x", "--arch", "tiny_cnn", *FAST_RUN,
                                      "--set", "ce_weigth=0.5"], ["ce_weigth", "ce_weight"], True),
@@ -428,3 +428,38 @@ def test_engine_flags_reach_the_run_and_profile_steps_write_a_trace(tmp_path: Pa
     assert (profile / "trace.json").stat().st_size > 0
     assert "1 training step(s)" in (profile / "ops.txt").read_text()
     assert str(profile / "trace.json") in err.replace("\n", "")
+
+
+def test_reproduce_with_a_failed_job_lists_it_and_reports_the_missing_cells(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed teacher: its student is never started, the run ends with exit 2 naming both, REPORT.md says why."""
+    import pdb
+
+    from crt_bench import launch, reproduce
+    from crt_bench.errors import CrtBenchError
+    from crt_bench.launch import GridSpec
+
+    grid = GridSpec(methods=["gaussian", "crt"], archs=["tiny_cnn"], profile="smoke", teacher_method="smoothmix",
+                    teacher_archs=["tiny_cnn"], epochs=1, train_limit=64, certify=False)
+    plan = reproduce.Plan("smoke", grid, ["tiny_cnn"], "seconds")
+    monkeypatch.setattr(reproduce, "plan_for", lambda profile, data_dir=None: plan)
+    monkeypatch.setattr(pdb, "post_mortem", lambda *a, **k: None)  # submitit's debug executor would open pdb
+    real = launch.execute_job
+    started: list[str] = []
+
+    def teacher_fails(job, results):
+        started.append(job.method)
+        if job.method == "smoothmix":
+            raise CrtBenchError("the teacher broke on purpose")
+        return real(job, results)
+
+    monkeypatch.setattr(launch, "execute_job", teacher_fails)
+    results, plots = tmp_path / "results", tmp_path / "plots"
+    code, out, err = cli("reproduce", "--profile", "smoke", "--executor", "debug", "--results", results, "--out", plots)
+    assert code == 2
+    assert "crt" not in started  # the student of the failed teacher was never started
+    message = " ".join(err.split())
+    assert "2 of 3 jobs did not finish" in message and "the teacher broke on purpose" in message
+    report = (plots / "REPORT.md").read_text()
+    assert "## Missing cells" in report and "the teacher broke on purpose" in report
+    assert "blocked (teacher failed)" in report

@@ -87,3 +87,91 @@ def test_unknown_executor_and_method_are_clear_errors(tmp_path):
         make_executor("kubernetes", tmp_path)
     with pytest.raises(CrtBenchError, match="unknown method"):
         GridSpec(methods=["smoothadvv"], archs=["tiny_cnn"]).jobs()
+
+
+def test_local_jobs_show_their_progress_and_whole_names_on_the_console(tmp_path, capsys):
+    """A newcomer sees each job's epochs as they happen, under the job's name; keys are never eaten as markup."""
+    jobs = GridSpec(methods=["gaussian", "crt"], **{**TINY, "epochs": 2}).jobs()
+    status = run_grid(jobs, tmp_path, make_executor("local", tmp_path / "submitit"), poll_s=0.2)
+    assert list(status["state"]) == ["finished", "finished"]
+    err = capsys.readouterr().err
+    student = jobs[1]
+    assert f"submitted {student.key}" in err.replace("\n", "")  # "<-[gaussian/...]" printed, not parsed
+    for job in jobs:
+        for epoch in (1, 2):
+            assert any(line.startswith(f"[{job.label}]") and f"epoch   {epoch}/2" in line
+                       for line in err.splitlines()), f"no epoch {epoch} line of {job.label}"
+
+
+def test_a_failed_jobs_error_reaches_the_console_whole(tmp_path, capsys):
+    bad = Job("gaussian", "tiny_cnn", profile="smoke", dataset="fashion-mnist", data_dir=str(tmp_path / "empty"),
+              epochs=1, train_limit=64)
+    student = Job("crt", "tiny_cnn", profile="smoke", dataset="fashion-mnist", teacher=bad, epochs=1, train_limit=64)
+    status = run_grid([bad, student], tmp_path, make_executor("local", tmp_path / "submitit"), poll_s=0.2)
+    error = status["error"][0]
+    # data.py's message ends with its last remedy: nothing is cut in the middle.
+    assert error.rstrip().endswith("so torchvision can download them.")
+    assert "apt-get install dataset-fashion-mnist" in error
+    assert status["state"][1] == "blocked (teacher failed)" and bad.key in status["error"][1]
+    assert not (tmp_path / "tables" / "runs").exists() or ResultsStore(tmp_path).runs()["method"].eq("gaussian").all()
+    console = " ".join(capsys.readouterr().err.split())
+    assert "so torchvision can download them." in console
+    from crt_bench.launch import read_grid_status
+
+    saved = read_grid_status(tmp_path)
+    assert list(saved["state"]) == ["failed", "blocked (teacher failed)"]
+
+
+GRID_SCRIPT = """
+import sys
+from crt_bench.launch import GridSpec, make_executor, run_grid
+jobs = GridSpec(methods=["gaussian"], archs=["tiny_cnn"], epochs=200, train_limit=256).jobs()
+run_grid(jobs, sys.argv[1], make_executor("local", sys.argv[1] + "/submitit"), poll_s=0.2)
+"""
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def test_sigterm_to_the_grid_stops_its_workers(tmp_path):
+    """A grid killed with SIGTERM (kill, SLURM, a scheduler) leaves no worker behind to race its successor."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "results"
+    parent = subprocess.Popen([sys.executable, "-c", GRID_SCRIPT, str(results)], stderr=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the worker is training
+        line = parent.stderr.readline()
+        lines.append(line)
+        if "epoch" in line and "/200" in line:
+            break
+    assert any("/200" in line for line in lines), "".join(lines)
+    workers = [pid for pid in _processes_mentioning(str(results / "submitit")) if pid != parent.pid]
+    assert workers, "the worker process was not found"
+    os.kill(parent.pid, signal.SIGTERM)
+    _, rest = parent.communicate(timeout=180)
+    assert parent.returncode != 0
+    assert "stopped 1 running job" in " ".join(rest.split())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _processes_mentioning(str(results / "submitit")):
+        time.sleep(0.2)
+    assert not _processes_mentioning(str(results / "submitit")), "a worker outlived the grid"
+    from crt_bench.launch import read_grid_status
+
+    assert list(read_grid_status(results)["state"]) == ["interrupted"]

@@ -25,6 +25,7 @@ from crt_bench.report.paper_tables import (
     table1_markdown,
 )
 from crt_bench.report.tables import slowdown_markdown, slowdown_table
+from crt_bench.report.missing import missing_section
 from crt_bench.results import ResultsStore, atomic_write_bytes
 
 REPORT_FILE = "REPORT.md"
@@ -138,6 +139,7 @@ def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[
     runs, timing, certify = store.runs(), store.read("timing"), store.read("certify")
     slowdown = slowdown_table(store) if not timing.empty else pd.DataFrame()
     lines = _header(store, runs, timing, certify, slowdown, profile_note)
+    lines += missing_section(store.root)
     lines += _verdict_section(store)
     lines += _slowdown_section(timing, slowdown)
     lines += _figure_lines("figure1", figures.get("figure1", []), out_dir)

@@ -52,7 +52,10 @@ def rich_summary(df: pd.DataFrame) -> Table:
     table = Table(title="Certified accuracy (fraction of images) by L2 radius, and ACR")
     acc_cols = _shown_radius_columns(df)
     for col in ["name", "method", "arch", "sigma", "N", "images", *[c[4:] for c in acc_cols], "ACR", "train h"]:
-        table.add_column(col, justify="left" if col in ("name", "method", "arch") else "right")
+        # A run id is what the user copies into the next command: never cut, never folded.
+        table.add_column(col, justify="left" if col in ("name", "method", "arch") else "right",
+                         no_wrap=col == "name", overflow="fold" if col != "name" else "ignore",
+                         min_width=max([len(str(n)) for n in df["run_id"]], default=4) if col == "name" else None)
     for _, r in df.iterrows():
         name = r["run_id"].removeprefix("import:")
         table.add_row(name, r["method"], r["arch"], f"{r['sigma']:.2f}", str(r["N"]), str(r["n_images"]),
