@@ -57,7 +57,7 @@ class ProbeConfig:
 PROBES: dict[str, ProbeConfig] = {
     "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8),
     "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16),
-    "cpu-full": ProbeConfig(batches=2, warmup=1, repeats=6, batch_size=32),
+    "cpu-full": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16),  # the whole registry: ~25 min
     "paper": ProbeConfig(batches=50, warmup=5, repeats=3, batch_size=None),
 }
 

@@ -66,3 +66,26 @@ def test_plan_describes_each_methods_epochs():
         assert f"{method} {scaled_recipe(method, scale).epochs} (" in text
     assert plan.grid.epochs is None  # the plan leaves the epochs to the profile's factor
     assert isinstance(plan.grid, GridSpec)
+
+
+def test_cpu_full_plan_meets_the_evidence_numbers_and_cpu_states_what_it_does_not():
+    from crt_bench.archs import get_arch
+    from crt_bench.certify import parse_subset
+    from crt_bench.reproduce import plan_for
+
+    for name in ("cpu", "cpu-full"):
+        plan = plan_for(name)
+        prof = config.get_profile(name)
+        jobs = plan.grid.jobs()
+        teachers = {j.teacher.key for j in jobs if j.teacher is not None}
+        assert len(teachers) == 1  # one SmoothMix teacher, trained once, reused by every CRT student
+        students = {j.arch for j in jobs if j.teacher is not None}
+        assert len(students) >= 2 and all(get_arch(a).generation >= 2019 for a in students)
+        for arch in students:
+            assert {j.method for j in jobs if j.arch == arch} == {"gaussian", "smoothmix", "crt"}
+        assert prof.dataset == "fashion-mnist" and prof.certify.n >= 10_000
+        images = len(parse_subset(prof.certify.subset, 10_000))
+        assert (images >= 500) == (name == "cpu-full"), images
+        assert all(j.certify for j in jobs if j.method in ("smoothmix", "crt"))
+    assert "PROFILE=cpu-full meets every number" in plan_for("cpu").describe()
+    assert "meets every number" in plan_for("cpu-full").describe()
