@@ -324,8 +324,10 @@ def sweep(
     for line in checks:
         err.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
     ex = make_executor(executor, results / "submitit", **slurm)
-    status = run_grid(jobs, results, ex, max_parallel=max_parallel if executor != "slurm" else max(max_parallel,
-                                                                                                  len(jobs)))
+    from crt_bench.job_watch import exit_when_stopped
+
+    with exit_when_stopped():
+        status = run_grid(jobs, results, ex, max_parallel=max_parallel if executor != "slurm" else len(jobs))
     table = Table(title="sweep")
     for col in ("job", "state", "run id", "error / log"):
         table.add_column(col)
@@ -451,7 +453,11 @@ def reproduce(
 
     plan = plan_for(profile, data_dir)
     _banner(plan.profile, plan.describe())
-    run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel, install_data=install_data)
+    from crt_bench.job_watch import exit_when_stopped
+
+    with exit_when_stopped():
+        run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel,
+                      install_data=install_data)
     df = summary_table(ResultsStore(results))
     if not df.empty:
         out.print(rich_summary(df))
@@ -506,11 +512,6 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt as stop:
-        from crt_bench.job_watch import GridInterrupted
-
-        if isinstance(stop, GridInterrupted):
-            err.print("stopped: running jobs checkpointed; run the same command again to continue", markup=False)
-            sys.exit(143 if "SIGTERM" in str(stop) else 130)
         from crt_bench.interrupts import exit_status
 
         if getattr(stop, "reported", False):  # the run or certification already said how to continue

@@ -152,3 +152,19 @@ def follow(handle: Any, label: str, console: Console, poll_s: float = 1.0) -> An
         raise
     watch.remove(label)
     return handle.result()
+
+
+@contextlib.contextmanager
+def exit_when_stopped() -> Iterator[None]:
+    """For the grid commands: a stopped grid leaves with 128 + signal after saying how to continue.
+
+    Exiting here rather than in ``main``: typer would turn the KeyboardInterrupt into its own exit.
+    """
+    try:
+        yield
+    except GridInterrupted as stop:
+        import sys
+
+        print("stopped: the running jobs were stopped at their last checkpoint; run the same command again to "
+              "continue (finished work is kept)", file=sys.stderr, flush=True)
+        raise SystemExit(143 if "SIGTERM" in str(stop) else 130) from None

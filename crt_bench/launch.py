@@ -161,6 +161,28 @@ def execute_job(job: Job, results: str) -> str:
     return run_id
 
 
+class GridTask(submitit.helpers.Checkpointable):
+    """What a grid submits: :func:`execute_job`, plus submitit's checkpoint/requeue protocol.
+
+    When SLURM's time limit nears or a node is preempted, submitit signals the job (USR2), calls
+    :meth:`checkpoint` (inherited: resubmit the same call) and requeues it. Nothing else needs saving:
+    the run's last epoch checkpoint and the certification's appended rows are on disk, and
+    :func:`execute_job` resumes both by the job's key, so the requeued job continues where it stopped.
+    Under the local executor SIGTERM (what :class:`crt_bench.job_watch.JobWatch` sends when the grid is
+    stopped) marks the run interrupted and ends the job; on SLURM submitit keeps SIGTERM for itself.
+    """
+
+    def __call__(self, job: Job, results: str) -> str:
+        import os
+
+        from crt_bench.interrupts import stop_on_signals
+
+        if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+            with stop_on_signals(f"job {job.key} stopped; re-run the grid to continue it"):
+                return execute_job(job, results)
+        return execute_job(job, results)
+
+
 def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int = 1,
                   time_min: int = 24 * 60, cpus_per_task: int | None = None, array_parallelism: int = 16,
                   slurm_extra: dict[str, Any] | None = None) -> submitit.Executor:
@@ -243,7 +265,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, 
                             continue
                         if t["state"] not in ("finished", "skipped (finished)"):
                             continue
-                    running[job.key] = executor.submit(execute_job, job, results)
+                    running[job.key] = executor.submit(GridTask(), job, results)
                     watch.add(job.label, running[job.key])
                     s["state"] = "running"
                     log.print(Text.assemble(("submitted ", "bold"), job.key), soft_wrap=True, highlight=False)

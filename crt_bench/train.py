@@ -264,7 +264,8 @@ class Trainer:
         try:
             self._loop(step, sampler, sampler_gen, test, state)
         except BaseException as err:
-            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            # SystemExit: submitit's requeue on a time limit or preemption exits the job mid-epoch.
+            status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
             self.store.append("runs", [self._run_row(status, state, teacher, error=detail)])
             if status == "interrupted":  # the run id is printed only on success: name it here

@@ -175,3 +175,45 @@ def test_sigterm_to_the_grid_stops_its_workers(tmp_path):
     from crt_bench.launch import read_grid_status
 
     assert list(read_grid_status(results)["state"]) == ["interrupted"]
+
+
+def test_a_preempted_or_timed_out_job_requeues_itself_and_resumes(tmp_path):
+    """submitit's checkpoint/requeue: USR2 mid-training (what SLURM sends before the time limit) requeues the
+    job, which resumes from the run's last checkpoint and ends with the weights of an uninterrupted run."""
+    import os
+    import time
+
+    import torch
+    from submitit.local.local import LocalJobEnvironment
+
+    from crt_bench.launch import GridTask, execute_job
+
+    job = Job("gaussian", "tiny_cnn", profile="smoke", epochs=6, train_limit=512, certify=False)
+    ex = make_executor("local", tmp_path / "submitit", time_min=60)
+    handle = ex.submit(GridTask(), job, str(tmp_path))
+    store = ResultsStore(tmp_path)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait for the first epoch checkpoint, then "preempt"
+        epochs = store.read("epochs")
+        if not epochs.empty and len(epochs) >= 1:
+            break
+        time.sleep(0.2)
+    assert not handle.done(), "the job finished before it could be preempted; make it longer"
+    # The preemption / timeout signal, to the task itself (the local controller only forwards SIGTERM).
+    controller = handle._process.pid
+    children = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    assert len(children) == 1
+    os.kill(int(children[0]), LocalJobEnvironment._usr_sig())
+    run_id = handle.result()
+    log = Path(handle.paths.stdout).read_text() + Path(handle.paths.stderr).read_text()
+    assert "Requeued" in log or "requeue" in log.lower(), log[-2000:]
+    runs = store.read("runs")  # every state change: one run, interrupted by the signal, then finished
+    assert set(runs["run_id"]) == {run_id}
+    assert {"interrupted", "finished"} <= set(runs["status"])
+    assert store.read("epochs").query("run_id == @run_id")["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    # The same job run straight through, in another results folder: the same weights.
+    other = tmp_path / "straight"
+    straight_id = execute_job(job, str(other))
+    got = torch.load(store.run_dir(run_id) / "model.pt", weights_only=True)["state_dict"]
+    want = torch.load(ResultsStore(other).run_dir(straight_id) / "model.pt", weights_only=True)["state_dict"]
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)

@@ -268,7 +268,7 @@ def test_missing_teacher_is_a_clear_error(store_copy) -> None:
     before = tree_snapshot(store.root)
     with pytest.raises(CrtBenchError, match="'no-such-run' is neither a run id"):
         train_run(fast_config("crt", teacher="no-such-run", epochs=1), store, progress=False)
-    with pytest.raises(CrtBenchError, match="needs a teacher"):
+    with pytest.raises(CrtBenchError, match="needs a certifiably robust teacher"):
         fast_config("crt")
     assert tree_snapshot(store.root) == before
 
