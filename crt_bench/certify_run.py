@@ -146,6 +146,8 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
             part = pd.concat(pending, ignore_index=True)
             store.append("certify", part)
             written += len(part)
+            if not progress:  # no bar (a grid job): a line per part, which the grid's console follows
+                log.print(f"  certified {written}/{len(indices)} images ({cert_id})", highlight=False, markup=False)
         pending, last_flush = [], time.monotonic()
 
     try:
@@ -167,7 +169,8 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
         flush()
     except BaseException as err:
         flush()  # the images certified so far are final: keep them
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        # SystemExit: submitit's requeue on a time limit or preemption exits the job mid-certification.
+        status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
         _state_row(store, state, status, written, detail)
         if status == "interrupted":

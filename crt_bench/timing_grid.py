@@ -84,4 +84,8 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
             store.append("timing", timed)
             rows += timed
             bar.advance(task)
+            if not log.is_terminal:  # a grid job's log (and the console that follows it) gets a line per step
+                done_n = list(todo).index(arch) + 1
+                log.print(f"timed {arch} ({done_n}/{len(todo)}): {len(timed)} methods, {cfg.repeats} interleaved rounds",
+                          markup=False, highlight=False)
     return pd.DataFrame(rows)

@@ -101,6 +101,8 @@ def test_local_jobs_show_their_progress_and_whole_names_on_the_console(tmp_path,
         for epoch in (1, 2):
             assert any(line.startswith(f"[{job.label}]") and f"epoch   {epoch}/2" in line
                        for line in err.splitlines()), f"no epoch {epoch} line of {job.label}"
+        assert any(line.startswith(f"[{job.label}]") and "certified 20/20 images" in line
+                   for line in err.splitlines()), f"no certification line of {job.label}"
 
 
 def test_a_failed_jobs_error_reaches_the_console_whole(tmp_path, capsys):
