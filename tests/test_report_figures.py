@@ -81,3 +81,15 @@ def test_report_states_the_computed_verdict(store, tmp_path):
     assert ev.under_trained == ("CRT convnext_atto (rising)",)
     text = write_report(store, tmp_path / "out", figures={}, profile_note="").read_text()
     assert "claim NOT RESOLVED at this scale" in text and "not plateaued: CRT convnext_atto (rising)" in text
+
+
+def test_acr_table_gives_certified_accuracy_and_acr_with_intervals(store):
+    import re
+
+    from crt_bench.report.paper_tables import acr_markdown, acr_table
+
+    t = acr_table(store).set_index("method")
+    sm = t.loc["smoothmix"]
+    assert sm["acc@0.00_low"] < sm["acc@0.00"] == pytest.approx(2 / 3) < sm["acc@0.00_high"]
+    assert sm["ACR_low"] < sm["ACR"] < sm["ACR_high"]
+    assert re.search(r"\| 0\.67 \[0\.\d\d, 0\.\d\d\] \|", acr_markdown(acr_table(store)))

@@ -23,7 +23,7 @@ from crt_bench.archs import get_arch
 from crt_bench.errors import CrtBenchError
 from crt_bench.metrics import acr, certified_accuracy
 from crt_bench.results import ResultsStore
-from crt_bench.uncertainty import acr_interval
+from crt_bench.uncertainty import acr_interval, certified_accuracy_intervals
 
 IMPORT_PREFIX = "import:"
 TABLE_RADII: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -43,7 +43,8 @@ PAPER_SPEEDUP = PAPER_TABLE1["smoothmix"]["hours"] / PAPER_TABLE1["crt"]["hours"
 
 ACR_COLUMNS = ["method", "teacher", "teacher_method", "arch", "sigma", "dataset", "N", "images", "ACR", "ACR_low",
                "ACR_high",
-               *[f"acc@{r:.2f}" for r in TABLE_RADII], "train_hours", "hours_kind", "profile", "device",
+               *[f"acc@{r:.2f}" for r in TABLE_RADII], *[f"acc@{r:.2f}_{end}" for r in TABLE_RADII for end in ("low", "high")],
+               "train_hours", "hours_kind", "profile", "device",
                "run_id", "cert_id"]
 TABLE1_COLUMNS = ["row", "method", "arch", "teacher", "sigma", "dataset", "profile", "device", "N", "images",
                   "student_hours", "teacher_hours", "hours", "ACR", "speedup", "paper_hours", "paper_ACR",
@@ -182,11 +183,13 @@ def acr_table(store: ResultsStore) -> pd.DataFrame:
         part = rows[m["cert_id"]]
         acc = certified_accuracy(part, TABLE_RADII)
         interval = acr_interval(part)
+        bands = certified_accuracy_intervals(part, TABLE_RADII).set_index("radius")
         out.append({
             "method": m["method"], "teacher": m["teacher"], "teacher_method": m["teacher_method"], "arch": m["arch"],
             "sigma": m["sigma"], "dataset": m["dataset"], "N": m["N"], "images": m["images"], "ACR": acr(part),
             "ACR_low": interval.low, "ACR_high": interval.high,
             **{f"acc@{r:.2f}": float(v) for r, v in acc.items()},
+            **{f"acc@{r:.2f}_{end}": float(bands.loc[float(r), end]) for r in TABLE_RADII for end in ("low", "high")},
             "train_hours": m["hours"], "hours_kind": "measured" if not math.isnan(m["hours"]) else "unknown",
             "profile": m["profile"], "device": m["device"], "run_id": m["run_id"], "cert_id": m["cert_id"],
         })
@@ -203,10 +206,17 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
+def _with_band(r: pd.Series, column: str) -> str:
+    low, high = r.get(f"{column}_low"), r.get(f"{column}_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{r[column]:.3f}"
+    return f"{r[column]:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def acr_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "No data: no certified training run in the store (`crt-bench certify RUN_ID` first).\n"
-    acc_cols = [c for c in df.columns if c.startswith("acc@")]
+    acc_cols = [c for c in df.columns if c.startswith("acc@") and not c.endswith(("_low", "_high"))]
     lines = ["| method | arch | sigma | dataset | N | images | ACR [95% CI] | "
              + " | ".join(f"acc@{float(c[4:]):g}" for c in acc_cols) + " | train h | profile | device |",
              "|---|---|---|---|---|---|---|" + "---|" * len(acc_cols) + "---|---|---|"]
@@ -214,10 +224,10 @@ def acr_markdown(df: pd.DataFrame) -> str:
         lines.append(
             f"| {method_label(r['method'], r['teacher'], r['teacher_method'])} | {r['arch']} | {r['sigma']:g} | "
             f"{r['dataset']} | {r['N']} | {r['images']} | {r['ACR']:.3f} [{r['ACR_low']:.3f}, {r['ACR_high']:.3f}] | "
-            + " | ".join(f"{r[c]:.3f}" for c in acc_cols)
+            + " | ".join(_with_band(r, c) for c in acc_cols)
             + f" | {_fmt(r['train_hours'], '.4g')} | {r['profile']} | {r['device']} |")
     lines += ["", ("ACR and certified accuracy are fractions over all certified images (abstentions and wrong "
-                   "predictions count 0); the ACR interval is a 95% percentile bootstrap over the images. "
+                   "predictions count 0); the intervals are 95% percentile bootstraps over the images. "
                    "Training hours are measured wall-clock of the run, including a dedicated "
                    "proxy teacher's training where the run records one.")]
     return "\n".join(lines) + "\n"
