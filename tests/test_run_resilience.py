@@ -194,5 +194,5 @@ def test_pickle_payload_in_cifar_data_dir_does_not_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf", "0"])
 def test_sigma_must_be_finite_and_positive(command: list[str], value: str, tmp_path: Path) -> None:
     code, _, err = cli(*command, "--sigma", value, "--results", tmp_path / "results")
-    assert_user_error(code, err, "sigma must be finite and > 0")
+    assert_user_error(code, err, "sigma must be > 0 and finite")
     assert not (tmp_path / "results").exists()
