@@ -27,6 +27,7 @@ import torch
 from rich.console import Console
 
 from crt_bench.certify import check_precision, iter_certify, parse_subset
+from crt_bench.certify_shards import ShardSpec
 from crt_bench.checkpoint import LoadedModel, load_model
 from crt_bench.cohen_log import read_cohen_log
 from crt_bench.config import CertifyConfig, RunConfig, check_sigma
@@ -83,6 +84,7 @@ def certify_run(
     compile: bool | None = None,
     flush_images: int = FLUSH_IMAGES,
     flush_seconds: float = FLUSH_SECONDS,
+    shard: ShardSpec | None = None,
 ) -> tuple[str, pd.DataFrame]:
     """CERTIFY every image of ``ccfg.subset`` of the model's test split; returns (cert_id, all its rows).
 
@@ -91,6 +93,10 @@ def certify_run(
     float32) and ``compile`` wraps it in ``torch.compile``; see :class:`crt_bench.certify.Smooth`.
     ``ccfg.batch=None`` lets the engine choose the batch size.  Rows record the settings actually used:
     ``precision``, ``noise_dtype``, ``compile``, ``batch``.
+
+    ``shard`` certifies only that shard's images (:mod:`crt_bench.certify_shards`) under the same key
+    and cert_id, holding the shard's own lock; the rows returned are the shard's.  An unsharded call
+    that finds every image done (the shards did them) records the certification as finished.
     """
     ccfg.validate()
     precision = check_precision(precision or ccfg.precision)  # arguments override the config
@@ -113,19 +119,28 @@ def certify_run(
     indices = parse_subset(key.subset, len(test))  # bad input is refused before anything is written
     run_dir = store.run_dir(run_id)
     lock_dir = run_dir if run_dir.is_dir() else store.root / "locks"
-    with ProcessLock(lock_dir / key.lock_name, f"certification {key.cert_id}"):
+    lock_name, what = key.lock_name, f"certification {key.cert_id}"
+    if shard is not None:
+        indices, lock_name, what = shard.select(indices), shard.lock_name(lock_name), f"{what} shard {shard.label}"
+    with ProcessLock(lock_dir / lock_name, what):
         return _certify_locked(key, loaded, store, ccfg, test, indices, dev, progress=progress, compile=compile,
-                               flush_images=flush_images, flush_seconds=flush_seconds)
+                               flush_images=flush_images, flush_seconds=flush_seconds,
+                               shard="" if shard is None else shard.label)
 
 
 def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg: CertifyConfig, test: Split,
                     indices: list[int], dev: torch.device, *, progress: bool, compile: bool, flush_images: int,
-                    flush_seconds: float) -> tuple[str, pd.DataFrame]:
+                    flush_seconds: float, shard: str = "") -> tuple[str, pd.DataFrame]:
     meta, cert_id = loaded.meta, key.cert_id
-    done = set(_rows_of(store, cert_id)["idx"].tolist())
+    done = set(_rows_of(store, cert_id)["idx"].tolist()) & set(indices)
     todo = [i for i in indices if i not in done]
+    state = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,
+             "images": len(indices), "shard": shard}
     if not todo:
-        log.print(f"certification {cert_id} is complete ({len(indices)} images); nothing to do", highlight=False)
+        log.print(f"certification {cert_id}{' shard ' + shard if shard else ''} is complete ({len(indices)} images); "
+                  "nothing to do", highlight=False)
+        if not shard and _latest_status(store, cert_id) != "finished":  # its shards certified every image
+            _state_row(store, state, "finished", len(indices))
         return cert_id, _ordered(_rows_of(store, cert_id), indices)
     if done:
         log.print(f"certification {cert_id}: {len(done)} of {len(indices)} images already certified; "
@@ -133,8 +148,6 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
     model = loaded.model.to(dev).eval()
     env = environment(dev)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    state = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,
-             "images": len(indices)}
     _state_row(store, state, "running", len(done))
     pending: list[pd.DataFrame] = []
     written = len(done)
@@ -185,6 +198,16 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
 def _state_row(store: ResultsStore, state: dict, status: str, done: int, error: str = "") -> None:
     store.append("certifications", [{**state, "status": status, "images_done": int(done), "error": error,
                                      "updated": time.time()}])
+
+
+def _latest_status(store: ResultsStore, cert_id: str) -> str:
+    """The latest unsharded state of a certification ('' when none was recorded)."""
+    states = store.read("certifications")
+    if states.empty:
+        return ""
+    unsharded = states["shard"].fillna("") == "" if "shard" in states else True
+    mine = states[(states["cert_id"] == cert_id) & unsharded]
+    return "" if mine.empty else str(mine["status"].iloc[-1])
 
 
 def _rows_of(store: ResultsStore, cert_id: str) -> pd.DataFrame:

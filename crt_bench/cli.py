@@ -128,11 +128,16 @@ def certify(
     progress: bool = True,
     flush_every: Annotated[int, typer.Option(
         help="append the certified rows every this many images (a kill loses at most these)")] = 64,
+    shards: Annotated[int, typer.Option(
+        help="split the images over this many processes (local ones, one GPU each; under torchrun: the ranks)")] = 1,
+    shard: Annotated[Optional[int], typer.Option(
+        help="certify only shard I of --shards (a SLURM array task); default under torchrun: RANK of WORLD_SIZE")] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """CERTIFY (Cohen et al.) every selected test image; one row per image in the certify table.
 
     Resumable: the same command again continues where an interrupted one stopped (same rows).
+    Sharded (--shards K): the parts are one certification with the rows of an unsharded run.
     """
     from dataclasses import replace
 
@@ -156,9 +161,36 @@ def certify(
               f"subset={ccfg.subset} precision={ccfg.precision}{' compiled' if ccfg.compile else ''}")
     from crt_bench.interrupts import stop_on_signals
 
+    from crt_bench.certify_shards import (
+        ShardSpec,
+        barrier_if_distributed,
+        launch_local,
+        local_device_from_env,
+        shard_from_env,
+    )
+
+    one = ShardSpec(shard, shards) if shard is not None else shard_from_env()
+    device = local_device_from_env(device) if one is not None and shard is None else device
+    if one is None and shards > 1:  # the local launcher: K children, then the unsharded pass closes it
+        child_args = [run_id, "--n0", str(ccfg.n0), "--n", str(ccfg.n), "--alpha", str(ccfg.alpha),
+                      "--subset", ccfg.subset, "--precision", ccfg.precision, "--seed", str(seed),
+                      "--input-layer", input_layer, "--device", device, "--no-progress",
+                      "--flush-every", str(flush_every), "--results", str(results),
+                      "--compile" if ccfg.compile else "--no-compile",
+                      *(["--batch", str(ccfg.batch)] if ccfg.batch else []),
+                      *(["--sigma", str(sigma)] if sigma is not None else []),
+                      *(["--data-dir", data_dir] if data_dir else [])]
+        err.print(f"certify {run_id}: {shards} shard processes", highlight=False)
+        launch_local(child_args, shards)
     with stop_on_signals("stopped; run the same `crt-bench certify` command again to continue"):
         cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
-                                 progress=progress, input_layer=input_layer, flush_images=flush_every)
+                                 progress=progress, input_layer=input_layer, flush_images=flush_every, shard=one)
+    if one is not None:
+        if not (shard is None and barrier_if_distributed()):  # a lone shard, or a torchrun rank other than 0
+            print(cert_id)
+            return
+        cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
+                                 progress=False, input_layer=input_layer, flush_images=flush_every)
     df = summary_table(store)
     err.print(rich_summary(df[df["cert_id"] == cert_id]))
     print(cert_id)
