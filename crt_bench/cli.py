@@ -374,7 +374,7 @@ def sweep(
 
 @app.command("time")
 def time_cmd(
-    profile: Annotated[str, typer.Option(help="probe size: smoke | cpu | paper")] = "cpu",
+    profile: Annotated[str, typer.Option(help="probe size: smoke | cpu | cpu-full | paper")] = "cpu",
     method: Annotated[list[str], typer.Option("--method", help="methods to time (repeatable; default: all)")] = [],
     arch: Annotated[list[str], typer.Option("--arch", help="architectures (repeatable; default: the generation "
                                                           "registry plus resnet20/resnet110)")] = [],
@@ -464,7 +464,7 @@ def proxy_cmd(
 
 @app.command()
 def reproduce(
-    profile: Annotated[str, typer.Option(help="auto (paper on a GPU, cpu otherwise) | smoke | cpu | paper")] = "auto",
+    profile: Annotated[str, typer.Option(help="auto (paper on a GPU, cpu otherwise) | smoke | cpu | cpu-full | paper")] = "auto",
     executor: Annotated[str, typer.Option(help="local | slurm | debug (see crt-bench sweep)")] = "local",
     max_parallel: int = 1,
     data_dir: DataDirOpt = None,
