@@ -233,14 +233,48 @@ def import_log_cmd(
     n0: int = 100,
     n: Annotated[int, typer.Option("--n")] = 100_000,
     alpha: float = 0.001,
+    hours: Annotated[Optional[float], typer.Option(help="leaderboard: the model's reported training hours")] = None,
+    method: Annotated[Optional[str], typer.Option(help="leaderboard: how the model was trained")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="leaderboard: the model's architecture")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="leaderboard: CRT's teacher, e.g. 'smoothmix resnet110'")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="leaderboard: the dataset certified (e.g. cifar10)")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="leaderboard: the device that trained it")] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Store a published certification log so it appears in summaries and figures."""
+    """Store a published certification log so it appears in summaries, figures and the leaderboard."""
     from crt_bench.certify_run import import_log
+    from crt_bench.leaderboard import record_import_meta
     from crt_bench.results import ResultsStore
 
+    if hours is not None and not hours > 0:
+        raise CrtBenchError(f"--hours must be a positive number of training hours, got {hours}")
     rows = import_log(file, name, ResultsStore(results), sigma=sigma, n0=n0, n=n, alpha=alpha)
+    record_import_meta(results, name, hours=hours, method=method, arch=arch, teacher=teacher, dataset=dataset,
+                       device=device)
     err.print(f"imported {len(rows)} rows from {file} as {name!r}")
+
+
+@app.command()
+def leaderboard(
+    results_dir: Annotated[Path, typer.Argument(help="results directory")] = Path("results"),
+    out_dir: Annotated[Path, typer.Option("--out", help="where LEADERBOARD.md, figures and entries/ go")] = Path(
+        "plots/leaderboard"),
+    merge: Annotated[list[Path], typer.Option("--merge", help="a folder of JSON entries to add (repeatable)")] = [],
+) -> None:
+    """Pareto frontier of (training hours, ACR) per dataset, sigma, device, N and certified images."""
+    from crt_bench.leaderboard import entries_from_store, merge as merge_entries, read_entries
+    from crt_bench.report.leaderboard_report import write_leaderboard
+    from crt_bench.results import ResultsStore
+
+    if not results_dir.is_dir():
+        raise CrtBenchError(f"results directory {results_dir} does not exist")
+    entries = merge_entries(entries_from_store(ResultsStore(results_dir)), *[read_entries(d) for d in merge])
+    if not entries:
+        raise CrtBenchError(f"no certification in {results_dir} or the merged folders: nothing to rank")
+    written = write_leaderboard(entries, out_dir)
+    out.print((out_dir / "LEADERBOARD.md").read_text(), markup=False, highlight=False)
+    err.print(f"written {written['markdown'][0]}, {len(written['figures'])} figure file(s), "
+              f"{len(written['entries'])} JSON entries in {out_dir / 'entries'}")
 
 
 @app.command("export-log")

@@ -119,3 +119,28 @@ def test_leaderboard_files(tmp_path):
     assert "dominated by #1" in md and "unknown training hours" in md and "never ranked together" in md
     assert len(written["entries"]) == 5 and all(p.suffix in (".png", ".pdf") for p in written["figures"])
     assert len(written["figures"]) == 4
+
+
+def test_cli_import_log_with_hours_and_leaderboard_with_merge(tmp_path):
+    from conftest import REFERENCE_LOGS
+    from test_cli import cli
+
+    results, other = tmp_path / "results", tmp_path / "other"
+    common = ["--sigma", "0.25", "--dataset", "cifar10", "--device", "Tesla V100", "--arch", "resnet110"]
+    assert cli("import-log", REFERENCE_LOGS / "jeong_smoothmix_resnet110_sigma0.25.tsv", "--name", "smoothmix",
+               "--hours", "18.98", "--method", "smoothmix", *common, "--results", results)[0] == 0
+    assert cli("import-log", REFERENCE_LOGS / "cohen_resnet110_sigma0.25_skip20.tsv", "--name", "cohen",
+               "--method", "gaussian", *common, "--results", results)[0] == 0  # no --hours: unranked
+    code, _, stderr = cli("import-log", REFERENCE_LOGS / "jeong_macer_resnet110_sigma0.25.tsv", "--name", "m",
+                          "--hours", "-1", "--results", results)
+    assert code == 2 and "--hours must be a positive" in stderr
+    # Another machine's entries, merged from their JSON files.
+    assert cli("import-log", REFERENCE_LOGS / "jeong_macer_resnet110_sigma0.25.tsv", "--name", "macer",
+               "--hours", "79.9", "--method", "macer", *common, "--results", other)[0] == 0
+    assert cli("leaderboard", other, "--out", other / "board")[0] == 0
+    code, stdout, _ = cli("leaderboard", results, "--out", tmp_path / "board", "--merge", other / "board" / "entries")
+    assert code == 0, stdout
+    board_md = (tmp_path / "board" / "LEADERBOARD.md").read_text()
+    assert "| 1 | smoothmix | resnet110 |" in board_md and "dominated by #1" in board_md  # MACER: slower, lower ACR
+    assert "unknown training hours" in board_md and "import:cohen" in board_md
+    assert len(list((tmp_path / "board" / "entries").glob("*.json"))) == 3
