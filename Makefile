@@ -20,7 +20,6 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
 	  echo "error: '$(PYTHON) -m venv $(VENV)' failed. On Debian/Ubuntu install the venv module" \
 	       "(apt-get install python3-venv), or pass PYTHON=/path/to/python3.10+" >&2; exit 2; }
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
