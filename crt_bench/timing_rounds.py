@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from scipy.stats import binom
 
-from crt_bench.timing import ProbeConfig, prepare
+from crt_bench.timing import PreparedProbe, ProbeConfig, prepare
 
 LEVEL = 0.95
 
@@ -90,7 +90,7 @@ def interleaved_rows(
     return rows
 
 
-def prepared_batches_per_epoch(p, cfg: ProbeConfig) -> int:
+def prepared_batches_per_epoch(p: PreparedProbe, cfg: ProbeConfig) -> int:
     return -(-cfg.train_images // p.batch)
 
 

@@ -90,6 +90,16 @@ def test_a_consistent_table_is_not_flagged_and_crt_is_not_compared_with_other_te
              batch_ratio_low=1.9, batch_ratio_high=2.1),
     ])
     assert ratio_flags(part) == ["", "", ""]  # consistency < crt is possible: a big teacher's forward
+    # MACER (16 passes in one batch) may beat SmoothMix (12 sequential passes): not flagged; 2x the passes is
+    macer = pd.DataFrame([
+        dict(method="smoothmix", teacher="", fwd_bwd_passes=12, fwd_only_passes=0, batch_ratio=9.0,
+             batch_ratio_low=8.8, batch_ratio_high=9.2),
+        dict(method="macer", teacher="", fwd_bwd_passes=16, fwd_only_passes=0, batch_ratio=7.0,
+             batch_ratio_low=6.8, batch_ratio_high=7.2),
+        dict(method="smoothadv", teacher="", fwd_bwd_passes=44, fwd_only_passes=0, batch_ratio=8.0,
+             batch_ratio_low=7.8, batch_ratio_high=8.2),
+    ])
+    assert ratio_flags(macer) == ["", "", "faster than smoothmix despite more passes"]
     assert not dominates(part.iloc[2], part.iloc[1]) and dominates(part.iloc[1], part.iloc[0])
     timed_apart = part.assign(batch_ratio_low=float("nan"), batch_ratio_high=float("nan"))
     assert ratio_flags(timed_apart)[1] == "timed apart (no interval)"
