@@ -46,6 +46,7 @@ class Job:
     epochs: int | None = None  # None: the profile's epoch_scale x this method's recipe epochs
     train_limit: int | None = None
     certify: bool = True
+    teacher_ref: str | None = None  # a chain's root: an existing run id or model file as teacher (not a job)
 
     @property
     def key(self) -> str:
@@ -58,6 +59,8 @@ class Job:
         if self.train_limit is not None:
             parts.append(f"n{self.train_limit}")
         key = "/".join(parts)
+        if self.teacher_ref is not None:
+            key += f"<-[{self.teacher_ref}]"
         return key + (f"<-[{self.teacher.key}]" if self.teacher else "")
 
     @property
@@ -144,7 +147,7 @@ def execute_job(job: Job, results: str) -> str:
         if resumable:
             run_id = resume_run(resumable[-1], store, progress=False)
         else:
-            teacher = None
+            teacher = job.teacher_ref
             if job.teacher is not None:
                 teacher = finished_run(store, job.teacher.key)
                 if teacher is None:

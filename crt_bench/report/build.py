@@ -77,6 +77,11 @@ def _paper_outputs(store: ResultsStore, out_dir: Path, sigma: float, profile_not
     if not t1.empty:
         save("table1.csv", t1.to_csv(index=False))
         save("table1.md", table1_markdown(t1))
+    from crt_bench.report.beyond import beyond_paper_outputs
+
+    beyond = beyond_paper_outputs(store, out_dir)
+    files += beyond.pop("files", [])
+    new.update(beyond)
     if files:
         new["files"] = [*written.get("files", []), *files]
     if written or new:  # an empty store keeps the CLI's "nothing to plot" error

@@ -147,9 +147,12 @@ def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[
     lines += _figure_lines("training_curves", figures.get("training_curves", []), out_dir)
     lines += ["## Certified robustness per method and architecture (ACR)", "", acr_markdown(acr_table(store)).rstrip(), ""]
     lines += ["## Table 1: CRT with a proxy teacher vs SmoothMix", "", table1_markdown(table1(store)).rstrip(), ""]
+    from crt_bench.report.beyond import FIGURE_KEYS, beyond_paper_sections
+
+    lines += beyond_paper_sections(store, out_dir)
     data_files: list[Path] = []
     for key, paths in figures.items():
-        if key in FIGURE_TITLES:
+        if key in FIGURE_TITLES or key in FIGURE_KEYS:
             continue
         if any(Path(p).suffix.lower() in (".png", ".pdf", ".svg") for p in paths):
             lines += _figure_lines(key, paths, out_dir)

@@ -1,0 +1,37 @@
+"""The report's two sections beyond the paper: recursive-CRT chains and the cost-robustness leaderboard.
+
+One entry point for ``build_all`` (files) and one for REPORT.md (sections), so the shared report modules
+gain two lines each.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from crt_bench.results import ResultsStore
+
+FIGURE_KEYS = ("chains", "leaderboard")  # keys of build_all's dict whose sections are written here
+
+
+def beyond_paper_outputs(store: ResultsStore, out_dir: Path) -> dict[str, list[Path]]:
+    """Chain tables and figures (``out_dir``), and the leaderboard (``out_dir/leaderboard/``)."""
+    from crt_bench.leaderboard import entries_from_store
+    from crt_bench.report.chain_figure import write_chains
+    from crt_bench.report.leaderboard_report import LEADERBOARD_DIR, write_leaderboard
+
+    written = write_chains(store, Path(out_dir))
+    entries = entries_from_store(store)
+    if entries:
+        board = write_leaderboard(entries, Path(out_dir) / LEADERBOARD_DIR)
+        written["leaderboard"] = board["figures"]
+        written["files"] = [*written.get("files", []), *board["markdown"]]
+    return written
+
+
+def beyond_paper_sections(store: ResultsStore, out_dir: Path) -> list[str]:
+    from crt_bench.report.chain_figure import chain_section
+    from crt_bench.report.leaderboard_report import leaderboard_section
+
+    return [*chain_section(store, Path(out_dir)), *leaderboard_section(Path(out_dir))]
+
+
+__all__ = ["FIGURE_KEYS", "beyond_paper_outputs", "beyond_paper_sections"]
