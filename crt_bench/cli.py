@@ -406,6 +406,45 @@ def sweep(
         raise CrtBenchError(f"{int(failed.sum())} of {len(status)} jobs failed or were blocked; see the table above")
 
 
+@app.command()
+def chain(
+    teacher: Annotated[str, typer.Option(help="the root teacher: run id or model file (certified on the same images)")],
+    arch: Annotated[list[str], typer.Option("--arch", help="a generation's architecture (repeatable)")],
+    profile: Annotated[str, typer.Option(help="smoke | cpu | cpu-full | paper")] = "smoke",
+    order: Annotated[str, typer.Option(help="release (the registry's generation year) | given")] = "release",
+    sigma: float = 0.25,
+    seed: int = 0,
+    dataset: Optional[str] = None,
+    epochs: Optional[int] = None,
+    train_limit: Optional[int] = None,
+    executor: Annotated[str, typer.Option(help="local (subprocesses) | slurm | debug (in-process)")] = "local",
+    data_dir: DataDirOpt = None,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Recursive CRT: each --arch is distilled from the previous one's student; resumable link by link."""
+    from crt_bench.chain import ChainSpec, chain_table, run_chain
+    from crt_bench.config import check_sigma
+    from crt_bench.job_watch import exit_when_stopped
+    from crt_bench.launch import make_executor
+    from crt_bench.report.chain_figure import chain_markdown
+
+    check_sigma(sigma)
+    spec = ChainSpec(root=teacher, archs=tuple(arch), profile=profile, sigma=sigma, seed=seed, order=order,
+                     dataset=dataset, data_dir=data_dir, epochs=epochs, train_limit=train_limit)
+    _banner(profile, f"chain {spec.chain_name}: {teacher} -> " + " -> ".join(spec.ordered_archs()))
+    with exit_when_stopped():
+        status = run_chain(spec, results, make_executor(executor, results / "submitit"))
+    from crt_bench.chain import saved_chains
+    from crt_bench.results import ResultsStore
+
+    saved = next(c for c in saved_chains(results) if c["name"] == spec.chain_name)
+    out.print(chain_markdown(chain_table(ResultsStore(results), saved)), markup=False, highlight=False)
+    failed = status[~status["state"].isin(["finished", "skipped (finished)"])]
+    if not failed.empty:
+        raise CrtBenchError(f"{len(failed)} link(s) did not finish: " + "; ".join(
+            f"{r.key}: {r.state} {r.error}".strip() for r in failed.itertuples()) + "; re-run to continue")
+
+
 @app.command("time")
 def time_cmd(
     profile: Annotated[str, typer.Option(help="probe size: smoke | cpu | cpu-full | paper")] = "cpu",

@@ -103,3 +103,19 @@ def test_plot_draws_the_chain_and_the_report_has_its_section(tmp_path, monkeypat
     assert "## Cost-robustness leaderboard" in report
     assert (tmp_path / "plots" / "leaderboard" / "LEADERBOARD.md").is_file()
     assert len(grid_jobs(spec)) == 2
+
+
+def test_cli_chain_from_a_run_id_certifies_the_root_and_prints_the_table(tmp_path):
+    from test_cli import FAST_RUN, cli, last_line
+
+    code, stdout, stderr = cli("run", "--method", "gaussian", "--arch", "tiny_cnn", *FAST_RUN, "--results", tmp_path)
+    assert code == 0, stderr
+    root = last_line(stdout)
+    code, stdout, stderr = cli("chain", "--teacher", root, "--arch", "tiny_cnn", "--profile", "smoke", "--epochs",
+                               "1", "--train-limit", "128", "--executor", "debug", "--results", tmp_path)
+    assert code == 0, stderr
+    assert "| 0 | tiny_cnn | – | root |" in stdout and "| 1 | tiny_cnn | tiny_cnn | finished |" in stdout
+    certified = ResultsStore(tmp_path).read("certify")
+    assert set(certified.groupby("run_id").size()) == {20}  # root and link on the same 20 images
+    code, _, stderr = cli("chain", "--teacher", root, "--arch", "tiny_cnn", "--order", "random", "--results", tmp_path)
+    assert code == 2 and "chain order" in stderr
