@@ -77,9 +77,24 @@ def run(
     profile_steps: Annotated[int, typer.Option(
         help="record this many training steps with torch.profiler (trace in the run's profile/ folder)")] = 0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    nproc: Annotated[int, typer.Option(
+        help="data-parallel processes on this machine: relaunches this command under torchrun (one GPU each)")] = 1,
+    sync_bn: Annotated[bool, typer.Option(
+        "--sync-bn/--no-sync-bn", help="data-parallel runs: batch norm over the global batch (CUDA)")] = False,
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Train one model; the last line of standard output is the new run's id."""
+    """Train one model; the last line of standard output is the new run's id.
+
+    Several processes: `--nproc K`, or `torchrun --nproc_per_node K -m crt_bench.cli run ...` (any
+    launcher that sets RANK/WORLD_SIZE); the recipe's batch is split over them (crt_bench.distributed).
+    """
+    import os
+    import subprocess
+
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from crt_bench.distributed import strip_option, torchrun_command
+
+        raise typer.Exit(subprocess.run(torchrun_command(nproc, strip_option(sys.argv[1:], "--nproc"))).returncode)
     from crt_bench.config import check_sigma, resolve_run_config
     from crt_bench.interrupts import stop_on_signals
     from crt_bench.results import ResultsStore
@@ -98,6 +113,10 @@ def run(
                                  train_limit=train_limit, data_dir=data_dir, device=device, amp=amp,
                                  channels_last=channels_last, compile=compile, teacher_precision=teacher_precision,
                                  profile_steps=profile_steps)
+        if sync_bn:
+            from dataclasses import replace
+
+            cfg = replace(cfg, sync_bn=True)
         _banner(profile, f"run: {cfg.method} on {cfg.arch}, {cfg.dataset} "
                          f"({cfg.train_limit or 'all'} training images), sigma {cfg.sigma}, {cfg.epochs} epochs"
                          + (f" ({cfg.epoch_scale:g} x the recipe's {cfg.recipe_epochs})" if cfg.epoch_scale else "")
@@ -105,7 +124,8 @@ def run(
                          + (f", teacher {cfg.teacher}" if cfg.teacher else ""), describe_profile=False)
         with stop_on_signals(hint):
             run_id = train_run(cfg, store, progress=progress)
-    print(run_id)
+    if int(os.environ.get("RANK", "0")) == 0:  # one id on stdout, however many ranks share it
+        print(run_id)
 
 
 @app.command()

@@ -144,6 +144,7 @@ class RunConfig:
     profile_steps: int = 0  # > 0: torch.profiler trace of this many steps of the first epoch (crt_bench.profiling)
     epoch_scale: float | None = None  # the factor that made `epochs` from the recipe's; None: epochs given explicitly
     recipe_epochs: int = 0  # the method's recipe epochs (0: not recorded, rows written before the field existed)
+    sync_bn: bool = False  # data-parallel runs: batch-norm statistics over the global batch (crt_bench.distributed)
 
     def engine_options(self) -> EngineOptions:
         from crt_bench.train_step import EngineOptions  # lazily: crt_bench.train_step imports the methods

@@ -39,11 +39,12 @@ from crt_bench.archs import build_model
 from crt_bench.checkpoint import CHECKPOINT_FILE, MODEL_FILE, LoadedModel, load_model, model_metadata, read_torch_file
 from crt_bench.config import RunConfig, lr_at_epoch
 from crt_bench.data import BatchSampler, DatasetInfo, Split, dataset_info, load_split
+from crt_bench.distributed import RankBatches, all_reduce_mean, broadcast_object, setup, wrap_model
 from crt_bench.errors import CrtBenchError
 from crt_bench.locking import ProcessLock, run_lock
 from crt_bench.methods import MethodSpec, StepContext, get_method
 from crt_bench.profiling import StepProfiler
-from crt_bench.provenance import environment, pick_device, synchronize
+from crt_bench.provenance import environment, synchronize
 from crt_bench.results import ResultsStore, atomic_torch_save, atomic_write_bytes
 from crt_bench.train_step import FrozenTeacher, TrainStep
 
@@ -98,19 +99,21 @@ def noisy_accuracy(model: nn.Module, split: Split, sigma: float, batch_size: int
 @dataclass
 class _State:
     epoch: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall-clock
     started: str = ""
+    device_seconds: float = 0.0  # wall-clock x processes (GPU-seconds on GPUs), summed over resumes of any size
 
 
 class Trainer:
     """Runs one configured training run against a results store."""
 
     def __init__(self, cfg: RunConfig, store: ResultsStore, run_id: str | None = None, progress: bool = True):
-        self.cfg, self.store, self.progress = cfg, store, progress
-        self.run_id = run_id or new_run_id(cfg)
+        # Under torchrun (crt_bench.distributed): this rank's device; rank 0 names the run and writes.
+        self.dist, self.device = setup(cfg.device)
+        self.cfg, self.store, self.progress = cfg, store, progress and self.dist.is_main
+        self.run_id = run_id or broadcast_object(new_run_id(cfg), self.dist)
         self.spec: MethodSpec = get_method(cfg.method)
         self.hparams = self.spec.make_hparams(cfg.hparams)
-        self.device = pick_device(cfg.device)
         self.info = dataset_info(cfg.dataset)
         self.run_dir = store.run_dir(self.run_id)
         self.env = environment(self.device)
@@ -144,6 +147,7 @@ class Trainer:
             "profile": cfg.profile, "device": self.env["device"], "torch_version": self.env["torch"],
             "git_commit": self.env["git_commit"], "config": cfg.to_json(), "env": json.dumps(self.env),
             "train_seconds": state.train_seconds, "teacher_train_seconds": teacher_seconds,
+            "world_size": self.dist.world_size, "train_device_seconds": state.device_seconds or state.train_seconds,
             "teacher_dedicated": cfg.teacher_dedicated, "total_train_seconds": total,
             **self.engine,
             "status": status, "error": error,
@@ -153,9 +157,12 @@ class Trainer:
 
     def _checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler_gen: torch.Generator,
                     state: _State, epoch_row: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         obj = model_metadata(self.cfg.arch, self.info, sigma=self.cfg.sigma, method=self.cfg.method, run_id=self.run_id)
         obj.update(state_dict=model.state_dict(), optimizer=optimizer.state_dict(), epoch=state.epoch,
                    train_seconds=state.train_seconds, started=state.started, epoch_row=json.dumps(epoch_row),
+                   device_seconds=state.device_seconds,
                    rng={"torch": torch.get_rng_state(), "sampler": sampler_gen.get_state(),
                         **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})})
         atomic_torch_save(obj, self.run_dir / CHECKPOINT_FILE)
@@ -169,16 +176,17 @@ class Trainer:
         if "cuda" in obj["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(obj["rng"]["cuda"], self.device)
         self._write_missing_epoch_row(obj)
-        return _State(epoch=int(obj["epoch"]), train_seconds=float(obj["train_seconds"]), started=obj["started"])
+        return _State(epoch=int(obj["epoch"]), train_seconds=float(obj["train_seconds"]), started=obj["started"],
+                      device_seconds=float(obj.get("device_seconds", obj["train_seconds"])))
 
     def _write_missing_epoch_row(self, checkpoint: dict[str, Any]) -> None:
         """The row of the checkpoint's epoch, when a kill came between the checkpoint and the row."""
-        if "epoch_row" not in checkpoint:
+        if "epoch_row" not in checkpoint or not self.dist.is_main:
             return
         epochs = self.store.read("epochs")
         if not epochs.empty and ((epochs["run_id"] == self.run_id) & (epochs["epoch"] == checkpoint["epoch"])).any():
             return
-        self.store.append("epochs", [json.loads(checkpoint["epoch_row"])])
+        self._append("epochs", [json.loads(checkpoint["epoch_row"])])
 
     def _latest_row(self) -> dict[str, Any] | None:
         runs = self.store.runs()
@@ -192,7 +200,7 @@ class Trainer:
     def _complete_finished(self) -> bool:
         """``model.pt`` exists: append the "finished" row if a kill came before it; False if it was there."""
         row = self._latest_row()
-        if row is None or row["status"] == "finished":
+        if row is None or row["status"] == "finished" or not self.dist.is_main:
             return False
         if (self.run_dir / CHECKPOINT_FILE).is_file():
             ckpt = read_torch_file(self.run_dir / CHECKPOINT_FILE)
@@ -201,13 +209,18 @@ class Trainer:
             row.update(epochs_done=int(ckpt["epoch"]), train_seconds=float(ckpt["train_seconds"]),
                        total_train_seconds=float(ckpt["train_seconds"]) + extra)
         row.update(status="finished", error="", end_time=_now(), updated=time.time())
-        self.store.append("runs", [row])
+        self._append("runs", [row])
         return True
+
+    def _append(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Rows are rank 0's to write (every rank computes the same ones)."""
+        if self.dist.is_main:
+            self.store.append(table, rows)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> str:
         """Train (or continue) the run while holding its lock; see :meth:`_run`."""
-        lock = run_lock(self.run_dir, self.run_id)
+        lock = run_lock(self.run_dir, self.run_id) if self.dist.is_main else _NoLock()
         try:
             if resume:
                 if self._finished():  # checked again under the lock; refusing here writes nothing
@@ -246,37 +259,43 @@ class Trainer:
         sampler_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         sampler = BatchSampler(train, cfg.batch_size, shuffle=True, augment=self.info.augment,
                                drop_last=False, generator=sampler_gen)
+        if self.dist.enabled:  # this rank's block of every global batch (the same batches as one process)
+            sampler = RankBatches(sampler, self.dist)
         if resume and (self.run_dir / CHECKPOINT_FILE).is_file():
             state = self._resume(model, optimizer, sampler_gen)
         elif resume:  # stopped before its first checkpoint: start over (same seeds, same weights)
             state = _State(started=_now())
-        else:  # a new run: its folder appears only once its inputs were accepted
+        elif self.dist.is_main:  # a new run: its folder appears only once its inputs were accepted
             self.run_dir.mkdir(parents=True, exist_ok=False)
             lock.acquire()
             atomic_write_bytes(self.run_dir / "config.json", cfg.to_json().encode())
             state = _State(started=_now())
+        else:
+            state = _State(started=_now())
         ctx = StepContext(sigma=cfg.sigma, hparams=self.hparams, epochs=cfg.epochs, teacher=frozen)
-        step = TrainStep(self.spec, model, optimizer, ctx, device, options)
+        step = TrainStep(self.spec, model, optimizer, ctx, device, options,
+                         wrap=lambda net: wrap_model(net, device, self.dist, cfg.sync_bn))
         self.engine = {"precision": step.precision, "channels_last": step.channels_last, "compile": cfg.compile,
                        "teacher_precision": frozen.precision if frozen else "",
-                       "teacher_folded_batchnorms": frozen.folded if frozen else 0}
-        self.store.append("runs", [self._run_row("running", state, teacher)])
+                       "teacher_folded_batchnorms": frozen.folded if frozen else 0, "sync_bn": cfg.sync_bn}
+        self._append("runs", [self._run_row("running", state, teacher)])
         try:
             self._loop(step, sampler, sampler_gen, test, state)
         except BaseException as err:
             # SystemExit: submitit's requeue on a time limit or preemption exits the job mid-epoch.
             status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-            self.store.append("runs", [self._run_row(status, state, teacher, error=detail)])
-            if status == "interrupted":  # the run id is printed only on success: name it here
+            self._append("runs", [self._run_row(status, state, teacher, error=detail)])
+            if status == "interrupted" and self.dist.is_main:  # the run id is printed only on success: name it here
                 log.print(f"run {self.run_id} stopped after epoch {state.epoch}/{cfg.epochs}; "
                           f"continue it with `crt-bench run --resume {self.run_id}`", highlight=False, soft_wrap=True)
                 err.reported = True  # type: ignore[attr-defined]  (the CLI need not say it again)
             raise
-        final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id)
-        final["state_dict"] = model.state_dict()
-        atomic_torch_save(final, self.run_dir / MODEL_FILE)
-        self.store.append("runs", [self._run_row("finished", state, teacher)])
+        if self.dist.is_main:
+            final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id)
+            final["state_dict"] = model.state_dict()
+            atomic_torch_save(final, self.run_dir / MODEL_FILE)
+            self._append("runs", [self._run_row("finished", state, teacher)])
         return self.run_id
 
     def _loop(self, step: TrainStep, sampler: BatchSampler, sampler_gen: torch.Generator, test: Split,
@@ -313,21 +332,32 @@ class Trainer:
                     for path in profiler.write():
                         log.print(f"  profile of {profiler.recorded} step(s): {path}", highlight=False, soft_wrap=True)
                 n_steps = ctx.step
-                mean_loss = loss_sum.item() / max(n_steps, 1)
+                mean_loss = all_reduce_mean(loss_sum, self.dist).item() / max(n_steps, 1)  # over ranks
                 if not torch.isfinite(torch.tensor(mean_loss)):
                     raise CrtBenchError(f"training diverged at epoch {epoch + 1}: loss is {mean_loss}")
                 acc = noisy_accuracy(model, test, cfg.sigma)
                 state.epoch, state.train_seconds = epoch + 1, state.train_seconds + seconds
+                state.device_seconds += seconds * self.dist.world_size
                 row = {
                     "run_id": self.run_id, "epoch": epoch + 1, "lr": lr, "loss": mean_loss, "seconds": seconds,
                     "samples_per_s": len(sampler.split) / seconds, "optimizer_steps": n_steps,
                     "noisy_test_acc": acc, "profiled": bool(profiled), "time": _now(),
                 }
                 self._checkpoint(model, optimizer, sampler_gen, state, row)  # first: it carries the row
-                self.store.append("epochs", [row])
+                self._append("epochs", [row])
                 bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} loss {mean_loss:.4f} noisy acc {acc:.3f}")
                 log.print(f"  epoch {epoch + 1:>3}/{cfg.epochs}  lr {lr:.4g}  loss {mean_loss:.4f}  "
                           f"noisy test acc {acc:.3f}  {seconds:.1f}s  {len(sampler.split) / seconds:.0f} img/s")
+
+
+class _NoLock:
+    """The run lock of a rank other than 0: rank 0 holds the real one for the whole run."""
+
+    def acquire(self) -> "_NoLock":
+        return self
+
+    def release(self) -> None:
+        pass
 
 
 def _progress(enabled: bool) -> Progress:

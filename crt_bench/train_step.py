@@ -20,6 +20,7 @@ The loss sum stays on the device: the step never waits for the host.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -114,7 +115,9 @@ class TrainStep:
     """One loader batch of ``spec``'s training: ``chunks`` optimizer steps, loss summed on the device."""
 
     def __init__(self, spec: MethodSpec, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: StepContext,
-                 device: torch.device, options: EngineOptions | None = None) -> None:
+                 device: torch.device, options: EngineOptions | None = None,
+                 wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
+        """``wrap`` (e.g. DistributedDataParallel, crt_bench.distributed) goes around the student before compiling."""
         self.options = options or EngineOptions()
         self.options.validate()
         self.spec, self.model, self.optimizer, self.ctx, self.device = spec, model, optimizer, ctx, device
@@ -122,7 +125,8 @@ class TrainStep:
         self.channels_last = resolve_channels_last(self.options.channels_last, model)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
-        self.forward = torch.compile(model) if self.options.compile else model
+        net = wrap(model) if wrap is not None else model
+        self.forward = torch.compile(net) if self.options.compile else net
         self.amp = device.type == "cuda" and self.options.amp
 
     @property

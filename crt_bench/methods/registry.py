@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from crt_bench.errors import CrtBenchError
+from crt_bench.rank_noise import standard_normal_like
 
 
 @dataclass(frozen=True)
@@ -139,4 +140,4 @@ def list_methods() -> list[MethodSpec]:
 
 def gaussian_noise(x: Tensor, sigma: float) -> Tensor:
     """x + N(0, sigma^2 I), one fresh draw per image, sampled in float32 in pixel space."""
-    return x + torch.randn_like(x, dtype=torch.float32) * sigma
+    return x + standard_normal_like(x) * sigma  # = torch.randn_like(x), or this rank's rows (crt_bench.rank_noise)

@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crt_bench.rank_noise import standard_normal_replicas
+
 
 def noise_like_replicas(x: Tensor, m: int, sigma: float) -> Tensor:
     """``m`` independent N(0, sigma^2 I) draws for each image: shape ``[m * B, *x.shape[1:]]``, float32."""
-    return torch.randn((m * x.shape[0], *x.shape[1:]), device=x.device, dtype=torch.float32) * sigma
+    return standard_normal_replicas(x, m) * sigma  # under DDP: this rank's rows of the global draw
 
 
 def replicate(x: Tensor, m: int) -> Tensor:
