@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from crt_bench.chain import ChainSpec
 from crt_bench.errors import CrtBenchError
-from crt_bench.launch import GridSpec
+from crt_bench.launch import GridSpec, Job
 
 STUDENT_METHODS = ["gaussian", "smoothmix", "crt"]
 
@@ -33,6 +34,14 @@ class Plan:
     timing_archs: list[str] | None  # None: the whole generation registry plus the teachers
     expected: str  # how long the plan takes, for the banner
     notes: list[str] = field(default_factory=list)
+    chain: ChainSpec | None = None  # recursive CRT from the grid's teacher (crt_bench.chain), in the same grid
+
+    def jobs(self) -> list[Job]:
+        """The grid's jobs, then the chain's links that are not grid jobs already (same key: reused)."""
+        jobs = {job.key: job for job in self.grid.jobs()}
+        for job in self.chain.links() if self.chain else []:
+            jobs.setdefault(job.key, job)
+        return list(jobs.values())
 
     def epochs_line(self) -> str:
         """The factor and the epochs (and lr decays) it gives each method of the plan."""
@@ -50,7 +59,9 @@ class Plan:
                 f"{', '.join(g.teacher_archs)}; sigma {', '.join(map(str, g.sigmas))}; "
                 f"{self.epochs_line()}; training images {g.train_limit or 'all'}; "
                 f"timing probes on {'the generation registry' if self.timing_archs is None else ', '.join(self.timing_archs)}"
-                f"\nexpected: {self.expected}" + "".join(f"\n- {note}" for note in self.notes))
+                + (f"; recursive CRT chain {' -> '.join([g.teacher_archs[0], *self.chain.ordered_archs()])}"
+                   if self.chain else "")
+                + f"\nexpected: {self.expected}" + "".join(f"\n- {note}" for note in self.notes))
 
 
 def auto_profile() -> str:
@@ -109,6 +120,12 @@ CPU_BUDGETS = {
 }
 
 
+# The recursive-CRT chain (crt_bench.chain): three generations in release order from the grid's SmoothMix
+# ResNet-20 teacher; the grid's direct CRT students of the last two are the chain's reference lines.
+CHAIN_ARCHS = ["mobilenetv2_100", "efficientvit_b0", "mobilenetv4_conv_small"]
+CHAIN_PROFILES = ("cpu-full",)  # the cpu profile's 55 minutes would grow by about a third (see CPU_BUDGETS)
+
+
 def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
     from crt_bench.config import get_profile
 
@@ -116,7 +133,13 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
                     teacher_archs=["resnet20"], train_limit=get_profile(profile).train_limit,
                     certify_methods=["smoothmix", "crt"], data_dir=data_dir)
     expected, notes = CPU_BUDGETS[profile]
-    return Plan(profile, grid, CPU_TIMING_ARCHS if profile == "cpu" else None, expected, list(notes))
+    chain = None
+    if profile in CHAIN_PROFILES:
+        root = next(j for j in grid.jobs() if j.teacher is None and j.arch == grid.teacher_archs[0]
+                    and j.method == grid.teacher_method)
+        chain = ChainSpec(root=root, archs=tuple(CHAIN_ARCHS), profile=profile, train_limit=grid.train_limit,
+                          data_dir=data_dir, name=f"chain-{root.method}-{root.arch}-{profile}")
+    return Plan(profile, grid, CPU_TIMING_ARCHS if profile == "cpu" else None, expected, list(notes), chain)
 
 
 def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",
@@ -139,7 +162,11 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
 
     console = Console(stderr=True)
     results = Path(results)
-    jobs = plan.grid.jobs()
+    jobs = plan.jobs()
+    if plan.chain is not None:
+        from crt_bench.chain import save_chain
+
+        save_chain(plan.chain, results)
     datasets = {job.dataset or get_profile(job.profile).dataset for job in jobs}
     for line in preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir,
                           install_data=install_data).lines:
