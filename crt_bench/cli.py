@@ -282,16 +282,17 @@ def leaderboard(
     merge: Annotated[list[Path], typer.Option("--merge", help="a folder of JSON entries to add (repeatable)")] = [],
 ) -> None:
     """Pareto frontier of (training hours, ACR) per dataset, sigma, device, N and certified images."""
-    from crt_bench.leaderboard import entries_from_store, merge as merge_entries, read_entries
+    from crt_bench.leaderboard import entries_from_store, merge as merge_entries, missing_from_store, read_entries
     from crt_bench.report.leaderboard_report import write_leaderboard
     from crt_bench.results import ResultsStore
 
     if not results_dir.is_dir():
         raise CrtBenchError(f"results directory {results_dir} does not exist")
-    entries = merge_entries(entries_from_store(ResultsStore(results_dir)), *[read_entries(d) for d in merge])
+    store = ResultsStore(results_dir)
+    entries = merge_entries(entries_from_store(store), *[read_entries(d) for d in merge])
     if not entries:
         raise CrtBenchError(f"no certification in {results_dir} or the merged folders: nothing to rank")
-    written = write_leaderboard(entries, out_dir)
+    written = write_leaderboard(entries, out_dir, missing_from_store(store))
     out.print((out_dir / "LEADERBOARD.md").read_text(), markup=False, highlight=False)
     err.print(f"written {written['markdown'][0]}, {len(written['figures'])} figure file(s), "
               f"{len(written['entries'])} JSON entries in {out_dir / 'entries'}")

@@ -259,6 +259,24 @@ def entries_from_store(store: Any) -> list[Entry]:
     return out
 
 
+def missing_from_store(store: Any) -> list[tuple[str, str]]:
+    """Runs of the store that have no entry, with the reason (no per-image rows, no number on the board)."""
+    runs = store.runs()
+    if runs.empty:
+        return []
+    certs = store.read("certify")
+    certified = set(certs["run_id"]) if not certs.empty else set()
+    out = []
+    for r in runs.to_dict("records"):
+        if r["run_id"] in certified:
+            continue
+        status = str(r.get("status", ""))
+        reason = ("trained but not certified (no per-image rows; `crt-bench certify RUN`)" if status == "finished"
+                  else f"run {status or 'unknown'}: not finished, not certified")
+        out.append((f"{r['method']} {r['arch']} ({r['run_id']})", reason))
+    return out
+
+
 # -- comparability and the frontier -------------------------------------------------------------------
 def incomparability(a: Entry, b: Entry) -> str:
     """Why two entries may not be ranked together ("" when they may)."""
@@ -348,4 +366,4 @@ def group_entries(entries: list[Entry]) -> Leaderboard:
 
 __all__ = ["BOARD_COLUMNS", "Entry", "GROUP_FIELDS", "IMPORTS_DIR", "Leaderboard", "RADII", "SCHEMA", "board",
            "check_comparable", "dominates", "entries_from_store", "from_json", "group_entries", "incomparability",
-           "merge", "overlaps", "pareto_frontier", "read_entries", "record_import_meta", "to_json", "write_entries"]
+           "merge", "missing_from_store", "overlaps", "pareto_frontier", "read_entries", "record_import_meta", "to_json", "write_entries"]

@@ -144,3 +144,23 @@ def test_cli_import_log_with_hours_and_leaderboard_with_merge(tmp_path):
     assert "| 1 | smoothmix | resnet110 |" in board_md and "dominated by #1" in board_md  # MACER: slower, lower ACR
     assert "unknown training hours" in board_md and "import:cohen" in board_md
     assert len(list((tmp_path / "board" / "entries").glob("*.json"))) == 3
+
+
+def test_runs_without_a_certification_are_listed_as_missing_with_the_reason(tmp_path):
+    import time
+
+    from crt_bench.leaderboard import missing_from_store
+    from crt_bench.report.leaderboard_report import write_leaderboard
+    from crt_bench.results import ResultsStore
+
+    store = ResultsStore(tmp_path)
+    store.append("runs", [{"run_id": "g1", "method": "gaussian", "arch": "mobilenetv4_conv_small",
+                           "status": "finished", "updated": time.time()},
+                          {"run_id": "s1", "method": "smoothmix", "arch": "resnet20", "status": "interrupted",
+                           "updated": time.time()}])
+    missing = missing_from_store(store)
+    assert [m[0] for m in missing] == ["gaussian mobilenetv4_conv_small (g1)", "smoothmix resnet20 (s1)"]
+    assert "trained but not certified" in missing[0][1] and "interrupted" in missing[1][1]
+    write_leaderboard([entry("a", 1.0, 0.3)], tmp_path / "board", missing)
+    assert "| gaussian mobilenetv4_conv_small (g1) | trained but not certified" in (
+        tmp_path / "board" / "LEADERBOARD.md").read_text()

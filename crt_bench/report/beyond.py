@@ -14,14 +14,14 @@ FIGURE_KEYS = ("chains", "leaderboard")  # keys of build_all's dict whose sectio
 
 def beyond_paper_outputs(store: ResultsStore, out_dir: Path) -> dict[str, list[Path]]:
     """Chain tables and figures (``out_dir``), and the leaderboard (``out_dir/leaderboard/``)."""
-    from crt_bench.leaderboard import entries_from_store
+    from crt_bench.leaderboard import entries_from_store, missing_from_store
     from crt_bench.report.chain_figure import write_chains
     from crt_bench.report.leaderboard_report import LEADERBOARD_DIR, write_leaderboard
 
     written = write_chains(store, Path(out_dir))
     entries = entries_from_store(store)
     if entries:
-        board = write_leaderboard(entries, Path(out_dir) / LEADERBOARD_DIR)
+        board = write_leaderboard(entries, Path(out_dir) / LEADERBOARD_DIR, missing_from_store(store))
         written["leaderboard"] = board["figures"]
         written["files"] = [*written.get("files", []), *board["markdown"]]
     return written

@@ -73,8 +73,12 @@ def plot_frontier(entries: list[Entry], table: pd.DataFrame, title: str, stem: P
     return paths
 
 
-def write_leaderboard(entries: list[Entry], out_dir: str | Path) -> dict[str, list[Path]]:
-    """Every leaderboard file for ``entries`` under ``out_dir``; ``{"markdown", "figures", "entries"}``."""
+def write_leaderboard(entries: list[Entry], out_dir: str | Path,
+                      missing: list[tuple[str, str]] | None = None) -> dict[str, list[Path]]:
+    """Every leaderboard file for ``entries`` under ``out_dir``; ``{"markdown", "figures", "entries"}``.
+
+    ``missing``: (run, reason) pairs of runs without an entry (:func:`crt_bench.leaderboard.missing_from_store`).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lb = group_entries(entries)
@@ -98,6 +102,10 @@ def write_leaderboard(entries: list[Entry], out_dir: str | Path) -> dict[str, li
         lines += ["### Not ranked", "", "| entry | method | arch | images | N | ACR | why |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {e.entry_id} | {e.method or '?'} | {e.arch or '?'} | {e.images} | {e.N:,} | {e.acr.format()} | "
                   f"{reason} |" for e, reason in lb.unranked]
+        lines.append("")
+    if missing:
+        lines += ["### Missing (no certification)", "", "| run | why |", "|---|---|"]
+        lines += [f"| {name} | {reason} |" for name, reason in missing]
         lines.append("")
     if len(lb.groups) > 1:
         lines += [f"{len(lb.groups)} groups: entries of different groups are never ranked together (they differ in "
