@@ -54,7 +54,7 @@ def run(
     method: Annotated[str, typer.Option(help="training method (crt-bench list methods)")] = "gaussian",
     arch: Annotated[str, typer.Option(help="architecture (crt-bench list archs)")] = "resnet20",
     profile: Annotated[str, typer.Option(help="smoke | cpu | paper")] = "smoke",
-    dataset: Annotated[Optional[str], typer.Option(help="cifar10 | fashion-mnist | synthetic (default: profile's)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="cifar10 | fashion-mnist | synthetic | imagenet | imagenet-small (default: profile's)")] = None,
     sigma: Annotated[float, typer.Option(help="noise level in [0,1] pixel units")] = 0.25,
     teacher: Annotated[Optional[str], typer.Option(help="teacher run id or checkpoint path (crt)")] = None,
     teacher_input_layer: Annotated[str, typer.Option(

@@ -102,6 +102,15 @@ DATASETS: dict[str, DatasetInfo] = {
         std=(0.2125, 0.2148, 0.2110),
         augment=False,
     ),
+    # ImageFolder datasets (crt_bench.imagenet): read lazily by workers, augmented by their own pipeline.
+    "imagenet": DatasetInfo(
+        name="imagenet", num_classes=1000, in_chans=3, image_size=224,
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), augment=False,
+    ),
+    "imagenet-small": DatasetInfo(  # the same pipeline at 32 px: tests and CPU runs with the 32x32 registry
+        name="imagenet-small", num_classes=1000, in_chans=3, image_size=32,
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), augment=False,
+    ),
 }
 
 SPLITS = ("train", "test")
@@ -173,6 +182,10 @@ def load_split(
     root = Path(data_dir).expanduser() if data_dir is not None else None
     train = split == "train"
 
+    if info.name in ("imagenet", "imagenet-small"):  # lazy: x decodes images when indexed
+        from crt_bench.imagenet import load_folder_split
+
+        return load_folder_split(info.name, split, info, data_dir=root, limit=limit, seed=seed)
     if info.name == "cifar10":
         images, labels = _load_cifar10(root, train=train, download=download)  # uint8 NHWC
         keep = _subset(len(labels), train=train, limit=limit, seed=seed)

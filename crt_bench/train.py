@@ -41,6 +41,7 @@ from crt_bench.config import RunConfig, lr_at_epoch
 from crt_bench.data import BatchSampler, DatasetInfo, Split, dataset_info, load_split
 from crt_bench.distributed import RankBatches, all_reduce_mean, broadcast_object, setup, wrap_model
 from crt_bench.errors import CrtBenchError
+from crt_bench.imagenet import FolderBatches, is_folder_dataset
 from crt_bench.locking import ProcessLock, run_lock
 from crt_bench.methods import MethodSpec, StepContext, get_method
 from crt_bench.profiling import StepProfiler
@@ -259,7 +260,10 @@ class Trainer:
         sampler_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         sampler = BatchSampler(train, cfg.batch_size, shuffle=True, augment=self.info.augment,
                                drop_last=False, generator=sampler_gen)
-        if self.dist.enabled:  # this rank's block of every global batch (the same batches as one process)
+        if is_folder_dataset(cfg.dataset):  # ImageNet: DataLoader workers, pinned memory (crt_bench.imagenet)
+            sampler = FolderBatches(train, cfg.batch_size, generator=sampler_gen, device=device,
+                                    rank=self.dist.rank, world_size=self.dist.world_size)
+        elif self.dist.enabled:  # this rank's block of every global batch (the same batches as one process)
             sampler = RankBatches(sampler, self.dist)
         if resume and (self.run_dir / CHECKPOINT_FILE).is_file():
             state = self._resume(model, optimizer, sampler_gen)

@@ -198,7 +198,7 @@ BAD_RUNS = {
                        ["'gausian'", "gaussian", "crt"], True),
     "unknown arch": (["run", "--arch", "resnet21", *FAST_RUN],
                      ["'resnet21'", "resnet20", "resnet110", "convnext_atto"], True),
-    "unknown dataset": ([*BASE, "--dataset", "imagenet"], ["'imagenet'", "cifar10", "synthetic"], True),
+    "unknown dataset": ([*BASE, "--dataset", "svhn"], ["'svhn'", "cifar10", "synthetic"], True),
     "sigma zero": ([*BASE, "--sigma", "0"], ["sigma", "> 0"], True),
     "sigma negative": ([*BASE, "--sigma", "-1"], ["sigma", "-1"], True),
     "crt without teacher": (["run", "--method", "crt", "--arch", "tiny_cnn", *FAST_RUN], ["needs a certifiably robust teacher", "crt-bench proxy"], True),

@@ -40,7 +40,7 @@ def test_config_json_round_trip():
     (dict(batch_size=0), "batch size must be >= 1"),
     (dict(lr=-0.1), "learning rate"),
     (dict(profile="huge"), "unknown profile"),
-    (dict(dataset="imagenet"), "unknown dataset"),
+    (dict(dataset="svhn"), "unknown dataset"),
     (dict(teacher="x"), "takes no teacher"),
 ])
 def test_bad_settings_fail_clearly(kwargs, match):
@@ -49,5 +49,5 @@ def test_bad_settings_fail_clearly(kwargs, match):
 
 
 def test_crt_needs_a_teacher():
-    with pytest.raises(CrtBenchError, match="needs a teacher"):
+    with pytest.raises(CrtBenchError, match="needs a certifiably robust teacher"):
         resolve_run_config("crt", "resnet20")

@@ -1,5 +1,5 @@
 """Architectures: importing this package registers every entry."""
-from crt_bench.archs import cifar_resnet, timm_models  # noqa: F401  (registration side effects)
+from crt_bench.archs import cifar_resnet, imagenet_models, timm_models  # noqa: F401  (registration side effects)
 from crt_bench.archs.registry import (
     ArchSpec,
     NormalizeLayer,
