@@ -132,7 +132,9 @@ def run(
 def certify(
     run_id: Annotated[str, typer.Argument(help="run id or model checkpoint path")],
     n0: Annotated[Optional[int], typer.Option("--n0", help="selection samples (default: profile's)")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="estimation samples (default: profile's)")] = None,
+    n: Annotated[Optional[int], typer.Option(
+        "--n", "--num-samples", help="estimation samples (default: profile's); under torchrun write --num-samples "
+        "(torchrun's parser takes --n for an abbreviation of its own options)")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="failure probability")] = None,
     batch: Annotated[Optional[int], typer.Option(help="noisy samples per forward pass (default: chosen)")] = None,
     precision: Annotated[Optional[str], typer.Option(
