@@ -94,6 +94,10 @@ class GridSpec:
         """Teachers first, then every (method, arch, sigma, seed); CRT once per teacher architecture."""
         for name in self.methods:
             get_method(name)
+        from crt_bench.config import check_sigma
+
+        for sigma in self.sigmas:
+            check_sigma(sigma)  # inf / nan / <= 0: one clear error before any job is submitted
         from crt_bench.archs import get_arch
 
         # Aliases (convnext) become canonical names (convnext_atto): one model, one name, one job key.
@@ -156,11 +160,10 @@ def execute_job(job: Job, results: str) -> str:
                                      epochs=job.epochs, seed=job.seed, teacher=teacher, train_limit=job.train_limit,
                                      teacher_dedicated=job.teacher_dedicated, data_dir=job.data_dir, job_key=job.key)
             run_id = train_run(cfg, store, progress=False)
-    if job.certify:
-        certs = store.read("certify")
-        if certs.empty or not (certs["run_id"] == run_id).any():
-            certify_run(run_id, store, get_profile(job.profile).certify, data_dir=job.data_dir, seed=job.seed,
-                        progress=False)
+    if job.certify and not _certified(store, run_id):
+        # Resumable: a certification cut short (kill, requeue) continues with the images it lacks.
+        certify_run(run_id, store, get_profile(job.profile).certify, data_dir=job.data_dir, seed=job.seed,
+                    progress=False)
     return run_id
 
 
@@ -353,8 +356,15 @@ def _error_line(err: BaseException) -> str:
 
 
 def _certified(store: ResultsStore, run_id: str) -> bool:
-    certs = store.read("certify")
-    return not certs.empty and bool((certs["run_id"] == run_id).any())
+    """A certification of this run has finished (some rows alone may be a certification cut short)."""
+    states = store.read("certifications")
+    if states.empty or "run_id" not in states:
+        return False
+    mine = states[states["run_id"] == run_id]
+    if "shard" in mine:
+        mine = mine[mine["shard"].fillna("") == ""]
+    latest = mine.groupby("cert_id")["status"].last()
+    return bool((latest == "finished").any())
 
 
 def _ready(job: Job, state: dict[str, dict[str, Any]]) -> bool:

@@ -219,3 +219,46 @@ def test_a_preempted_or_timed_out_job_requeues_itself_and_resumes(tmp_path):
     got = torch.load(store.run_dir(run_id) / "model.pt", weights_only=True)["state_dict"]
     want = torch.load(ResultsStore(other).run_dir(straight_id) / "model.pt", weights_only=True)["state_dict"]
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+
+
+def test_a_certification_cut_short_is_completed_when_the_grid_runs_again(tmp_path, monkeypatch):
+    """Some rows are not a certification: the grid re-runs the job, which certifies only the missing images."""
+    import pytest
+
+    from crt_bench import certify_run as certify_run_mod
+    from crt_bench.launch import execute_job
+
+    job = Job("gaussian", "tiny_cnn", profile="smoke", epochs=1, train_limit=128)
+    real = certify_run_mod.iter_certify
+
+    class Killed(BaseException):
+        pass
+
+    def dies_after_five(*args, **kwargs):
+        seen = 0
+        for frame in real(*args, **kwargs):
+            if seen >= 5:
+                raise Killed()
+            seen += len(frame)
+            yield frame
+
+    monkeypatch.setattr(certify_run_mod, "iter_certify", dies_after_five)
+    monkeypatch.setattr(certify_run_mod, "certify_run", _with_flush(certify_run_mod.certify_run, 2))
+    with pytest.raises(Killed):
+        execute_job(job, str(tmp_path))
+    monkeypatch.undo()
+    store = ResultsStore(tmp_path)
+    partial = store.read("certify")
+    assert 0 < len(partial) < 20
+    status = run_grid([job], tmp_path, make_executor("debug", tmp_path / "submitit"))
+    assert list(status["state"]) == ["finished"]  # not "skipped": its certification had not finished
+    rows = store.read("certify", raw=True)
+    assert sorted(rows["idx"]) == list(range(20)), "every image once: the first 5 kept, the rest added"
+    again = run_grid([job], tmp_path, make_executor("debug", tmp_path / "submitit"))
+    assert list(again["state"]) == ["skipped (finished)"]
+
+
+def _with_flush(fn, every):
+    def call(*args, **kwargs):
+        return fn(*args, **{**kwargs, "flush_images": every})
+    return call
