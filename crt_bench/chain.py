@@ -58,9 +58,16 @@ class ChainSpec:
 
     @property
     def chain_name(self) -> str:
-        return self.name or "-".join(["chain", self.root.arch if isinstance(self.root, Job) else
-                                      Path(str(self.root)).name.split("-")[1] if "-" in str(self.root) else "root",
-                                      *self.ordered_archs()])
+        """``chain-<root arch>-<archs>-<digest of the root and the links' keys>``: two roots never share a file."""
+        if self.name:
+            return self.name
+        import hashlib
+
+        root = self.root.key if isinstance(self.root, Job) else str(self.root)
+        stem = Path(root).name if not isinstance(self.root, Job) else ""
+        root_arch = self.root.arch if isinstance(self.root, Job) else (stem.split("-")[1] if stem.count("-") else "root")
+        digest = hashlib.blake2b("|".join([root, *(j.key for j in self.links())]).encode(), digest_size=3).hexdigest()
+        return "-".join(["chain", root_arch, *self.ordered_archs(), digest])
 
     def ordered_archs(self) -> list[str]:
         """Canonical names; in release order (generation year, stable) unless ``order == "given"``."""
