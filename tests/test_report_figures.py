@@ -80,7 +80,7 @@ def test_report_states_the_computed_verdict(store, tmp_path):
     assert ev.speedup("pretrained teacher") == pytest.approx(6.0) and ev.speedup("proxy teacher") == pytest.approx(1.5)
     assert ev.under_trained == ("CRT convnext_atto (rising)",)
     text = write_report(store, tmp_path / "out", figures={}, profile_note="").read_text()
-    assert "claim NOT RESOLVED at this scale" in text and "not plateaued: CRT convnext_atto (rising)" in text
+    assert "claim is NOT RESOLVED by this budget at this scale" in text and "not plateaued: CRT convnext_atto (rising)" in text
 
 
 def test_acr_table_gives_certified_accuracy_and_acr_with_intervals(store):

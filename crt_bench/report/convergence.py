@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from crt_bench.report.evidence import plateau_status  # noqa: E402
 from crt_bench.report.paper_tables import METHOD_LABELS, arch_generation  # noqa: E402
@@ -75,6 +76,7 @@ def plot_training_curves(data: pd.DataFrame, out_dir: Path, stem: str = "trainin
         bottom.set_ylabel("noisy test accuracy", fontsize=7)
         bottom.set_xlabel("epoch", fontsize=7)
         for ax in (top, bottom):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.3)
     for j in range(len(runs), blocks * ncols):

@@ -109,7 +109,8 @@ def verdict_markdown(evidence: list[StudentEvidence], th: Thresholds = Threshold
                    "noisy test accuracy plateaued; it is refuted when CRT is not much faster, or is worse with every "
                    "model plateaued; otherwise this budget does not resolve it."), ""]
     for setting, (verdict, per) in judge(evidence, th).items():
-        lines.append(f"**Verdict, {setting}: the claim {verdict.upper()} at this scale.**")
+        phrase = {"holds": "HOLDS", "refuted": "is REFUTED"}.get(verdict, "is NOT RESOLVED by this budget")
+        lines.append(f"**Verdict, {setting}: the claim {phrase} at this scale.**")
         for v in per:
             lines.append(f"- {v.arch}: {v.verdict} — " + "; ".join(v.reasons))
         lines.append("")
