@@ -128,9 +128,9 @@ def test_cpu_full_plan_runs_a_three_link_chain_from_the_grid_teacher_in_the_same
     grid_keys = [j.key for j in plan.grid.jobs()]
     links = plan.chain.links()
     assert len(links) == 3 and plan.chain.root.key in grid_keys  # the grid's SmoothMix ResNet-20 teacher
-    assert [j.arch for j in links] == ["mobilenetv2_100", "efficientvit_b0", "mobilenetv4_conv_small"]
+    assert [j.arch for j in links] == ["regnetx_002", "efficientvit_b0", "mobilenetv4_conv_small"]
     assert [j.key for j in plan.jobs()] == [*grid_keys, *[j.key for j in links]]
     # The grid's direct CRT students are the chain's reference lines.
     assert {plan.chain.direct(a).key for a in ("efficientvit_b0", "mobilenetv4_conv_small")} <= set(grid_keys)
-    assert "recursive CRT chain resnet20 -> mobilenetv2_100" in plan.describe()
+    assert "recursive CRT chain resnet20 -> regnetx_002" in plan.describe()
     assert plan_for("cpu").chain is None and plan_for("smoke").chain is None
