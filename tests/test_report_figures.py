@@ -75,6 +75,9 @@ def test_training_curves_show_which_run_has_not_plateaued(store, tmp_path):
 
 
 def test_report_states_the_computed_verdict(store, tmp_path):
+    # a recursive-CRT link (teacher: the CRT student) is not evidence for the direct-teacher claim
+    store.append("runs", [run("link", "crt", "convnext_atto", 20, 600.0, "crt", "convnext_atto")])
+    store.append("certify", certs("link", [(0.0, 0)] * 120))
     (ev,) = student_evidence(store)
     assert ev.crt_acr[0] == pytest.approx((0.45 + 0.6) / 3) and ev.difference[0] == pytest.approx(0.05 / 3)
     assert ev.speedup("pretrained teacher") == pytest.approx(6.0) and ev.speedup("proxy teacher") == pytest.approx(1.5)

@@ -53,7 +53,10 @@ def student_evidence(store: ResultsStore) -> list[StudentEvidence]:
     plateaus = run_plateaus(store)
     out = []
     for (arch, sigma, dataset, profile), part in lines.groupby(["arch", "sigma", "dataset", "profile"], sort=False):
-        crt, sm = part[part["method"] == "crt"], part[part["method"] == "smoothmix"]
+        # The claim is about CRT from a robust (SmoothMix) teacher; recursive chains (a CRT student as the
+        # teacher) have a section of their own (crt_bench.chain) and do not vote here.
+        crt = part[(part["method"] == "crt") & (part["teacher_method"] != "crt")]
+        sm = part[part["method"] == "smoothmix"]
         if crt.empty or sm.empty:
             continue
         s = sm.iloc[-1]
