@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from crt_bench.chain import chain_table, saved_chains  # noqa: E402
 from crt_bench.results import ResultsStore  # noqa: E402
+from crt_bench.report.figure_files import save_figure  # noqa: E402
 
 
 def chain_tables(store: ResultsStore) -> list[pd.DataFrame]:
@@ -48,11 +49,7 @@ def plot_chain(table: pd.DataFrame, stem: Path) -> list[Path]:
     ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="best")
     ax.set_title(f"Recursive CRT: {table['chain'].iloc[0]}", fontsize=9)
     fig.tight_layout()
-    paths = []
-    for suffix in (".png", ".pdf"):
-        path = stem.with_suffix(suffix)
-        fig.savefig(path, dpi=130)
-        paths.append(path)
+    paths = save_figure(fig, stem, dpi=130)
     plt.close(fig)
     return paths
 

@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from crt_bench.report.evidence import plateau_status  # noqa: E402
 from crt_bench.report.paper_tables import METHOD_LABELS, arch_generation  # noqa: E402
 from crt_bench.results import ResultsStore  # noqa: E402
+from crt_bench.report.figure_files import save_figure  # noqa: E402
 
 COLUMNS = ["run_id", "label", "method", "arch", "epoch", "loss", "noisy_test_acc", "status"]
 
@@ -84,9 +85,7 @@ def plot_training_curves(data: pd.DataFrame, out_dir: Path, stem: str = "trainin
         axes[2 * (j // ncols) + 1, j % ncols].set_visible(False)
     fig.suptitle("Training loss and noisy test accuracy per epoch (red title: not plateaued)", fontsize=10)
     fig.tight_layout()
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=120)
+    paths = save_figure(fig, out_dir / stem, dpi=120)
     plt.close(fig)
     return paths
 

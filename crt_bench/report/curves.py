@@ -34,6 +34,7 @@ from crt_bench.report.paper_tables import (
     newest_per_line,
 )
 from crt_bench.results import ResultsStore
+from crt_bench.report.figure_files import save_figure
 
 FIGURE2_METHODS: tuple[str, ...] = ("smoothmix", "crt")
 PUBLISHED_DATASETS: tuple[str, ...] = ("cifar10",)  # every stored reference log is CIFAR-10
@@ -181,9 +182,7 @@ def plot_curves(data: pd.DataFrame, out_dir: Path, stem: str = "certified_accura
     devices = ", ".join(sorted({d for d in data.loc[data["kind"] == "ours", "device"] if d}))
     fig.suptitle(f"Certified accuracy vs L2 radius: CRT students vs SmoothMix\n{devices}", fontsize=10)
     fig.tight_layout()
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=150)
+    paths = save_figure(fig, out_dir / stem)
     drawn = {(panel, line.get_gid()): [float(v) for v in line.get_ydata()]
              for ax, panel in zip(axes.flat, panels) for line in ax.get_lines()}
     plt.close(fig)

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from crt_bench.archs import get_arch  # noqa: E402
+from crt_bench.report.figure_files import save_figure  # noqa: E402
 
 LINES = [  # (label, method, teacher_arch)
     ("SmoothAdv", "smoothadv", ""),
@@ -113,9 +114,7 @@ def plot_cumulative(data: pd.DataFrame, out_dir: Path, stem: str = "cumulative_t
     ax.set_title(f"Cost of a certifiably robust model per new architecture\n{device}; {kind}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=150)
+    paths = save_figure(fig, out_dir / stem)
     drawn = {line.get_label(): [float(v) for v in line.get_ydata()] for line in ax.get_lines()
              if not line.get_label().startswith("_") and not line.get_label().startswith("⚠")}
     plt.close(fig)

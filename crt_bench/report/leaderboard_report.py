@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 
 from crt_bench.leaderboard import GROUP_FIELDS, RADII, Entry, board, group_entries, write_entries  # noqa: E402
 from crt_bench.results import atomic_write_bytes  # noqa: E402
+from crt_bench.report.figure_files import save_figure  # noqa: E402
 
 LEADERBOARD_DIR = "leaderboard"
 LEADERBOARD_FILE = "LEADERBOARD.md"
@@ -64,11 +65,7 @@ def plot_frontier(entries: list[Entry], table: pd.DataFrame, title: str, stem: P
     ax.set_ylabel("ACR (95% bootstrap interval)")
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    paths = []
-    for suffix in (".png", ".pdf"):
-        path = stem.with_suffix(suffix)
-        fig.savefig(path, dpi=130)
-        paths.append(path)
+    paths = save_figure(fig, stem, dpi=130)
     plt.close(fig)
     return paths
 
