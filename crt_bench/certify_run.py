@@ -160,7 +160,8 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
             store.append("certify", part)
             written += len(part)
             if not progress:  # no bar (a grid job): a line per part, which the grid's console follows
-                log.print(f"  certified {written}/{len(indices)} images ({cert_id})", highlight=False, markup=False)
+                log.print(f"  certified {written}/{len(indices)} images ({cert_id})", highlight=False, markup=False,
+                          soft_wrap=True)
         pending, last_flush = [], time.monotonic()
 
     try:

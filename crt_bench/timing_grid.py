@@ -87,5 +87,5 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
             if not log.is_terminal:  # a grid job's log (and the console that follows it) gets a line per step
                 done_n = list(todo).index(arch) + 1
                 log.print(f"timed {arch} ({done_n}/{len(todo)}): {len(timed)} methods, {cfg.repeats} interleaved rounds",
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
     return pd.DataFrame(rows)

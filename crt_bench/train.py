@@ -351,7 +351,7 @@ class Trainer:
                 self._append("epochs", [row])
                 bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} loss {mean_loss:.4f} noisy acc {acc:.3f}")
                 log.print(f"  epoch {epoch + 1:>3}/{cfg.epochs}  lr {lr:.4g}  loss {mean_loss:.4f}  "
-                          f"noisy test acc {acc:.3f}  {seconds:.1f}s  {len(sampler.split) / seconds:.0f} img/s")
+                          f"noisy test acc {acc:.3f}  {seconds:.1f}s  {len(sampler.split) / seconds:.0f} img/s", soft_wrap=True)
 
 
 class _NoLock:
