@@ -37,3 +37,21 @@ def train_and_certify_smoke(cfg: RunConfig, root, steps_per_epoch: int):
     assert ((rows["predict"] == -1) | rows["predict"].between(0, 9)).all()
     assert (rows["radius"] >= 0).all()
     return rows
+
+
+class Killed(BaseException):
+    """Stands for the process dying (not an Exception: nothing may catch it on the way)."""
+
+
+def dies_after(real, images: int):
+    """Wrap a certification stream (``iter_certify``) so that it 'dies' once ``images`` were yielded."""
+
+    def stream(*args, **kwargs):
+        seen = 0
+        for frame in real(*args, **kwargs):
+            if seen >= images:
+                raise Killed()
+            seen += len(frame)
+            yield frame
+
+    return stream

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import Killed, dies_after
+
 from crt_bench import certify_run as certify_run_mod
 from crt_bench.certify import certify_dataset
 from crt_bench.config import CertifyConfig
@@ -83,25 +85,11 @@ def test_keyed_noise_rows_do_not_depend_on_batching_or_splitting() -> None:
 # -- interrupted and resumed ------------------------------------------------------------------------
 
 
-class Killed(BaseException):
-    """Stands for the process dying (not an Exception: nothing may catch it on the way)."""
-
-
 def test_certification_killed_after_k_images_resumes_to_the_same_rows(store_copy, uninterrupted,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     store, run_id = store_copy
     cert_id, reference = uninterrupted
-    real = certify_run_mod.iter_certify
-
-    def dies_after_five(*args, **kwargs):
-        seen = 0
-        for frame in real(*args, **kwargs):
-            if seen >= 5:
-                raise Killed()
-            seen += len(frame)
-            yield frame
-
-    monkeypatch.setattr(certify_run_mod, "iter_certify", dies_after_five)
+    monkeypatch.setattr(certify_run_mod, "iter_certify", dies_after(certify_run_mod.iter_certify, 5))
     with pytest.raises(Killed):
         certify_run_mod.certify_run(run_id, store, CCFG, device="cpu", progress=False, flush_images=2)
     partial = _rows(store, cert_id)

@@ -228,21 +228,10 @@ def test_a_certification_cut_short_is_completed_when_the_grid_runs_again(tmp_pat
     from crt_bench import certify_run as certify_run_mod
     from crt_bench.launch import execute_job
 
+    from helpers import Killed, dies_after
+
     job = Job("gaussian", "tiny_cnn", profile="smoke", epochs=1, train_limit=128)
-    real = certify_run_mod.iter_certify
-
-    class Killed(BaseException):
-        pass
-
-    def dies_after_five(*args, **kwargs):
-        seen = 0
-        for frame in real(*args, **kwargs):
-            if seen >= 5:
-                raise Killed()
-            seen += len(frame)
-            yield frame
-
-    monkeypatch.setattr(certify_run_mod, "iter_certify", dies_after_five)
+    monkeypatch.setattr(certify_run_mod, "iter_certify", dies_after(certify_run_mod.iter_certify, 5))
     monkeypatch.setattr(certify_run_mod, "certify_run", _with_flush(certify_run_mod.certify_run, 2))
     with pytest.raises(Killed):
         execute_job(job, str(tmp_path))
