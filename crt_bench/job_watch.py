@@ -60,22 +60,25 @@ class JobWatch:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.handles: dict[str, Any] = {}
+        self.labels: dict[str, str] = {}
         self._offsets: dict[Path, int] = {}
         self._partial: dict[Path, str] = {}
         self._in_traceback: set[Path] = set()  # a traceback ends the job: the rest of that log is not progress
 
-    def add(self, label: str, handle: Any) -> None:
-        self.handles[label] = handle
+    def add(self, key: str, handle: Any, label: str | None = None) -> None:
+        """Follow ``handle`` under ``key``; its lines are prefixed with ``label`` (default: the key)."""
+        self.handles[key] = handle
+        self.labels[key] = label or key
 
-    def remove(self, label: str) -> None:
-        handle = self.handles.pop(label, None)
+    def remove(self, key: str) -> None:
+        handle = self.handles.pop(key, None)
         if handle is not None:
-            self._pump(label, handle, final=True)
+            self._pump(self.labels.pop(key), handle, final=True)
 
     def pump(self) -> None:
         """Print what every running job wrote since the last call."""
-        for label, handle in list(self.handles.items()):
-            self._pump(label, handle, final=False)
+        for key, handle in list(self.handles.items()):
+            self._pump(self.labels[key], handle, final=False)
 
     def _pump(self, label: str, handle: Any, *, final: bool) -> None:
         for path in _log_paths(handle):
@@ -99,7 +102,7 @@ class JobWatch:
 
     def stop_all(self, grace_s: float = STOP_GRACE_S) -> list[str]:
         """Ask every running job to stop (SIGTERM: checkpoint, mark interrupted), wait, then kill stragglers."""
-        stopped = list(self.handles)
+        stopped = [self.labels[key] for key in self.handles]
         for handle in self.handles.values():
             _terminate(handle)
         deadline = time.monotonic() + grace_s
@@ -110,8 +113,8 @@ class JobWatch:
             if not _finished(handle):
                 with contextlib.suppress(Exception):
                     handle.cancel(check=False)
-        for label in list(self.handles):
-            self.remove(label)
+        for key in list(self.handles):
+            self.remove(key)
         return stopped
 
 

@@ -272,7 +272,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, 
                         if t["state"] not in ("finished", "skipped (finished)"):
                             continue
                     running[job.key] = executor.submit(GridTask(), job, results)
-                    watch.add(job.label, running[job.key])
+                    watch.add(job.key, running[job.key], label=job.label)
                     s["state"] = "running"
                     log.print(Text.assemble(("submitted ", "bold"), job.key), soft_wrap=True, highlight=False)
                 watch.pump()
@@ -284,7 +284,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, 
                     except Exception as err:  # the debug executor runs the job inside done()
                         raised = err
                     del running[key]
-                    watch.remove(next(j.label for j in jobs if j.key == key))
+                    watch.remove(key)
                     _collect(state[key], key, handle, raised)
                 if not running and not any(s["state"] == "pending" and _ready(job, state) for job, s in
                                            ((j, state[j.key]) for j in jobs)):
