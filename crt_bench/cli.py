@@ -374,6 +374,7 @@ def sweep(
     certify: bool = True,
     executor: Annotated[str, typer.Option(help="local (subprocesses) | slurm | debug (in-process)")] = "local",
     max_parallel: Annotated[int, typer.Option(help="jobs running at once (local: CPUs/GPUs to share)")] = 1,
+    nproc: Annotated[int, typer.Option(help="processes (ranks) per job: data-parallel training of each run")] = 1,
     partition: Annotated[Optional[str], typer.Option(help="slurm partition")] = None,
     gpus: Annotated[int, typer.Option(help="slurm: GPUs per job")] = 1,
     time_min: Annotated[int, typer.Option(help="time limit per job, minutes")] = 24 * 60,
@@ -412,7 +413,7 @@ def sweep(
                            results=results, data_dir=data_dir, install_data=False).lines
     for line in checks:
         err.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
-    ex = make_executor(executor, results / "submitit", **slurm)
+    ex = make_executor(executor, results / "submitit", nproc=nproc, **slurm)
     from crt_bench.job_watch import exit_when_stopped
 
     with exit_when_stopped():
@@ -563,6 +564,7 @@ def reproduce(
     profile: Annotated[str, typer.Option(help="auto (paper on a GPU, cpu otherwise) | smoke | cpu | cpu-full | paper")] = "auto",
     executor: Annotated[str, typer.Option(help="local | slurm | debug (see crt-bench sweep)")] = "local",
     max_parallel: int = 1,
+    nproc: Annotated[int, typer.Option(help="processes (ranks) per job: data-parallel training of each run")] = 1,
     data_dir: DataDirOpt = None,
     install_data: Annotated[bool, typer.Option(
         "--install-data/--no-install-data",
@@ -585,7 +587,7 @@ def reproduce(
 
     with exit_when_stopped():
         run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel,
-                      install_data=install_data)
+                      install_data=install_data, nproc=nproc)
     df = summary_table(ResultsStore(results))
     if not df.empty:
         out.print(rich_summary(df))

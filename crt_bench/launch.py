@@ -143,28 +143,50 @@ def execute_job(job: Job, results: str) -> str:
     from crt_bench.checkpoint import CHECKPOINT_FILE
     from crt_bench.train import resume_run, train_run
 
+    from crt_bench.distributed import broadcast_object, env_from
+
     store = ResultsStore(results)
-    run_id = finished_run(store, job.key)
-    if run_id is None:
-        unfinished = _runs_for(store, job.key)
-        resumable = [r for r in unfinished["run_id"] if (store.run_dir(r) / CHECKPOINT_FILE).is_file()]
-        if resumable:
-            run_id = resume_run(resumable[-1], store, progress=False)
-        else:
-            teacher = job.teacher_ref
-            if job.teacher is not None:
-                teacher = finished_run(store, job.teacher.key)
-                if teacher is None:
-                    raise CrtBenchError(f"teacher job {job.teacher.key} has no finished run")
-            cfg = resolve_run_config(job.method, job.arch, profile=job.profile, dataset=job.dataset, sigma=job.sigma,
-                                     epochs=job.epochs, seed=job.seed, teacher=teacher, train_limit=job.train_limit,
-                                     teacher_dedicated=job.teacher_dedicated, data_dir=job.data_dir, job_key=job.key)
-            run_id = train_run(cfg, store, progress=False)
+    ranks = env_from()  # a multi-task job (--nproc): rank 0 decides, every rank trains, rank 0 certifies
+    decision: tuple[str, str | None] | None = None
+    if ranks.is_main:
+        try:
+            decision = _decide(job, store, CHECKPOINT_FILE)
+        except CrtBenchError as err:  # every rank must hear it, or the others wait for the broadcast forever
+            decision = ("error", str(err))
+    action, run_id = broadcast_object(decision, ranks)
+    if action == "error":
+        raise CrtBenchError(str(run_id))
+    if action == "resume":
+        run_id = resume_run(run_id, store, progress=False)
+    elif action == "new":
+        cfg = resolve_run_config(job.method, job.arch, profile=job.profile, dataset=job.dataset, sigma=job.sigma,
+                                 epochs=job.epochs, seed=job.seed, teacher=run_id, train_limit=job.train_limit,
+                                 teacher_dedicated=job.teacher_dedicated, data_dir=job.data_dir, job_key=job.key)
+        run_id = train_run(cfg, store, progress=False)
+    if not ranks.is_main:
+        return run_id
     if job.certify and not _certified(store, run_id):
         # Resumable: a certification cut short (kill, requeue) continues with the images it lacks.
         certify_run(run_id, store, get_profile(job.profile).certify, data_dir=job.data_dir, seed=job.seed,
                     progress=False)
     return run_id
+
+
+def _decide(job: Job, store: ResultsStore, checkpoint_file: str) -> tuple[str, str | None]:
+    """("done", run id), ("resume", run id) or ("new", teacher run id or reference) for ``job``."""
+    run_id = finished_run(store, job.key)
+    if run_id is not None:
+        return "done", run_id
+    unfinished = _runs_for(store, job.key)
+    resumable = [r for r in unfinished["run_id"] if (store.run_dir(r) / checkpoint_file).is_file()]
+    if resumable:
+        return "resume", resumable[-1]
+    teacher = job.teacher_ref
+    if job.teacher is not None:
+        teacher = finished_run(store, job.teacher.key)
+        if teacher is None:
+            raise CrtBenchError(f"teacher job {job.teacher.key} has no finished run")
+    return "new", teacher
 
 
 class GridTask(submitit.helpers.Checkpointable):
@@ -183,6 +205,11 @@ class GridTask(submitit.helpers.Checkpointable):
 
         from crt_bench.interrupts import stop_on_signals
 
+        if submitit.JobEnvironment().num_tasks > 1:  # --nproc: submitit's tasks become torch.distributed ranks
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            from crt_bench.distributed import setup
+
+            setup("auto")  # join the process group now: rank 0's train/resume decision is broadcast
         if os.environ.get("SUBMITIT_EXECUTOR") == "local":
             with stop_on_signals(f"job {job.key} stopped; re-run the grid to continue it"):
                 return execute_job(job, results)
@@ -191,12 +218,20 @@ class GridTask(submitit.helpers.Checkpointable):
 
 def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int = 1,
                   time_min: int = 24 * 60, cpus_per_task: int | None = None, array_parallelism: int = 16,
-                  slurm_extra: dict[str, Any] | None = None) -> submitit.Executor:
-    """submitit's own executors: ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process)."""
+                  slurm_extra: dict[str, Any] | None = None, nproc: int = 1) -> submitit.Executor:
+    """submitit's own executors: ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process).
+
+    ``nproc`` > 1: every job runs as that many tasks, which :class:`GridTask` turns into the ranks of one
+    data-parallel run (crt_bench.distributed); on SLURM they are the node's tasks (``--ntasks-per-node``).
+    """
+    if nproc < 1:
+        raise CrtBenchError(f"--nproc must be >= 1, got {nproc}")
     if kind == "local":
         ex = submitit.LocalExecutor(folder=str(folder))
-        ex.update_parameters(timeout_min=time_min)
+        ex.update_parameters(timeout_min=time_min, tasks_per_node=nproc)
     elif kind == "debug":
+        if nproc > 1:
+            raise CrtBenchError("the debug executor runs jobs in this process: --nproc needs local or slurm")
         ex = submitit.DebugExecutor(folder=str(folder))
     elif kind == "slurm":
         try:
@@ -206,7 +241,7 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
                                 "that would be submitted") from None
         ex.update_parameters(**slurm_parameters(partition=partition, gpus=gpus, time_min=time_min,
                                                 cpus_per_task=cpus_per_task, array_parallelism=array_parallelism),
-                             **(slurm_extra or {}))
+                             ntasks_per_node=nproc, **(slurm_extra or {}))
     else:
         raise CrtBenchError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
     return ex
@@ -313,7 +348,7 @@ def _collect(s: dict[str, Any], key: str, handle: Any, raised: Exception | None 
     try:
         if raised is not None:
             raise raised
-        s["run_id"] = handle.result()
+        s["run_id"] = handle.results()[0]  # task 0 (rank 0) of a multi-task job speaks for it
         s["state"] = "finished"
         log.print(Text.assemble(("finished ", "green"), f"{key}: {s['run_id']}"), soft_wrap=True, highlight=False)
     except Exception as err:  # the job's own exception, re-raised by submitit

@@ -153,7 +153,7 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
 
 
 def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",
-                  max_parallel: int = 1, install_data: bool = True) -> dict:
+                  max_parallel: int = 1, install_data: bool = True, nproc: int = 1) -> dict:
     """Check, then run the plan's three steps; returns what the plot step wrote.
 
     Before any job starts, :func:`crt_bench.preflight.preflight` checks (and where it can, obtains) the
@@ -181,7 +181,7 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
     for line in preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir,
                           install_data=install_data).lines:
         console.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
-    ex = make_executor(executor, results / "submitit")
+    ex = make_executor(executor, results / "submitit", nproc=nproc)
     status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel)
     failed = status[~status["state"].isin(["finished", "skipped (finished)"])]
     if len(failed) < len(status):

@@ -251,3 +251,29 @@ def _with_flush(fn, every):
     def call(*args, **kwargs):
         return fn(*args, **{**kwargs, "flush_images": every})
     return call
+
+
+def test_a_grid_job_with_two_tasks_trains_one_data_parallel_run(tmp_path):
+    """--nproc 2: submitit's two tasks become two torch.distributed ranks of one run (gloo on a CPU), which
+    ends with the weights of the single-process run; rank 0 alone writes rows and certifies."""
+    import torch
+
+    from crt_bench.launch import execute_job
+
+    job = Job("gaussian", "tiny_cnn", profile="smoke", epochs=2, train_limit=128)
+    status = run_grid([job], tmp_path, make_executor("local", tmp_path / "submitit", nproc=2), poll_s=0.2)
+    assert list(status["state"]) == ["finished"], status["error"][0]
+    store = ResultsStore(tmp_path)
+    runs = store.runs()
+    assert len(runs) == 1 and int(runs["world_size"].iloc[0]) == 2
+    assert store.read("epochs")["epoch"].tolist() == [1, 2]
+    assert sorted(store.read("certify")["idx"]) == list(range(20))
+    straight = execute_job(job, str(tmp_path / "one"))
+    got = torch.load(store.run_dir(status["run_id"][0]) / "model.pt", weights_only=True)["state_dict"]
+    want = torch.load(ResultsStore(tmp_path / "one").run_dir(straight) / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(got[k].float(), want[k].float(), atol=1e-5) for k in want)
+
+
+def test_nproc_needs_a_real_executor(tmp_path):
+    with pytest.raises(CrtBenchError, match="--nproc needs local or slurm"):
+        make_executor("debug", tmp_path, nproc=2)
