@@ -93,6 +93,11 @@ def test_run_gaussian_then_crt_then_certify_on_an_image_folder(folder: Path, tmp
     table = imagenet_table(rows)
     assert list(table.columns) == ["cert_id", "images", *[f"r={r:g}" for r in IMAGENET_RADII], "acr"]
     assert table["images"].iloc[0] == 6
+    code, out, err = cli("plot", tmp_path, "--out", tmp_path / "plots")
+    assert code == 0, err
+    report = (tmp_path / "plots" / "REPORT.md").read_text()
+    section = report[report.index("## ImageNet: certified accuracy at the paper's radii"):]
+    assert "| r=0.5 |" in section and "| r=3 |" in section and "| crt | tiny_cnn |" in section
 
 
 def test_the_real_224_pipeline_with_resnet18_224(folder: Path, tmp_path: Path) -> None:

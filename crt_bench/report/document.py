@@ -25,6 +25,7 @@ from crt_bench.report.paper_tables import (
     table1_markdown,
 )
 from crt_bench.report.tables import slowdown_markdown, slowdown_table
+from crt_bench.report.imagenet_section import imagenet_section
 from crt_bench.report.missing import missing_section
 from crt_bench.results import ResultsStore, atomic_write_bytes
 
@@ -147,6 +148,7 @@ def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[
     lines += _figure_lines("training_curves", figures.get("training_curves", []), out_dir)
     lines += ["## Certified robustness per method and architecture (ACR)", "", acr_markdown(acr_table(store)).rstrip(), ""]
     lines += ["## Table 1: CRT with a proxy teacher vs SmoothMix", "", table1_markdown(table1(store)).rstrip(), ""]
+    lines += imagenet_section(store)
     from crt_bench.report.beyond import FIGURE_KEYS, beyond_paper_sections
 
     lines += beyond_paper_sections(store, out_dir)
