@@ -201,13 +201,22 @@ def _state_row(store: ResultsStore, state: dict, status: str, done: int, error: 
                                      "updated": time.time()}])
 
 
+def latest_states(store: ResultsStore) -> pd.DataFrame:
+    """One row per certification: its latest unsharded state (``cert_id, run_id, status, ...``).
+
+    A shard's rows say how that shard went; the certification as a whole is what the unsharded rows say.
+    """
+    states = store.read("certifications")
+    if states.empty or "cert_id" not in states:
+        return pd.DataFrame(columns=["cert_id", "run_id", "status"])
+    if "shard" in states:
+        states = states[states["shard"].fillna("") == ""]
+    return states.groupby("cert_id", sort=False).tail(1)
+
+
 def _latest_status(store: ResultsStore, cert_id: str) -> str:
     """The latest unsharded state of a certification ('' when none was recorded)."""
-    states = store.read("certifications")
-    if states.empty:
-        return ""
-    unsharded = states["shard"].fillna("") == "" if "shard" in states else True
-    mine = states[(states["cert_id"] == cert_id) & unsharded]
+    mine = latest_states(store).query("cert_id == @cert_id")
     return "" if mine.empty else str(mine["status"].iloc[-1])
 
 

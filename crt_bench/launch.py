@@ -392,14 +392,10 @@ def _error_line(err: BaseException) -> str:
 
 def _certified(store: ResultsStore, run_id: str) -> bool:
     """A certification of this run has finished (some rows alone may be a certification cut short)."""
-    states = store.read("certifications")
-    if states.empty or "run_id" not in states:
-        return False
-    mine = states[states["run_id"] == run_id]
-    if "shard" in mine:
-        mine = mine[mine["shard"].fillna("") == ""]
-    latest = mine.groupby("cert_id")["status"].last()
-    return bool((latest == "finished").any())
+    from crt_bench.certify_run import latest_states
+
+    states = latest_states(store)
+    return bool(((states["run_id"] == run_id) & (states["status"] == "finished")).any())
 
 
 def _ready(job: Job, state: dict[str, dict[str, Any]]) -> bool:
