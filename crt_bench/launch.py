@@ -5,7 +5,8 @@ Each job trains one model and certifies it, in its own process, writing its own 
 store is append-only, so concurrent jobs never overwrite each other). CRT students wait until their
 teacher's job has finished. Every job carries a stable key, recorded with its run; re-running a grid
 skips finished jobs and resumes interrupted ones, so a killed ``make reproduce`` continues where it
-stopped. Failed jobs are reported with their log path.
+stopped. Failed jobs are reported with their log path. submitit is imported only where a grid is
+submitted (:func:`make_executor`, :mod:`crt_bench.grid_task`): the report reads the status without it.
 """
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import submitit
 from rich.console import Console
 from rich.text import Text
 
@@ -27,6 +27,9 @@ from crt_bench.errors import CrtBenchError
 from crt_bench.methods import get_method
 from crt_bench.job_watch import JobWatch, interruptible
 from crt_bench.results import ResultsStore, atomic_write_bytes
+
+if TYPE_CHECKING:
+    import submitit
 
 log = Console(stderr=True)
 EXECUTORS = ("local", "slurm", "debug")
@@ -189,43 +192,19 @@ def _decide(job: Job, store: ResultsStore, checkpoint_file: str) -> tuple[str, s
     return "new", teacher
 
 
-class GridTask(submitit.helpers.Checkpointable):
-    """What a grid submits: :func:`execute_job`, plus submitit's checkpoint/requeue protocol.
-
-    When SLURM's time limit nears or a node is preempted, submitit signals the job (USR2), calls
-    :meth:`checkpoint` (inherited: resubmit the same call) and requeues it. Nothing else needs saving:
-    the run's last epoch checkpoint and the certification's appended rows are on disk, and
-    :func:`execute_job` resumes both by the job's key, so the requeued job continues where it stopped.
-    Under the local executor SIGTERM (what :class:`crt_bench.job_watch.JobWatch` sends when the grid is
-    stopped) marks the run interrupted and ends the job; on SLURM submitit keeps SIGTERM for itself.
-    """
-
-    def __call__(self, job: Job, results: str) -> str:
-        import os
-
-        from crt_bench.interrupts import stop_on_signals
-
-        if submitit.JobEnvironment().num_tasks > 1:  # --nproc: submitit's tasks become torch.distributed ranks
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-            from crt_bench.distributed import setup
-
-            setup("auto")  # join the process group now: rank 0's train/resume decision is broadcast
-        if os.environ.get("SUBMITIT_EXECUTOR") == "local":
-            with stop_on_signals(f"job {job.key} stopped; re-run the grid to continue it"):
-                return execute_job(job, results)
-        return execute_job(job, results)
-
-
 def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int = 1,
                   time_min: int = 24 * 60, cpus_per_task: int | None = None, array_parallelism: int = 16,
                   slurm_extra: dict[str, Any] | None = None, nproc: int = 1) -> submitit.Executor:
     """submitit's own executors: ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process).
 
-    ``nproc`` > 1: every job runs as that many tasks, which :class:`GridTask` turns into the ranks of one
-    data-parallel run (crt_bench.distributed); on SLURM they are the node's tasks (``--ntasks-per-node``).
+    ``nproc`` > 1: every job runs as that many tasks, which :class:`crt_bench.grid_task.GridTask` turns into
+    the ranks of one data-parallel run (crt_bench.distributed); on SLURM the node's tasks (``--ntasks-per-node``).
     """
     if nproc < 1:
         raise CrtBenchError(f"--nproc must be >= 1, got {nproc}")
+    if kind not in EXECUTORS:
+        raise CrtBenchError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
+    submitit = import_submitit()
     if kind == "local":
         ex = submitit.LocalExecutor(folder=str(folder))
         ex.update_parameters(timeout_min=time_min, tasks_per_node=nproc)
@@ -242,9 +221,17 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
         ex.update_parameters(**slurm_parameters(partition=partition, gpus=gpus, time_min=time_min,
                                                 cpus_per_task=cpus_per_task, array_parallelism=array_parallelism),
                              ntasks_per_node=nproc, **(slurm_extra or {}))
-    else:
-        raise CrtBenchError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
     return ex
+
+
+def import_submitit() -> Any:
+    """submitit, imported only where a grid is submitted: reports, plots and single commands never need it."""
+    try:
+        import submitit
+    except ImportError as err:
+        raise CrtBenchError(f"grids (sweep, reproduce, chain) run jobs through submitit, which does not import "
+                            f"({err}): `pip install submitit`, or use single commands (run, certify, time)") from None
+    return submitit
 
 
 def slurm_parameters(*, partition: str | None = None, gpus: int = 1, time_min: int = 24 * 60,
@@ -263,6 +250,7 @@ def sbatch_preview(folder: str | Path, **params: Any) -> str:
 
     Uses submitit's own renderer, so it works on a machine without SLURM (for ``--dry-run``).
     """
+    import_submitit()
     from submitit.slurm.slurm import _make_sbatch_string
 
     params = {k: v for k, v in params.items() if k != "array_parallelism"}  # array-level, not in the script
@@ -281,6 +269,8 @@ def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, 
     worker outlives the grid. A job whose teacher failed is never started. The outcome is also written
     to ``results/grid_status.json`` for the report.
     """
+    from crt_bench.grid_task import GridTask  # the executor exists, so submitit imports
+
     results = str(results)
     store = ResultsStore(results)
     state: dict[str, dict[str, Any]] = {}

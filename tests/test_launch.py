@@ -188,7 +188,8 @@ def test_a_preempted_or_timed_out_job_requeues_itself_and_resumes(tmp_path):
     import torch
     from submitit.local.local import LocalJobEnvironment
 
-    from crt_bench.launch import GridTask, execute_job
+    from crt_bench.grid_task import GridTask
+    from crt_bench.launch import execute_job
 
     job = Job("gaussian", "tiny_cnn", profile="smoke", epochs=6, train_limit=512, certify=False)
     ex = make_executor("local", tmp_path / "submitit", time_min=60)
