@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from crt_bench.config import resolve_run_config
-from crt_bench.distributed import DistEnv, RankBatches, strip_option, torchrun_command
+from crt_bench.distributed import DistEnv, RankBatches, no_forward_buffer_sync, strip_option, torchrun_command
 from crt_bench.data import BatchSampler, load_split
 from crt_bench.results import ResultsStore
 from crt_bench.train import resume_run, train_run
@@ -44,14 +44,15 @@ def _single(store: ResultsStore, method: str, **kw) -> str:
     return train_run(cfg, store, progress=False)
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+def _env(*first: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*first, REPO])), "OMP_NUM_THREADS": "1"}
 
 
-def _launch(store: ResultsStore, args: list[str]) -> subprocess.Popen:
+def _launch(store: ResultsStore, args: list[str], *, site: Path | None = None) -> subprocess.Popen:
+    """``torchrun --nproc_per_node 2 ... run ARGS``; ``site``: a folder put first on every process's path."""
     cmd = torchrun_command(2, ["run", *args, "--no-progress", "--results", str(store.root)])
-    return subprocess.Popen(["nice", "-n", "19", *cmd], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(["nice", "-n", "19", *cmd], env=_env(*([site] if site else [])), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -99,6 +100,67 @@ def test_two_ranks_train_the_single_process_weights(tmp_path: Path) -> None:
     diff = _max_diff(state_dict_of(store.run_dir(crt_id) / "model.pt"),
                      state_dict_of(store.run_dir(crt_ref) / "model.pt"))
     print(f"crt: max |w_ddp - w_single| = {diff:.2e}")
+    assert diff < ATOL
+
+
+# torch < 2.13's DistributedDataParallel: no forward_sync_buffers (a TypeError), broadcast_buffers instead.
+OLD_DDP = '''
+import sys
+import warnings
+
+import torch.nn.parallel
+
+_Real = torch.nn.parallel.DistributedDataParallel
+
+
+class OldSignatureDDP(_Real):
+    def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=True,
+                 process_group=None, bucket_cap_mb=None, find_unused_parameters=False, check_reduction=False,
+                 gradient_as_bucket_view=False, static_graph=False):
+        print(f"old-signature DDP: broadcast_buffers={broadcast_buffers}", file=sys.stderr, flush=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # this torch deprecates broadcast_buffers
+            super().__init__(module, device_ids=device_ids, output_device=output_device, dim=dim,
+                             broadcast_buffers=broadcast_buffers, process_group=process_group,
+                             bucket_cap_mb=bucket_cap_mb, find_unused_parameters=find_unused_parameters,
+                             check_reduction=check_reduction, gradient_as_bucket_view=gradient_as_bucket_view,
+                             static_graph=static_graph)
+
+
+torch.nn.parallel.DistributedDataParallel = OldSignatureDDP
+'''
+
+
+def test_the_buffer_sync_keyword_follows_the_installed_signature() -> None:
+    class Old:
+        def __init__(self, module, device_ids=None, broadcast_buffers=True):
+            pass
+
+    class New:
+        def __init__(self, module, device_ids=None, broadcast_buffers=None, forward_sync_buffers=None):
+            pass
+
+    assert no_forward_buffer_sync(Old) == {"broadcast_buffers": False}
+    assert no_forward_buffer_sync(New) == {"forward_sync_buffers": False}
+
+
+def test_two_ranks_train_with_a_ddp_that_rejects_forward_sync_buffers(tmp_path: Path) -> None:
+    """torch 2.6 .. 2.12: DDP has no forward_sync_buffers; the 2-rank run uses broadcast_buffers=False and
+    still trains the single-process weights."""
+    site = tmp_path / "old_torch"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(OLD_DDP)
+    store = ResultsStore(tmp_path / "results")
+    small = dict(epochs=1, train_limit=64, batch_size=16)
+    reference = _single(store, "gaussian", **small)
+    proc = _launch(store, _args("gaussian", **small), site=site)
+    out, errs = proc.communicate(timeout=240)
+    assert proc.returncode == 0, errs[-3000:]
+    assert errs.count("old-signature DDP: broadcast_buffers=False") == 2  # both ranks built the old DDP
+    run_id = out.strip().splitlines()[-1]
+    assert store.get_run(run_id)["world_size"] == 2
+    diff = _max_diff(state_dict_of(store.run_dir(run_id) / "model.pt"),
+                     state_dict_of(store.run_dir(reference) / "model.pt"))
     assert diff < ATOL
 
 
