@@ -59,8 +59,8 @@ def has_conv(model: nn.Module) -> bool:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 convolutions and matmuls natively (CUDA Ampere+, AVX512-BF16/AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # not emulated: torch >= 2.4 says True on a T4 or V100 by default
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -79,6 +79,17 @@ def test_frozen_teacher_bf16_is_close_and_only_when_asked_or_native() -> None:
         resolve_teacher_precision("int8", CPU)
 
 
+def test_auto_teacher_precision_is_fp32_on_a_gpu_that_only_emulates_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A T4 or V100: torch's is_bf16_supported() says True (emulation counts by default), bf16 is slow there."""
+    def pre_ampere(including_emulation: bool = True) -> bool:
+        return including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", pre_ampere)
+    assert resolve_teacher_precision("auto", torch.device("cuda")) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # Ampere and newer
+    assert resolve_teacher_precision("auto", torch.device("cuda")) == "bf16"
+
+
 def test_frozen_teacher_output_can_be_used_in_a_loss_that_backpropagates_to_the_student() -> None:
     teacher = FrozenTeacher(_net(seed=0), SHAPE, CPU)
     student = _net("tiny_cnn", seed=3).train()
