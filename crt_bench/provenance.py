@@ -25,13 +25,23 @@ def git_commit() -> str:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` (a GPU when one is visible), ``cpu``, ``cuda`` or ``cuda:N``; one clear error for any other."""
+    from crt_bench.errors import CrtBenchError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CrtBenchError(f"unknown --device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise CrtBenchError(f"--device {name} is not supported; valid: auto, cpu, cuda, cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        from crt_bench.errors import CrtBenchError
-
-        raise CrtBenchError("--device cuda was asked for but no CUDA GPU is visible")
+        raise CrtBenchError(f"--device {name} was asked for but no CUDA GPU is visible (torch {torch.__version__}, "
+                            f"CUDA build {torch.version.cuda or 'none'}): use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CrtBenchError(f"--device {name}: this machine has {torch.cuda.device_count()} visible GPU(s), "
+                            f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

@@ -17,7 +17,7 @@ from crt_bench.errors import CrtBenchError
 from crt_bench.methods import get_method, list_methods
 from crt_bench.provenance import device_name, pick_device
 from crt_bench.results import ResultsStore
-from crt_bench.timing import PROBES
+from crt_bench.timing import PROBES, ProbeConfig
 from crt_bench.timing_rounds import interleaved_rows
 
 log = Console(stderr=True)
@@ -40,13 +40,18 @@ def grid(methods: list[str], archs: list[str], teachers: list[str]) -> list[tupl
     return jobs
 
 
+def probe_config(profile: str) -> ProbeConfig:
+    """The probe sizes of ``profile``; one clear error for a profile without probes."""
+    if profile not in PROBES:
+        raise CrtBenchError(f"unknown profile {profile!r} for timing probes; valid names: {', '.join(PROBES)}")
+    return PROBES[profile]
+
+
 def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[str] | None = None,
                     archs: list[str] | None = None, teachers: list[str] | None = None, sigma: float = 0.25,
                     batches: int | None = None, repeats: int | None = None, batch_size: int | None = None,
                     force: bool = False, device: str = "auto") -> pd.DataFrame:
-    if profile not in PROBES:
-        raise CrtBenchError(f"unknown profile {profile!r}; valid names: {', '.join(PROBES)}")
-    cfg = PROBES[profile]
+    cfg = probe_config(profile)
     cfg = replace(cfg, batches=batches or cfg.batches, repeats=repeats or cfg.repeats,
                   batch_size=batch_size or cfg.batch_size)
     if cfg.batches < 1 or cfg.repeats < 1 or (cfg.batch_size is not None and cfg.batch_size < 1):
