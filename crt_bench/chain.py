@@ -55,6 +55,7 @@ class ChainSpec:
     epochs: int | None = None
     train_limit: int | None = None
     name: str = ""
+    device: str = "auto"  # where the links train and certify (not part of their keys)
 
     @property
     def chain_name(self) -> str:
@@ -85,7 +86,7 @@ class ChainSpec:
     def links(self) -> list[Job]:
         """One CRT job per generation, each the teacher of the next."""
         common = dict(sigma=self.sigma, seed=self.seed, profile=self.profile, dataset=self.dataset,
-                      data_dir=self.data_dir, epochs=self.epochs, train_limit=self.train_limit)
+                      data_dir=self.data_dir, epochs=self.epochs, train_limit=self.train_limit, device=self.device)
         jobs: list[Job] = []
         for arch in self.ordered_archs():
             if jobs:
@@ -131,7 +132,7 @@ def certify_root(spec: ChainSpec, results: Path) -> str:
     from crt_bench.config import get_profile
 
     cert_id, _ = certify_run(str(spec.root), ResultsStore(results), get_profile(spec.profile).certify,
-                             data_dir=spec.data_dir, seed=spec.seed, progress=False)
+                             data_dir=spec.data_dir, seed=spec.seed, device=spec.device, progress=False)
     return cert_id
 
 

@@ -12,7 +12,10 @@ from rich.table import Table
 
 from crt_bench import archs as _archs  # noqa: F401  (registers architectures)
 from crt_bench import methods as _methods  # noqa: F401  (registers methods)
+from crt_bench.config import PROFILES
 from crt_bench.errors import CrtBenchError
+from crt_bench.reproduce import PLANS
+from crt_bench.timing import PROBES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure what it costs to make an architecture certifiably robust (randomized smoothing).")
@@ -23,6 +26,18 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 ResultsOpt = Annotated[Path, typer.Option("--results", help="results directory (parquet store)")]
 DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="where the dataset files are")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")]
+PROFILE_HELP = " | ".join(PROFILES)  # crt-bench list profiles
+
+
+def _check_inputs(*, profile: str | None = None, device: str | None = None) -> None:
+    """An unknown profile or an unusable device: one line and exit 2 before anything is printed or written."""
+    from crt_bench.config import get_profile
+    from crt_bench.provenance import pick_device
+
+    if profile is not None:
+        get_profile(profile)
+    if device is not None:
+        pick_device(device)
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -35,7 +50,7 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return parsed
 
 
-def _banner(profile: str, what: str, *, describe_profile: bool = True) -> None:
+def _banner(profile: str, what: str, *, describe_profile: bool = True, device: str = "auto") -> None:
     """What is about to run. ``describe_profile=False`` when ``what`` already says what the run really is
     (flags may have changed the profile's dataset, images or epochs: its blurb would then mislead)."""
     from crt_bench.config import get_profile
@@ -44,7 +59,7 @@ def _banner(profile: str, what: str, *, describe_profile: bool = True) -> None:
     prof = get_profile(profile)
     err.rule(f"[bold]crt-bench[/] profile [bold cyan]{prof.name}[/]")
     lines = [prof.description, f"epochs: {prof.epoch_scale:g} x each method's recipe epochs and lr milestones"]
-    err.print("\n".join([*(lines if describe_profile else []), f"device: {device_name(pick_device())}", what]),
+    err.print("\n".join([*(lines if describe_profile else []), f"device: {device_name(pick_device(device))}", what]),
               markup=False, highlight=False)
     err.rule()
 
@@ -53,7 +68,7 @@ def _banner(profile: str, what: str, *, describe_profile: bool = True) -> None:
 def run(
     method: Annotated[str, typer.Option(help="training method (crt-bench list methods)")] = "gaussian",
     arch: Annotated[str, typer.Option(help="architecture (crt-bench list archs)")] = "resnet20",
-    profile: Annotated[str, typer.Option(help="smoke | cpu | paper")] = "smoke",
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "smoke",
     dataset: Annotated[Optional[str], typer.Option(help="cifar10 | fashion-mnist | synthetic | imagenet | imagenet-small (default: profile's)")] = None,
     sigma: Annotated[float, typer.Option(help="noise level in [0,1] pixel units")] = 0.25,
     teacher: Annotated[Optional[str], typer.Option(help="teacher run id or checkpoint path (crt)")] = None,
@@ -91,6 +106,7 @@ def run(
     import os
     import subprocess
 
+    _check_inputs(profile=profile, device=device)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from crt_bench.distributed import strip_option, torchrun_command
 
@@ -121,7 +137,7 @@ def run(
                          f"({cfg.train_limit or 'all'} training images), sigma {cfg.sigma}, {cfg.epochs} epochs"
                          + (f" ({cfg.epoch_scale:g} x the recipe's {cfg.recipe_epochs})" if cfg.epoch_scale else "")
                          + f", batch {cfg.batch_size}, lr {cfg.lr} (x{cfg.gamma} at {list(cfg.milestones)}), seed {cfg.seed}"
-                         + (f", teacher {cfg.teacher}" if cfg.teacher else ""), describe_profile=False)
+                         + (f", teacher {cfg.teacher}" if cfg.teacher else ""), describe_profile=False, device=device)
         with stop_on_signals(hint):
             run_id = train_run(cfg, store, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:  # one id on stdout, however many ranks share it
@@ -168,6 +184,7 @@ def certify(
     from crt_bench.report.summary import rich_summary, summary_table
     from crt_bench.results import ResultsStore
 
+    _check_inputs(device=device)
     store = ResultsStore(results)
     if sigma is not None:
         from crt_bench.config import check_sigma
@@ -365,7 +382,7 @@ def sweep(
     arch: Annotated[list[str], typer.Option("--arch", help="repeatable")] = ["resnet20"],
     sigma: Annotated[list[float], typer.Option("--sigma", help="repeatable")] = [0.25],
     seed: Annotated[list[int], typer.Option("--seed", help="repeatable")] = [0],
-    profile: str = "smoke",
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "smoke",
     teacher_method: Annotated[str, typer.Option(help="how CRT's teachers are trained")] = "smoothmix",
     teacher_arch: Annotated[list[str], typer.Option("--teacher-arch", help="repeatable")] = ["resnet110"],
     dataset: Optional[str] = None,
@@ -382,14 +399,17 @@ def sweep(
     array_parallelism: Annotated[int, typer.Option(help="slurm: jobs of an array running at once")] = 16,
     dry_run: Annotated[bool, typer.Option(help="list the jobs (and, for slurm, the sbatch script); run nothing")] = False,
     data_dir: DataDirOpt = None,
+    device: Annotated[str, typer.Option(help="where the jobs run: auto, cpu, cuda, cuda:N (checked here unless "
+                                              "slurm)")] = "auto",
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Run a grid (methods x archs x sigmas x seeds; CRT per teacher) through submitit; resumable."""
     from crt_bench.launch import GridSpec, make_executor, run_grid, sbatch_preview, slurm_parameters
 
+    _check_inputs(profile=profile, device=None if executor == "slurm" else device)
     spec = GridSpec(methods=method, archs=arch, sigmas=sigma, seeds=seed, profile=profile,
                     teacher_method=teacher_method, teacher_archs=teacher_arch, dataset=dataset, data_dir=data_dir,
-                    epochs=epochs, train_limit=train_limit, certify=certify)
+                    epochs=epochs, train_limit=train_limit, certify=certify, device=device)
     jobs = spec.jobs()
     if max_parallel < 1:
         raise CrtBenchError(f"--max-parallel must be >= 1, got {max_parallel}")
@@ -405,12 +425,13 @@ def sweep(
     from crt_bench.config import get_profile
     from crt_bench.preflight import check_results_dir, preflight
 
-    _banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {max_parallel} at once")
+    _banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {max_parallel} at once",
+            device=device if executor != "slurm" else "auto")
     if executor == "slurm":  # the data and the device are the compute nodes', not this machine's
         checks = [check_results_dir(results)]
     else:
         checks = preflight(datasets={job.dataset or get_profile(job.profile).dataset for job in jobs},
-                           results=results, data_dir=data_dir, install_data=False).lines
+                           results=results, data_dir=data_dir, device=device, install_data=False).lines
     for line in checks:
         err.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
     ex = make_executor(executor, results / "submitit", nproc=nproc, **slurm)
@@ -434,7 +455,7 @@ def sweep(
 def chain(
     teacher: Annotated[str, typer.Option(help="the root teacher: run id or model file (certified on the same images)")],
     arch: Annotated[list[str], typer.Option("--arch", help="a generation's architecture (repeatable)")],
-    profile: Annotated[str, typer.Option(help="smoke | cpu | cpu-full | paper")] = "smoke",
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "smoke",
     order: Annotated[str, typer.Option(help="release (the registry's generation year) | given")] = "release",
     sigma: float = 0.25,
     seed: int = 0,
@@ -443,6 +464,7 @@ def chain(
     train_limit: Optional[int] = None,
     executor: Annotated[str, typer.Option(help="local (subprocesses) | slurm | debug (in-process)")] = "local",
     data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Recursive CRT: each --arch is distilled from the previous one's student; resumable link by link."""
@@ -452,10 +474,12 @@ def chain(
     from crt_bench.launch import make_executor
     from crt_bench.report.chain_figure import chain_markdown
 
+    _check_inputs(profile=profile, device=None if executor == "slurm" else device)
     check_sigma(sigma)
     spec = ChainSpec(root=teacher, archs=tuple(arch), profile=profile, sigma=sigma, seed=seed, order=order,
-                     dataset=dataset, data_dir=data_dir, epochs=epochs, train_limit=train_limit)
-    _banner(profile, f"chain {spec.chain_name}: {teacher} -> " + " -> ".join(spec.ordered_archs()))
+                     dataset=dataset, data_dir=data_dir, epochs=epochs, train_limit=train_limit, device=device)
+    _banner(profile, f"chain {spec.chain_name}: {teacher} -> " + " -> ".join(spec.ordered_archs()),
+            device=device if executor != "slurm" else "auto")
     with exit_when_stopped():
         status = run_chain(spec, results, make_executor(executor, results / "submitit"))
     from crt_bench.chain import saved_chains
@@ -471,7 +495,7 @@ def chain(
 
 @app.command("time")
 def time_cmd(
-    profile: Annotated[str, typer.Option(help="probe size: smoke | cpu | cpu-full | paper")] = "cpu",
+    profile: Annotated[str, typer.Option(help=f"probe size: {' | '.join(PROBES)}")] = "cpu",
     method: Annotated[list[str], typer.Option("--method", help="methods to time (repeatable; default: all)")] = [],
     arch: Annotated[list[str], typer.Option("--arch", help="architectures (repeatable; default: the generation "
                                                           "registry plus resnet20/resnet110)")] = [],
@@ -488,8 +512,12 @@ def time_cmd(
     from crt_bench.config import check_sigma
     from crt_bench.timing_grid import run_timing_grid
 
+    from crt_bench.timing_grid import probe_config
+
+    probe_config(profile)  # a profile without probe sizes, or an unknown one
+    _check_inputs(device=device)
     check_sigma(sigma)
-    _banner(profile, "timing probes: methods x architectures at the methods' paper hyper-parameters")
+    _banner(profile, "timing probes: methods x architectures at the methods' paper hyper-parameters", device=device)
     df = run_timing_grid(results, profile=profile, methods=method, archs=arch, teachers=teacher, sigma=sigma,
                          batches=batches, repeats=repeats, batch_size=batch_size, force=force, device=device)
     err.print(f"{len(df)} timing rows in {results}/tables/timing")
@@ -519,7 +547,7 @@ def proxy_cmd(
     student_arch: Annotated[str, typer.Option(help="the CRT student")] = "resnet110",
     teacher_arch: Annotated[str, typer.Option(help="the small proxy teacher")] = "resnet20",
     teacher_method: Annotated[str, typer.Option(help="certified training method of the proxy teacher")] = "smoothmix",
-    profile: Annotated[str, typer.Option(help="smoke | cpu | paper")] = "smoke",
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "smoke",
     dataset: Annotated[Optional[str], typer.Option(help="default: the profile's")] = None,
     sigma: float = 0.25,
     epochs: Annotated[Optional[int], typer.Option(help="override both runs' epochs")] = None,
@@ -541,8 +569,10 @@ def proxy_cmd(
     from crt_bench.config import check_sigma
     from crt_bench.results import ResultsStore
 
+    _check_inputs(profile=profile, device=device)
     check_sigma(sigma)
-    _banner(profile, f"proxy-teacher workflow: {teacher_method} {teacher_arch} (teacher) -> crt {student_arch}")
+    _banner(profile, f"proxy-teacher workflow: {teacher_method} {teacher_arch} (teacher) -> crt {student_arch}",
+            device=device)
     teacher, student = proxy_teacher_workflow(
         results, student_arch=student_arch, teacher_arch=teacher_arch, teacher_method=teacher_method,
         profile=profile, sigma=sigma, seed=seed, dataset=dataset, data_dir=data_dir, device=device,
@@ -561,7 +591,7 @@ def proxy_cmd(
 
 @app.command()
 def reproduce(
-    profile: Annotated[str, typer.Option(help="auto (paper on a GPU, cpu otherwise) | smoke | cpu | cpu-full | paper")] = "auto",
+    profile: Annotated[str, typer.Option(help=f"auto (paper on a GPU, cpu otherwise) | {' | '.join(PLANS)}")] = "auto",
     executor: Annotated[str, typer.Option(help="local | slurm | debug (see crt-bench sweep)")] = "local",
     max_parallel: int = 1,
     nproc: Annotated[int, typer.Option(help="processes (ranks) per job: data-parallel training of each run")] = 1,
@@ -570,6 +600,7 @@ def reproduce(
         "--install-data/--no-install-data",
         help="obtain a missing dataset: Debian's package via apt-get (as root), else torchvision's download")] = True,
     out_dir: Annotated[Path, typer.Option("--out", help="where tables, figures and REPORT.md go")] = Path("plots"),
+    device: Annotated[str, typer.Option(help="where every job and probe runs: auto, cpu, cuda, cuda:N")] = "auto",
     results: ResultsOpt = Path("results"),
 ) -> None:
     """The paper's experiments at the profile's size, resumably, then every table and figure.
@@ -578,11 +609,12 @@ def reproduce(
     missing; then trains and certifies every model of the plan, times every method, and writes the report.
     """
     from crt_bench.report.summary import rich_summary, summary_table
-    from crt_bench.reproduce import plan_for, run_reproduce
+    from crt_bench.reproduce import auto_profile, plan_for, run_reproduce
     from crt_bench.results import ResultsStore
 
-    plan = plan_for(profile, data_dir)
-    _banner(plan.profile, plan.describe())
+    _check_inputs(device=device)
+    plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
+    _banner(plan.profile, plan.describe(), device=device)
     from crt_bench.job_watch import exit_when_stopped
 
     with exit_when_stopped():

@@ -1,4 +1,4 @@
-"""Run configuration: dataclasses, the three profiles, and how a run's settings are resolved.
+"""Run configuration: dataclasses, the profiles, and how a run's settings are resolved.
 
 A run's settings come from three layers, later ones winning: the method's paper recipe
 (``crt_bench.methods``), the profile (smoke / cpu / paper), and explicit command-line flags.
@@ -79,6 +79,16 @@ PROFILES: dict[str, Profile] = {
             "smoke", "synthetic", "synthetic data, a few epochs, N=500: seconds on a CPU; the test suite's path",
             epoch_scale=0.02, batch_size=64, train_limit=1024, test_limit=256,
             certify=CertifyConfig(n0=50, n=500, alpha=0.001, subset="range:0:20"),
+        ),
+        Profile(
+            # The paper profile's code path (each recipe's batch size and settings, CIFAR-10's 32x32x3 and 10
+            # classes, the CUDA engine defaults: bf16 autocast, channels-last, folded bf16 teacher) at the
+            # smallest size that runs all of it: one epoch per method (any factor below 1/880 rounds every
+            # recipe to 1) on 512 synthetic images, CERTIFY at the paper's N0 and alpha with N=1,000 on 8 images.
+            "gpu-smoke", "synthetic", "the paper profile's code path on synthetic CIFAR-10-shaped data: each "
+            "recipe's batch size, one epoch per method on 512 images, N=1,000 on 8 images: minutes on one GPU",
+            epoch_scale=0.001, train_limit=512,
+            certify=CertifyConfig(n0=100, n=1_000, alpha=0.001, subset="range:0:8"),
         ),
         Profile(
             # Sized by measurement (2 shared cores, see crt_bench.reproduce.plan_for): about 55 minutes of

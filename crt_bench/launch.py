@@ -50,6 +50,7 @@ class Job:
     train_limit: int | None = None
     certify: bool = True
     teacher_ref: str | None = None  # a chain's root: an existing run id or model file as teacher (not a job)
+    device: str = "auto"  # where the job trains and certifies; not part of its key (a run is a run anywhere)
 
     @property
     def key(self) -> str:
@@ -88,6 +89,7 @@ class GridSpec:
     train_limit: int | None = None
     certify: bool = True
     certify_methods: list[str] | None = None  # None: certify every job; else only the teachers and these methods
+    device: str = "auto"
 
     def _certified(self, method: str, common: dict) -> dict:
         certify = self.certify and (self.certify_methods is None or method in self.certify_methods)
@@ -107,7 +109,7 @@ class GridSpec:
         archs = list(dict.fromkeys(get_arch(a).name for a in self.archs))
         teacher_archs = list(dict.fromkeys(get_arch(a).name for a in self.teacher_archs))
         common = dict(profile=self.profile, dataset=self.dataset, data_dir=self.data_dir, epochs=self.epochs,
-                      train_limit=self.train_limit, certify=self.certify)
+                      train_limit=self.train_limit, certify=self.certify, device=self.device)
         out: dict[str, Job] = {}
         for sigma in self.sigmas:
             for seed in self.seeds:
@@ -164,14 +166,15 @@ def execute_job(job: Job, results: str) -> str:
     elif action == "new":
         cfg = resolve_run_config(job.method, job.arch, profile=job.profile, dataset=job.dataset, sigma=job.sigma,
                                  epochs=job.epochs, seed=job.seed, teacher=run_id, train_limit=job.train_limit,
-                                 teacher_dedicated=job.teacher_dedicated, data_dir=job.data_dir, job_key=job.key)
+                                 teacher_dedicated=job.teacher_dedicated, data_dir=job.data_dir, job_key=job.key,
+                                 device=job.device)
         run_id = train_run(cfg, store, progress=False)
     if not ranks.is_main:
         return run_id
     if job.certify and not _certified(store, run_id):
         # Resumable: a certification cut short (kill, requeue) continues with the images it lacks.
         certify_run(run_id, store, get_profile(job.profile).certify, data_dir=job.data_dir, seed=job.seed,
-                    progress=False)
+                    device=job.device, progress=False)
     return run_id
 
 
@@ -394,6 +397,3 @@ def _ready(job: Job, state: dict[str, dict[str, Any]]) -> bool:
     t = state.get(job.teacher.key)
     return t is None or t["state"] in ("finished", "skipped (finished)")
 
-
-def with_profile_defaults(spec: GridSpec, **overrides: Any) -> GridSpec:
-    return replace(spec, **{k: v for k, v in overrides.items() if v is not None})

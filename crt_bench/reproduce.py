@@ -9,16 +9,15 @@ Steps (each skips what an earlier, interrupted invocation finished):
    give the slowdown table and Figure 1 where full runs are out of reach (SmoothAdv, MACER);
 3. ``crt-bench plot``: tables, figures and REPORT.md.
 
-Profiles: ``paper`` on a GPU (CIFAR-10, full recipes, the whole registry), ``cpu`` otherwise
-(Fashion-MNIST from Debian's package, short schedules on a subset of images, one new-generation
-student architecture; about 25 minutes on 2 cores), ``smoke`` for a minutes-long demonstration on synthetic data.
+Profiles (:data:`PLANS`): ``paper`` on a GPU (CIFAR-10, full recipes, the whole registry), ``cpu``
+otherwise (Fashion-MNIST from Debian's package, short schedules on a subset of images, two new-generation
+student architectures; under an hour on 2 cores), ``cpu-full`` (the same, larger), ``smoke`` for a
+minutes-long demonstration on synthetic data, ``gpu-smoke`` for the paper's code path on one GPU in minutes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import torch
 
 from crt_bench.chain import ChainSpec
 from crt_bench.errors import CrtBenchError
@@ -35,6 +34,15 @@ class Plan:
     expected: str  # how long the plan takes, for the banner
     notes: list[str] = field(default_factory=list)
     chain: ChainSpec | None = None  # recursive CRT from the grid's teacher (crt_bench.chain), in the same grid
+    timing_teachers: list[str] = field(default_factory=lambda: ["resnet110", "resnet20"])  # CRT probes' teachers
+
+    def on_device(self, device: str) -> Plan:
+        """The same plan with every job (grid, chain) training and certifying on ``device``; probes too."""
+        chain = self.chain
+        if chain is not None:
+            root = replace(chain.root, device=device) if isinstance(chain.root, Job) else chain.root
+            chain = replace(chain, root=root, device=device)
+        return replace(self, grid=replace(self.grid, device=device), chain=chain)
 
     def jobs(self) -> list[Job]:
         """The grid's jobs, then the chain's links that are not grid jobs already (same key: reused)."""
@@ -64,8 +72,18 @@ class Plan:
                 + f"\nexpected: {self.expected}" + "".join(f"\n- {note}" for note in self.notes))
 
 
-def auto_profile() -> str:
-    return "paper" if torch.cuda.is_available() else "cpu"
+PLANS = ("smoke", "gpu-smoke", "cpu", "cpu-full", "paper")  # the profiles reproduce runs; "auto" picks one
+
+
+def auto_profile(device: str = "auto") -> str:
+    """``paper`` when ``device`` is (or, for ``auto``, would be) a GPU, else ``cpu``."""
+    from crt_bench.provenance import pick_device
+
+    return "paper" if pick_device(device).type == "cuda" else "cpu"
+
+
+# gpu-smoke: the paper's teacher (SmoothMix ResNet-110) and one 2022 timm student, each method once.
+GPU_SMOKE_STUDENTS = ["convnext_atto"]
 
 
 def plan_for(profile: str, data_dir: str | None = None) -> Plan:
@@ -77,6 +95,14 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
                         data_dir=data_dir)
         return Plan("smoke", grid, ["resnet20", "resnet110", "convnext_atto", "mobilenetv4_conv_small"],
                     "a few minutes on a CPU")
+    if profile == "gpu-smoke":
+        grid = GridSpec(methods=STUDENT_METHODS, archs=list(GPU_SMOKE_STUDENTS), profile="gpu-smoke",
+                        teacher_method="smoothmix", teacher_archs=["resnet110"], data_dir=data_dir)
+        return Plan("gpu-smoke", grid, ["resnet110", *GPU_SMOKE_STUDENTS],
+                    "a few minutes on one GPU (the paper profile's code path at the smallest size)",
+                    ["synthetic CIFAR-10-shaped data without augmentation; each recipe's batch size; CUDA engine "
+                     "defaults (bf16 autocast, channels-last, folded bf16 teacher); timing probes at recipe batch"],
+                    timing_teachers=["resnet110"])
     if profile in ("cpu", "cpu-full"):
         return _cpu_plan(profile, data_dir)
     if profile == "paper":
@@ -86,7 +112,7 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
                         teacher_method="smoothmix", teacher_archs=["resnet110", "resnet20"], data_dir=data_dir)
         return Plan("paper", grid, None, "GPU-days (the projected hours are in the timing table after step 2)",
                     ["the certification of the full CIFAR-10 test set at N=100,000 dominates"])
-    raise CrtBenchError(f"unknown profile {profile!r}; valid names: auto, smoke, cpu, cpu-full, paper")
+    raise CrtBenchError(f"unknown profile {profile!r} for reproduce; valid names: auto, {', '.join(PLANS)}")
 
 
 # Two new-generation students that certify cheaply on a CPU (bf16 forward): per image at N=10,000
@@ -178,7 +204,7 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
 
         save_chain(plan.chain, results)
     datasets = {job.dataset or get_profile(job.profile).dataset for job in jobs}
-    for line in preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir,
+    for line in preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir, device=plan.grid.device,
                           install_data=install_data).lines:
         console.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
     ex = make_executor(executor, results / "submitit", nproc=nproc)
@@ -188,7 +214,7 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
         # The timing probes run as one more job, so that on a cluster they run on a compute node too.
         console.print("timing probes: every method on every architecture of the plan", highlight=False)
         follow(ex.submit(run_timing_grid, str(results), profile=plan.profile, archs=plan.timing_archs,
-                         teachers=["resnet110", "resnet20"]), "timing", console)
+                         teachers=plan.timing_teachers, device=plan.grid.device), "timing", console)
     else:
         console.print("every training job failed: the timing probes are skipped (fix the cause above, then re-run)",
                       markup=False, highlight=False)

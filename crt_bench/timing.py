@@ -56,6 +56,7 @@ class ProbeConfig:
 # in minutes (per-image costs, hence ratios, carry over; absolute hours are this CPU's).
 PROBES: dict[str, ProbeConfig] = {
     "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8),
+    "gpu-smoke": ProbeConfig(batches=2, warmup=1, repeats=2, batch_size=None),  # the paper's probe, shortest
     "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16),
     "cpu-full": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16),  # the whole registry: ~25 min
     "paper": ProbeConfig(batches=50, warmup=5, repeats=3, batch_size=None),
