@@ -96,8 +96,11 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
         return Plan("smoke", grid, ["resnet20", "resnet110", "convnext_atto", "mobilenetv4_conv_small"],
                     "a few minutes on a CPU")
     if profile == "gpu-smoke":
+        from crt_bench.config import get_profile
+
         grid = GridSpec(methods=STUDENT_METHODS, archs=list(GPU_SMOKE_STUDENTS), profile="gpu-smoke",
-                        teacher_method="smoothmix", teacher_archs=["resnet110"], data_dir=data_dir)
+                        teacher_method="smoothmix", teacher_archs=["resnet110"],
+                        train_limit=get_profile("gpu-smoke").train_limit, data_dir=data_dir)
         return Plan("gpu-smoke", grid, ["resnet110", *GPU_SMOKE_STUDENTS],
                     "a few minutes on one GPU (the paper profile's code path at the smallest size)",
                     ["synthetic CIFAR-10-shaped data without augmentation; each recipe's batch size; CUDA engine "
