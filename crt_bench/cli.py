@@ -510,9 +510,7 @@ def time_cmd(
 ) -> None:
     """Timing probes per method x architecture; projected epoch and recipe hours go to the timing table."""
     from crt_bench.config import check_sigma
-    from crt_bench.timing_grid import run_timing_grid
-
-    from crt_bench.timing_grid import probe_config
+    from crt_bench.timing_grid import probe_config, run_timing_grid
 
     probe_config(profile)  # a profile without probe sizes, or an unknown one
     _check_inputs(device=device)
