@@ -389,7 +389,7 @@ def sweep(
     epochs: Optional[int] = None,
     train_limit: Optional[int] = None,
     certify: bool = True,
-    executor: Annotated[str, typer.Option(help="local (subprocesses) | slurm | debug (in-process)")] = "local",
+    executor: Annotated[str, typer.Option(help="local (subprocesses) | slurm | debug (in-process) | inline (in-process, no submitit)")] = "local",
     max_parallel: Annotated[int, typer.Option(help="jobs running at once (local: CPUs/GPUs to share)")] = 1,
     nproc: Annotated[int, typer.Option(help="processes (ranks) per job: data-parallel training of each run")] = 1,
     partition: Annotated[Optional[str], typer.Option(help="slurm partition")] = None,
@@ -462,7 +462,7 @@ def chain(
     dataset: Optional[str] = None,
     epochs: Optional[int] = None,
     train_limit: Optional[int] = None,
-    executor: Annotated[str, typer.Option(help="local (subprocesses) | slurm | debug (in-process)")] = "local",
+    executor: Annotated[str, typer.Option(help="local (subprocesses) | slurm | debug (in-process) | inline (in-process, no submitit)")] = "local",
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     results: ResultsOpt = Path("results"),
@@ -590,7 +590,7 @@ def proxy_cmd(
 @app.command()
 def reproduce(
     profile: Annotated[str, typer.Option(help=f"auto (paper on a GPU, cpu otherwise) | {' | '.join(PLANS)}")] = "auto",
-    executor: Annotated[str, typer.Option(help="local | slurm | debug (see crt-bench sweep)")] = "local",
+    executor: Annotated[str, typer.Option(help="local | slurm | debug | inline (see crt-bench sweep)")] = "local",
     max_parallel: int = 1,
     nproc: Annotated[int, typer.Option(help="processes (ranks) per job: data-parallel training of each run")] = 1,
     data_dir: DataDirOpt = None,

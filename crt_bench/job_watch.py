@@ -45,10 +45,12 @@ def interruptible() -> Iterator[None]:
 
 
 def _log_paths(handle: Any) -> list[Path]:
-    from submitit.local.debug import DebugJob
-
     paths = getattr(handle, "paths", None)
-    if paths is None or isinstance(handle, DebugJob):  # in-process: its output is already on the console
+    if paths is None:  # the inline executor's jobs: in-process, their output is already on the console
+        return []
+    from submitit.local.debug import DebugJob  # a handle with log paths is submitit's
+
+    if isinstance(handle, DebugJob):  # in-process: its output is already on the console
         return []
     out = [Path(paths.stdout), Path(paths.stderr)]
     return list(dict.fromkeys(out))

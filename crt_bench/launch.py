@@ -1,22 +1,22 @@
-"""Grids of runs through submitit: on this machine (local executor) or on a SLURM cluster.
+"""Grids of runs: through submitit on this machine (local executor) or on a SLURM cluster, or inline.
 
 A ``GridSpec`` (methods x architectures x sigmas x seeds, plus CRT's teachers) expands into ``Job``s.
 Each job trains one model and certifies it, in its own process, writing its own parquet parts (the
 store is append-only, so concurrent jobs never overwrite each other). CRT students wait until their
 teacher's job has finished. Every job carries a stable key, recorded with its run; re-running a grid
 skips finished jobs and resumes interrupted ones, so a killed ``make reproduce`` continues where it
-stopped. Failed jobs are reported with their log path. submitit is imported only where a grid is
-submitted (:func:`make_executor`, :mod:`crt_bench.grid_task`): the report reads the status without it.
+stopped. Failed jobs are reported with their log path. submitit is imported only where a grid is submitted.
 """
 from __future__ import annotations
 
 import json
+from importlib import import_module
 import re
 import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -24,15 +24,13 @@ from rich.text import Text
 
 from crt_bench.config import get_profile, resolve_run_config
 from crt_bench.errors import CrtBenchError
+from crt_bench.inline_executor import InlineExecutor
 from crt_bench.methods import get_method
 from crt_bench.job_watch import JobWatch, interruptible
 from crt_bench.results import ResultsStore, atomic_write_bytes
 
-if TYPE_CHECKING:
-    import submitit
-
 log = Console(stderr=True)
-EXECUTORS = ("local", "slurm", "debug")
+EXECUTORS = ("local", "slurm", "debug", "inline")
 
 
 @dataclass(frozen=True)
@@ -197,8 +195,9 @@ def _decide(job: Job, store: ResultsStore, checkpoint_file: str) -> tuple[str, s
 
 def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int = 1,
                   time_min: int = 24 * 60, cpus_per_task: int | None = None, array_parallelism: int = 16,
-                  slurm_extra: dict[str, Any] | None = None, nproc: int = 1) -> submitit.Executor:
-    """submitit's own executors: ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process).
+                  slurm_extra: dict[str, Any] | None = None, nproc: int = 1) -> Any:
+    """submitit's ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process), or ``inline`` (in-process,
+    without submitit: :mod:`crt_bench.inline_executor`).
 
     ``nproc`` > 1: every job runs as that many tasks, which :class:`crt_bench.grid_task.GridTask` turns into
     the ranks of one data-parallel run (crt_bench.distributed); on SLURM the node's tasks (``--ntasks-per-node``).
@@ -207,13 +206,15 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
         raise CrtBenchError(f"--nproc must be >= 1, got {nproc}")
     if kind not in EXECUTORS:
         raise CrtBenchError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
+    if kind in ("inline", "debug") and nproc > 1:
+        raise CrtBenchError(f"the {kind} executor runs jobs in this process: --nproc needs local or slurm")
+    if kind == "inline":  # no submitit needed (crt_bench.inline_executor)
+        return InlineExecutor()
     submitit = import_submitit()
     if kind == "local":
         ex = submitit.LocalExecutor(folder=str(folder))
         ex.update_parameters(timeout_min=time_min, tasks_per_node=nproc)
     elif kind == "debug":
-        if nproc > 1:
-            raise CrtBenchError("the debug executor runs jobs in this process: --nproc needs local or slurm")
         ex = submitit.DebugExecutor(folder=str(folder))
     elif kind == "slurm":
         try:
@@ -263,7 +264,7 @@ def sbatch_preview(folder: str | Path, **params: Any) -> str:
 GRID_STATUS_FILE = "grid_status.json"  # the last grid's outcome per job, read by the report
 
 
-def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, *, max_parallel: int = 1,
+def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_parallel: int = 1,
              poll_s: float = 1.0) -> pd.DataFrame:
     """Submit jobs as their teachers finish, at most ``max_parallel`` at a time; one status row per job.
 
@@ -272,7 +273,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, 
     worker outlives the grid. A job whose teacher failed is never started. The outcome is also written
     to ``results/grid_status.json`` for the report.
     """
-    from crt_bench.grid_task import GridTask  # the executor exists, so submitit imports
+    task = execute_job if isinstance(executor, InlineExecutor) else import_module("crt_bench.grid_task").GridTask()
 
     results = str(results)
     store = ResultsStore(results)
@@ -299,7 +300,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: submitit.Executor, 
                             continue
                         if t["state"] not in ("finished", "skipped (finished)"):
                             continue
-                    running[job.key] = executor.submit(GridTask(), job, results)
+                    running[job.key] = executor.submit(task, job, results)
                     watch.add(job.key, running[job.key], label=job.label)
                     s["state"] = "running"
                     log.print(Text.assemble(("submitted ", "bold"), job.key), soft_wrap=True, highlight=False)

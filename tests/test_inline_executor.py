@@ -1,0 +1,53 @@
+"""The inline executor runs a grid without submitit: jobs in order, teachers first, errors kept per job."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from crt_bench import launch
+from crt_bench.inline_executor import InlineExecutor, InlineJob
+from crt_bench.errors import CrtBenchError
+from crt_bench.launch import GridSpec, make_executor, run_grid
+
+
+def test_inline_job_runs_once_and_keeps_its_error() -> None:
+    calls = []
+    ok = InlineJob(lambda a: calls.append(a) or a * 2, (21,))
+    assert ok.done() and ok.done() and ok.results() == [42]
+    assert calls == [21]  # run once, on the first question
+    bad = InlineJob(lambda: 1 / 0, ())
+    for _ in range(2):
+        with pytest.raises(ZeroDivisionError):
+            bad.done()
+
+
+def test_make_executor_inline_needs_no_submitit(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)  # "import submitit" now raises ImportError
+    assert isinstance(make_executor("inline", tmp_path), InlineExecutor)
+    with pytest.raises(CrtBenchError, match="inline executor runs jobs in this process"):
+        make_executor("inline", tmp_path, nproc=2)
+    with pytest.raises(CrtBenchError, match="pip install submitit"):
+        make_executor("local", tmp_path)
+
+
+def test_inline_grid_runs_teacher_then_students_and_blocks_on_failure(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    order = []
+
+    def fake_execute(job, results):
+        order.append(job.method)
+        if job.method == "gaussian":
+            raise CrtBenchError("gaussian diverged")
+        return f"run-{job.method}-{job.arch}"
+
+    monkeypatch.setattr(launch, "execute_job", fake_execute)
+    jobs = GridSpec(methods=["gaussian", "crt"], archs=["tiny_cnn"], teacher_archs=["tiny_cnn"],
+                    teacher_method="smoothmix").jobs()
+    status = run_grid(jobs, tmp_path, make_executor("inline", tmp_path), poll_s=0.0)
+    states = dict(zip(status["key"], status["state"]))
+    assert order[0] == "smoothmix" and sorted(order) == ["crt", "gaussian", "smoothmix"]
+    assert sorted(states.values()) == ["failed", "finished", "finished"]
+    failed = status[status["state"] == "failed"].iloc[0]
+    assert "gaussian diverged" in failed["error"] and failed["log"] == ""
