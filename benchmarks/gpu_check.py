@@ -62,7 +62,7 @@ class Sizes:
 SIZES = {
     "gpu": Sizes(cert_arch="resnet110", cert_images=2, cert_n0=N0_PAPER, cert_n=N_PAPER, compile=True,
                  train_archs=("resnet110", "convnext_atto"), teacher="resnet110", batch_size=None,
-                 warmup=3, batches=10, rounds=3),
+                 warmup=2, batches=5, rounds=3),
     "cpu": Sizes(cert_arch="resnet20", cert_images=1, cert_n0=20, cert_n=200, compile=False,
                  train_archs=("tiny_cnn",), teacher="resnet20", batch_size=4,
                  warmup=1, batches=1, rounds=2),
@@ -99,7 +99,10 @@ def first_forward_tf32(seen: dict[str, str]) -> Iterator[None]:
     def hook(module: torch.nn.Module, args: tuple) -> None:
         if not seen:
             seen.update(tf32_flags())
-        handle.remove()
+        try:
+            handle.remove()
+        except KeyError:  # CPU certification's worker threads: another one removed it first
+            pass
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
     try:
@@ -139,6 +142,16 @@ def guarded(rows: list[dict], base: dict, measure: Callable[[], dict]) -> bool:
 # -- certification -----------------------------------------------------------------------------------
 
 
+def even_batch(total: int, auto: int) -> int:
+    """The largest divisor of ``total`` samples from ``auto`` (the engine's own choice) down to half of it,
+    so that every forward batch has one shape and a compiled model compiles once; ``auto`` if none."""
+    top = min(auto, total)
+    for batch in range(top, max(top // 2, 1) - 1, -1):
+        if total % batch == 0:
+            return batch
+    return auto
+
+
 def warmup_n(n0: int, n: int, images: int, batch: int) -> int:
     """Estimation samples of a one-image warm-up whose forward batches have exactly the shapes of the
     timed call's (full batches and the same last, partial one): a compiled model then compiles before
@@ -165,7 +178,8 @@ def certify_variant(model: torch.nn.Module, images: torch.Tensor, sizes: Sizes, 
     device = images.device
     smooth = Smooth(model, NUM_CLASSES, SIGMA, precision=precision, compile=compiled, noise_seed=0)
     start = time.perf_counter()
-    batch = smooth.auto_batch_size(images[0])  # folds the batch norms; the batch size `certify` would use
+    # folds the batch norms; the batch size `certify` would use, evened out to a divisor of the samples
+    batch = even_batch(len(images) * (sizes.cert_n0 + sizes.cert_n), smooth.auto_batch_size(images[0]))
     seen: dict[str, str] = {}
     with nullcontext() if compiled else first_forward_tf32(seen):  # dynamo would trace the hook
         smooth.certify_many(images[:1], sizes.cert_n0, warmup_n(sizes.cert_n0, sizes.cert_n, len(images), batch),
@@ -183,7 +197,7 @@ def certify_variant(model: torch.nn.Module, images: torch.Tensor, sizes: Sizes, 
             "seconds_per_image_n100k": per_image, "scaled_from_n": sizes.cert_n != N_PAPER,
             "device_hours_test_set": per_image * TEST_IMAGES / 3600, "warmup_seconds": warmup_seconds,
             "peak_memory_bytes": peak_memory(device), "folded_batchnorms": smooth.folded_batchnorms,
-            **({f"{k}_used": v for k, v in seen.items()} if seen else {"tf32_cudnn_used": "as bf16 (compiled)"})}
+            **({f"{k}_used": v for k, v in seen.items()} if seen else {"tf32_cudnn_used": "not observed (compiled)"})}
 
 
 def run_certify(mode: str, work: Path) -> int:

@@ -144,12 +144,13 @@ def certify_section(df: pd.DataFrame, mode: str) -> list[str]:
            f"linearly to N = {N_PAPER:,} (the same forward batches, N / batch times)" if scaled else
            f"measured at N0 = {N0_PAPER}, N = {N_PAPER:,} on {sizes.cert_images} image(s), not scaled")
     lines = [f"## Certification: {arch}, 32x32x3, 10 classes, untrained weights", "",
-             f"Smooth.certify_many, sigma 0.25, the engine's own batch size (from free memory on CUDA); {how}. "
+             "Smooth.certify_many, sigma 0.25; batch: the engine's own choice (from free memory on CUDA) evened "
+             f"out to a divisor of the samples, so that every forward batch has one shape; {how}. "
              f"{mode.upper()}-hours: seconds per image x {TEST_IMAGES:,} (the CIFAR-10 test set) / 3600. Each variant was "
              "warmed up first on the batch shapes of the timed call; the warm-up (BatchNorm folding, cuDNN "
              "autotuning, and for +compile the compilation) is its own column, never in the timed figure.", "",
              f"| variant | status | batch | noisy forwards/s | s/image at N=100,000 | {mode.upper()}-h, 10,000 images | peak memory "
-             "| warm-up s (incl. compile) | TF32 conv / matmul as used |",
+             "| warm-up s (+compile: the compilation) | TF32 conv / matmul as used |",
              "|---|---|---|---|---|---|---|---|---|"]
     for _, r in df.iterrows():
         lines.append(f"| {r['variant']} | {r['status']} | {num(r.get('batch_size'), '{:.0f}')} | "
