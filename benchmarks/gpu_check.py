@@ -11,8 +11,8 @@ after every measurement (a step killed by its timeout keeps what it measured):
     train     one training step of every registered method at its recipe batch size, per architecture,
               interleaved (crt_bench.timing_rounds): seconds per loader batch, peak memory, the per-step
               and recipe-projected slowdown vs Gaussian beside the paper's whole-run ratios.
-    reproduce the CPU mode's reproduce: the profile's own plan and report, shrunk to seconds in-process
-              (the GPU mode runs ``crt_bench.cli reproduce`` itself).
+    reproduce the CPU mode's reproduce: the same ``crt-bench reproduce`` command line as the GPU mode's,
+              run in-process with the plan shrunk to a minute (the GPU mode runs the CLI itself).
     summary   summary.md and measurements.csv in OUT from the steps' exit codes, logs and rows
               (benchmarks/gpu_check_summary.py).
 
@@ -281,21 +281,30 @@ def run_train(mode: str, work: Path) -> int:
 # -- the CPU mode's reproduce --------------------------------------------------------------------------
 
 
-def run_tiny_reproduce(profile: str, results: Path, out: Path) -> int:
-    """``profile``'s plan through ``run_reproduce`` in this process, shrunk to a minute on a CPU: tiny_cnn as
-    the teacher and the student of every method of the plan, 32 training images, one epoch, 2 images
-    certified at N = 32, probes on tiny_cnn at batch 4. Everything else is the profile's and the plan's."""
-    from crt_bench import config, timing
-    from crt_bench.reproduce import plan_for, run_reproduce
+def run_tiny_reproduce(argv: list[str]) -> int:
+    """``crt-bench ARGV`` (a reproduce) in this process with the plan shrunk to a minute on a CPU, as
+    tests/test_gpu_smoke.py does: tiny_cnn as the teacher, the students and the probed architecture and
+    teacher, 256 training images; probes at batch 4, CERTIFY at N = 32 on 2 images. Every run keeps its
+    recipe's batch size and the profile's other settings. ARGV must name the in-process executor (debug),
+    so that the jobs and the probes see the smaller sizes."""
+    from crt_bench import cli, config, reproduce, timing
 
+    profile = argv[argv.index("--profile") + 1]
+    real_plan = reproduce.plan_for
+
+    def tiny(name: str, data_dir: str | None = None) -> reproduce.Plan:
+        plan = real_plan(name, data_dir)
+        grid = replace(plan.grid, archs=["tiny_cnn"], teacher_archs=["tiny_cnn"], train_limit=256)
+        return replace(plan, grid=grid, timing_archs=["tiny_cnn"], timing_teachers=["tiny_cnn"], chain=None)
+
+    reproduce.plan_for = tiny
+    timing.PROBES[profile] = replace(timing.PROBES[profile], batch_size=4, batches=1)
     p = config.get_profile(profile)
-    config.PROFILES[profile] = replace(p, batch_size=8, train_limit=32, test_limit=8,
-                                       certify=replace(p.certify, n0=8, n=32, subset="range:0:2"))
-    timing.PROBES[profile] = timing.ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=4)
-    plan = plan_for(profile)
-    grid = replace(plan.grid, archs=["tiny_cnn"], teacher_archs=["tiny_cnn"], epochs=1, train_limit=32)
-    plan = replace(plan, grid=grid, timing_archs=["tiny_cnn"], chain=None)
-    run_reproduce(plan, results, out, executor="debug", install_data=False)
+    config.PROFILES[profile] = replace(p, certify=replace(p.certify, n=32, subset="range:0:2"))
+    try:
+        cli.main(argv)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     return 0
 
 
@@ -305,15 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=sorted(SIZES), default="gpu")
     parser.add_argument("--work", type=Path, required=True, help="the check's scratch folder (rows, step status)")
     parser.add_argument("--out", type=Path, help="summary: the check's output folder")
-    parser.add_argument("--profile", default="gpu-smoke", help="reproduce: the profile to shrink")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)  # reproduce: the crt-bench command after --
+    args, command = parser.parse_args(argv[:split]), argv[split + 1:]
     args.work.mkdir(parents=True, exist_ok=True)
     if args.step == "certify":
         return run_certify(args.mode, args.work)
     if args.step == "train":
         return run_train(args.mode, args.work)
     if args.step == "reproduce":
-        return run_tiny_reproduce(args.profile, args.work / "results", args.work / "plots")
+        return run_tiny_reproduce(command)
     from gpu_check_summary import write_summary
 
     write_summary(args.mode, args.work, args.out)

@@ -11,7 +11,7 @@
 #   1. pytest -m gpu                 (CPU mode: the gpu-marked tests' collection only; they need CUDA)
 #   2. certification speed           ResNet-110 in fp32, TF32, bf16, compiled bf16 (benchmarks/gpu_check.py)
 #   3. one training step per method  ResNet-110 and ConvNeXt-Atto (2022), recipe batch sizes
-#   4. reproduce --profile gpu-smoke --device cuda (CPU mode: the same plan shrunk in-process); REPORT.md
+#   4. reproduce --profile gpu-smoke --device cuda (CPU mode: --device cpu in-process, the plan shrunk)
 #   5. summary.md (always written, also when a step failed) and measurements.csv
 # At most 8 files in OUT_DIR: summary.md, measurements.csv, REPORT.md and the 4 step logs.
 set -u
@@ -75,12 +75,12 @@ else
 fi
 step certify "$LIMIT_CERTIFY" "$PYTHON" benchmarks/gpu_check.py certify --mode "$mode" --work "$WORK"
 step train "$LIMIT_TRAIN" "$PYTHON" benchmarks/gpu_check.py train --mode "$mode" --work "$WORK"
+REPRODUCE=(reproduce --profile gpu-smoke --device "$DEVICE" --results "$WORK/results" --out "$WORK/plots")
 if [ "$mode" = gpu ]; then
-  step reproduce "$LIMIT_REPRODUCE" "$PYTHON" -m crt_bench.cli reproduce --profile gpu-smoke --device "$DEVICE" \
-    --results "$WORK/results" --out "$WORK/plots"
-else
-  step reproduce "$LIMIT_REPRODUCE" "$PYTHON" benchmarks/gpu_check.py reproduce --mode cpu --profile gpu-smoke \
-    --work "$WORK"
+  step reproduce "$LIMIT_REPRODUCE" "$PYTHON" -m crt_bench.cli "${REPRODUCE[@]}"
+else  # the same command in-process (its in-process executor), with the plan shrunk to tiny_cnn
+  step reproduce "$LIMIT_REPRODUCE" "$PYTHON" benchmarks/gpu_check.py reproduce --mode cpu --work "$WORK" \
+    -- "${REPRODUCE[@]}" --executor debug
 fi
 [ -f "$WORK/plots/REPORT.md" ] && cp "$WORK/plots/REPORT.md" "$OUT/REPORT.md"
 
