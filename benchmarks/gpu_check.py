@@ -78,27 +78,25 @@ def device_for(mode: str) -> torch.device:
 # -- TF32: what torch does by default, and what a measurement's forward pass actually ran with ---------
 
 
-def tf32_flags() -> dict[str, str]:
-    """The process's TF32 switches as torch reports them (cuDNN convolutions, CUDA matmuls)."""
-    out = {}
-    for key, read in (("tf32_cudnn", lambda: torch.backends.cudnn.allow_tf32),
-                      ("tf32_matmul", lambda: torch.backends.cuda.matmul.allow_tf32)):
-        try:
-            out[key] = "on" if read() else "off"
-        except RuntimeError as err:  # torch >= 2.9 refuses the legacy getter after the new API set it
-            out[key] = f"unreadable ({err})"
-    return out
+def tf32_now() -> dict[str, str]:
+    """TF32 of CUDA float32 convolutions and matmuls as the process is set now, read by crt_bench's one
+    reader (:func:`crt_bench.tf32.read`: torch's new and legacy switches must not be mixed)."""
+    from crt_bench.tf32 import read
+
+    state = read()
+    return {"tf32_conv": "on" if state.conv else "off", "tf32_matmul": "on" if state.matmul else "off"}
 
 
 @contextmanager
 def first_forward_tf32(seen: dict[str, str]) -> Iterator[None]:
-    """Fill ``seen`` with :func:`tf32_flags` at the next module forward in this process, then stop
-    looking (the hook removes itself, so nothing it adds reaches a timed region)."""
+    """Fill ``seen`` with :func:`tf32_now` at the next module forward in this process, then stop looking
+    (the hook removes itself, so nothing it adds reaches a timed region)."""
+    tf32_now()  # fails here, not inside a forward, where crt_bench cannot read TF32
     handle = None
 
     def hook(module: torch.nn.Module, args: tuple) -> None:
         if not seen:
-            seen.update(tf32_flags())
+            seen.update(tf32_now())
         try:
             handle.remove()
         except KeyError:  # CPU certification's worker threads: another one removed it first
@@ -197,7 +195,7 @@ def certify_variant(model: torch.nn.Module, images: torch.Tensor, sizes: Sizes, 
             "seconds_per_image_n100k": per_image, "scaled_from_n": sizes.cert_n != N_PAPER,
             "device_hours_test_set": per_image * TEST_IMAGES / 3600, "warmup_seconds": warmup_seconds,
             "peak_memory_bytes": peak_memory(device), "folded_batchnorms": smooth.folded_batchnorms,
-            **({f"{k}_used": v for k, v in seen.items()} if seen else {"tf32_cudnn_used": "not observed (compiled)"})}
+            **({f"{k}_used": v for k, v in seen.items()} if seen else {"tf32_conv_used": "not observed (compiled)"})}
 
 
 def run_certify(mode: str, work: Path) -> int:

@@ -10,12 +10,13 @@ import math
 import platform
 import subprocess
 from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from gpu_check import N0_PAPER, N_PAPER, SIZES, TEST_IMAGES, tf32_flags
+from gpu_check import N0_PAPER, N_PAPER, SIZES, TEST_IMAGES, tf32_now
 
 TIMED_OUT = (124, 137)  # timeout's exit status, and KILL after its grace period
 TAIL_LINES = 25
@@ -31,28 +32,50 @@ def nvidia_smi() -> str:
     return done.stdout.strip().replace("\n", "; ") or f"nvidia-smi failed: {done.stderr.strip()[:200]}"
 
 
-def environment(mode: str) -> dict[str, str]:
-    """The machine and library versions; the TF32 defaults are read before crt_bench is imported."""
-    default = tf32_flags()
-    from crt_bench.provenance import device_name, git_commit
+def safely(read: Callable[[], str]) -> str:
+    """``read()``, or why it could not be read: the summary is written whatever the machine lacks."""
+    try:
+        return read()
+    except Exception as err:
+        return f"unavailable ({type(err).__name__}: {err})"
 
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda and mode == "gpu" else "cpu")
+
+def tf32_default() -> str:
+    state = tf32_now()
+    return (f"cuDNN convolutions {state['tf32_conv']}, CUDA matmuls {state['tf32_matmul']}, "
+            f"float32 matmul precision {torch.get_float32_matmul_precision()}")
+
+
+def device_info(mode: str) -> tuple[str, str]:
+    """The measured device's name (crt_bench's wording) and its CUDA compute capability."""
+    from crt_bench.provenance import device_name
+
+    device = torch.device("cuda" if mode == "gpu" and torch.cuda.is_available() else "cpu")
     capability = ".".join(map(str, torch.cuda.get_device_capability(device))) if device.type == "cuda" else "n/a"
+    return device_name(device), capability
+
+
+def environment(mode: str) -> dict[str, str]:
+    """The machine and library versions; TF32 is read first, before anything in this process sets it."""
+    default = safely(tf32_default)
+    from crt_bench.provenance import git_commit
+
+    try:
+        device, capability = device_info(mode)
+    except Exception as err:  # a driver that torch cannot talk to: said in the table, not a crash
+        device = capability = f"unavailable ({type(err).__name__}: {err})"
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": mode,
-        "device": device_name(device),
+        "device": device,
         "compute capability": capability,
         "nvidia-smi (name, driver)": nvidia_smi(),
         "CUDA (torch build)": torch.version.cuda or "none",
-        "cuDNN": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none",
+        "cuDNN": safely(lambda: str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none"),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "crt-bench commit": git_commit(),
-        "TF32 default (torch, fresh process)": f"cuDNN convolutions {default['tf32_cudnn']}, "
-                                               f"CUDA matmuls {default['tf32_matmul']}, "
-                                               f"float32 matmul precision {torch.get_float32_matmul_precision()}",
+        "crt-bench commit": safely(git_commit),
+        "TF32 default (torch, fresh process)": default,
     }
 
 
@@ -129,7 +152,7 @@ def ratio(r: pd.Series, name: str) -> str:
 
 
 def tf32_used(r: pd.Series) -> str:
-    conv, matmul = r.get("tf32_cudnn_used"), r.get("tf32_matmul_used")
+    conv, matmul = r.get("tf32_conv_used"), r.get("tf32_matmul_used")
     if not isinstance(conv, str):
         return ""
     return conv if not isinstance(matmul, str) else f"{conv} / {matmul}"
