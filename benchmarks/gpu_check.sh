@@ -104,4 +104,5 @@ if [ $rc -ne 0 ] || [ ! -s "$OUT/summary.md" ]; then
   } >"$OUT/summary.md"
 fi
 echo "GPU check ($mode mode) done in $((SECONDS - START)) s: $OUT/summary.md" >&2
-awk -F'\t' '$2 != 0 {bad=1} END {exit bad}' "$WORK/steps.tsv"
+# exit 0 only when every step and the summary passed
+awk -F'\t' '$2 != 0 {bad=1} END {exit bad}' "$WORK/steps.tsv" && [ $rc -eq 0 ]
