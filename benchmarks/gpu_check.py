@@ -162,10 +162,13 @@ def warmup_n(n0: int, n: int, images: int, batch: int) -> int:
 
 
 def tf32_unavailable(device: torch.device) -> str | None:
+    """Why the ``tf32`` precision cannot run on ``device`` (None: it can)."""
     if device.type != "cuda":
         return f"n/a on {device.type}"
+    from crt_bench.tf32 import supports_tf32
+
     major, minor = torch.cuda.get_device_capability(device)
-    return None if major >= 8 else f"n/a: compute capability {major}.{minor} < 8.0"
+    return None if supports_tf32(device) else f"n/a: compute capability {major}.{minor}, TF32 needs 8.0 (Ampere)"
 
 
 def certify_variant(model: torch.nn.Module, images: torch.Tensor, sizes: Sizes, precision: str,
@@ -195,7 +198,7 @@ def certify_variant(model: torch.nn.Module, images: torch.Tensor, sizes: Sizes, 
             "seconds_per_image_n100k": per_image, "scaled_from_n": sizes.cert_n != N_PAPER,
             "device_hours_test_set": per_image * TEST_IMAGES / 3600, "warmup_seconds": warmup_seconds,
             "peak_memory_bytes": peak_memory(device), "folded_batchnorms": smooth.folded_batchnorms,
-            **({f"{k}_used": v for k, v in seen.items()} if seen else {"tf32_conv_used": "not observed (compiled)"})}
+            **({f"{k}_used": v for k, v in seen.items()} or {"tf32_conv_used": "not observed (compiled)"})}
 
 
 def run_certify(mode: str, work: Path) -> int:
@@ -248,8 +251,9 @@ def train_rows(arch: str, sizes: Sizes, device: torch.device) -> list[dict]:
     out = []
     for row in rows:
         per_recipe = row["recipe_epochs"] / gaussian_epochs
-        out.append({"stage": "train", "variant": row["method"] + (f" <- {row['teacher_arch']}" if row["teacher_arch"] else ""),
-                    **row, "recipe_ratio": row["epoch_ratio"] * per_recipe,
+        teacher = f" <- {row['teacher_arch']}" if row["teacher_arch"] else ""
+        out.append({"stage": "train", "variant": row["method"] + teacher, **row,
+                    "recipe_ratio": row["epoch_ratio"] * per_recipe,
                     "recipe_ratio_low": row["epoch_ratio_low"] * per_recipe,
                     "recipe_ratio_high": row["epoch_ratio_high"] * per_recipe,
                     "paper_ratio_resnet110": PAPER_SLOWDOWN.get(row["method"], float("nan")),

@@ -151,6 +151,11 @@ def ratio(r: pd.Series, name: str) -> str:
     return f"{text} [{num(low, '{:.2f}')}, {num(high, '{:.2f}')}]" if text and num(low) and num(high) else text
 
 
+def text(value: object) -> str:
+    """A cell's text; empty for a missing value (NaN in a CSV column)."""
+    return value if isinstance(value, str) else ""
+
+
 def tf32_used(r: pd.Series) -> str:
     conv, matmul = r.get("tf32_conv_used"), r.get("tf32_matmul_used")
     if not isinstance(conv, str):
@@ -158,30 +163,31 @@ def tf32_used(r: pd.Series) -> str:
     return conv if not isinstance(matmul, str) else f"{conv} / {matmul}"
 
 
+def md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *["| " + " | ".join(row) + " |" for row in rows]]
+
+
 def certify_section(df: pd.DataFrame, mode: str) -> list[str]:
-    sizes = SIZES[mode]
+    sizes, unit = SIZES[mode], mode.upper()
     if df.empty:
         return ["No certification rows (the step wrote none: see its status and log above).", ""]
-    arch = df["arch"].iloc[0]
-    scaled = sizes.cert_n != N_PAPER
     how = (f"measured at N0 = {sizes.cert_n0}, N = {sizes.cert_n:,} on {sizes.cert_images} image(s) and scaled "
-           f"linearly to N = {N_PAPER:,} (the same forward batches, N / batch times)" if scaled else
-           f"measured at N0 = {N0_PAPER}, N = {N_PAPER:,} on {sizes.cert_images} image(s), not scaled")
-    lines = [f"## Certification: {arch}, 32x32x3, 10 classes, untrained weights", "",
+           f"linearly to N = {N_PAPER:,} (the same forward batches, N / batch times)" if sizes.cert_n != N_PAPER
+           else f"measured at N0 = {N0_PAPER}, N = {N_PAPER:,} on {sizes.cert_images} image(s), not scaled")
+    lines = [f"## Certification: {df['arch'].iloc[0]}, 32x32x3, 10 classes, untrained weights", "",
              "Smooth.certify_many, sigma 0.25; batch: the engine's own choice (from free memory on CUDA) evened "
-             f"out to a divisor of the samples, so that every forward batch has one shape; {how}. "
-             f"{mode.upper()}-hours: seconds per image x {TEST_IMAGES:,} (the CIFAR-10 test set) / 3600. Each variant was "
-             "warmed up first on the batch shapes of the timed call; the warm-up (BatchNorm folding, cuDNN "
-             "autotuning, and for +compile the compilation) is its own column, never in the timed figure.", "",
-             f"| variant | status | batch | noisy forwards/s | s/image at N=100,000 | {mode.upper()}-h, 10,000 images | peak memory "
-             "| warm-up s (+compile: the compilation) | TF32 conv / matmul as used |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for _, r in df.iterrows():
-        lines.append(f"| {r['variant']} | {r['status']} | {num(r.get('batch_size'), '{:.0f}')} | "
-                     f"{num(r.get('noisy_forwards_per_s'), '{:,.0f}')} | {num(r.get('seconds_per_image_n100k'))} | "
-                     f"{num(r.get('device_hours_test_set'))} | {memory(r.get('peak_memory_bytes'))} | "
-                     f"{num(r.get('warmup_seconds'), '{:.1f}')} | {tf32_used(r)} |")
-    return lines + [""]
+             f"out to a divisor of the samples, so that every forward batch has one shape; {how}. {unit}-hours: "
+             f"seconds per image x {TEST_IMAGES:,} (the CIFAR-10 test set) / 3600. Each variant was warmed up "
+             "first on the batch shapes of the timed call; the warm-up (BatchNorm folding, cuDNN autotuning, "
+             "and for +compile the compilation) is its own column, never in the timed figure.", ""]
+    headers = ["variant", "status", "batch", "noisy forwards/s", "s/image at N=100,000", f"{unit}-h, 10,000 images",
+               "peak memory", "warm-up s (+compile: the compilation)", "TF32 conv / matmul as used"]
+    rows = [[r["variant"], r["status"], num(r.get("batch_size"), "{:.0f}"), num(r.get("noisy_forwards_per_s"), "{:,.0f}"),
+             num(r.get("seconds_per_image_n100k")), num(r.get("device_hours_test_set")),
+             memory(r.get("peak_memory_bytes")), num(r.get("warmup_seconds"), "{:.1f}"), tf32_used(r)]
+            for _, r in df.iterrows()]
+    return lines + md_table(headers, rows) + [""]
 
 
 def train_section(df: pd.DataFrame, mode: str) -> list[str]:
@@ -197,20 +203,17 @@ def train_section(df: pd.DataFrame, mode: str) -> list[str]:
              "Gaussian [distribution-free interval]: per loader batch, and projected over the whole recipe "
              "(per-epoch ratio x recipe epochs / Gaussian's 150; MACER's recipe has 440). The paper's "
              "figures are whole-run ratios for ResNet-110 on one V100 (CRT paper, Table 1).", ""]
+    headers = ["method", "status", "batch", "optimizer steps / batch", "fwd+bwd passes", "s per loader batch",
+               "peak memory", "x Gaussian per batch", "recipe epochs", "x Gaussian, recipe", "paper (whole run)",
+               "precision", "TF32 conv / matmul as used"]
     for arch, part in df.groupby("arch", sort=False):
-        lines += [f"### {arch}", "",
-                  "| method | status | batch | optimizer steps / batch | fwd+bwd passes | s per loader batch "
-                  "| peak memory | x Gaussian per batch | recipe epochs | x Gaussian, recipe | paper (whole run) "
-                  "| precision | TF32 conv / matmul as used |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for _, r in part.iterrows():
-            lines.append(f"| {r.get('variant', '') if isinstance(r.get('variant'), str) else ''} | {r['status']} | "
-                         f"{num(r.get('batch_size'), '{:.0f}')} | {num(r.get('optimizer_steps_per_batch'), '{:.0f}')} | "
-                         f"{num(r.get('fwd_bwd_passes'), '{:.2f}')} | {num(r.get('seconds_per_batch'), '{:.4g}')} | "
-                         f"{memory(r.get('peak_memory_bytes'))} | {ratio(r, 'batch_ratio')} | "
-                         f"{num(r.get('recipe_epochs'), '{:.0f}')} | {ratio(r, 'recipe_ratio')} | "
-                         f"{num(r.get('paper_ratio_resnet110'), '{:.2f}x')} | {r.get('precision', '')} | {tf32_used(r)} |")
-        lines.append("")
+        rows = [[text(r.get("variant")), r["status"], num(r.get("batch_size"), "{:.0f}"),
+                 num(r.get("optimizer_steps_per_batch"), "{:.0f}"), num(r.get("fwd_bwd_passes"), "{:.2f}"),
+                 num(r.get("seconds_per_batch"), "{:.4g}"), memory(r.get("peak_memory_bytes")),
+                 ratio(r, "batch_ratio"), num(r.get("recipe_epochs"), "{:.0f}"), ratio(r, "recipe_ratio"),
+                 num(r.get("paper_ratio_resnet110"), "{:.2f}x"), text(r.get("precision")), tf32_used(r)]
+                for _, r in part.iterrows()]
+        lines += [f"### {arch}", "", *md_table(headers, rows), ""]
     return lines
 
 
