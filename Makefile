@@ -8,10 +8,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= auto
 RESULTS ?= results
+OUT ?= $(RESULTS)/gpu-check
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.crt-bench-installed
 
-.PHONY: install reproduce test test-all test-gpu bench clean-results
+.PHONY: install reproduce test test-all test-gpu gpu-check bench clean-results
 
 install: $(STAMP)
 
@@ -39,6 +40,11 @@ test-all: install
 ## checks of the CUDA paths (device-resident batches without host syncs); on a GPU machine
 test-gpu: install
 	$(PY) -m pytest -m gpu
+
+## the prepared GPU check, first thing on a GPU machine (at most 9 minutes; no install: the machine's own
+## $(PYTHON) and torch; CRT_GPU_CHECK=cpu for the tiny CPU mode): summary.md and measurements.csv in OUT
+gpu-check:
+	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh $(OUT)
 
 ## the speed benchmarks: certification vs the reference loop, then the training step per method,
 ## reference design vs this engine; parquet under results/bench, ratios printed (CPU: under 10 minutes)
