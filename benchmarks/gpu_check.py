@@ -287,7 +287,7 @@ def run_tiny_reproduce(argv: list[str]) -> int:
     """``crt-bench ARGV`` (a reproduce) in this process with the plan shrunk to a minute on a CPU, as
     tests/test_gpu_smoke.py does: tiny_cnn as the teacher, the students and the probed architecture and
     teacher, 256 training images; probes at batch 4, CERTIFY at N = 32 on 2 images. Every run keeps its
-    recipe's batch size and the profile's other settings. ARGV must name the in-process executor (debug),
+    recipe's batch size and the profile's other settings. ARGV must name an in-process executor (inline),
     so that the jobs and the probes see the smaller sizes."""
     from crt_bench import cli, config, reproduce, timing
 

@@ -5,8 +5,8 @@
 #   bash benchmarks/gpu_check.sh --cpu OUT_DIR    # CPU mode (or CRT_GPU_CHECK=cpu): tiny sizes, ~2 minutes
 #
 # Uses the torch the machine already has: nothing is installed, nothing is downloaded. Runs from the
-# repository root with PYTHONPATH=. (prepended to yours: a submitit wheel on PYTHONPATH serves the
-# reproduce step on a machine without submitit) and $PYTHON (default python3). Steps, each under its own
+# repository root with PYTHONPATH=. and $PYTHON (default python3); submitit is not needed (the reproduce
+# step runs its jobs in-process with --executor inline). Steps, each under its own
 # timeout so that a failure or a hang does not hide the others, each logging to OUT_DIR/<step>.log:
 #   1. pytest -m gpu                 (CPU mode: the gpu-marked tests' collection only; they need CUDA)
 #   2. certification speed           ResNet-110 in fp32, TF32, bf16, compiled bf16 (benchmarks/gpu_check.py)
@@ -75,12 +75,13 @@ else
 fi
 step certify "$LIMIT_CERTIFY" "$PYTHON" benchmarks/gpu_check.py certify --mode "$mode" --work "$WORK"
 step train "$LIMIT_TRAIN" "$PYTHON" benchmarks/gpu_check.py train --mode "$mode" --work "$WORK"
-REPRODUCE=(reproduce --profile gpu-smoke --device "$DEVICE" --results "$WORK/results" --out "$WORK/plots")
+REPRODUCE=(reproduce --profile gpu-smoke --device "$DEVICE" --executor inline --results "$WORK/results"
+           --out "$WORK/plots")
 if [ "$mode" = gpu ]; then
   step reproduce "$LIMIT_REPRODUCE" "$PYTHON" -m crt_bench.cli "${REPRODUCE[@]}"
-else  # the same command in-process (its in-process executor), with the plan shrunk to tiny_cnn
+else  # the same command, with the plan shrunk to tiny_cnn
   step reproduce "$LIMIT_REPRODUCE" "$PYTHON" benchmarks/gpu_check.py reproduce --mode cpu --work "$WORK" \
-    -- "${REPRODUCE[@]}" --executor debug
+    -- "${REPRODUCE[@]}"
 fi
 [ -f "$WORK/plots/REPORT.md" ] && cp "$WORK/plots/REPORT.md" "$OUT/REPORT.md"
 
