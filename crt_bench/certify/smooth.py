@@ -9,32 +9,21 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from crt_bench.batchnorm_fold import fold_batchnorm
+from crt_bench.certify.batching import CPU_AUTO_BATCH, CUDA_MAX_AUTO_BATCH, cuda_batch_from_memory, intra_op_threads
 from crt_bench.certify.precision import NOISE_DTYPE, autocast, check_precision
 from crt_bench.certify.stats import ABSTAIN, check_settings, predict_abstains, radius_from_counts
-from crt_bench.certify.stream import SampleStream, mix_seed
+from crt_bench.certify.stream import SampleStream, check_image, mix_seed, stack_images
 from crt_bench.errors import CrtBenchError
 
 SELECTION, ESTIMATION, SAMPLING = 0, 1, 2
 """Segment kinds of keyed noise: an image's selection, estimation and PREDICT/sample_counts draws."""
-
-CPU_AUTO_BATCH = 128
-"""Noisy samples per forward pass on a CPU when no batch size is given.
-
-With one batch per core (see ``cpu_workers``), 128 CIFAR-sized images per forward pass ran ResNet-20
-about 1.5x faster than Cohen's 1000 on 2 cores (64 and 128 were within 10% of each other for
-ResNet-20/110; 128 was 20% faster for MobileNetV3); see ``benchmarks/bench_certify.py``.
-"""
-
-CUDA_MAX_AUTO_BATCH = 16_384
-"""Upper bound of the batch size chosen from free GPU memory."""
 
 
 class Smooth:
@@ -133,7 +122,7 @@ class Smooth:
         :func:`radius_from_counts` of those.
         """
         check_settings(alpha, n0=n0, n=n, **_given(batch_size))
-        _check_image(x)
+        check_image(x)
         return self.certify_many(x.unsqueeze(0), n0, n, alpha, batch_size)[0]
 
     def certify_many(
@@ -148,7 +137,7 @@ class Smooth:
         ``keys`` (default ``0..K-1``) name the images for keyed noise (``noise_seed``).
         """
         check_settings(alpha, n0=n0, n=n, **_given(batch_size))
-        stack = _stack_images(images)
+        stack = stack_images(images)
         k = stack.shape[0]
         segments = [(i, num) for i in range(k) for num in (n0, n)]
         seeds = self._segment_seeds(keys, k, (SELECTION, ESTIMATION))
@@ -177,14 +166,14 @@ class Smooth:
     ) -> np.ndarray:
         """``[K, num_classes]`` class histograms of ``argmax f(x_k + eps)`` over ``num`` draws per image."""
         check_settings(0.5, num=num, **_given(batch_size))
-        stack = _stack_images(images)
+        stack = stack_images(images)
         k = stack.shape[0]
         return self._stream_counts(stack, [(i, num) for i in range(k)], batch_size,
                                    self._segment_seeds(keys, k, (SAMPLING,)))
 
     def _sample_counts(self, x: torch.Tensor, num: int, batch_size: int | None) -> np.ndarray:
         """Class histogram of ``argmax f(x + eps)`` over ``num`` noise draws for one image ``[C, H, W]``."""
-        _check_image(x)
+        check_image(x)
         return self._stream_counts(x.unsqueeze(0), [(0, num)], batch_size, self._segment_seeds(None, 1, (SAMPLING,)))[0]
 
     def _segment_seeds(self, keys: Sequence[int] | None, k: int, kinds: tuple[int, ...]) -> list[int] | None:
@@ -198,7 +187,7 @@ class Smooth:
 
     def auto_batch_size(self, image: torch.Tensor) -> int:
         """The batch size ``batch_size=None`` resolves to for images like ``image`` ``[C, H, W]`` on its device."""
-        _check_image(image)
+        check_image(image)
         images = image.unsqueeze(0).to(dtype=torch.float32)
         self.base_classifier.eval()
         model = self._model(image.device, tuple(image.shape))
@@ -271,7 +260,7 @@ class Smooth:
         reproducible counts.
         """
         pending: deque = deque()
-        with _intra_op_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="crt-certify") as pool:
+        with intra_op_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="crt-certify") as pool:
             try:
                 while not stream.done or pending:
                     while not stream.done and len(pending) < 2 * workers:
@@ -332,7 +321,7 @@ class Smooth:
             return CPU_AUTO_BATCH
         key = (self._prepared_key, tuple(images.shape[1:]), self.precision, str(fmt))
         if key not in self._auto_batch:
-            self._auto_batch[key] = _cuda_batch_from_memory(
+            self._auto_batch[key] = cuda_batch_from_memory(
                 self.base_classifier if self.compile else model, images, fmt, self._autocast(device)
             )
         return self._auto_batch[key]
@@ -345,34 +334,6 @@ class Smooth:
         return smaller
 
 
-def _cuda_batch_from_memory(model: Callable, images: torch.Tensor, fmt: torch.memory_format, autocast) -> int:
-    """Batch size that uses about half of the free GPU memory, from one probe forward pass of 64 zeros."""
-    device = images.device
-    probe = 64
-    torch.cuda.synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    with torch.inference_mode(), autocast:
-        x = torch.zeros((probe, *images.shape[1:]), dtype=torch.float32, device=device, memory_format=fmt)
-        model(x)
-        del x
-    torch.cuda.synchronize(device)
-    per_sample = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1.0)
-    free, _ = torch.cuda.mem_get_info(device)
-    batch = int(0.5 * free / per_sample) // 64 * 64
-    return int(min(max(batch, probe), CUDA_MAX_AUTO_BATCH))
-
-
-@contextmanager
-def _intra_op_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _version(tensor: torch.Tensor) -> int:
     """In-place modification counter (inference tensors have none and cannot be modified outside it)."""
     try:
@@ -383,26 +344,3 @@ def _version(tensor: torch.Tensor) -> int:
 
 def _given(batch_size: int | None) -> dict[str, int]:
     return {} if batch_size is None else {"batch_size": batch_size}
-
-
-def _check_image(x: torch.Tensor) -> None:
-    if x.dim() != 3:
-        raise CrtBenchError(f"certify/predict take one image [C, H, W], got shape {tuple(x.shape)}")
-
-
-def _stack_images(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    if isinstance(images, torch.Tensor):
-        if images.dim() != 4:
-            raise CrtBenchError(f"expected images [K, C, H, W], got shape {tuple(images.shape)}")
-        stack = images
-    else:
-        images = list(images)
-        for image in images:
-            _check_image(image)
-        if not images:
-            raise CrtBenchError("no images given")
-        stack = torch.stack(images)
-    if stack.shape[0] < 1:
-        raise CrtBenchError("no images given")
-    return stack
-
