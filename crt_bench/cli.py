@@ -81,6 +81,8 @@ def run(
         help="data-parallel processes on this machine: relaunches this command under torchrun (one GPU each)")] = 1,
     sync_bn: Annotated[bool, typer.Option(
         "--sync-bn/--no-sync-bn", help="data-parallel runs: batch norm over the global batch (CUDA)")] = False,
+    tf32: Annotated[bool, typer.Option(
+        "--tf32/--no-tf32", help="TF32 float32 matmuls and convolutions (Ampere+ GPUs; default off: IEEE fp32)")] = False,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Train one model; the last line of standard output is the new run's id.
@@ -91,6 +93,11 @@ def run(
     import os
     import subprocess
 
+    if tf32:  # refused before anything starts (torchrun children included)
+        from crt_bench.provenance import pick_device
+        from crt_bench.tf32 import check_tf32
+
+        check_tf32(True, pick_device(device), "--tf32")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from crt_bench.distributed import strip_option, torchrun_command
 
@@ -112,7 +119,7 @@ def run(
                                  teacher_input_layer=teacher_input_layer, hparams=_parse_sets(set_),
                                  train_limit=train_limit, data_dir=data_dir, device=device, amp=amp,
                                  channels_last=channels_last, compile=compile, teacher_precision=teacher_precision,
-                                 profile_steps=profile_steps)
+                                 profile_steps=profile_steps, tf32=tf32)
         if sync_bn:
             from dataclasses import replace
 
@@ -138,7 +145,7 @@ def certify(
     alpha: Annotated[Optional[float], typer.Option(help="failure probability")] = None,
     batch: Annotated[Optional[int], typer.Option(help="noisy samples per forward pass (default: chosen)")] = None,
     precision: Annotated[Optional[str], typer.Option(
-        help="base classifier forward: fp32 | bf16 | fp16 (noise stays float32; recorded)")] = None,
+        help="base classifier forward: fp32 | tf32 (Ampere+ GPUs) | bf16 | fp16 (noise stays float32; recorded)")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model")] = None,
     subset: Annotated[Optional[str], typer.Option(help="all | skip:K | range:A:B[:K]")] = None,
     sigma: Annotated[Optional[float], typer.Option(help="smoothing noise (default: the run's)")] = None,
@@ -179,6 +186,11 @@ def certify(
                                         compile=compile).items() if v is not None}
     ccfg = replace(base, **overrides)
     ccfg.validate()
+    from crt_bench.certify.precision import uses_tf32
+    from crt_bench.provenance import pick_device
+    from crt_bench.tf32 import check_tf32
+
+    check_tf32(uses_tf32(ccfg.precision), pick_device(device), "--precision tf32")  # before any shard starts
     err.print(f"certify {run_id}: N0={ccfg.n0} N={ccfg.n} alpha={ccfg.alpha} batch={ccfg.batch or 'auto'} "
               f"subset={ccfg.subset} precision={ccfg.precision}{' compiled' if ccfg.compile else ''}")
     from crt_bench.interrupts import stop_on_signals

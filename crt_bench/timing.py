@@ -10,6 +10,7 @@ timed block), repeats that, and projects
 Random data costs the same as real data here: the step's arithmetic does not depend on pixel values.
 Rows carry ``kind = "projected"``; full training runs (the ``runs`` table) are the measured hours.
 The arithmetic lives in :func:`summarize` so that it can be checked with a fake clock.
+``tf32`` is the TF32 state the probe's step ran in (:mod:`crt_bench.tf32`).
 """
 from __future__ import annotations
 
@@ -45,10 +46,11 @@ class ProbeConfig:
     compile: bool = False
     teacher_precision: str = "auto"
     fold_teacher: bool = True
+    tf32: bool = False  # TF32 in the step (Ampere+ GPUs); off: IEEE float32, as training by default
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(amp=self.amp, channels_last=self.channels_last, compile=self.compile,
-                             teacher_precision=self.teacher_precision, fold_teacher=self.fold_teacher)
+                             teacher_precision=self.teacher_precision, fold_teacher=self.fold_teacher, tf32=self.tf32)
 
 
 # Probe sizes per profile: the paper profile times a few hundred optimizer steps at the recipe's
@@ -145,6 +147,7 @@ class PreparedProbe:
             **summarize(times, batch_size=self.batch, train_images=self.cfg.train_images, epochs=spec.recipe.epochs),
             "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else -1,
             "precision": self.step.precision, "compile": options.compile, "channels_last": self.step.channels_last,
+            "tf32": self.step.tf32,
             "teacher_precision": self.teacher.precision if self.teacher else "",
             "device": env["device"], "device_count": env["device_count"], "torch_version": env["torch"],
             "cuda_version": env["cuda"], "git_commit": env["git_commit"],

@@ -15,6 +15,8 @@ Engine settings (every one is recorded with the run):
 * the teacher (CRT): :class:`FrozenTeacher`, a copy with batch norm folded into the convolutions,
   NHWC, run under ``torch.inference_mode`` and, by default, in bf16 where the hardware computes it
   natively (``teacher_precision="auto"``). The noisy input it sees is float32 either way.
+* ``tf32``: the step runs with TF32 float32 matmuls and convolutions (Ampere+ GPUs only; refused
+  elsewhere); off by default, so that float32 work is IEEE float32 (:mod:`crt_bench.tf32`).
 
 The loss sum stays on the device: the step never waits for the host.
 """
@@ -31,6 +33,7 @@ from torch.profiler import record_function
 from crt_bench.batchnorm_fold import fold_batchnorm
 from crt_bench.errors import CrtBenchError
 from crt_bench.methods import MethodSpec, StepContext
+from crt_bench.tf32 import check_tf32, in_force_under, tf32_mode
 
 TEACHER_PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -42,6 +45,7 @@ class EngineOptions:
     compile: bool = False  # torch.compile the student's forward
     teacher_precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 where the device has native bf16)
     fold_teacher: bool = True  # fold the teacher's batch norms into its convolutions
+    tf32: bool = False  # TF32 float32 matmuls and convolutions in the step (Ampere+ GPUs; crt_bench.tf32)
 
     def validate(self) -> None:
         check_teacher_precision(self.teacher_precision)
@@ -120,6 +124,8 @@ class TrainStep:
         """``wrap`` (e.g. DistributedDataParallel, crt_bench.distributed) goes around the student before compiling."""
         self.options = options or EngineOptions()
         self.options.validate()
+        check_tf32(self.options.tf32, device, "--tf32")
+        self.tf32 = in_force_under(self.options.tf32, device)  # what the step's float32 work runs in
         self.spec, self.model, self.optimizer, self.ctx, self.device = spec, model, optimizer, ctx, device
         self.chunks = max(1, int(spec.steps_per_batch(ctx.hparams)))
         self.channels_last = resolve_channels_last(self.options.channels_last, model)
@@ -134,6 +140,10 @@ class TrainStep:
         return "bf16" if self.amp else "fp32"
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        with tf32_mode(self.options.tf32):
+            return self._step(x, y)
+
+    def _step(self, x: Tensor, y: Tensor) -> Tensor:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         total = torch.zeros((), device=x.device)

@@ -106,7 +106,8 @@ def iter_certify(
     comes from ``generator`` (or torch's global RNG) in stream order.  ``batch_size=None`` lets
     :class:`Smooth` choose it; ``precision`` and ``compile`` are passed to :class:`Smooth`.  Each
     frame's ``attrs`` hold the engine settings actually used: ``batch_size``, ``precision``,
-    ``noise_dtype``, ``compile``, ``folded_batchnorms``, ``images_per_group``.
+    ``noise_dtype``, ``compile``, ``folded_batchnorms``, ``images_per_group``, ``tf32`` (TF32 in force
+    in the forward passes, :mod:`crt_bench.tf32`).
     """
     if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
         raise CrtBenchError(f"expected images [N, C, H, W] and labels [N], got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -119,10 +120,12 @@ def iter_certify(
     device = _module_device(model, default=x.device)
     batch = batch_size if batch_size is not None else smooth.auto_batch_size(x[0].to(device))
     group = min(_MAX_GROUP, max(1, math.ceil(_GROUP_BATCHES * batch / (n0 + n))))
+    tf32 = smooth.tf32_in_force(device)
 
     def engine() -> dict[str, object]:
         return dict(batch_size=int(batch), precision=smooth.precision, noise_dtype=smooth.noise_dtype,
-                    compile=smooth.compile, folded_batchnorms=smooth.folded_batchnorms, images_per_group=int(group))
+                    compile=smooth.compile, folded_batchnorms=smooth.folded_batchnorms, images_per_group=int(group),
+                    tf32=tf32)
 
     with _progress_bar(progress, len(indices), sigma) as advance:
         for start_at in range(0, len(indices), group):

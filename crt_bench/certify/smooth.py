@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from crt_bench.batchnorm_fold import fold_batchnorm
 from crt_bench.certify.batching import CPU_AUTO_BATCH, CUDA_MAX_AUTO_BATCH, cuda_batch_from_memory, intra_op_threads
-from crt_bench.certify.precision import NOISE_DTYPE, autocast, check_precision
+from crt_bench.certify.precision import NOISE_DTYPE, autocast, check_precision, uses_tf32
 from crt_bench.certify.stats import ABSTAIN, check_settings, predict_abstains, radius_from_counts
 from crt_bench.certify.stream import SampleStream, check_image, mix_seed, stack_images
 from crt_bench.errors import CrtBenchError
+from crt_bench.tf32 import check_tf32, in_force_under, tf32_mode
 
 SELECTION, ESTIMATION, SAMPLING = 0, 1, 2
 """Segment kinds of keyed noise: an image's selection, estimation and PREDICT/sample_counts draws."""
@@ -46,7 +48,9 @@ class Smooth:
       images (and of an image's selection and estimation samples) and count per (image, class) with a
       scatter-add over ``segment * num_classes + class``; counts stay on the device until the end;
     * ``torch.inference_mode``; ``precision`` ``"bf16"`` / ``"fp16"`` autocasts the base classifier's
-      forward only (:data:`NOISE_DTYPE`); ``compile=True`` wraps it in ``torch.compile``;
+      forward only (:data:`NOISE_DTYPE`); ``"tf32"`` is the float32 forward with TF32 on (Ampere+
+      GPUs), every other precision runs with TF32 off, set only while the engine samples
+      (:mod:`crt_bench.tf32`); ``compile=True`` wraps it in ``torch.compile``;
     * ``fold_batchnorm`` (default on): eval-mode batch norms (``BatchNorm2d``, timm's
       ``BatchNormAct2d``) that directly follow a ``Conv2d`` are folded into it in a private
       ``torch.fx`` copy of the model (checked against the model on a probe batch; the model as given
@@ -189,10 +193,22 @@ class Smooth:
         """The batch size ``batch_size=None`` resolves to for images like ``image`` ``[C, H, W]`` on its device."""
         check_image(image)
         images = image.unsqueeze(0).to(dtype=torch.float32)
-        self.base_classifier.eval()
-        model = self._model(image.device, tuple(image.shape))
-        fmt = torch.channels_last if self._use_channels_last(image.device, images) else torch.contiguous_format
-        return self._choose_batch(model, images, fmt)
+        with self._tf32(image.device):
+            self.base_classifier.eval()
+            model = self._model(image.device, tuple(image.shape))
+            fmt = torch.channels_last if self._use_channels_last(image.device, images) else torch.contiguous_format
+            return self._choose_batch(model, images, fmt)
+
+    def tf32_in_force(self, device: torch.device) -> bool:
+        """Whether this engine's forward passes on ``device`` run in TF32 (recorded with every row)."""
+        return in_force_under(uses_tf32(self.precision), device)
+
+    @contextmanager
+    def _tf32(self, device: torch.device) -> Iterator[None]:
+        """TF32 on for precision ``tf32`` (refused where the device cannot honour it), off otherwise."""
+        check_tf32(uses_tf32(self.precision), device, "precision tf32")
+        with tf32_mode(uses_tf32(self.precision)):
+            yield
 
     # -- the engine -------------------------------------------------------------------------------
 
@@ -209,20 +225,24 @@ class Smooth:
                 "create the generator on the image's device"
             )
         images = images.to(dtype=torch.float32)
-        self.base_classifier.eval()
-        model = self._model(device, tuple(images.shape[1:]))
-        fmt = torch.channels_last if self._use_channels_last(device, images) else torch.contiguous_format
-        auto = batch_size is None
-        b = self._choose_batch(model, images, fmt) if auto else int(batch_size)
-        self.last_batch_size = b
-        stream = SampleStream(images, segments, self.num_classes, self.sigma, self.generator, fmt, seeds)
-        workers = min(self._workers(device), math.ceil(stream.total / b))  # one batch: all threads on it
+        with self._tf32(device):
+            self.base_classifier.eval()
+            model = self._model(device, tuple(images.shape[1:]))
+            fmt = torch.channels_last if self._use_channels_last(device, images) else torch.contiguous_format
+            auto = batch_size is None
+            b = self._choose_batch(model, images, fmt) if auto else int(batch_size)
+            self.last_batch_size = b
+            stream = SampleStream(images, segments, self.num_classes, self.sigma, self.generator, fmt, seeds)
+            self._sample(stream, model, b, auto, min(self._workers(device), math.ceil(stream.total / b)))
+        return stream.counts.view(len(segments), self.num_classes).cpu().numpy()
+
+    def _sample(self, stream: SampleStream, model: Callable, b: int, auto: bool, workers: int) -> None:
+        """Every batch of ``stream`` through ``model``: ``workers`` CPU threads, or one (all threads on a batch)."""
         with torch.inference_mode():
             if workers > 1:
                 self._run_parallel(stream, model, b, workers)
             else:
                 self._run_serial(stream, model, b, auto)
-        return stream.counts.view(len(segments), self.num_classes).cpu().numpy()
 
     def _forward(self, model: Callable[[torch.Tensor], torch.Tensor], noisy: torch.Tensor) -> torch.Tensor:
         """``argmax`` of the base classifier's logits; autocast covers this forward pass only."""
