@@ -14,7 +14,10 @@ Engine variants: ``fp32`` and ``bf16`` (autocast of the base classifier only; th
 at the engine's own batch size (``--batch``; default: chosen by the engine, 128 on a CPU, from free
 memory on a GPU), and ``fp32@ref-batch``: fp32 at the reference's batch size, which separates the gain
 of the batch size from the rest of the engine (BatchNorm folding, channels-last, in-place noise,
-multi-image batches).  ``--compile`` adds torch.compile'd variants.
+multi-image batches).  ``--compile`` adds torch.compile'd variants.  Nothing timed includes a warm-up:
+before its first timed chunk each engine variant runs :meth:`Smooth.warm_up` at every forward batch
+shape the chunks will use (folding, compilation of each static shape, cuDNN tuning), reported apart as
+``prepare_seconds``; the reference loop certifies one small image first.
 
 Agreement: a ResNet-20 trained for a few dozen noisy SGD steps on the synthetic data (non-trivial,
 image-dependent predictions) is certified by the reference loop and by the engine (fp32 and bf16);
@@ -39,7 +42,8 @@ import numpy as np
 import torch
 
 from crt_bench.archs import build_model
-from crt_bench.certify import ABSTAIN, CPU_AUTO_BATCH, Smooth, counts_for_radius, radius_from_counts
+from crt_bench.certify import ABSTAIN, Smooth, counts_for_radius, radius_from_counts
+from crt_bench.certify.batching import forward_batch_sizes
 from crt_bench.data import load_split
 from crt_bench.provenance import environment, pick_device, synchronize
 from crt_bench.results import write_bench_table
@@ -103,12 +107,16 @@ class Variant:
         self.results: list[tuple[int, float]] = []
         self.prepare_seconds = 0.0
 
-    def warm_up(self, image: torch.Tensor) -> None:
-        """One small certification (excluded from the timing): BatchNorm folding, compilation, caches."""
+    def warm_up(self, images: torch.Tensor) -> None:
+        """Excluded from the timing: the engine's forward at every batch shape of the timed chunks of
+        ``images`` (BatchNorm folding, compilation, cuDNN, caches); the reference certifies one image."""
         start = time.perf_counter()
-        self.run(image[None], n0=10, n=self.args.ref_batch if self.reference else 2 * (self.batch or CPU_AUTO_BATCH))
+        if self.reference:
+            self.run(images[:1], n0=10, n=self.args.ref_batch)
+            self.results.clear()
+        else:
+            warm_up_engine(self.smooth, images, self.args.chunk, self.args.n0 + self.args.n, self.batch)
         self.prepare_seconds = time.perf_counter() - start
-        self.results.clear()
 
     def run(self, images: torch.Tensor, n0: int, n: int) -> None:
         if self.reference:
@@ -125,10 +133,17 @@ class Variant:
         return int(self.smooth.last_batch_size or 0)
 
 
+def warm_up_engine(smooth: Smooth, images: torch.Tensor, chunk: int, samples: int, batch: int | None) -> None:
+    """:meth:`Smooth.warm_up` at every forward batch size of certifying ``images`` ``chunk`` at a time."""
+    b = batch or smooth.auto_batch_size(images[0])
+    calls = [len(images[i:i + chunk]) for i in range(0, len(images), chunk)]
+    smooth.warm_up(images[0], forward_batch_sizes(calls, samples, b))
+
+
 def time_variants(variants: list[Variant], images: torch.Tensor, args: argparse.Namespace,
                   device: torch.device) -> None:
     for variant in variants:
-        variant.warm_up(images[0])
+        variant.warm_up(images)
     for j, start in enumerate(range(0, len(images), args.chunk)):
         chunk = images[start : start + args.chunk]
         order = variants[j % len(variants):] + variants[: j % len(variants)]
@@ -230,6 +245,7 @@ def agreement(args: argparse.Namespace, device: torch.device, env: dict) -> list
     rows = []
     for precision in args.precisions:
         smooth = Smooth(model, NUM_CLASSES, args.sigma, precision=precision)
+        warm_up_engine(smooth, images, len(images), args.n0 + n, args.batch)
         t0 = time.perf_counter()
         ours = smooth.certify_many(images, args.n0, n, args.alpha, args.batch)
         ours_s = time.perf_counter() - t0

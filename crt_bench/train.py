@@ -48,7 +48,7 @@ from crt_bench.profiling import StepProfiler
 from crt_bench.provenance import environment, synchronize
 from crt_bench.results import ResultsStore, atomic_torch_save, atomic_write_bytes
 from crt_bench.tf32 import check_tf32, tf32_mode
-from crt_bench.train_step import FrozenTeacher, TrainStep
+from crt_bench.train_step import FrozenTeacher, TrainStep, warmup_batches
 
 log = Console(stderr=True)
 EVAL_IMAGES = 2000  # noisy test accuracy per epoch is measured on at most this many test images
@@ -284,9 +284,12 @@ class Trainer:
         self.engine = {"precision": step.precision, "channels_last": step.channels_last, "compile": cfg.compile,
                        "teacher_precision": frozen.precision if frozen else "",
                        "teacher_folded_batchnorms": frozen.folded if frozen else 0, "sync_bn": cfg.sync_bn,
-                       "tf32": step.tf32}
+                       "tf32": step.tf32, "warmup_seconds": 0.0}
         self._append("runs", [self._run_row("running", state, teacher)])
         try:
+            if cfg.compile and not is_folder_dataset(cfg.dataset):  # compile in undone, untimed steps, not epoch 1
+                self.engine["warmup_seconds"] = step.warm_up(warmup_batches(
+                    train.x, train.y, cfg.batch_size, self.dist.world_size, self.dist.rank))
             with tf32_mode(cfg.tf32):  # the step sets it too; this covers the per-epoch noisy test accuracy
                 self._loop(step, sampler, sampler_gen, test, state)
         except BaseException as err:

@@ -1,12 +1,15 @@
-"""Forward batches of the sampling engine: their size and CPU threads.
+"""Forward batches of the sampling engine: their size, the shapes a certification uses, CPU threads.
 
 * :func:`cuda_batch_from_memory`: the automatic batch size on a GPU (about half the free memory);
+* :func:`forward_batch_sizes`: every batch size a run of sampling calls will feed the model (the full
+  batch and each call's smaller tail), so that a warm-up can compile and tune each shape before the
+  timed work (:meth:`crt_bench.certify.Smooth.warm_up`);
 * :func:`intra_op_threads`: torch's intra-op threads for the duration of a block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -21,6 +24,23 @@ ResNet-20/110; 128 was 20% faster for MobileNetV3); see ``benchmarks/bench_certi
 
 CUDA_MAX_AUTO_BATCH = 16_384
 """Upper bound of the batch size chosen from free GPU memory."""
+
+
+def forward_batch_sizes(images_per_call: Iterable[int], samples_per_image: int, batch: int) -> list[int]:
+    """The distinct forward batch sizes of sampling calls of ``images_per_call`` images each.
+
+    A call lays its images' ``samples_per_image`` noisy copies end to end and cuts them into batches of
+    ``batch`` (:class:`crt_bench.certify.stream.SampleStream`): full batches, then a smaller tail when
+    the total is not a multiple of ``batch``.  Largest first.
+    """
+    sizes: set[int] = set()
+    for k in images_per_call:
+        total = int(k) * int(samples_per_image)
+        if total >= batch:
+            sizes.add(int(batch))
+        if total % batch:
+            sizes.add(total % batch)
+    return sorted(sizes, reverse=True)
 
 
 def cuda_batch_from_memory(model: Callable, images: torch.Tensor, fmt: torch.memory_format, autocast) -> int:

@@ -20,8 +20,9 @@ from crt_bench.batchnorm_fold import fold_batchnorm
 from crt_bench.certify.batching import CPU_AUTO_BATCH, CUDA_MAX_AUTO_BATCH, cuda_batch_from_memory, intra_op_threads
 from crt_bench.certify.precision import NOISE_DTYPE, autocast, check_precision, uses_tf32
 from crt_bench.certify.stats import ABSTAIN, check_settings, predict_abstains, radius_from_counts
-from crt_bench.certify.stream import SampleStream, check_image, mix_seed, stack_images
+from crt_bench.certify.stream import SampleStream, as_nchw, check_image, mix_seed, sample_storage, stack_images
 from crt_bench.errors import CrtBenchError
+from crt_bench.provenance import synchronize
 from crt_bench.tf32 import check_tf32, in_force_under, tf32_mode
 
 SELECTION, ESTIMATION, SAMPLING = 0, 1, 2
@@ -50,7 +51,8 @@ class Smooth:
     * ``torch.inference_mode``; ``precision`` ``"bf16"`` / ``"fp16"`` autocasts the base classifier's
       forward only (:data:`NOISE_DTYPE`); ``"tf32"`` is the float32 forward with TF32 on (Ampere+
       GPUs), every other precision runs with TF32 off, set only while the engine samples
-      (:mod:`crt_bench.tf32`); ``compile=True`` wraps it in ``torch.compile``;
+      (:mod:`crt_bench.tf32`); ``compile=True`` wraps the model in ``torch.compile(dynamic=False)``:
+      one static graph per batch size, which :meth:`warm_up` compiles before timed work;
     * ``fold_batchnorm`` (default on): eval-mode batch norms (``BatchNorm2d``, timm's
       ``BatchNormAct2d``) that directly follow a ``Conv2d`` are folded into it in a private
       ``torch.fx`` copy of the model (checked against the model on a probe batch; the model as given
@@ -199,6 +201,29 @@ class Smooth:
             fmt = torch.channels_last if self._use_channels_last(image.device, images) else torch.contiguous_format
             return self._choose_batch(model, images, fmt)
 
+    def warm_up(self, image: torch.Tensor, batch_sizes: Sequence[int]) -> None:
+        """Untimed forward passes at each of ``batch_sizes`` (:func:`~crt_bench.certify.batching.forward_batch_sizes`).
+
+        Builds the engine's model (folding, ``torch.compile`` of each batch shape, cuDNN's algorithm
+        choice, the allocator) on zeros laid out as noisy copies of ``image`` ``[C, H, W]`` are, so that
+        timed sampling starts warm.  No noise is drawn (neither the generator, the global RNG nor the
+        keyed noise is touched): every row is what it is without the warm-up.
+        """
+        check_image(image)
+        device, shape = image.device, tuple(image.shape)
+        with self._tf32(device):
+            self.base_classifier.eval()
+            model = self._model(device, shape)
+            fmt = (torch.channels_last if self._use_channels_last(device, image.unsqueeze(0))
+                   else torch.contiguous_format)
+            try:
+                with torch.inference_mode():  # as the sampling's batches: inference tensors
+                    for b in batch_sizes:
+                        self._forward(model, as_nchw(sample_storage(int(b), shape, fmt, device).zero_(), fmt))
+            except torch.cuda.OutOfMemoryError:  # the sampling itself shrinks an automatic batch, as without this
+                torch.cuda.empty_cache()
+        synchronize(device)
+
     def tf32_in_force(self, device: torch.device) -> bool:
         """Whether this engine's forward passes on ``device`` run in TF32 (recorded with every row)."""
         return in_force_under(uses_tf32(self.precision), device)
@@ -331,7 +356,7 @@ class Smooth:
                 if self.channels_last is not False:
                     model = model.to(memory_format=torch.channels_last)  # our copy only
         if self.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, dynamic=False)  # static shapes: warm_up compiles each batch size
         self._prepared, self._prepared_key = model, key
         return model
 
