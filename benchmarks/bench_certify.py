@@ -2,18 +2,22 @@
 
 The reference loop is written below with the semantics of Cohen et al.'s ``core.py`` (methods.md
 section 1), which every baseline repository copies: one image at a time, ``x.repeat((b, 1, 1, 1))``,
-``torch.randn_like(batch) * sigma``, fp32, ``argmax``, counts accumulated on the host with numpy per
+``torch.randn_like(batch) * sigma``, fp32 (IEEE: TF32 off, :mod:`crt_bench.tf32`), ``argmax``, counts accumulated on the host with numpy per
 batch (element by element, as ``Smooth._count_arr`` does), batch 1000.  Both certify the same images
 of the synthetic test split with the same model, N0 and N; the time per image is wall time. Ratios
 are "reference seconds / engine seconds" for the same images, measured in one process in
 interleaved chunks (the order of the variants rotates from chunk to chunk, so that a load change on a
 shared machine hits all of them alike).
 
-Engine variants: ``fp32`` and ``bf16`` (autocast of the base classifier only; the noise stays float32)
+Engine variants: ``fp32`` and ``bf16`` (autocast of the base classifier only; the noise stays float32;
+``--precisions`` may add ``tf32``, Ampere+ GPUs, and ``fp16``)
 at the engine's own batch size (``--batch``; default: chosen by the engine, 128 on a CPU, from free
 memory on a GPU), and ``fp32@ref-batch``: fp32 at the reference's batch size, which separates the gain
 of the batch size from the rest of the engine (BatchNorm folding, channels-last, in-place noise,
-multi-image batches).  ``--compile`` adds torch.compile'd variants.
+multi-image batches).  ``--compile`` adds torch.compile'd variants.  Nothing timed includes a warm-up:
+before its first timed chunk each engine variant runs :meth:`Smooth.warm_up` at every forward batch
+shape the chunks will use (folding, compilation of each static shape, cuDNN tuning), reported apart as
+``prepare_seconds``; the reference loop certifies one small image first.
 
 Agreement: a ResNet-20 trained for a few dozen noisy SGD steps on the synthetic data (non-trivial,
 image-dependent predictions) is certified by the reference loop and by the engine (fp32 and bf16);
@@ -38,10 +42,12 @@ import numpy as np
 import torch
 
 from crt_bench.archs import build_model
-from crt_bench.certify import ABSTAIN, CPU_AUTO_BATCH, Smooth, counts_for_radius, radius_from_counts
+from crt_bench.certify import ABSTAIN, Smooth, counts_for_radius, radius_from_counts
+from crt_bench.certify.batching import forward_batch_sizes
 from crt_bench.data import load_split
 from crt_bench.provenance import environment, pick_device, synchronize
 from crt_bench.results import write_bench_table
+from crt_bench.tf32 import tf32_mode
 
 NUM_CLASSES = 10
 
@@ -74,11 +80,12 @@ def reference_sample_noise(model: torch.nn.Module, x: torch.Tensor, num: int, ba
 
 def reference_certify(model: torch.nn.Module, x: torch.Tensor, n0: int, n: int, alpha: float,
                       batch_size: int, sigma: float) -> tuple[int, float, int]:
-    """(prediction, radius, nA) of CERTIFY with the reference loop."""
+    """(prediction, radius, nA) of CERTIFY with the reference loop (IEEE float32: TF32 off)."""
     model.eval()
-    counts_selection = reference_sample_noise(model, x, n0, batch_size, sigma)
-    c_a = int(counts_selection.argmax())
-    counts_estimation = reference_sample_noise(model, x, n, batch_size, sigma)
+    with tf32_mode(False):
+        counts_selection = reference_sample_noise(model, x, n0, batch_size, sigma)
+        c_a = int(counts_selection.argmax())
+        counts_estimation = reference_sample_noise(model, x, n, batch_size, sigma)
     n_a = int(counts_estimation[c_a])
     radius = radius_from_counts(n_a, n, alpha, sigma)
     return (ABSTAIN, 0.0, n_a) if radius is None else (c_a, radius, n_a)
@@ -100,12 +107,16 @@ class Variant:
         self.results: list[tuple[int, float]] = []
         self.prepare_seconds = 0.0
 
-    def warm_up(self, image: torch.Tensor) -> None:
-        """One small certification (excluded from the timing): BatchNorm folding, compilation, caches."""
+    def warm_up(self, images: torch.Tensor) -> None:
+        """Excluded from the timing: the engine's forward at every batch shape of the timed chunks of
+        ``images`` (BatchNorm folding, compilation, cuDNN, caches); the reference certifies one image."""
         start = time.perf_counter()
-        self.run(image[None], n0=10, n=self.args.ref_batch if self.reference else 2 * (self.batch or CPU_AUTO_BATCH))
+        if self.reference:
+            self.run(images[:1], n0=10, n=self.args.ref_batch)
+            self.results.clear()
+        else:
+            warm_up_engine(self.smooth, images, self.args.chunk, self.args.n0 + self.args.n, self.batch)
         self.prepare_seconds = time.perf_counter() - start
-        self.results.clear()
 
     def run(self, images: torch.Tensor, n0: int, n: int) -> None:
         if self.reference:
@@ -122,10 +133,17 @@ class Variant:
         return int(self.smooth.last_batch_size or 0)
 
 
+def warm_up_engine(smooth: Smooth, images: torch.Tensor, chunk: int, samples: int, batch: int | None) -> None:
+    """:meth:`Smooth.warm_up` at every forward batch size of certifying ``images`` ``chunk`` at a time."""
+    b = batch or smooth.auto_batch_size(images[0])
+    calls = [len(images[i:i + chunk]) for i in range(0, len(images), chunk)]
+    smooth.warm_up(images[0], forward_batch_sizes(calls, samples, b))
+
+
 def time_variants(variants: list[Variant], images: torch.Tensor, args: argparse.Namespace,
                   device: torch.device) -> None:
     for variant in variants:
-        variant.warm_up(images[0])
+        variant.warm_up(images)
     for j, start in enumerate(range(0, len(images), args.chunk)):
         chunk = images[start : start + args.chunk]
         order = variants[j % len(variants):] + variants[: j % len(variants)]
@@ -172,8 +190,9 @@ def speed(args: argparse.Namespace, device: torch.device, env: dict) -> list[dic
             print(f"  {v.name:<18}{v.used_batch():>7}{per_image:>10.3f}{1 / per_image:>10.3f}{fwd:>13.0f}"
                   f"{ratio:>8.2f}x{v.prepare_seconds:>11.2f}")
             folded = 0 if v.smooth is None else v.smooth.folded_batchnorms
+            tf32 = False if v.smooth is None else v.smooth.tf32_in_force(device)
             rows.append({"kind": "speed", "arch": arch, "variant": v.name, "engine": "reference" if v.reference
-                         else "crt-bench", "precision": v.precision, "noise_dtype": "float32", "compile": v.compile,
+                         else "crt-bench", "precision": v.precision, "tf32": tf32, "noise_dtype": "float32", "compile": v.compile,
                          "batch": v.used_batch(), "images": len(images), "n0": args.n0, "n": args.n,
                          "sigma": args.sigma, "seconds": v.seconds, "seconds_per_image": per_image,
                          "images_per_s": 1 / per_image, "noisy_forwards_per_s": fwd, "speedup_vs_reference": ratio,
@@ -226,6 +245,7 @@ def agreement(args: argparse.Namespace, device: torch.device, env: dict) -> list
     rows = []
     for precision in args.precisions:
         smooth = Smooth(model, NUM_CLASSES, args.sigma, precision=precision)
+        warm_up_engine(smooth, images, len(images), args.n0 + n, args.batch)
         t0 = time.perf_counter()
         ours = smooth.certify_many(images, args.n0, n, args.alpha, args.batch)
         ours_s = time.perf_counter() - t0
@@ -245,7 +265,7 @@ def agreement(args: argparse.Namespace, device: torch.device, env: dict) -> list
         print(f"  {precision:<10}{same:>10.3f}{mean_dr:>10.4f}{z.max():>8.2f}{int(np.sum(z > 3)):>7}"
               f"{acc:>9.3f}{acr:>8.4f}{ours_s / len(images):>9.3f}")
         rows.append({"kind": "agreement", "arch": args.agree_arch, "variant": precision, "engine": "crt-bench",
-                     "precision": precision, "noise_dtype": "float32", "images": len(images), "n0": args.n0, "n": n,
+                     "precision": precision, "tf32": smooth.tf32_in_force(device), "noise_dtype": "float32", "images": len(images), "n0": args.n0, "n": n,
                      "sigma": args.sigma, "same_prediction_as_reference": same, "mean_abs_radius_diff": mean_dr,
                      "max_abs_z_n_a": float(z.max()), "n_abs_z_over_3": int(np.sum(z > 3)),
                      "certified_accuracy": acc, "acr": acr, "reference_certified_accuracy":
@@ -271,7 +291,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=4, help="images per interleaved timing chunk")
     parser.add_argument("--ref-batch", type=int, default=1000, help="the reference loop's batch size")
     parser.add_argument("--batch", type=int, default=None, help="the engine's batch size (default: its own choice)")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "tf32", "bf16", "fp16"])
     parser.add_argument("--same-batch", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the engine in fp32 at the reference's batch size")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd engine variants")

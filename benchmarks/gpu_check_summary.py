@@ -109,7 +109,7 @@ def step_note(step: dict, mode: str, out: Path) -> str:
         return f"{what}: {last[-1].strip().replace('|', '/')}" if last else what
     if step["name"] == "reproduce":
         what = ("crt_bench.cli reproduce --profile gpu-smoke --device cuda" if mode == "gpu" else
-                "crt_bench.cli reproduce --profile gpu-smoke --device cpu --executor debug in-process, the plan "
+                "crt_bench.cli reproduce --profile gpu-smoke --device cpu --executor inline, the plan "
                 "shrunk to tiny_cnn")
         return what + ("; REPORT.md copied beside this file" if (out / "REPORT.md").is_file() else "; no REPORT.md")
     return {"certify": "benchmarks/gpu_check.py certify", "train": "benchmarks/gpu_check.py train"}.get(step["name"], "")

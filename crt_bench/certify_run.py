@@ -27,6 +27,7 @@ import torch
 from rich.console import Console
 
 from crt_bench.certify import check_precision, iter_certify, parse_subset
+from crt_bench.certify.precision import uses_tf32
 from crt_bench.certify_shards import ShardSpec
 from crt_bench.checkpoint import LoadedModel, load_model
 from crt_bench.cohen_log import read_cohen_log
@@ -36,6 +37,7 @@ from crt_bench.errors import CrtBenchError
 from crt_bench.locking import ProcessLock
 from crt_bench.provenance import environment, pick_device
 from crt_bench.results import ResultsStore
+from crt_bench.tf32 import check_tf32, in_force_under
 
 IMPORT_PREFIX = "import:"
 FLUSH_IMAGES = 64
@@ -89,10 +91,11 @@ def certify_run(
     """CERTIFY every image of ``ccfg.subset`` of the model's test split; returns (cert_id, all its rows).
 
     Images already certified under the same :class:`CertKey` are skipped (resume).  ``precision``
-    (``fp32``, ``bf16``, ``fp16``) autocasts the base classifier's forward pass (the noise is always
-    float32) and ``compile`` wraps it in ``torch.compile``; see :class:`crt_bench.certify.Smooth`.
-    ``ccfg.batch=None`` lets the engine choose the batch size.  Rows record the settings actually used:
-    ``precision``, ``noise_dtype``, ``compile``, ``batch``.
+    (``fp32``, ``tf32``, ``bf16``, ``fp16``) sets the base classifier's forward pass (the noise is always
+    float32; ``tf32`` needs an Ampere+ GPU and is refused elsewhere before any work) and ``compile``
+    wraps it in ``torch.compile``; see :class:`crt_bench.certify.Smooth`.  ``ccfg.batch=None`` lets the
+    engine choose the batch size.  Rows record the settings actually used: ``precision``,
+    ``noise_dtype``, ``compile``, ``batch``, ``tf32`` (TF32 in force; also in the certifications table).
 
     ``shard`` certifies only that shard's images (:mod:`crt_bench.certify_shards`) under the same key
     and cert_id, holding the shard's own lock; the rows returned are the shard's.  An unsharded call
@@ -115,6 +118,7 @@ def certify_run(
     key = CertKey(run_id=run_id, n0=ccfg.n0, n=ccfg.n, alpha=float(ccfg.alpha), sigma=sigma, subset=ccfg.subset,
                   precision=precision, seed=int(seed))
     dev = pick_device(device)
+    check_tf32(uses_tf32(precision), dev, "--precision tf32")
     test = load_split(meta["dataset"], "test", data_dir=data_dir, seed=key.seed)
     indices = parse_subset(key.subset, len(test))  # bad input is refused before anything is written
     run_dir = store.run_dir(run_id)
@@ -135,7 +139,7 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
     done = set(_rows_of(store, cert_id)["idx"].tolist()) & set(indices)
     todo = [i for i in indices if i not in done]
     state = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,
-             "images": len(indices), "shard": shard}
+             "images": len(indices), "shard": shard, "tf32": in_force_under(uses_tf32(key.precision), dev)}
     if not todo:
         log.print(f"certification {cert_id}{' shard ' + shard if shard else ''} is complete ({len(indices)} images); "
                   "nothing to do", highlight=False)
@@ -176,7 +180,8 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
             frame.insert(0, "run_id", key.run_id)
             pending.append(frame.assign(
                 subset=key.subset, seed=key.seed, precision=engine["precision"], noise_dtype=engine["noise_dtype"],
-                compile=bool(engine["compile"]), batch=int(engine["batch_size"]), device=env["device"],
+                compile=bool(engine["compile"]), batch=int(engine["batch_size"]), tf32=bool(engine["tf32"]),
+                device=env["device"],
                 git_commit=env["git_commit"], source=str(loaded.path), time=started))
             if sum(map(len, pending)) >= flush_images or time.monotonic() - last_flush >= flush_seconds:
                 flush()

@@ -29,15 +29,19 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")]
 PROFILE_HELP = " | ".join(PROFILES)  # crt-bench list profiles
 
 
-def _check_inputs(*, profile: str | None = None, device: str | None = None) -> None:
-    """An unknown profile or an unusable device: one line and exit 2 before anything is printed or written."""
+def _check_inputs(*, profile: str | None = None, device: str | None = None, tf32_flag: str | None = None) -> None:
+    """An unknown profile, an unusable device, or TF32 (``tf32_flag``: the flag that asked for it) on a device
+    that cannot honour it: one line and exit 2 before anything is printed or written."""
     from crt_bench.config import get_profile
     from crt_bench.provenance import pick_device
+    from crt_bench.tf32 import check_tf32
 
     if profile is not None:
         get_profile(profile)
     if device is not None:
-        pick_device(device)
+        chosen = pick_device(device)
+        if tf32_flag is not None:
+            check_tf32(True, chosen, tf32_flag)
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -96,6 +100,8 @@ def run(
         help="data-parallel processes on this machine: relaunches this command under torchrun (one GPU each)")] = 1,
     sync_bn: Annotated[bool, typer.Option(
         "--sync-bn/--no-sync-bn", help="data-parallel runs: batch norm over the global batch (CUDA)")] = False,
+    tf32: Annotated[bool, typer.Option(
+        "--tf32/--no-tf32", help="TF32 float32 matmuls and convolutions (Ampere+ GPUs; default off: IEEE fp32)")] = False,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Train one model; the last line of standard output is the new run's id.
@@ -106,7 +112,7 @@ def run(
     import os
     import subprocess
 
-    _check_inputs(profile=profile, device=device)
+    _check_inputs(profile=profile, device=device, tf32_flag="--tf32" if tf32 else None)  # before torchrun children
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from crt_bench.distributed import strip_option, torchrun_command
 
@@ -128,7 +134,7 @@ def run(
                                  teacher_input_layer=teacher_input_layer, hparams=_parse_sets(set_),
                                  train_limit=train_limit, data_dir=data_dir, device=device, amp=amp,
                                  channels_last=channels_last, compile=compile, teacher_precision=teacher_precision,
-                                 profile_steps=profile_steps)
+                                 profile_steps=profile_steps, tf32=tf32)
         if sync_bn:
             from dataclasses import replace
 
@@ -154,7 +160,7 @@ def certify(
     alpha: Annotated[Optional[float], typer.Option(help="failure probability")] = None,
     batch: Annotated[Optional[int], typer.Option(help="noisy samples per forward pass (default: chosen)")] = None,
     precision: Annotated[Optional[str], typer.Option(
-        help="base classifier forward: fp32 | bf16 | fp16 (noise stays float32; recorded)")] = None,
+        help="base classifier forward: fp32 | tf32 (Ampere+ GPUs) | bf16 | fp16 (noise stays float32; recorded)")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model")] = None,
     subset: Annotated[Optional[str], typer.Option(help="all | skip:K | range:A:B[:K]")] = None,
     sigma: Annotated[Optional[float], typer.Option(help="smoothing noise (default: the run's)")] = None,
@@ -196,6 +202,10 @@ def certify(
                                         compile=compile).items() if v is not None}
     ccfg = replace(base, **overrides)
     ccfg.validate()
+    from crt_bench.certify.precision import uses_tf32
+
+    if uses_tf32(ccfg.precision):  # before any shard starts
+        _check_inputs(device=device, tf32_flag="--precision tf32")
     err.print(f"certify {run_id}: N0={ccfg.n0} N={ccfg.n} alpha={ccfg.alpha} batch={ccfg.batch or 'auto'} "
               f"subset={ccfg.subset} precision={ccfg.precision}{' compiled' if ccfg.compile else ''}")
     from crt_bench.interrupts import stop_on_signals

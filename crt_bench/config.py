@@ -38,7 +38,7 @@ class CertifyConfig:
     n: int = 100_000
     alpha: float = 0.001
     batch: int | None = None  # noisy samples per forward; None: the engine chooses (memory on GPU, 128 on CPU)
-    precision: str = "fp32"  # forward precision: fp32 | bf16 | fp16 (noise is always float32)
+    precision: str = "fp32"  # forward precision: fp32 | tf32 | bf16 | fp16 (noise is always float32)
     compile: bool = False  # torch.compile the base classifier
     subset: str = "all"  # "all", "skip:K", "range:A:B" (see crt_bench.certify.parse_subset)
 
@@ -165,12 +165,13 @@ class RunConfig:
     epoch_scale: float | None = None  # the factor that made `epochs` from the recipe's; None: epochs given explicitly
     recipe_epochs: int = 0  # the method's recipe epochs (0: not recorded, rows written before the field existed)
     sync_bn: bool = False  # data-parallel runs: batch-norm statistics over the global batch (crt_bench.distributed)
+    tf32: bool = False  # TF32 float32 matmuls/convolutions in training (Ampere+ GPUs; crt_bench.tf32); off: IEEE
 
     def engine_options(self) -> EngineOptions:
         from crt_bench.train_step import EngineOptions  # lazily: crt_bench.train_step imports the methods
 
         return EngineOptions(amp=self.amp, channels_last=self.channels_last, compile=self.compile,
-                             teacher_precision=self.teacher_precision)
+                             teacher_precision=self.teacher_precision, tf32=self.tf32)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -269,6 +270,7 @@ def resolve_run_config(
     teacher_precision: str = "auto",
     profile_steps: int = 0,
     epoch_scale: float | None = None,
+    tf32: bool = False,
 ) -> RunConfig:
     """Recipe, then profile, then explicit arguments. Validates every name and number.
 
@@ -344,4 +346,5 @@ def resolve_run_config(
         profile_steps=int(profile_steps),
         epoch_scale=scale,
         recipe_epochs=int(recipe.epochs),
+        tf32=bool(tf32),
     )

@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from crt_bench.errors import CrtBenchError
+
 
 class InlineJob:
     """A submitted call; it runs on the first :meth:`done` and keeps its result or its exception."""
 
     paths = None  # no log files: the job's output is this process's own
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self._fn, self._args = fn, args
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._fn, self._args, self._kwargs = fn, args, kwargs
         self._ran = False
         self._result: Any = None
         self._error: BaseException | None = None
@@ -27,23 +29,29 @@ class InlineJob:
         if not self._ran:
             self._ran = True
             try:
-                self._result = self._fn(*self._args)
+                self._result = self._fn(*self._args, **self._kwargs)
             except Exception as err:  # noqa: BLE001 - kept and re-raised to the grid, as submitit does
                 self._error = err
         if self._error is not None:
             raise self._error
         return True
 
-    def results(self) -> list[Any]:
+    def result(self) -> Any:
         self.done()
-        return [self._result]
+        return self._result
+
+    def results(self) -> list[Any]:
+        return [self.result()]
 
     def cancel(self, check: bool = False) -> None:
-        """Nothing to cancel: a job that has started runs to its end in this process."""
+        """A job not yet started never runs (a started one ran to its end, or was interrupted, in this process)."""
+        if not self._ran:
+            self._ran = True
+            self._error = CrtBenchError("cancelled before it started (the grid was stopped)")
 
 
 class InlineExecutor:
-    """``submit(fn, *args)`` returns an :class:`InlineJob`; the grid's polling runs it."""
+    """``submit(fn, *args, **kwargs)`` returns an :class:`InlineJob`; the grid's polling runs it."""
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> InlineJob:
-        return InlineJob(fn, args)
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> InlineJob:
+        return InlineJob(fn, args, kwargs)

@@ -10,6 +10,10 @@ timed block), repeats that, and projects
 Random data costs the same as real data here: the step's arithmetic does not depend on pixel values.
 Rows carry ``kind = "projected"``; full training runs (the ``runs`` table) are the measured hours.
 The arithmetic lives in :func:`summarize` so that it can be checked with a fake clock.
+
+``peak_memory_bytes`` is each probe's own: on CUDA, the peak allocated while that probe was built,
+warmed up and stepped, minus what was allocated before it (other probes kept alive in an interleaved
+round are not counted); -1 on a CPU. ``tf32`` is the TF32 state its step ran in (:mod:`crt_bench.tf32`).
 """
 from __future__ import annotations
 
@@ -45,10 +49,11 @@ class ProbeConfig:
     compile: bool = False
     teacher_precision: str = "auto"
     fold_teacher: bool = True
+    tf32: bool = False  # TF32 in the step (Ampere+ GPUs); off: IEEE float32, as training by default
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(amp=self.amp, channels_last=self.channels_last, compile=self.compile,
-                             teacher_precision=self.teacher_precision, fold_teacher=self.fold_teacher)
+                             teacher_precision=self.teacher_precision, fold_teacher=self.fold_teacher, tf32=self.tf32)
 
 
 # Probe sizes per profile: the paper profile times a few hundred optimizer steps at the recipe's
@@ -122,6 +127,7 @@ class PreparedProbe:
     fwd_only_passes: float
     x: torch.Tensor
     y: torch.Tensor
+    peak_memory_bytes: int = -1  # this probe's own CUDA peak (build + warm-up steps); -1 on a CPU
 
     def time_batches(self, batches: int, clock: Callable[[], float] = time.perf_counter) -> float:
         """Seconds per loader batch over ``batches`` consecutive batches."""
@@ -144,8 +150,9 @@ class PreparedProbe:
             # forward passes over the batch's B images that are back-propagated / forward only (e.g. CRT's teacher)
             "fwd_bwd_passes": self.fwd_bwd_passes, "fwd_only_passes": self.fwd_only_passes,
             **summarize(times, batch_size=self.batch, train_images=self.cfg.train_images, epochs=spec.recipe.epochs),
-            "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else -1,
+            "peak_memory_bytes": self.peak_memory_bytes,
             "precision": self.step.precision, "compile": options.compile, "channels_last": self.step.channels_last,
+            "tf32": self.step.tf32,
             "teacher_precision": self.teacher.precision if self.teacher else "",
             "device": env["device"], "device_count": env["device_count"], "torch_version": env["torch"],
             "cuda_version": env["cuda"], "git_commit": env["git_commit"],
@@ -162,9 +169,15 @@ def prepare(
     cfg: ProbeConfig | None = None,
     device: torch.device | str = "cpu",
 ) -> PreparedProbe:
-    """Build ``method`` on ``arch`` (and its teacher), count one batch's passes, run the warm-up."""
+    """Build ``method`` on ``arch`` (and its teacher), count one batch's passes, run the warm-up.
+
+    On CUDA the probe's peak memory is measured from here: what is allocated before it is the baseline
+    (earlier probes still alive), the peak statistics are reset, and the peak over building it and its
+    warm-up steps (at least one full step) minus the baseline is its ``peak_memory_bytes``.
+    """
     cfg = cfg or ProbeConfig()
     device = torch.device(device)
+    baseline = _start_peak(device)
     spec = get_method(method)
     hp = spec.make_hparams(sigma=sigma)
     batch = cfg.batch_size or spec.recipe.batch_size
@@ -189,10 +202,32 @@ def prepare(
     for _ in range(max(cfg.warmup, 1)):
         step(x, y)
         counter.remove()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     return PreparedProbe(method, arch, (teacher_arch or "resnet110") if spec.needs_teacher else "", sigma, cfg, device,
-                         step, teacher, batch, hp, counter.grad_rows / batch, counter.nograd_rows / batch, x, y)
+                         step, teacher, batch, hp, counter.grad_rows / batch, counter.nograd_rows / batch, x, y,
+                         _peak_since(device, baseline))
+
+
+def _tracks_memory(device: torch.device) -> bool:
+    """Whether the allocator's statistics are read (CUDA); a CPU probe's peak is -1."""
+    return device.type == "cuda"
+
+
+def _start_peak(device: torch.device) -> int:
+    """CUDA: the bytes allocated now (the baseline), with the peak statistics reset; -1 elsewhere."""
+    if not _tracks_memory(device):
+        return -1
+    synchronize(device)
+    baseline = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return int(baseline)
+
+
+def _peak_since(device: torch.device, baseline: int) -> int:
+    """CUDA: the peak allocated since :func:`_start_peak` minus its baseline; -1 elsewhere."""
+    if not _tracks_memory(device):
+        return -1
+    synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device)) - baseline
 
 
 def probe(

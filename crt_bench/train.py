@@ -47,7 +47,8 @@ from crt_bench.methods import MethodSpec, StepContext, get_method
 from crt_bench.profiling import StepProfiler
 from crt_bench.provenance import environment, synchronize
 from crt_bench.results import ResultsStore, atomic_torch_save, atomic_write_bytes
-from crt_bench.train_step import FrozenTeacher, TrainStep
+from crt_bench.tf32 import check_tf32, tf32_mode
+from crt_bench.train_step import FrozenTeacher, TrainStep, warmup_batches
 
 log = Console(stderr=True)
 EVAL_IMAGES = 2000  # noisy test accuracy per epoch is measured on at most this many test images
@@ -111,6 +112,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, store: ResultsStore, run_id: str | None = None, progress: bool = True):
         # Under torchrun (crt_bench.distributed): this rank's device; rank 0 names the run and writes.
         self.dist, self.device = setup(cfg.device)
+        check_tf32(cfg.tf32, self.device, "--tf32")  # before anything is written
         self.cfg, self.store, self.progress = cfg, store, progress and self.dist.is_main
         self.run_id = run_id or broadcast_object(new_run_id(cfg), self.dist)
         self.spec: MethodSpec = get_method(cfg.method)
@@ -281,10 +283,15 @@ class Trainer:
                          wrap=lambda net: wrap_model(net, device, self.dist, cfg.sync_bn))
         self.engine = {"precision": step.precision, "channels_last": step.channels_last, "compile": cfg.compile,
                        "teacher_precision": frozen.precision if frozen else "",
-                       "teacher_folded_batchnorms": frozen.folded if frozen else 0, "sync_bn": cfg.sync_bn}
+                       "teacher_folded_batchnorms": frozen.folded if frozen else 0, "sync_bn": cfg.sync_bn,
+                       "tf32": step.tf32, "warmup_seconds": 0.0}
         self._append("runs", [self._run_row("running", state, teacher)])
         try:
-            self._loop(step, sampler, sampler_gen, test, state)
+            if cfg.compile and not is_folder_dataset(cfg.dataset):  # compile in undone, untimed steps, not epoch 1
+                self.engine["warmup_seconds"] = step.warm_up(warmup_batches(
+                    train.x, train.y, cfg.batch_size, self.dist.world_size, self.dist.rank))
+            with tf32_mode(cfg.tf32):  # the step sets it too; this covers the per-epoch noisy test accuracy
+                self._loop(step, sampler, sampler_gen, test, state)
         except BaseException as err:
             # SystemExit: submitit's requeue on a time limit or preemption exits the job mid-epoch.
             status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"

@@ -15,12 +15,17 @@ Engine settings (every one is recorded with the run):
 * the teacher (CRT): :class:`FrozenTeacher`, a copy with batch norm folded into the convolutions,
   NHWC, run under ``torch.inference_mode`` and, by default, in bf16 where the hardware computes it
   natively (``teacher_precision="auto"``). The noisy input it sees is float32 either way.
+* ``tf32``: the step runs with TF32 float32 matmuls and convolutions (Ampere+ GPUs only; refused
+  elsewhere); off by default, so that float32 work is IEEE float32 (:mod:`crt_bench.tf32`).
 
-The loss sum stays on the device: the step never waits for the host.
+The loss sum stays on the device: the step never waits for the host. :meth:`TrainStep.warm_up` runs
+steps whose effects are undone, so that compilation happens before any timed epoch.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -31,6 +36,8 @@ from torch.profiler import record_function
 from crt_bench.batchnorm_fold import fold_batchnorm
 from crt_bench.errors import CrtBenchError
 from crt_bench.methods import MethodSpec, StepContext
+from crt_bench.provenance import synchronize
+from crt_bench.tf32 import check_tf32, in_force_under, tf32_mode
 
 TEACHER_PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -42,6 +49,7 @@ class EngineOptions:
     compile: bool = False  # torch.compile the student's forward
     teacher_precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 where the device has native bf16)
     fold_teacher: bool = True  # fold the teacher's batch norms into its convolutions
+    tf32: bool = False  # TF32 float32 matmuls and convolutions in the step (Ampere+ GPUs; crt_bench.tf32)
 
     def validate(self) -> None:
         check_teacher_precision(self.teacher_precision)
@@ -120,6 +128,8 @@ class TrainStep:
         """``wrap`` (e.g. DistributedDataParallel, crt_bench.distributed) goes around the student before compiling."""
         self.options = options or EngineOptions()
         self.options.validate()
+        check_tf32(self.options.tf32, device, "--tf32")
+        self.tf32 = in_force_under(self.options.tf32, device)  # what the step's float32 work runs in
         self.spec, self.model, self.optimizer, self.ctx, self.device = spec, model, optimizer, ctx, device
         self.chunks = max(1, int(spec.steps_per_batch(ctx.hparams)))
         self.channels_last = resolve_channels_last(self.options.channels_last, model)
@@ -134,6 +144,10 @@ class TrainStep:
         return "bf16" if self.amp else "fp32"
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        with tf32_mode(self.options.tf32):
+            return self._step(x, y)
+
+    def _step(self, x: Tensor, y: Tensor) -> Tensor:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         total = torch.zeros((), device=x.device)
@@ -149,3 +163,46 @@ class TrainStep:
             total += loss.detach().float()
             self.ctx.step += 1
         return total
+
+    def warm_up(self, batches: Sequence[tuple[Tensor, Tensor]]) -> float:
+        """Steps on ``batches`` whose every effect is undone; returns their seconds (compilation, mostly).
+
+        ``torch.compile`` compiles a graph (train-mode forward, the attacks' eval-mode forward, the
+        backward) at the first step of each batch shape, so a compiled run's first epoch would time the
+        compiler. These are real steps (the method's loss, backward, optimizer); afterwards the weights,
+        batch-norm statistics, optimizer state, the CPU and CUDA random states and the step counter are
+        put back: training continues exactly as it would without them.
+        """
+        model, optimizer, device = self.model, self.optimizer, self.device
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        optimizer_state = copy.deepcopy(optimizer.state_dict())
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        step, training = self.ctx.step, model.training
+        start = time.perf_counter()
+        try:
+            model.train()
+            for x, y in batches:
+                self(x, y)
+            synchronize(device)
+        finally:
+            model.load_state_dict(weights)
+            optimizer.load_state_dict(optimizer_state)
+            optimizer.zero_grad(set_to_none=True)
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng, device)
+            self.ctx.step = step
+            model.train(training)
+        return time.perf_counter() - start
+
+
+def warmup_batches(x: Tensor, y: Tensor, batch_size: int, world_size: int = 1,
+                   rank: int = 0) -> list[tuple[Tensor, Tensor]]:
+    """One loader batch of each shape an epoch over ``len(x)`` images feeds this rank (full, then the tail).
+
+    A data-parallel rank gets its block of every global batch (``crt_bench.distributed.RankBatches``).
+    """
+    sizes = [min(batch_size, len(x))] + ([len(x) % batch_size] if len(x) > batch_size and len(x) % batch_size else [])
+    local = [len(torch.arange(size).tensor_split(world_size)[rank]) for size in sizes]
+    return [(x[:n], y[:n]) for n in local]

@@ -217,7 +217,7 @@ def test_bf16_autocasts_the_classifier_but_keeps_the_noise_float32() -> None:
 
 @pytest.mark.parametrize("name", ["int8", "float64", "", "bf32"])
 def test_bad_precision_is_a_clear_error(name: str) -> None:
-    with pytest.raises(CrtBenchError, match="unknown precision .* valid precisions: fp32, bf16, fp16"):
+    with pytest.raises(CrtBenchError, match="unknown precision .* valid precisions: fp32, tf32, bf16, fp16"):
         Smooth(MODEL, 3, SIGMA, precision=name)
     with pytest.raises(CrtBenchError, match="unknown precision"):
         certify_dataset(MODEL, X[None], torch.tensor([0]), sigma=SIGMA, num_classes=3, n0=5, n=5, alpha=0.01,
@@ -310,8 +310,10 @@ def test_certify_run_records_precision_and_noise_dtype(tmp_path) -> None:
     _, default = certify_run(str(path), store, ccfg, device="cpu", progress=False)
     assert default["precision"].tolist() == ["fp32"] * 3
     with pytest.raises(CrtBenchError, match="unknown precision"):
+        certify_run(str(path), store, ccfg, device="cpu", progress=False, precision="fp8")
+    with pytest.raises(CrtBenchError, match="tf32 needs an NVIDIA GPU .* device is cpu"):
         certify_run(str(path), store, ccfg, device="cpu", progress=False, precision="tf32")
-    assert len(store.read("certify")) == 6
+    assert len(store.read("certify")) == 6 and len(store.read("certifications")) == 4  # refused before any work
     pd.testing.assert_series_equal(stored["idx"], pd.Series([0, 1, 2]), check_names=False)
 
 

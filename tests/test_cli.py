@@ -215,6 +215,8 @@ BAD_RUNS = {
     "unknown teacher precision": ([*BASE, "--teacher-precision", "half"], ["--teacher-precision", "'half'", "bf16"],
                                   True),
     "negative profile steps": ([*BASE, "--profile-steps", "-2"], ["--profile-steps", "-2"], True),
+    "tf32 on a cpu": ([*BASE, "--tf32"], ["--tf32", "compute capability 8.0", "device is cpu"], True),
+    "tf32 on a cpu, data-parallel": ([*BASE, "--tf32", "--nproc", "2"], ["--tf32", "device is cpu"], True),
 }
 
 
@@ -413,6 +415,17 @@ def test_certify_precision_flag_is_recorded(results_copy: Path, cli_results: dic
     assert set(rows["precision"]) == {"bf16"} and set(rows["noise_dtype"]) == {"float32"}
     code, out, err = cli("certify", cli_results["run_id"], "--precision", "fp8", "--results", results_copy)
     assert code == 2 and "unknown precision" in err
+
+
+@pytest.mark.parametrize("shards", ["1", "2"])
+def test_certify_tf32_on_a_cpu_is_refused_before_any_work(shards: str, results_copy: Path,
+                                                          cli_results: dict[str, object]) -> None:
+    before = tree_snapshot(results_copy)
+    code, out, err = cli("certify", cli_results["run_id"], *CERT_ARGS, "--precision", "tf32", "--device", "cpu",
+                         "--shards", shards, "--no-progress", "--results", results_copy)
+    assert_user_error(code, err, "--precision tf32", "compute capability 8.0", "device is cpu")
+    assert out == "" and "shard processes" not in err
+    assert tree_snapshot(results_copy) == before
 
 
 def test_engine_flags_reach_the_run_and_profile_steps_write_a_trace(tmp_path: Path) -> None:

@@ -13,10 +13,15 @@ from crt_bench.launch import GridSpec, make_executor, run_grid
 
 def test_inline_job_runs_once_and_keeps_its_error() -> None:
     calls = []
-    ok = InlineJob(lambda a: calls.append(a) or a * 2, (21,))
+    ok = InlineExecutor().submit(lambda a, *, times: calls.append(a) or a * times, 21, times=2)
     assert ok.done() and ok.done() and ok.results() == [42]
     assert calls == [21]  # run once, on the first question
-    bad = InlineJob(lambda: 1 / 0, ())
+    cancelled = InlineJob(lambda: calls.append("ran"), (), {})
+    cancelled.cancel()
+    with pytest.raises(CrtBenchError, match="cancelled"):
+        cancelled.done()
+    assert calls == [21]  # a job stopped before it started never runs
+    bad = InlineJob(lambda: 1 / 0, (), {})
     for _ in range(2):
         with pytest.raises(ZeroDivisionError):
             bad.done()

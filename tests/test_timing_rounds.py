@@ -3,12 +3,15 @@ import itertools
 
 import pandas as pd
 import pytest
+import torch
 
+from crt_bench import timing
 from crt_bench.report.figures import cumulative_hours
 from crt_bench.report.tables import dominates, ratio_flags, slowdown_markdown, slowdown_table
 from crt_bench.results import ResultsStore
 from crt_bench.timing import ProbeConfig
 from crt_bench.timing_rounds import interleaved_rows, median_interval, median_interval_ranks
+from crt_bench.train_step import TrainStep
 
 
 def test_median_interval_ranks_are_order_statistics_with_their_coverage():
@@ -46,6 +49,68 @@ def test_rounds_rotate_and_same_round_ratios_cancel_a_load_change():
     assert by["smoothmix"]["batch_ratio_low"] == pytest.approx(3.0) == by["smoothmix"]["batch_ratio_high"]
     assert by["crt"]["batch_ratio"] == pytest.approx(1.5) and by["gaussian"]["batch_ratio"] == pytest.approx(1.0)
     assert by["smoothmix"]["rounds"] == 4 and by["smoothmix"]["interleaved"] is True
+
+
+class FakeCudaMemory:
+    """torch.cuda's allocator statistics for probes built on a CPU: a model stays allocated while its probe
+    lives (4 bytes per parameter); a step briefly needs ``TRANSIENT`` bytes per optimizer step on top."""
+
+    TRANSIENT = 1_000_000
+
+    def __init__(self) -> None:
+        self.allocated = self.peak = 0
+
+    def memory_allocated(self, device=None) -> int:
+        return self.allocated
+
+    def max_memory_allocated(self, device=None) -> int:
+        return self.peak
+
+    def reset_peak_memory_stats(self, device=None) -> None:
+        self.peak = self.allocated
+
+    def hold(self, nbytes: int) -> None:
+        self.allocated += nbytes
+        self.peak = max(self.peak, self.allocated)
+
+    def spike(self, nbytes: int) -> None:
+        self.peak = max(self.peak, self.allocated + nbytes)
+
+
+def test_each_probe_of_a_round_gets_its_own_peak_memory(monkeypatch):
+    fake = FakeCudaMemory()
+    for name in ("memory_allocated", "max_memory_allocated", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    monkeypatch.setattr(timing, "_tracks_memory", lambda device: True)  # as on a GPU
+    monkeypatch.setattr(timing, "synchronize", lambda device: None)
+    real_build, real_step = timing.build_model, TrainStep.__call__
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        fake.hold(4 * sum(p.numel() for p in model.parameters()))
+        return model
+
+    def step(self, x, y):
+        fake.spike(self.chunks * FakeCudaMemory.TRANSIENT)
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(timing, "build_model", build)
+    monkeypatch.setattr(TrainStep, "__call__", step)
+    rows = interleaved_rows("tiny_cnn", [("gaussian", ""), ("consistency", "")],
+                            cfg=ProbeConfig(batches=1, warmup=1, batch_size=4), rounds=2)
+    params = 4 * sum(p.numel() for p in real_build("tiny_cnn", num_classes=10, in_chans=3, mean=[0.5] * 3,
+                                                    std=[0.25] * 3).parameters())
+    by = {r["method"]: r["peak_memory_bytes"] for r in rows}
+    # its own model and its own step (consistency: m = 2 optimizer steps), not the first probe's model
+    # still alive, and not one round-wide maximum
+    assert by == {"gaussian": params + FakeCudaMemory.TRANSIENT, "consistency": params + 2 * FakeCudaMemory.TRANSIENT}
+    assert fake.peak == 2 * params + 2 * FakeCudaMemory.TRANSIENT  # what one global reading gave every row
+
+
+def test_a_cpu_probe_records_no_peak_memory():
+    rows = interleaved_rows("tiny_cnn", [("gaussian", "")], cfg=ProbeConfig(batches=1, warmup=1, batch_size=4),
+                            rounds=1)
+    assert rows[0]["peak_memory_bytes"] == -1
 
 
 def probe_row(method, teacher, fwd_bwd, fwd_only, ratio, low, high, arch="convnext_atto"):

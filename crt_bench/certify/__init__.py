@@ -35,7 +35,8 @@ is :mod:`crt_bench.certify_run`'s job.
 from crt_bench.batchnorm_fold import fold_batchnorm
 from crt_bench.certify.dataset import CERTIFY_COLUMNS, certify_dataset, iter_certify, parse_subset
 from crt_bench.certify.precision import NOISE_DTYPE, PRECISIONS, check_precision
-from crt_bench.certify.smooth import CPU_AUTO_BATCH, CUDA_MAX_AUTO_BATCH, Smooth
+from crt_bench.certify.batching import CPU_AUTO_BATCH, CUDA_MAX_AUTO_BATCH
+from crt_bench.certify.smooth import Smooth
 from crt_bench.certify.stats import (
     ABSTAIN,
     counts_for_radius,

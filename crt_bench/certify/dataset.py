@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from crt_bench.certify.batching import forward_batch_sizes
 from crt_bench.certify.smooth import Smooth, _given
 from crt_bench.certify.stats import check_settings
 from crt_bench.errors import CrtBenchError
@@ -101,12 +102,16 @@ def iter_certify(
     Images are certified in groups with :meth:`Smooth.certify_many` (per-image statistics exactly those
     of :meth:`Smooth.certify`), a group being as many images as fill about 16 forward batches (one
     image when ``n0 + n`` is that large already, at most 256); ``seconds`` is the group's wall time
-    divided by its number of images.  ``seed`` gives every image noise keyed by (seed, its index): its
+    divided by its number of images; before the first group an untimed :meth:`Smooth.warm_up` runs the
+    model at every batch shape the groups will use (folding, compilation and cuDNN tuning stay out of
+    ``seconds``; no noise is drawn, so the rows are those of a run without it).  ``seed`` gives every
+    image noise keyed by (seed, its index): its
     row is then the same however the index list is split, resumed or grouped; without it the noise
     comes from ``generator`` (or torch's global RNG) in stream order.  ``batch_size=None`` lets
     :class:`Smooth` choose it; ``precision`` and ``compile`` are passed to :class:`Smooth`.  Each
     frame's ``attrs`` hold the engine settings actually used: ``batch_size``, ``precision``,
-    ``noise_dtype``, ``compile``, ``folded_batchnorms``, ``images_per_group``.
+    ``noise_dtype``, ``compile``, ``folded_batchnorms``, ``images_per_group``, ``tf32`` (TF32 in force
+    in the forward passes, :mod:`crt_bench.tf32`).
     """
     if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
         raise CrtBenchError(f"expected images [N, C, H, W] and labels [N], got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -119,14 +124,18 @@ def iter_certify(
     device = _module_device(model, default=x.device)
     batch = batch_size if batch_size is not None else smooth.auto_batch_size(x[0].to(device))
     group = min(_MAX_GROUP, max(1, math.ceil(_GROUP_BATCHES * batch / (n0 + n))))
+    groups = [[int(i) for i in indices[start : start + group]] for start in range(0, len(indices), group)]
+    if groups:  # untimed: every forward shape of the groups below, before the first timer starts
+        smooth.warm_up(x[groups[0][0]].to(device), forward_batch_sizes(map(len, groups), n0 + n, batch))
+    tf32 = smooth.tf32_in_force(device)
 
     def engine() -> dict[str, object]:
         return dict(batch_size=int(batch), precision=smooth.precision, noise_dtype=smooth.noise_dtype,
-                    compile=smooth.compile, folded_batchnorms=smooth.folded_batchnorms, images_per_group=int(group))
+                    compile=smooth.compile, folded_batchnorms=smooth.folded_batchnorms, images_per_group=int(group),
+                    tf32=tf32)
 
     with _progress_bar(progress, len(indices), sigma) as advance:
-        for start_at in range(0, len(indices), group):
-            chosen = [int(i) for i in indices[start_at : start_at + group]]
+        for chosen in groups:
             images = x[chosen].to(device)
             start = time.perf_counter()
             results = smooth.certify_many(images, n0, n, alpha, batch, keys=chosen)

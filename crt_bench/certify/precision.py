@@ -8,8 +8,10 @@ import torch
 
 from crt_bench.errors import CrtBenchError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-"""Precisions of the base classifier's forward pass: ``fp32`` (default) or autocast to bf16 / fp16."""
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+"""Precisions of the base classifier's forward pass: ``fp32`` (default, IEEE: TF32 off), ``tf32`` (the
+float32 forward with TF32 convolutions and matmuls, Ampere+ GPUs only) or autocast to bf16 / fp16 (TF32
+off for what autocast leaves in float32); see :mod:`crt_bench.tf32`."""
 
 NOISE_DTYPE = "float32"
 """dtype of the Gaussian noise and of the noisy input, whatever the precision.
@@ -24,7 +26,7 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check_precision(precision: str) -> str:
-    """Return ``precision`` normalised (``"fp32"``, ``"bf16"`` or ``"fp16"``) or raise CrtBenchError."""
+    """Return ``precision`` normalised (one of :data:`PRECISIONS`) or raise CrtBenchError."""
     key = str(precision).strip().lower()
     if key not in PRECISIONS:
         raise CrtBenchError(
@@ -34,8 +36,13 @@ def check_precision(precision: str) -> str:
     return key
 
 
+def uses_tf32(precision: str) -> bool:
+    """Whether ``precision`` runs with TF32 on (only ``tf32``; every other precision runs with it off)."""
+    return precision == "tf32"
+
+
 def autocast(precision: str, device: torch.device) -> AbstractContextManager:
-    """The autocast context for ``precision`` on ``device`` (a no-op for ``fp32``)."""
-    if precision == "fp32":
+    """The autocast context for ``precision`` on ``device`` (a no-op for ``fp32`` and ``tf32``)."""
+    if precision not in AUTOCAST_DTYPES:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])

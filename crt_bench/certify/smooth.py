@@ -17,24 +17,16 @@ import numpy as np
 import torch
 
 from crt_bench.batchnorm_fold import fold_batchnorm
-from crt_bench.certify.precision import NOISE_DTYPE, autocast, check_precision
+from crt_bench.certify.batching import CPU_AUTO_BATCH, CUDA_MAX_AUTO_BATCH, cuda_batch_from_memory, intra_op_threads
+from crt_bench.certify.precision import NOISE_DTYPE, autocast, check_precision, uses_tf32
 from crt_bench.certify.stats import ABSTAIN, check_settings, predict_abstains, radius_from_counts
-from crt_bench.certify.stream import SampleStream, mix_seed
+from crt_bench.certify.stream import SampleStream, as_nchw, check_image, mix_seed, sample_storage, stack_images
 from crt_bench.errors import CrtBenchError
+from crt_bench.provenance import synchronize
+from crt_bench.tf32 import check_tf32, in_force_under, tf32_mode
 
 SELECTION, ESTIMATION, SAMPLING = 0, 1, 2
 """Segment kinds of keyed noise: an image's selection, estimation and PREDICT/sample_counts draws."""
-
-CPU_AUTO_BATCH = 128
-"""Noisy samples per forward pass on a CPU when no batch size is given.
-
-With one batch per core (see ``cpu_workers``), 128 CIFAR-sized images per forward pass ran ResNet-20
-about 1.5x faster than Cohen's 1000 on 2 cores (64 and 128 were within 10% of each other for
-ResNet-20/110; 128 was 20% faster for MobileNetV3); see ``benchmarks/bench_certify.py``.
-"""
-
-CUDA_MAX_AUTO_BATCH = 16_384
-"""Upper bound of the batch size chosen from free GPU memory."""
 
 
 class Smooth:
@@ -57,7 +49,10 @@ class Smooth:
       images (and of an image's selection and estimation samples) and count per (image, class) with a
       scatter-add over ``segment * num_classes + class``; counts stay on the device until the end;
     * ``torch.inference_mode``; ``precision`` ``"bf16"`` / ``"fp16"`` autocasts the base classifier's
-      forward only (:data:`NOISE_DTYPE`); ``compile=True`` wraps it in ``torch.compile``;
+      forward only (:data:`NOISE_DTYPE`); ``"tf32"`` is the float32 forward with TF32 on (Ampere+
+      GPUs), every other precision runs with TF32 off, set only while the engine samples
+      (:mod:`crt_bench.tf32`); ``compile=True`` wraps the model in ``torch.compile(dynamic=False)``:
+      one static graph per batch size, which :meth:`warm_up` compiles before timed work;
     * ``fold_batchnorm`` (default on): eval-mode batch norms (``BatchNorm2d``, timm's
       ``BatchNormAct2d``) that directly follow a ``Conv2d`` are folded into it in a private
       ``torch.fx`` copy of the model (checked against the model on a probe batch; the model as given
@@ -133,7 +128,7 @@ class Smooth:
         :func:`radius_from_counts` of those.
         """
         check_settings(alpha, n0=n0, n=n, **_given(batch_size))
-        _check_image(x)
+        check_image(x)
         return self.certify_many(x.unsqueeze(0), n0, n, alpha, batch_size)[0]
 
     def certify_many(
@@ -148,7 +143,7 @@ class Smooth:
         ``keys`` (default ``0..K-1``) name the images for keyed noise (``noise_seed``).
         """
         check_settings(alpha, n0=n0, n=n, **_given(batch_size))
-        stack = _stack_images(images)
+        stack = stack_images(images)
         k = stack.shape[0]
         segments = [(i, num) for i in range(k) for num in (n0, n)]
         seeds = self._segment_seeds(keys, k, (SELECTION, ESTIMATION))
@@ -177,14 +172,14 @@ class Smooth:
     ) -> np.ndarray:
         """``[K, num_classes]`` class histograms of ``argmax f(x_k + eps)`` over ``num`` draws per image."""
         check_settings(0.5, num=num, **_given(batch_size))
-        stack = _stack_images(images)
+        stack = stack_images(images)
         k = stack.shape[0]
         return self._stream_counts(stack, [(i, num) for i in range(k)], batch_size,
                                    self._segment_seeds(keys, k, (SAMPLING,)))
 
     def _sample_counts(self, x: torch.Tensor, num: int, batch_size: int | None) -> np.ndarray:
         """Class histogram of ``argmax f(x + eps)`` over ``num`` noise draws for one image ``[C, H, W]``."""
-        _check_image(x)
+        check_image(x)
         return self._stream_counts(x.unsqueeze(0), [(0, num)], batch_size, self._segment_seeds(None, 1, (SAMPLING,)))[0]
 
     def _segment_seeds(self, keys: Sequence[int] | None, k: int, kinds: tuple[int, ...]) -> list[int] | None:
@@ -198,12 +193,47 @@ class Smooth:
 
     def auto_batch_size(self, image: torch.Tensor) -> int:
         """The batch size ``batch_size=None`` resolves to for images like ``image`` ``[C, H, W]`` on its device."""
-        _check_image(image)
+        check_image(image)
         images = image.unsqueeze(0).to(dtype=torch.float32)
-        self.base_classifier.eval()
-        model = self._model(image.device, tuple(image.shape))
-        fmt = torch.channels_last if self._use_channels_last(image.device, images) else torch.contiguous_format
-        return self._choose_batch(model, images, fmt)
+        with self._tf32(image.device):
+            self.base_classifier.eval()
+            model = self._model(image.device, tuple(image.shape))
+            fmt = torch.channels_last if self._use_channels_last(image.device, images) else torch.contiguous_format
+            return self._choose_batch(model, images, fmt)
+
+    def warm_up(self, image: torch.Tensor, batch_sizes: Sequence[int]) -> None:
+        """Untimed forward passes at each of ``batch_sizes`` (:func:`~crt_bench.certify.batching.forward_batch_sizes`).
+
+        Builds the engine's model (folding, ``torch.compile`` of each batch shape, cuDNN's algorithm
+        choice, the allocator) on zeros laid out as noisy copies of ``image`` ``[C, H, W]`` are, so that
+        timed sampling starts warm.  No noise is drawn (neither the generator, the global RNG nor the
+        keyed noise is touched): every row is what it is without the warm-up.
+        """
+        check_image(image)
+        device, shape = image.device, tuple(image.shape)
+        with self._tf32(device):
+            self.base_classifier.eval()
+            model = self._model(device, shape)
+            fmt = (torch.channels_last if self._use_channels_last(device, image.unsqueeze(0))
+                   else torch.contiguous_format)
+            try:
+                with torch.inference_mode():  # as the sampling's batches: inference tensors
+                    for b in batch_sizes:
+                        self._forward(model, as_nchw(sample_storage(int(b), shape, fmt, device).zero_(), fmt))
+            except torch.cuda.OutOfMemoryError:  # the sampling itself shrinks an automatic batch, as without this
+                torch.cuda.empty_cache()
+        synchronize(device)
+
+    def tf32_in_force(self, device: torch.device) -> bool:
+        """Whether this engine's forward passes on ``device`` run in TF32 (recorded with every row)."""
+        return in_force_under(uses_tf32(self.precision), device)
+
+    @contextmanager
+    def _tf32(self, device: torch.device) -> Iterator[None]:
+        """TF32 on for precision ``tf32`` (refused where the device cannot honour it), off otherwise."""
+        check_tf32(uses_tf32(self.precision), device, "precision tf32")
+        with tf32_mode(uses_tf32(self.precision)):
+            yield
 
     # -- the engine -------------------------------------------------------------------------------
 
@@ -220,20 +250,24 @@ class Smooth:
                 "create the generator on the image's device"
             )
         images = images.to(dtype=torch.float32)
-        self.base_classifier.eval()
-        model = self._model(device, tuple(images.shape[1:]))
-        fmt = torch.channels_last if self._use_channels_last(device, images) else torch.contiguous_format
-        auto = batch_size is None
-        b = self._choose_batch(model, images, fmt) if auto else int(batch_size)
-        self.last_batch_size = b
-        stream = SampleStream(images, segments, self.num_classes, self.sigma, self.generator, fmt, seeds)
-        workers = min(self._workers(device), math.ceil(stream.total / b))  # one batch: all threads on it
+        with self._tf32(device):
+            self.base_classifier.eval()
+            model = self._model(device, tuple(images.shape[1:]))
+            fmt = torch.channels_last if self._use_channels_last(device, images) else torch.contiguous_format
+            auto = batch_size is None
+            b = self._choose_batch(model, images, fmt) if auto else int(batch_size)
+            self.last_batch_size = b
+            stream = SampleStream(images, segments, self.num_classes, self.sigma, self.generator, fmt, seeds)
+            self._sample(stream, model, b, auto, min(self._workers(device), math.ceil(stream.total / b)))
+        return stream.counts.view(len(segments), self.num_classes).cpu().numpy()
+
+    def _sample(self, stream: SampleStream, model: Callable, b: int, auto: bool, workers: int) -> None:
+        """Every batch of ``stream`` through ``model``: ``workers`` CPU threads, or one (all threads on a batch)."""
         with torch.inference_mode():
             if workers > 1:
                 self._run_parallel(stream, model, b, workers)
             else:
                 self._run_serial(stream, model, b, auto)
-        return stream.counts.view(len(segments), self.num_classes).cpu().numpy()
 
     def _forward(self, model: Callable[[torch.Tensor], torch.Tensor], noisy: torch.Tensor) -> torch.Tensor:
         """``argmax`` of the base classifier's logits; autocast covers this forward pass only."""
@@ -271,7 +305,7 @@ class Smooth:
         reproducible counts.
         """
         pending: deque = deque()
-        with _intra_op_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="crt-certify") as pool:
+        with intra_op_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="crt-certify") as pool:
             try:
                 while not stream.done or pending:
                     while not stream.done and len(pending) < 2 * workers:
@@ -322,7 +356,7 @@ class Smooth:
                 if self.channels_last is not False:
                     model = model.to(memory_format=torch.channels_last)  # our copy only
         if self.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, dynamic=False)  # static shapes: warm_up compiles each batch size
         self._prepared, self._prepared_key = model, key
         return model
 
@@ -332,7 +366,7 @@ class Smooth:
             return CPU_AUTO_BATCH
         key = (self._prepared_key, tuple(images.shape[1:]), self.precision, str(fmt))
         if key not in self._auto_batch:
-            self._auto_batch[key] = _cuda_batch_from_memory(
+            self._auto_batch[key] = cuda_batch_from_memory(
                 self.base_classifier if self.compile else model, images, fmt, self._autocast(device)
             )
         return self._auto_batch[key]
@@ -345,34 +379,6 @@ class Smooth:
         return smaller
 
 
-def _cuda_batch_from_memory(model: Callable, images: torch.Tensor, fmt: torch.memory_format, autocast) -> int:
-    """Batch size that uses about half of the free GPU memory, from one probe forward pass of 64 zeros."""
-    device = images.device
-    probe = 64
-    torch.cuda.synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    with torch.inference_mode(), autocast:
-        x = torch.zeros((probe, *images.shape[1:]), dtype=torch.float32, device=device, memory_format=fmt)
-        model(x)
-        del x
-    torch.cuda.synchronize(device)
-    per_sample = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1.0)
-    free, _ = torch.cuda.mem_get_info(device)
-    batch = int(0.5 * free / per_sample) // 64 * 64
-    return int(min(max(batch, probe), CUDA_MAX_AUTO_BATCH))
-
-
-@contextmanager
-def _intra_op_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _version(tensor: torch.Tensor) -> int:
     """In-place modification counter (inference tensors have none and cannot be modified outside it)."""
     try:
@@ -383,26 +389,3 @@ def _version(tensor: torch.Tensor) -> int:
 
 def _given(batch_size: int | None) -> dict[str, int]:
     return {} if batch_size is None else {"batch_size": batch_size}
-
-
-def _check_image(x: torch.Tensor) -> None:
-    if x.dim() != 3:
-        raise CrtBenchError(f"certify/predict take one image [C, H, W], got shape {tuple(x.shape)}")
-
-
-def _stack_images(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    if isinstance(images, torch.Tensor):
-        if images.dim() != 4:
-            raise CrtBenchError(f"expected images [K, C, H, W], got shape {tuple(images.shape)}")
-        stack = images
-    else:
-        images = list(images)
-        for image in images:
-            _check_image(image)
-        if not images:
-            raise CrtBenchError("no images given")
-        stack = torch.stack(images)
-    if stack.shape[0] < 1:
-        raise CrtBenchError("no images given")
-    return stack
-

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from crt_bench.errors import CrtBenchError
 
 NOISE_CHUNK = 256
 """Noisy copies per independently seeded chunk of keyed noise (3 MB of float32 CIFAR images)."""
@@ -34,6 +37,24 @@ def mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers (blake2b): distinct tuples give unrelated generator streams."""
     packed = struct.pack(f"<{len(parts)}q", *(int(p) for p in parts))
     return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "little") & (2**63 - 1)
+
+
+def sample_storage(m: int, image_shape: tuple[int, ...], fmt: torch.memory_format,
+                   device: torch.device) -> torch.Tensor:
+    """Storage for ``m`` noisy samples: ``[m, C, H, W]``, or ``[m, H, W, C]`` for channels-last.
+
+    The noise is drawn into the storage as a contiguous tensor: ``normal_`` on a channels-last
+    strided tensor takes a slow element-wise path (about 9x slower on a CPU).
+    """
+    shape = tuple(image_shape)
+    if fmt == torch.channels_last:
+        shape = (*shape[1:], shape[0])
+    return torch.empty((m, *shape), dtype=torch.float32, device=device)
+
+
+def as_nchw(raw: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """The batch the model sees: an NCHW view of :func:`sample_storage` rows (channels-last strides or not)."""
+    return raw.permute(0, 3, 1, 2) if fmt == torch.channels_last else raw
 
 
 class SampleStream:
@@ -62,16 +83,9 @@ class SampleStream:
         return self.position >= self.total
 
     def buffer(self, b: int) -> torch.Tensor:
-        """Storage for up to ``b`` noisy samples: ``[b, C, H, W]``, or ``[b, H, W, C]`` for channels-last.
-
-        The noise is drawn into the storage as a contiguous tensor: ``normal_`` on a channels-last
-        strided tensor takes a slow element-wise path (about 9x slower on a CPU).
-        """
+        """Storage for up to ``b`` noisy samples (:func:`sample_storage`)."""
         m = min(b, self.total - self.position)
-        shape = self.images.shape[1:]
-        if self.fmt == torch.channels_last:
-            shape = (*shape[1:], shape[0])
-        return torch.empty((m, *shape), dtype=torch.float32, device=self.images.device)
+        return sample_storage(m, tuple(self.images.shape[1:]), self.fmt, self.images.device)
 
     def next_batch(self, buffer: torch.Tensor, b: int) -> tuple[torch.Tensor, tuple]:
         """The next ``<= b`` noisy samples (fresh float32 noise drawn in place into ``buffer``)."""
@@ -80,7 +94,7 @@ class SampleStream:
         raw = buffer[:m]
         if self.segment_seeds is None:
             raw.normal_(0.0, self.sigma, generator=self.generator)
-        noisy = raw.permute(0, 3, 1, 2) if self.fmt == torch.channels_last else raw  # NCHW view either way
+        noisy = as_nchw(raw, self.fmt)
         while self.ends[self.first] <= position:
             self.first += 1
         pieces = []  # (segment, lo, hi): the batch rows holding that segment's samples
@@ -138,3 +152,28 @@ class SampleStream:
         if self._ones is None or len(self._ones) < m:
             self._ones = torch.ones(m, dtype=torch.long, device=predictions.device)
         self.counts.index_add_(0, bins, self._ones[:m])
+
+
+def check_image(x: torch.Tensor) -> None:
+    """One image ``[C, H, W]``, or CrtBenchError."""
+    if x.dim() != 3:
+        raise CrtBenchError(f"certify/predict take one image [C, H, W], got shape {tuple(x.shape)}")
+
+
+def stack_images(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[K, C, H, W]`` from a batch or a list of images (K >= 1), or CrtBenchError."""
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4:
+            raise CrtBenchError(f"expected images [K, C, H, W], got shape {tuple(images.shape)}")
+        stack = images
+    else:
+        images = list(images)
+        for image in images:
+            check_image(image)
+        if not images:
+            raise CrtBenchError("no images given")
+        stack = torch.stack(images)
+    if stack.shape[0] < 1:
+        raise CrtBenchError("no images given")
+    return stack
+

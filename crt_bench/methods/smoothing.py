@@ -44,9 +44,16 @@ def unit_l2(g: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def project_l2(delta: Tensor, radius: float | Tensor) -> Tensor:
-    """Renormalise each example's perturbation to L2 norm <= radius."""
+    """Renormalise each example's perturbation to L2 norm <= radius.
+
+    A Python ``radius`` multiplies as a scalar kernel argument: no tensor is built from it, so on a GPU
+    there is no host-to-device copy (and no wait for the host) per attack step.  A tensor ``radius``
+    (one for all, or one per example, broadcastable to ``[B, 1, ...]``) works too.
+    """
     norms = delta.flatten(1).norm(dim=1).view(-1, *([1] * (delta.dim() - 1)))
-    factor = torch.clamp(torch.as_tensor(radius, dtype=delta.dtype, device=delta.device) / (norms + 1e-12), max=1.0)
+    if isinstance(radius, Tensor):
+        radius = radius.to(dtype=delta.dtype, device=delta.device)
+    factor = torch.clamp((norms + 1e-12).reciprocal() * radius, max=1.0)
     return delta * factor
 
 

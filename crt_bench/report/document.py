@@ -28,6 +28,7 @@ from crt_bench.report.tables import slowdown_markdown, slowdown_table
 from crt_bench.report.imagenet_section import imagenet_section
 from crt_bench.report.missing import missing_section
 from crt_bench.results import ResultsStore, atomic_write_bytes
+from crt_bench.tf32 import device_labels
 
 REPORT_FILE = "REPORT.md"
 FIGURE_TITLES = {
@@ -56,7 +57,8 @@ def _header(store: ResultsStore, runs: pd.DataFrame, timing: pd.DataFrame, certi
             slowdown: pd.DataFrame, profile_note: str) -> list[str]:
     none = "none recorded"
     profiles = _values([(runs, "profile"), (timing, "profile")])
-    devices = _values([(runs, "device"), (timing, "device"), (certify, "device")])
+    devices = _values([(frame.assign(device=device_labels(frame)), "device") for frame in (runs, timing, certify)
+                       if not frame.empty and "device" in frame])
     commits = _values([(runs, "git_commit"), (timing, "git_commit"), (certify, "git_commit")])
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     lines = ["# crt-bench report: Accelerating Certified Robustness Training via Knowledge Transfer (CRT)", "",

@@ -23,6 +23,7 @@ from crt_bench.archs import get_arch
 from crt_bench.errors import CrtBenchError
 from crt_bench.metrics import acr, certified_accuracy
 from crt_bench.results import ResultsStore
+from crt_bench.tf32 import device_label
 from crt_bench.uncertainty import acr_interval, certified_accuracy_intervals
 
 IMPORT_PREFIX = "import:"
@@ -92,7 +93,8 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
     certifications of models that are not runs of this store), ``method, arch, dataset, teacher
     (the teacher's arch), teacher_method (looked up from the teacher run, "" if unknown),
     teacher_run_id, teacher_dedicated, train_seconds, teacher_train_seconds, total_train_seconds,
-    hours (total_train_seconds when present, else train_seconds, / 3600), profile, device,
+    hours (total_train_seconds when present, else train_seconds, / 3600), profile, device (with the
+    TF32 state on a GPU, :func:`~crt_bench.tf32.device_label`; ``cert_device`` likewise),
     git_commit, status``. ``rows[cert_id]`` is that certification's per-image frame.
     """
     certs = store.read("certify") if certify is None else certify
@@ -120,7 +122,8 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
             "sigma": _number(part["sigma"].iloc[0]) if "sigma" in part else float("nan"),
             "N": int(part["n"].iloc[0]) if "n" in part and not pd.isna(part["n"].iloc[0]) else -1,
             "images": len(part),
-            "cert_device": _text(part["device"].iloc[0]) if "device" in part else "",
+            "cert_device": (device_label(_text(part["device"].iloc[0]), part["tf32"].iloc[0] if "tf32" in part else None)
+                            if "device" in part else ""),
             "cert_git_commit": _text(part["git_commit"].iloc[0]) if "git_commit" in part else "",
         }
         run = run or {}
@@ -135,7 +138,7 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
             "teacher_run_train_seconds": _number(teacher_run.get("train_seconds")),
             "total_train_seconds": total_s,
             "hours": (total_s if not math.isnan(total_s) else train_s) / 3600,
-            "profile": _text(run.get("profile")), "device": _text(run.get("device")),
+            "profile": _text(run.get("profile")), "device": device_label(_text(run.get("device")), run.get("tf32")),
             "git_commit": _text(run.get("git_commit")), "status": _text(run.get("status")),
         })
         if math.isnan(record["sigma"]) and run:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from crt_bench.results import ResultsStore
+from crt_bench.tf32 import device_labels
 
 PAPER_SLOWDOWN = {"smoothadv": 46.20, "macer": 20.86, "smoothmix": 4.97}
 METHOD_ORDER = ["gaussian", "crt", "consistency", "smoothmix", "macer", "smoothadv"]
@@ -18,10 +19,15 @@ PROFILE_RANK = {"paper": 0, "cpu-full": 1, "cpu": 1, "smoke": 2}  # larger probe
 
 
 def latest_timings(store: ResultsStore) -> pd.DataFrame:
-    """Per (method, arch, teacher, sigma, device): the newest probe of the largest probe profile."""
+    """Per (method, arch, teacher, sigma, device): the newest probe of the largest probe profile.
+
+    ``device`` carries the probe's TF32 state on a GPU ("NVIDIA H200 (tf32 off)", :func:`device_label`):
+    probes with TF32 on and off are different rows, never divided by each other.
+    """
     df = store.read("timing")
     if df.empty:
         return df
+    df = df.assign(device=device_labels(df))
     keys = ["method", "arch", "teacher_arch", "sigma", "device"]
     rank = df["profile"].map(PROFILE_RANK).fillna(len(PROFILE_RANK)) if "profile" in df else 0
     df = df.assign(_rank=-rank).sort_values(["_rank", "time"], kind="stable")
