@@ -41,13 +41,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crt_bench.archs import build_model
-from crt_bench.certify import ABSTAIN, Smooth, counts_for_radius, radius_from_counts
 from crt_bench.certify.batching import forward_batch_sizes
-from crt_bench.data import load_split
-from crt_bench.provenance import environment, pick_device, synchronize
-from crt_bench.results import write_bench_table
-from crt_bench.tf32 import tf32_mode
+from crt_bench.certify.smooth import Smooth
+from crt_bench.certify.stats import ABSTAIN, counts_for_radius, radius_from_counts
+from crt_bench.core.provenance import environment, pick_device, synchronize
+from crt_bench.core.tf32 import tf32_mode
+from crt_bench.data.datasets import load_split
+from crt_bench.models.build import build_model
+from crt_bench.store.bench import write_bench_table
 
 NUM_CLASSES = 10
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from crt_bench.methods import list_methods
-from crt_bench.provenance import pick_device
-from crt_bench.results import write_bench_table
-from crt_bench.timing import ProbeConfig, probe
+from crt_bench.core.provenance import pick_device
+from crt_bench.methods.registry import list_methods
+from crt_bench.store.bench import write_bench_table
+from crt_bench.timing.probe import ProbeConfig, probe
 
 PAPER_RATIO = {"smoothadv": 46.20, "macer": 20.86, "smoothmix": 4.97}  # whole run, ResNet-110, one V100
 

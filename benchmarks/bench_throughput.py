@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from crt_bench.archs import build_model
-from crt_bench.certify import Smooth
-from crt_bench.provenance import environment, pick_device, synchronize
-from crt_bench.results import write_bench_table
-from crt_bench.timing import ProbeConfig, probe
+from crt_bench.certify.smooth import Smooth
+from crt_bench.core.provenance import environment, pick_device, synchronize
+from crt_bench.models.build import build_model
+from crt_bench.store.bench import write_bench_table
+from crt_bench.timing.probe import ProbeConfig, probe
 
 
 def model_for(arch: str, device: torch.device) -> torch.nn.Module:

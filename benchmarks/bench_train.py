@@ -26,10 +26,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from crt_bench.methods import list_methods
-from crt_bench.provenance import pick_device
-from crt_bench.results import write_bench_table
-from crt_bench.timing import ProbeConfig, probe
+from crt_bench.core.provenance import pick_device
+from crt_bench.methods.registry import list_methods
+from crt_bench.store.bench import write_bench_table
+from crt_bench.timing.probe import ProbeConfig, probe
 
 VARIANTS: dict[str, dict] = {
     "plain": dict(channels_last=False, teacher_precision="fp32", fold_teacher=False),

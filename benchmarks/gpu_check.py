@@ -70,7 +70,7 @@ SIZES = {
 
 
 def device_for(mode: str) -> torch.device:
-    from crt_bench.provenance import pick_device
+    from crt_bench.core.provenance import pick_device
 
     return pick_device("cuda" if mode == "gpu" else "cpu")
 
@@ -81,7 +81,7 @@ def device_for(mode: str) -> torch.device:
 def tf32_now() -> dict[str, str]:
     """TF32 of CUDA float32 convolutions and matmuls as the process is set now, read by crt_bench's one
     reader (:func:`crt_bench.tf32.read`: torch's new and legacy switches must not be mixed)."""
-    from crt_bench.tf32 import read
+    from crt_bench.core.tf32 import read
 
     state = read()
     return {"tf32_conv": "on" if state.conv else "off", "tf32_matmul": "on" if state.matmul else "off"}
@@ -165,7 +165,7 @@ def tf32_unavailable(device: torch.device) -> str | None:
     """Why the ``tf32`` precision cannot run on ``device`` (None: it can)."""
     if device.type != "cuda":
         return f"n/a on {device.type}"
-    from crt_bench.tf32 import supports_tf32
+    from crt_bench.core.tf32 import supports_tf32
 
     major, minor = torch.cuda.get_device_capability(device)
     return None if supports_tf32(device) else f"n/a: compute capability {major}.{minor}, TF32 needs 8.0 (Ampere)"
@@ -173,8 +173,8 @@ def tf32_unavailable(device: torch.device) -> str | None:
 
 def certify_variant(model: torch.nn.Module, images: torch.Tensor, sizes: Sizes, precision: str,
                     compiled: bool) -> dict:
-    from crt_bench.certify import Smooth
-    from crt_bench.provenance import synchronize
+    from crt_bench.certify.smooth import Smooth
+    from crt_bench.core.provenance import synchronize
 
     device = images.device
     smooth = Smooth(model, NUM_CLASSES, SIGMA, precision=precision, compile=compiled, noise_seed=0)
@@ -202,7 +202,7 @@ def certify_variant(model: torch.nn.Module, images: torch.Tensor, sizes: Sizes, 
 
 
 def run_certify(mode: str, work: Path) -> int:
-    from crt_bench.archs import build_model
+    from crt_bench.models.build import build_model
 
     sizes, device = SIZES[mode], device_for(mode)
     torch.manual_seed(0)
@@ -234,11 +234,11 @@ def run_certify(mode: str, work: Path) -> int:
 
 def train_rows(arch: str, sizes: Sizes, device: torch.device) -> list[dict]:
     """Every method on ``arch``, interleaved; per-step and recipe-projected ratios to Gaussian."""
-    from crt_bench.methods import get_method, list_methods
-    from crt_bench.report.tables import PAPER_SLOWDOWN
-    from crt_bench.timing import ProbeConfig
-    from crt_bench.timing_grid import grid
-    from crt_bench.timing_rounds import interleaved_rows
+    from crt_bench.methods.registry import get_method, list_methods
+    from crt_bench.report.slowdown import PAPER_SLOWDOWN
+    from crt_bench.timing.grid import grid
+    from crt_bench.timing.probe import ProbeConfig
+    from crt_bench.timing.rounds import interleaved_rows
 
     jobs = [(m, t) for m, _, t in grid([m.name for m in list_methods()], [arch], [sizes.teacher])]
     jobs.sort(key=lambda job: job[0] != "gaussian")  # Gaussian's warm-up is the first forward: TF32 seen there
@@ -289,7 +289,10 @@ def run_tiny_reproduce(argv: list[str]) -> int:
     teacher, 256 training images; probes at batch 4, CERTIFY at N = 32 on 2 images. Every run keeps its
     recipe's batch size and the profile's other settings. ARGV must name an in-process executor (inline),
     so that the jobs and the probes see the smaller sizes."""
-    from crt_bench import cli, config, reproduce, timing
+    from crt_bench.cli import app as cli
+    from crt_bench.config import run as config
+    from crt_bench.grid import reproduce
+    from crt_bench.timing import probe as timing
 
     profile = argv[argv.index("--profile") + 1]
     real_plan = reproduce.plan_for

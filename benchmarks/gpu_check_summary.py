@@ -9,13 +9,12 @@ from __future__ import annotations
 import math
 import platform
 import subprocess
-from datetime import datetime, timezone
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import torch
-
 from gpu_check import N0_PAPER, N_PAPER, SIZES, TEST_IMAGES, tf32_now
 
 TIMED_OUT = (124, 137)  # timeout's exit status, and KILL after its grace period
@@ -48,7 +47,7 @@ def tf32_default() -> str:
 
 def device_info(mode: str) -> tuple[str, str]:
     """The measured device's name (crt_bench's wording) and its CUDA compute capability."""
-    from crt_bench.provenance import device_name
+    from crt_bench.core.provenance import device_name
 
     device = torch.device("cuda" if mode == "gpu" and torch.cuda.is_available() else "cpu")
     capability = ".".join(map(str, torch.cuda.get_device_capability(device))) if device.type == "cuda" else "n/a"
@@ -58,7 +57,7 @@ def device_info(mode: str) -> tuple[str, str]:
 def environment(mode: str) -> dict[str, str]:
     """The machine and library versions; TF32 is read first, before anything in this process sets it."""
     default = safely(tf32_default)
-    from crt_bench.provenance import git_commit
+    from crt_bench.core.provenance import git_commit
 
     try:
         device, capability = device_info(mode)

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import torch
 
-from crt_bench import train as train_mod
-from crt_bench.config import RunConfig, resolve_run_config
-from crt_bench.methods import get_method
-from crt_bench.results import ResultsStore
-from crt_bench.train import train_run
+from crt_bench.config.run import RunConfig
+from crt_bench.methods.registry import get_method
+from crt_bench.store.store import ResultsStore
+from crt_bench.train import trainer as train_mod
+from crt_bench.train.resolve import resolve_run_config
+from crt_bench.train.trainer import train_run
 
 REFERENCE_LOGS = Path(__file__).resolve().parent / "data" / "certify_logs"  # shipped copies; provenance in its README
 

@@ -4,10 +4,11 @@ import math
 import torch
 from torch import nn
 
-from crt_bench.certify_run import certify_run
-from crt_bench.config import CertifyConfig, RunConfig
-from crt_bench.results import ResultsStore
-from crt_bench.train import train_run
+from crt_bench.certify.resumable import certify_run
+from crt_bench.config.certify import CertifyConfig
+from crt_bench.config.run import RunConfig
+from crt_bench.store.store import ResultsStore
+from crt_bench.train.trainer import train_run
 
 
 class Recorder(nn.Module):

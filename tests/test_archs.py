@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from crt_bench.archs import NormalizeLayer, build_model, count_parameters, get_arch, list_archs, register_arch
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.models.build import NormalizeLayer, build_model, count_parameters
+from crt_bench.models.registry import get_arch, list_archs, register_arch
 
 REQUIRED = ("resnet20", "resnet110", "resnet18", "convnext_atto")
 

@@ -17,18 +17,12 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency, chisquare, norm
 
-from crt_bench.certify import (
-    ABSTAIN,
-    NOISE_DTYPE,
-    PRECISIONS,
-    Smooth,
-    certify_dataset,
-    check_precision,
-    counts_for_radius,
-    fold_batchnorm,
-    radius_from_counts,
-)
-from crt_bench.errors import CrtBenchError
+from crt_bench.certify.driver import certify_dataset
+from crt_bench.certify.smooth import Smooth
+from crt_bench.certify.stats import ABSTAIN, counts_for_radius, radius_from_counts
+from crt_bench.config.choices import NOISE_DTYPE, PRECISIONS, check_precision
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.models.bn_fold import fold_batchnorm
 
 LEVEL = 1e-6
 SIGMA = 0.5
@@ -286,12 +280,12 @@ def test_auto_batch_size_and_certify_dataset_settings() -> None:
 
 
 def test_certify_run_records_precision_and_noise_dtype(tmp_path) -> None:
-    from crt_bench.archs import build_model
-    from crt_bench.certify_run import certify_run
-    from crt_bench.checkpoint import model_metadata
-    from crt_bench.config import CertifyConfig
-    from crt_bench.data import dataset_info
-    from crt_bench.results import ResultsStore
+    from crt_bench.certify.resumable import certify_run
+    from crt_bench.config.certify import CertifyConfig
+    from crt_bench.data.catalog import dataset_info
+    from crt_bench.models.build import build_model
+    from crt_bench.models.files import model_metadata
+    from crt_bench.store.store import ResultsStore
 
     info = dataset_info("synthetic")
     torch.manual_seed(0)

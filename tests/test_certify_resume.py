@@ -11,21 +11,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-
 from helpers import Killed, dies_after
 
-from crt_bench import certify_run as certify_run_mod
-from crt_bench.certify import certify_dataset
-from crt_bench.config import CertifyConfig
-from crt_bench.errors import CrtBenchError
-from crt_bench.locking import ProcessLock
-from crt_bench.report.summary import summary_table
-from crt_bench.results import ResultsStore
+from crt_bench.analysis.summary import summary_table
+from crt_bench.certify import resumable as certify_run_mod
+from crt_bench.certify.driver import certify_dataset
+from crt_bench.config.certify import CertifyConfig
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.store.locks import ProcessLock
+from crt_bench.store.store import ResultsStore
 
 # One image per group (batch 8 fills 16 batches with n0 + n = 128 samples): a kill can fall between any two.
 CCFG = CertifyConfig(n0=10, n=118, alpha=0.01, batch=8, subset="range:0:12")

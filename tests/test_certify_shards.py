@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from test_cli import cli, last_line
 
-from crt_bench import certify_run as certify_run_mod
-from crt_bench.certify_shards import ShardSpec, shard_from_env
-from crt_bench.config import CertifyConfig
-from crt_bench.errors import CrtBenchError
-from crt_bench.results import ResultsStore
+from crt_bench.certify import resumable as certify_run_mod
+from crt_bench.certify.shards import ShardSpec, shard_from_env
+from crt_bench.config.certify import CertifyConfig
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.store.store import ResultsStore
 
 CCFG = CertifyConfig(n0=10, n=118, alpha=0.01, batch=8, subset="range:0:9")
 DETERMINISTIC = ["cert_id", "run_id", "idx", "label", "predict", "radius", "correct", "n0", "n", "alpha", "sigma",

@@ -16,17 +16,11 @@ import pytest
 import torch
 from scipy.stats import beta, binom, norm
 
-from crt_bench.certify import (
-    ABSTAIN,
-    CERTIFY_COLUMNS,
-    Smooth,
-    certify_dataset,
-    lower_confidence_bound,
-    parse_subset,
-    predict_abstains,
-    radius_from_counts,
-)
-from crt_bench.errors import CrtBenchError
+from crt_bench.certify.driver import CERTIFY_COLUMNS, certify_dataset
+from crt_bench.certify.smooth import Smooth
+from crt_bench.certify.stats import ABSTAIN, lower_confidence_bound, predict_abstains, radius_from_counts
+from crt_bench.config.subsets import parse_subset
+from crt_bench.core.errors import CrtBenchError
 
 N, ALPHA = 100_000, 0.001
 

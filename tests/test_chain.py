@@ -4,11 +4,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from crt_bench import train as train_mod
-from crt_bench.chain import ChainSpec, agreement, chain_table, grid_jobs, run_chain, saved_chains
-from crt_bench.errors import CrtBenchError
-from crt_bench.launch import Job, make_executor
-from crt_bench.results import ResultsStore
+from crt_bench.analysis.chains import agreement, chain_table
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.grid.chain import ChainSpec, grid_jobs, run_chain
+from crt_bench.grid.executors import make_executor
+from crt_bench.grid.jobs import Job
+from crt_bench.store.chains import saved_chains
+from crt_bench.store.store import ResultsStore
+from crt_bench.train import trainer as train_mod
 
 TINY = dict(profile="smoke", epochs=1, train_limit=128)
 
@@ -30,7 +33,7 @@ def test_links_nest_their_teachers_and_release_order_sorts_by_year():
 
 
 def test_first_link_from_a_grid_job_is_that_grid_job():
-    from crt_bench.reproduce import plan_for
+    from crt_bench.grid.reproduce import plan_for
 
     plan = plan_for("smoke")
     teacher = next(j for j in plan.grid.jobs() if j.method == "smoothmix" and j.arch == "resnet20")
@@ -122,7 +125,7 @@ def test_cli_chain_from_a_run_id_certifies_the_root_and_prints_the_table(tmp_pat
 
 
 def test_cpu_plans_run_a_three_link_chain_from_the_grid_teacher_in_the_same_grid():
-    from crt_bench.reproduce import plan_for
+    from crt_bench.grid.reproduce import plan_for
 
     plan = plan_for("cpu-full")
     grid_keys = [j.key for j in plan.grid.jobs()]

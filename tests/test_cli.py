@@ -13,8 +13,9 @@ import pytest
 import torch
 from conftest import REFERENCE_LOGS, patch_loss, tables_snapshot, tree_snapshot
 
-from crt_bench.cli import main
-from crt_bench.results import ResultsStore, read_cohen_log
+from crt_bench.cli.app import main
+from crt_bench.store.cohen_log import read_cohen_log
+from crt_bench.store.store import ResultsStore
 
 COHEN_025 = REFERENCE_LOGS / "cohen_resnet110_sigma0.25_skip20.tsv"
 CERT_ARGS = ["--n0", "20", "--n", "100", "--subset", "range:0:5"]
@@ -373,8 +374,9 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """``reproduce``: teachers -> students -> certify -> timing -> plots, resumable (tiny models, debug executor)."""
     import dataclasses
 
-    from crt_bench import config, reproduce
-    from crt_bench.launch import GridSpec
+    from crt_bench.config import run as config
+    from crt_bench.grid import reproduce
+    from crt_bench.grid.jobs import GridSpec
 
     smoke = config.PROFILES["smoke"]
     tiny = dataclasses.replace(smoke, certify=config.CertifyConfig(n0=10, n=50, alpha=0.001, batch=50,
@@ -448,9 +450,10 @@ def test_reproduce_with_a_failed_job_lists_it_and_reports_the_missing_cells(tmp_
     """A failed teacher: its student is never started, the run ends with exit 2 naming both, REPORT.md says why."""
     import pdb
 
-    from crt_bench import launch, reproduce
-    from crt_bench.errors import CrtBenchError
-    from crt_bench.launch import GridSpec
+    from crt_bench.core.errors import CrtBenchError
+    from crt_bench.grid import reproduce
+    from crt_bench.grid import runner as launch
+    from crt_bench.grid.jobs import GridSpec
 
     grid = GridSpec(methods=["gaussian", "crt"], archs=["tiny_cnn"], profile="smoke", teacher_method="smoothmix",
                     teacher_archs=["tiny_cnn"], epochs=1, train_limit=64, certify=False)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from test_cli import assert_user_error, cli
 
-from crt_bench.config import PROFILES
-from crt_bench.reproduce import PLANS
-from crt_bench.timing import PROBES
+from crt_bench.config.profiles import PROFILES
+from crt_bench.grid.reproduce import PLANS
+from crt_bench.timing.probe import PROBES
 
 UNKNOWN_PROFILE = {
     "run": ["run", "--arch", "tiny_cnn"],

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crt_bench.cohen_log import COLUMNS, read_cohen_log, write_cohen_log
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.store.cohen_log import COLUMNS, read_cohen_log, write_cohen_log
 
 LOGS = Path(__file__).resolve().parent / "data" / "certify_logs"
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"

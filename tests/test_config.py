@@ -1,8 +1,10 @@
 """Run configuration: recipe -> profile -> flags, schedules, validation."""
 import pytest
 
-from crt_bench.config import RunConfig, lr_at_epoch, resolve_run_config, scaled_milestones
-from crt_bench.errors import CrtBenchError
+from crt_bench.config.run import RunConfig
+from crt_bench.config.schedule import lr_at_epoch, scaled_milestones
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.train.resolve import resolve_run_config
 
 
 def test_paper_profile_uses_each_methods_recipe():

@@ -12,17 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from crt_bench import data
-from crt_bench.data import (
-    DATASETS,
-    BatchSampler,
-    DatasetInfo,
-    Split,
-    augment_batch,
-    dataset_info,
-    load_split,
-)
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.data import datasets as data
+from crt_bench.data.batches import ResidentBatches, augment_batch
+from crt_bench.data.catalog import DATASETS, DatasetInfo, dataset_info
+from crt_bench.data.datasets import load_split
+from crt_bench.data.split import Split
 
 # --------------------------------------------------------------------------------------------------
 # CIFAR-10 in its real on-disk format
@@ -346,7 +341,7 @@ def _indexed_split(n: int) -> Split:
 
 def test_batch_sampler_covers_each_index_once_per_epoch() -> None:
     split = _indexed_split(103)
-    sampler = BatchSampler(split, 10, generator=torch.Generator().manual_seed(0))
+    sampler = ResidentBatches(split, 10, generator=torch.Generator().manual_seed(0))
     assert len(sampler) == 11
     epochs = []
     for _ in range(2):
@@ -362,16 +357,16 @@ def test_batch_sampler_covers_each_index_once_per_epoch() -> None:
 
 def test_batch_sampler_order_drop_last_and_augment() -> None:
     split = _indexed_split(25)
-    ordered = list(BatchSampler(split, 10, shuffle=False))
+    ordered = list(ResidentBatches(split, 10, shuffle=False))
     assert torch.cat([yb for _, yb in ordered]).tolist() == list(range(25))
-    dropped = BatchSampler(split, 10, drop_last=True, generator=torch.Generator().manual_seed(0))
+    dropped = ResidentBatches(split, 10, drop_last=True, generator=torch.Generator().manual_seed(0))
     assert len(dropped) == 2 and [len(yb) for _, yb in dropped] == [10, 10]
-    aug = BatchSampler(split, 8, augment=True, generator=torch.Generator().manual_seed(0))
+    aug = ResidentBatches(split, 8, augment=True, generator=torch.Generator().manual_seed(0))
     for xb, yb in aug:
         assert xb.shape[1:] == (1, 4, 4)
         assert bool(((xb == 0) | (xb == yb.view(-1, 1, 1, 1).float())).all())  # image or zero padding
     with pytest.raises(CrtBenchError, match="batch size"):
-        BatchSampler(split, 0)
+        ResidentBatches(split, 0)
     moved = split.to("cpu")
     assert len(moved) == 25 and moved.info is split.info
 
@@ -385,7 +380,7 @@ def test_cuda_batches_without_host_sync() -> None:
 
     split = load_split("synthetic", "train", limit=256).to("cuda")
     gen = torch.Generator(device="cuda").manual_seed(0)
-    sampler = BatchSampler(split, 64, augment=True, generator=gen)
+    sampler = ResidentBatches(split, 64, augment=True, generator=gen)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -17,14 +17,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from crt_bench.config import resolve_run_config
-from crt_bench.distributed import DistEnv, RankBatches, no_forward_buffer_sync, strip_option, torchrun_command
-from crt_bench.data import BatchSampler, load_split
-from crt_bench.results import ResultsStore
-from crt_bench.train import resume_run, train_run
-
 from conftest import state_dict_of
+
+from crt_bench.data.batches import RankBatches, ResidentBatches
+from crt_bench.data.datasets import load_split
+from crt_bench.parallel.ddp import no_forward_buffer_sync
+from crt_bench.parallel.env import DistEnv
+from crt_bench.parallel.torchrun import strip_option, torchrun_command
+from crt_bench.store.store import ResultsStore
+from crt_bench.train.resolve import resolve_run_config
+from crt_bench.train.trainer import resume_run, train_run
 
 REPO = Path(__file__).resolve().parents[1]
 ATOL = 1e-5  # float32 gradient all-reduce (sum of 2 rank means / 2) vs one mean: rounding only
@@ -64,7 +66,7 @@ def test_rank_batches_union_is_the_single_process_batch() -> None:
     split = load_split("synthetic", "train", limit=40)
     def batches(rank: int, world: int) -> list[torch.Tensor]:
         gen = torch.Generator().manual_seed(3)
-        sampler = BatchSampler(split, 12, augment=True, generator=gen)
+        sampler = ResidentBatches(split, 12, augment=True, generator=gen)
         return [y for _, y in (RankBatches(sampler, DistEnv(rank, world)) if world > 1 else sampler)]
     one, r0, r1 = batches(0, 1), batches(0, 2), batches(1, 2)
     assert [len(b) for b in r0] == [6, 6, 6, 2] and [len(b) for b in r1] == [6, 6, 6, 2]

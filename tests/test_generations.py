@@ -3,9 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from crt_bench.archs import build_model, count_parameters, get_arch, list_archs
-from crt_bench.archs.stats import arch_stats, generations, is_generation
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.models.build import build_model, count_parameters
+from crt_bench.models.registry import generations, get_arch, is_generation, list_archs
+from crt_bench.models.stats import arch_stats
 
 GENERATION_NAMES = [s.name for s in generations()]
 

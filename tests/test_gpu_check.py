@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crt_bench.methods import get_method, list_methods
+from crt_bench.methods.registry import get_method, list_methods
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("pytest_gpu", "certify", "train", "reproduce")

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from test_cli import cli
 
-from crt_bench import reproduce
-from crt_bench.archs import get_arch
-from crt_bench.certify import parse_subset
-from crt_bench.config import get_profile
-from crt_bench.methods import get_method, list_methods
-from crt_bench.results import ResultsStore
-from crt_bench.timing import PROBES
+from crt_bench.config.profiles import get_profile
+from crt_bench.config.subsets import parse_subset
+from crt_bench.grid import reproduce
+from crt_bench.methods.registry import get_method, list_methods
+from crt_bench.models.registry import get_arch
+from crt_bench.store.store import ResultsStore
+from crt_bench.timing.probe import PROBES
 
 
 def test_the_gpu_smoke_plan_is_the_paper_plan_at_the_smallest_size() -> None:
@@ -34,7 +34,7 @@ def test_the_gpu_smoke_plan_is_the_paper_plan_at_the_smallest_size() -> None:
     assert smoke.grid.teacher_archs == ["resnet110"] and smoke.grid.epochs is None
     assert all(get_arch(a).generation >= 2022 for a in smoke.grid.archs)
     for job in smoke.jobs():  # one epoch of every method, at its recipe's batch size
-        from crt_bench.config import resolve_run_config
+        from crt_bench.train.resolve import resolve_run_config
 
         cfg = resolve_run_config(job.method, job.arch, profile=job.profile, teacher="t" if job.teacher else None)
         assert cfg.epochs == 1 and cfg.batch_size == get_method(job.method).recipe.batch_size

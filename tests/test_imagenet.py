@@ -11,12 +11,15 @@ import torch
 from PIL import Image
 from test_cli import cli, last_line
 
-from crt_bench.archs import build_model
-from crt_bench.config import get_profile
-from crt_bench.data import dataset_info, load_split
-from crt_bench.errors import CrtBenchError
-from crt_bench.imagenet import IMAGENET_RADII, FolderBatches, imagenet_table
-from crt_bench.results import ResultsStore
+from crt_bench.analysis.imagenet import imagenet_table
+from crt_bench.config.profiles import get_profile
+from crt_bench.core.constants import IMAGENET_RADII
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.data.catalog import dataset_info
+from crt_bench.data.datasets import load_split
+from crt_bench.data.imagenet import FolderBatches
+from crt_bench.models.build import build_model
+from crt_bench.store.store import ResultsStore
 
 COLOURS = {"apple": (200, 40, 40), "leaf": (40, 180, 60), "sky": (60, 90, 220)}
 

@@ -5,10 +5,12 @@ import sys
 
 import pytest
 
-from crt_bench import launch
-from crt_bench.inline_executor import InlineExecutor, InlineJob
-from crt_bench.errors import CrtBenchError
-from crt_bench.launch import GridSpec, make_executor, run_grid
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.grid import runner as launch
+from crt_bench.grid.executors import make_executor
+from crt_bench.grid.inline import InlineExecutor, InlineJob
+from crt_bench.grid.jobs import GridSpec
+from crt_bench.grid.runner import run_grid
 
 
 def test_inline_job_runs_once_and_keeps_its_error() -> None:

@@ -3,10 +3,12 @@ from pathlib import Path
 
 import pytest
 
-from crt_bench.cli import main
-from crt_bench.errors import CrtBenchError
-from crt_bench.launch import GridSpec, Job, make_executor, run_grid, sbatch_preview, slurm_parameters
-from crt_bench.results import ResultsStore
+from crt_bench.cli.app import main
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.grid.executors import make_executor, sbatch_preview, slurm_parameters
+from crt_bench.grid.jobs import GridSpec, Job
+from crt_bench.grid.runner import run_grid
+from crt_bench.store.store import ResultsStore
 
 TINY = dict(archs=["tiny_cnn"], teacher_method="gaussian", teacher_archs=["tiny_cnn"], epochs=1, train_limit=128)
 
@@ -118,7 +120,7 @@ def test_a_failed_jobs_error_reaches_the_console_whole(tmp_path, capsys):
     assert not (tmp_path / "tables" / "runs").exists() or ResultsStore(tmp_path).runs()["method"].eq("gaussian").all()
     console = " ".join(capsys.readouterr().err.split())
     assert "so torchvision can download them." in console
-    from crt_bench.launch import read_grid_status
+    from crt_bench.store.grid_status import read_grid_status
 
     saved = read_grid_status(tmp_path)
     assert list(saved["state"]) == ["failed", "blocked (teacher failed)"]
@@ -174,7 +176,7 @@ def test_sigterm_to_the_grid_stops_its_workers(tmp_path):
     while time.monotonic() < deadline and _processes_mentioning(str(results / "submitit")):
         time.sleep(0.2)
     assert not _processes_mentioning(str(results / "submitit")), "a worker outlived the grid"
-    from crt_bench.launch import read_grid_status
+    from crt_bench.store.grid_status import read_grid_status
 
     assert list(read_grid_status(results)["state"]) == ["interrupted"]
 
@@ -188,8 +190,8 @@ def test_a_preempted_or_timed_out_job_requeues_itself_and_resumes(tmp_path):
     import torch
     from submitit.local.local import LocalJobEnvironment
 
-    from crt_bench.grid_task import GridTask
-    from crt_bench.launch import execute_job
+    from crt_bench.grid.execute import execute_job
+    from crt_bench.grid.task import GridTask
 
     job = Job("gaussian", "tiny_cnn", profile="smoke", epochs=6, train_limit=512, certify=False)
     ex = make_executor("local", tmp_path / "submitit", time_min=60)
@@ -225,11 +227,10 @@ def test_a_preempted_or_timed_out_job_requeues_itself_and_resumes(tmp_path):
 def test_a_certification_cut_short_is_completed_when_the_grid_runs_again(tmp_path, monkeypatch):
     """Some rows are not a certification: the grid re-runs the job, which certifies only the missing images."""
     import pytest
-
-    from crt_bench import certify_run as certify_run_mod
-    from crt_bench.launch import execute_job
-
     from helpers import Killed, dies_after
+
+    from crt_bench.certify import resumable as certify_run_mod
+    from crt_bench.grid.execute import execute_job
 
     job = Job("gaussian", "tiny_cnn", profile="smoke", epochs=1, train_limit=128)
     monkeypatch.setattr(certify_run_mod, "iter_certify", dies_after(certify_run_mod.iter_certify, 5))
@@ -259,7 +260,7 @@ def test_a_grid_job_with_two_tasks_trains_one_data_parallel_run(tmp_path):
     ends with the weights of the single-process run; rank 0 alone writes rows and certifies."""
     import torch
 
-    from crt_bench.launch import execute_job
+    from crt_bench.grid.execute import execute_job
 
     job = Job("gaussian", "tiny_cnn", profile="smoke", epochs=2, train_limit=128)
     status = run_grid([job], tmp_path, make_executor("local", tmp_path / "submitit", nproc=2), poll_s=0.2)

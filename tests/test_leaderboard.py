@@ -7,17 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crt_bench.errors import CrtBenchError
-from crt_bench.leaderboard import (
-    Entry,
-    board,
-    from_json,
-    group_entries,
-    merge,
-    pareto_frontier,
-    read_entries,
-    to_json,
-)
+from crt_bench.analysis.leaderboard import Entry, board, group_entries, pareto_frontier
+from crt_bench.analysis.leaderboard_entries import from_json, merge, read_entries, to_json
+from crt_bench.core.errors import CrtBenchError
 
 
 def rows_with(radii: list[float], correct: list[int] | None = None, start: int = 0) -> pd.DataFrame:
@@ -100,7 +92,7 @@ def test_json_entries_round_trip_and_numbers_come_from_rows(tmp_path):
 
 
 def test_merge_reads_a_folder_and_keeps_one_entry_per_id(tmp_path):
-    from crt_bench.leaderboard import write_entries
+    from crt_bench.analysis.leaderboard_entries import write_entries
 
     write_entries([entry("a", 1.0, 0.3), entry("b", 2.0, 0.5)], tmp_path)
     merged = merge([entry("a", 9.0, 0.1)], read_entries(tmp_path))
@@ -109,7 +101,7 @@ def test_merge_reads_a_folder_and_keeps_one_entry_per_id(tmp_path):
 
 
 def test_leaderboard_files(tmp_path):
-    from crt_bench.report.leaderboard_report import write_leaderboard
+    from crt_bench.report.leaderboard import write_leaderboard
 
     entries = [entry("a", 1.0, 0.3), entry("b", 2.0, 0.5), entry("c", 3.0, 0.4),
                entry("d", 1.0, 0.3, device="NVIDIA H100"), entry("import:x", None, 0.2)]
@@ -149,9 +141,9 @@ def test_cli_import_log_with_hours_and_leaderboard_with_merge(tmp_path):
 def test_runs_without_a_certification_are_listed_as_missing_with_the_reason(tmp_path):
     import time
 
-    from crt_bench.leaderboard import missing_from_store
-    from crt_bench.report.leaderboard_report import write_leaderboard
-    from crt_bench.results import ResultsStore
+    from crt_bench.analysis.leaderboard_entries import missing_from_store
+    from crt_bench.report.leaderboard import write_leaderboard
+    from crt_bench.store.store import ResultsStore
 
     store = ResultsStore(tmp_path)
     store.append("runs", [{"run_id": "g1", "method": "gaussian", "arch": "mobilenetv4_conv_small",

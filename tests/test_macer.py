@@ -7,23 +7,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import Recorder
 from scipy.stats import norm
 from torch import nn
 
 import crt_bench.methods.macer  # noqa: F401  (registers "macer")
-from crt_bench.certify_run import certify_run
-from crt_bench.config import CertifyConfig, lr_at_epoch, resolve_run_config
-from crt_bench.errors import CrtBenchError
-from crt_bench.methods import StepContext, get_method
-from crt_bench.methods.macer import (
-    first_decay_epoch,
-    macer_hinge,
-    macer_loss_from_logits,
-)
+from crt_bench.certify.resumable import certify_run
+from crt_bench.config.certify import CertifyConfig
+from crt_bench.config.schedule import lr_at_epoch
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.methods.macer import first_decay_epoch, macer_hinge, macer_loss_from_logits
+from crt_bench.methods.registry import StepContext, get_method
 from crt_bench.methods.smoothing import smoothed_nll
-from crt_bench.results import ResultsStore
-from crt_bench.train import train_run
-from helpers import Recorder
+from crt_bench.store.store import ResultsStore
+from crt_bench.train.resolve import resolve_run_config
+from crt_bench.train.trainer import train_run
 
 SIGMA = 0.5
 

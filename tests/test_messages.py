@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from test_cli import FAST_RUN, cli, last_line
 
-from crt_bench.config import resolve_run_config
-from crt_bench.errors import CrtBenchError
-from crt_bench.launch import GridSpec
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.grid.jobs import GridSpec
+from crt_bench.train.resolve import resolve_run_config
 
 
 def test_crt_without_a_teacher_says_how_to_get_one() -> None:
@@ -45,13 +45,13 @@ def test_the_run_banner_describes_the_run_made(tmp_path: Path) -> None:
     assert code == 0, err
     text = " ".join(err.split())
     assert "synthetic (256 training images)" in text and "1 epochs" in text
-    from crt_bench.config import get_profile
+    from crt_bench.config.profiles import get_profile
 
     assert get_profile("smoke").description not in text  # the profile's blurb would describe another run
 
 
 def test_summary_never_cuts_a_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from crt_bench import cli as cli_module
+    from crt_bench.cli import app as cli_module
 
     monkeypatch.setattr(cli_module.out, "width", 80)  # a narrow terminal: the table must shrink elsewhere
     code, out, err = cli("run", "--method", "gaussian", "--arch", "tiny_cnn", *FAST_RUN, "--results", tmp_path)

@@ -4,11 +4,11 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-
-from crt_bench.errors import CrtBenchError
-from crt_bench.methods import StepContext, get_method, list_methods
-from crt_bench.methods.crt import transfer_distance
 from helpers import Recorder
+
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.methods.crt import transfer_distance
+from crt_bench.methods.registry import StepContext, get_method, list_methods
 
 SIGMA = 0.5
 

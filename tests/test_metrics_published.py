@@ -21,10 +21,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crt_bench.certify import parse_subset, radius_from_counts
-from crt_bench.cohen_log import read_cohen_log
-from crt_bench.errors import CrtBenchError
-from crt_bench.metrics import DEFAULT_RADII, acr, certified_accuracy, summary_row
+from crt_bench.analysis.metrics import DEFAULT_RADII, acr, certified_accuracy, summary_row
+from crt_bench.certify.stats import radius_from_counts
+from crt_bench.config.subsets import parse_subset
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.store.cohen_log import read_cohen_log
 
 LOGS = Path(__file__).resolve().parent / "data" / "certify_logs"
 TEST_SET_SIZE = 10_000

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from crt_bench import data, preflight
-from crt_bench.cli import main
-from crt_bench.errors import CrtBenchError
+from crt_bench.cli.app import main
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.data import datasets as data
+from crt_bench.grid import preflight
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def no_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_missing_dataset_stops_reproduce_before_any_job(no_fashion_mnist: Path, monkeypatch, capsys) -> None:
-    from crt_bench import launch
+    from crt_bench.grid import runner as launch
 
     submitted: list[object] = []
     monkeypatch.setattr(launch, "make_executor", lambda *a, **k: submitted.append(a) or pytest.fail("executor made"))

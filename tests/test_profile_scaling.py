@@ -3,9 +3,11 @@ import dataclasses
 
 import pytest
 
-from crt_bench import config
-from crt_bench.config import RunConfig, describe_scale, resolve_run_config, scaled_epochs, scaled_recipe
-from crt_bench.launch import GridSpec, Job
+from crt_bench.config import run as config
+from crt_bench.config.run import RunConfig
+from crt_bench.config.schedule import scaled_epochs
+from crt_bench.grid.jobs import GridSpec, Job
+from crt_bench.train.resolve import describe_scale, resolve_run_config, scaled_recipe
 
 
 @pytest.mark.parametrize("scale,expected", [
@@ -57,7 +59,7 @@ def test_the_factor_is_in_the_job_key_and_the_banner(monkeypatch):
 
 
 def test_plan_describes_each_methods_epochs():
-    from crt_bench.reproduce import plan_for
+    from crt_bench.grid.reproduce import plan_for
 
     plan = plan_for("cpu")
     text = plan.describe()
@@ -69,9 +71,9 @@ def test_plan_describes_each_methods_epochs():
 
 
 def test_cpu_full_plan_meets_the_evidence_numbers_and_cpu_states_what_it_does_not():
-    from crt_bench.archs import get_arch
-    from crt_bench.certify import parse_subset
-    from crt_bench.reproduce import plan_for
+    from crt_bench.config.subsets import parse_subset
+    from crt_bench.grid.reproduce import plan_for
+    from crt_bench.models.registry import get_arch
 
     for name in ("cpu", "cpu-full"):
         plan = plan_for(name)

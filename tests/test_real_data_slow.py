@@ -3,12 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from crt_bench.certify_run import certify_run
-from crt_bench.config import CertifyConfig, resolve_run_config
-from crt_bench.data import DEBIAN_FASHION_MNIST_DIR
-from crt_bench.metrics import acr, certified_accuracy
-from crt_bench.results import ResultsStore
-from crt_bench.train import train_run
+from crt_bench.analysis.metrics import acr, certified_accuracy
+from crt_bench.certify.resumable import certify_run
+from crt_bench.config.certify import CertifyConfig
+from crt_bench.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR
+from crt_bench.store.store import ResultsStore
+from crt_bench.train.resolve import resolve_run_config
+from crt_bench.train.trainer import train_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 

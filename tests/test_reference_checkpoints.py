@@ -5,12 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from crt_bench.archs import build_model
-from crt_bench.checkpoint import CIFAR10_MEAN, CIFAR10_STD, load_model
-from crt_bench.config import resolve_run_config
-from crt_bench.errors import CrtBenchError
-from crt_bench.results import ResultsStore
-from crt_bench.train import train_run
+from crt_bench.core.constants import CIFAR10_MEAN, CIFAR10_STD
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.models.build import build_model
+from crt_bench.models.files import load_model
+from crt_bench.store.store import ResultsStore
+from crt_bench.train.resolve import resolve_run_config
+from crt_bench.train.trainer import train_run
 
 
 def trained_like_net(arch: str = "resnet20", seed: int = 0) -> nn.Module:
@@ -102,8 +103,8 @@ def test_crt_student_trains_from_a_reference_teacher(tmp_path):
 
 
 def test_certifying_a_reference_checkpoint_needs_sigma(tmp_path):
-    from crt_bench.certify_run import certify_run
-    from crt_bench.config import CertifyConfig
+    from crt_bench.certify.resumable import certify_run
+    from crt_bench.config.certify import CertifyConfig
 
     path = write_reference(tmp_path / "ref.pth.tar", trained_like_net())
     store = ResultsStore(tmp_path / "results")

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from crt_bench.report.figures import LINES, cumulative_hours, plot_cumulative
-from crt_bench.report.tables import slowdown_markdown, slowdown_table
-from crt_bench.results import ResultsStore
+from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
+from crt_bench.store.store import ResultsStore
 
 DEVICE = "test-device"
 # seconds per epoch for each (method, teacher) relative to Gaussian = 10 s; epochs per recipe
@@ -80,7 +80,7 @@ def test_cumulative_hours_and_figure(store, tmp_path):
 
 
 def test_plot_command_writes_table_and_figure(store, tmp_path, capsys):
-    from crt_bench.cli import main
+    from crt_bench.cli.app import main
 
     out = tmp_path / "plots"
     with pytest.raises(SystemExit) as info:

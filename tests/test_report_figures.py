@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 from scipy.stats import beta, norm
 
+from crt_bench.analysis.evidence import student_evidence
 from crt_bench.report.convergence import plot_training_curves, training_curves
 from crt_bench.report.curves import _axis_end, _panel_caption, certified_curves, max_certifiable_radius, plot_curves
 from crt_bench.report.document import write_report
-from crt_bench.report.evidence import student_evidence
-from crt_bench.results import ResultsStore
+from crt_bench.store.store import ResultsStore
 
 
 def run(run_id, method, arch, epochs, train_s, teacher_run_id="", teacher_arch=""):

@@ -5,17 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crt_bench.metrics import DEFAULT_RADII, acr, certified_accuracy
+from crt_bench.analysis.metrics import DEFAULT_RADII, acr, certified_accuracy
 from crt_bench.report.curves import certified_curves, plot_curves, radius_grid
 from crt_bench.report.document import write_report
-from crt_bench.report.paper_tables import (
-    PAPER_SPEEDUP,
-    acr_markdown,
-    acr_table,
-    table1,
-    table1_markdown,
-)
-from crt_bench.results import ResultsStore
+from crt_bench.report.paper_tables import PAPER_SPEEDUP, acr_markdown, acr_table, table1, table1_markdown
+from crt_bench.store.store import ResultsStore
 
 DEVICE = "test-gpu"
 COMMIT = "c0ffee123456"

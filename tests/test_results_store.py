@@ -10,8 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from crt_bench.errors import CrtBenchError
-from crt_bench.results import ResultsStore, atomic_torch_save, atomic_write_bytes, write_bench_table
+from crt_bench.core.atomic import atomic_torch_save, atomic_write_bytes
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.store.bench import write_bench_table
+from crt_bench.store.store import ResultsStore
 
 
 def _files(folder: Path) -> list[str]:

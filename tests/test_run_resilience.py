@@ -23,11 +23,11 @@ from conftest import assert_same_weights, fast_config, state_dict_of
 from test_cli import assert_user_error, cli, last_line
 from test_data import write_cifar
 
-from crt_bench import results as results_mod
-from crt_bench.checkpoint import MODEL_FILE
-from crt_bench.errors import CrtBenchError
-from crt_bench.results import ResultsStore
-from crt_bench.train import Trainer, resume_run
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.models.files import MODEL_FILE
+from crt_bench.store import store as results_mod
+from crt_bench.store.store import ResultsStore
+from crt_bench.train.trainer import Trainer, resume_run
 
 
 class Killed(BaseException):

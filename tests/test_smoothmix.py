@@ -5,15 +5,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import Recorder, train_and_certify_smoke
 from torch import nn
 
 import crt_bench.methods.smoothmix  # noqa: F401  (registers "smoothmix")
-from crt_bench.config import lr_at_epoch, resolve_run_config
-from crt_bench.errors import CrtBenchError
-from crt_bench.methods import StepContext, get_method
+from crt_bench.config.schedule import lr_at_epoch
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.methods.registry import StepContext, get_method
 from crt_bench.methods.smoothing import noise_like_replicas, smoothed_nll
 from crt_bench.methods.smoothmix import mix, mix_kl, smoothmix_pgd, warmup_factor
-from helpers import Recorder, train_and_certify_smoke
+from crt_bench.train.resolve import resolve_run_config
 
 SIGMA, C = 0.25, 5
 

@@ -18,21 +18,23 @@ import torch
 import torch.nn.functional as F
 from conftest import fast_config
 
-from crt_bench import batchnorm_fold, tf32
-from crt_bench import train_step as train_step_module
-from crt_bench.archs import build_model
-from crt_bench.batchnorm_fold import fold_batchnorm
-from crt_bench.certify import Smooth
 from crt_bench.certify import smooth as smooth_module
-from crt_bench.certify_run import certify_run
-from crt_bench.config import CertifyConfig
-from crt_bench.errors import CrtBenchError
-from crt_bench.methods import StepContext, get_method
-from crt_bench.results import ResultsStore
-from crt_bench.tf32 import TF32State, check_tf32, device_label, in_force_under, tf32_mode
-from crt_bench.timing import ProbeConfig, probe
-from crt_bench.train import train_run
-from crt_bench.train_step import EngineOptions, TrainStep
+from crt_bench.certify.resumable import certify_run
+from crt_bench.certify.smooth import Smooth
+from crt_bench.config.certify import CertifyConfig
+from crt_bench.config.engine import EngineOptions
+from crt_bench.core import tf32
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.tf32 import TF32State, check_tf32, device_label, in_force_under, tf32_mode
+from crt_bench.methods.registry import StepContext, get_method
+from crt_bench.models import bn_fold as batchnorm_fold
+from crt_bench.models.bn_fold import fold_batchnorm
+from crt_bench.models.build import build_model
+from crt_bench.store.store import ResultsStore
+from crt_bench.timing.probe import ProbeConfig, probe
+from crt_bench.train import step as train_step_module
+from crt_bench.train.step import TrainStep
+from crt_bench.train.trainer import train_run
 
 CPU = torch.device("cpu")
 SHAPE = (3, 32, 32)
@@ -264,7 +266,7 @@ def test_run_refuses_tf32_on_a_cpu_before_writing_anything(tmp_path) -> None:
 def test_the_report_shows_the_state_beside_a_gpu_and_still_reads_stores_without_it(tmp_path) -> None:
     from crt_bench.report.document import write_report
     from crt_bench.report.paper_tables import acr_table
-    from crt_bench.report.tables import latest_timings
+    from crt_bench.report.slowdown import latest_timings
 
     source = ResultsStore(tmp_path / "source")
     run_id = train_run(fast_config(epochs=1), source, progress=False)

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from crt_bench.methods import get_method
-from crt_bench.timing import ProbeConfig, probe, summarize
+from crt_bench.methods.registry import get_method
+from crt_bench.timing.probe import ProbeConfig, probe, summarize
 
 
 def test_summarize_projects_epoch_and_recipe():
@@ -57,8 +57,8 @@ def test_pass_counts_explain_the_cost():
 
 
 def test_timing_grid_stores_rows_and_skips_done_probes(tmp_path):
-    from crt_bench.results import ResultsStore
-    from crt_bench.timing_grid import run_timing_grid
+    from crt_bench.store.store import ResultsStore
+    from crt_bench.timing.grid import run_timing_grid
 
     kwargs = dict(profile="smoke", methods=["gaussian", "crt"], archs=["tiny_cnn"], teachers=["tiny_cnn"],
                   device="cpu")
@@ -72,8 +72,8 @@ def test_timing_grid_stores_rows_and_skips_done_probes(tmp_path):
 
 
 def test_timing_grid_rejects_bad_names(tmp_path):
-    from crt_bench.errors import CrtBenchError
-    from crt_bench.timing_grid import run_timing_grid
+    from crt_bench.core.errors import CrtBenchError
+    from crt_bench.timing.grid import run_timing_grid
 
     with pytest.raises(CrtBenchError, match="unknown architecture"):
         run_timing_grid(tmp_path, profile="smoke", archs=["alexnet9"], device="cpu")

@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 import torch
 
-from crt_bench import timing
 from crt_bench.report.figures import cumulative_hours
-from crt_bench.report.tables import dominates, ratio_flags, slowdown_markdown, slowdown_table
-from crt_bench.results import ResultsStore
-from crt_bench.timing import ProbeConfig
-from crt_bench.timing_rounds import interleaved_rows, median_interval, median_interval_ranks
-from crt_bench.train_step import TrainStep
+from crt_bench.report.slowdown import dominates, ratio_flags, slowdown_markdown, slowdown_table
+from crt_bench.store.store import ResultsStore
+from crt_bench.timing import probe as timing
+from crt_bench.timing.probe import ProbeConfig
+from crt_bench.timing.rounds import interleaved_rows, median_interval, median_interval_ranks
+from crt_bench.train.step import TrainStep
 
 
 def test_median_interval_ranks_are_order_statistics_with_their_coverage():

@@ -18,15 +18,15 @@ from conftest import (
     tree_snapshot,
 )
 
-from crt_bench import train as train_mod
-from crt_bench.archs import build_model
-from crt_bench.checkpoint import CHECKPOINT_FILE, MODEL_FILE, load_model, model_metadata
-from crt_bench.config import RunConfig
-from crt_bench.data import dataset_info
-from crt_bench.errors import CrtBenchError
-from crt_bench.methods import get_method
-from crt_bench.results import ResultsStore
-from crt_bench.train import resume_run, train_run
+from crt_bench.config.run import RunConfig
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.data.catalog import dataset_info
+from crt_bench.methods.registry import get_method
+from crt_bench.models.build import build_model
+from crt_bench.models.files import CHECKPOINT_FILE, MODEL_FILE, load_model, model_metadata
+from crt_bench.store.store import ResultsStore
+from crt_bench.train import trainer as train_mod
+from crt_bench.train.trainer import resume_run, train_run
 
 
 def _rows_for(store: ResultsStore, run_id: str, table: str):

@@ -14,14 +14,16 @@ import pytest
 import torch
 from conftest import fast_config
 
-from crt_bench.archs import build_model
-from crt_bench.config import resolve_run_config
-from crt_bench.errors import CrtBenchError
-from crt_bench.methods import StepContext, get_method
+from crt_bench.config.engine import EngineOptions
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.crt import transfer_distance
-from crt_bench.results import ResultsStore
-from crt_bench.train import train_run
-from crt_bench.train_step import EngineOptions, FrozenTeacher, TrainStep, resolve_teacher_precision
+from crt_bench.methods.registry import StepContext, get_method
+from crt_bench.models.build import build_model
+from crt_bench.store.store import ResultsStore
+from crt_bench.train.resolve import resolve_run_config
+from crt_bench.train.step import TrainStep, resolve_teacher_precision
+from crt_bench.train.teacher import FrozenTeacher
+from crt_bench.train.trainer import train_run
 
 CPU = torch.device("cpu")
 SHAPE = (3, 16, 16)

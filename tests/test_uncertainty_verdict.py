@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from crt_bench.metrics import acr, certified_accuracy
-from crt_bench.report.evidence import plateau_status, verdict_markdown
-from crt_bench.report.verdict import (
+from crt_bench.analysis.evidence import plateau_status
+from crt_bench.analysis.metrics import acr, certified_accuracy
+from crt_bench.analysis.uncertainty import acr_interval, certified_accuracy_intervals, paired_acr_difference
+from crt_bench.analysis.verdict import (
     EQUAL_OR_BETTER,
     HOLDS,
     NOT_RESOLVED,
@@ -20,7 +21,7 @@ from crt_bench.report.verdict import (
     judge_student,
     robustness,
 )
-from crt_bench.uncertainty import acr_interval, certified_accuracy_intervals, paired_acr_difference
+from crt_bench.report.verdict_section import verdict_markdown
 
 
 def population_sample(rng, n):

@@ -13,13 +13,14 @@ import pytest
 import torch
 from conftest import assert_same_weights, fast_config, state_dict_of
 
-from crt_bench.certify import Smooth, certify_dataset
 from crt_bench.certify.batching import forward_batch_sizes
-from crt_bench.checkpoint import MODEL_FILE
-from crt_bench.methods import StepContext, get_method
-from crt_bench.results import ResultsStore
-from crt_bench.train import train_run
-from crt_bench.train_step import TrainStep, warmup_batches
+from crt_bench.certify.driver import certify_dataset
+from crt_bench.certify.smooth import Smooth
+from crt_bench.methods.registry import StepContext, get_method
+from crt_bench.models.files import MODEL_FILE
+from crt_bench.store.store import ResultsStore
+from crt_bench.train.step import TrainStep, warmup_batches
+from crt_bench.train.trainer import train_run
 
 CPU = torch.device("cpu")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from crt_bench.results import ResultsStore
+from crt_bench.store.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def _smoke_store(root: Path) -> None:
                          "recipe_epochs": epochs, "recipe_hours": epoch_s * epochs / 3600, "precision": "fp32",
                          "time": "2026-01-01T00:00:00+00:00", "kind": "projected", "profile": "smoke"})
     ResultsStore(root).append("timing", rows)
-    from crt_bench.launch import GRID_STATUS_FILE
+    from crt_bench.store.grid_status import GRID_STATUS_FILE
 
     status = [{"key": "smoothmix/resnet20/synthetic/s0.25/seed0/smoke/x0.02", "state": "failed",
                "run_id": "", "error": "RuntimeError: boom", "log": "", "time": "2026-01-01T00:00:00+00:00"}]

@@ -1,13 +1,11 @@
 """The proxy-teacher workflow (Table 1) and `crt-bench run --method M --help`."""
-import contextlib
-import io
 import math
 
 import pytest
 
-from crt_bench.cli import main
-from crt_bench.pipeline import proxy_teacher_workflow
-from crt_bench.results import ResultsStore
+from crt_bench.cli.app import main
+from crt_bench.grid.proxy import proxy_teacher_workflow
+from crt_bench.store.store import ResultsStore
 
 
 def test_proxy_teacher_cost_is_counted_in_the_student(tmp_path):
@@ -21,8 +19,8 @@ def test_proxy_teacher_cost_is_counted_in_the_student(tmp_path):
 
 
 def test_a_shared_teacher_is_not_charged_to_the_student(tmp_path):
-    from crt_bench.config import resolve_run_config
-    from crt_bench.train import train_run
+    from crt_bench.train.resolve import resolve_run_config
+    from crt_bench.train.trainer import train_run
 
     store = ResultsStore(tmp_path)
     common = dict(profile="smoke", epochs=1, train_limit=128, device="cpu")
@@ -34,8 +32,8 @@ def test_a_shared_teacher_is_not_charged_to_the_student(tmp_path):
 
 
 def test_external_teacher_has_unknown_teacher_hours(tmp_path):
-    from crt_bench.config import resolve_run_config
-    from crt_bench.train import train_run
+    from crt_bench.train.resolve import resolve_run_config
+    from crt_bench.train.trainer import train_run
 
     other = ResultsStore(tmp_path / "elsewhere")
     common = dict(profile="smoke", epochs=1, train_limit=128, device="cpu")

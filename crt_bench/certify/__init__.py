@@ -24,6 +24,7 @@ binomial test rejects "both are equally likely" at level ``alpha``; then with pr
 The statistics are module-level pure functions (:func:`lower_confidence_bound`,
 :func:`radius_from_counts`, :func:`predict_abstains`) so they can be checked without a model.
 
+Certify (layer 5), may import: core, config, parallel, store, data, methods, models.
 Modules, one job each: :mod:`~crt_bench.certify.stats` (Clopper-Pearson, radius, PREDICT's test),
 :mod:`~crt_bench.certify.precision` (forward precision; noise stays float32),
 :mod:`~crt_bench.certify.smooth` (:class:`Smooth`, the batched sampling engine),
@@ -31,35 +32,3 @@ Modules, one job each: :mod:`~crt_bench.certify.stats` (Clopper-Pearson, radius,
 (subsets and the driver over a test split).  Storing, resuming and locking a certification of a run
 is :mod:`crt_bench.certify_run`'s job.
 """
-
-from crt_bench.batchnorm_fold import fold_batchnorm
-from crt_bench.certify.dataset import CERTIFY_COLUMNS, certify_dataset, iter_certify, parse_subset
-from crt_bench.certify.precision import NOISE_DTYPE, PRECISIONS, check_precision
-from crt_bench.certify.batching import CPU_AUTO_BATCH, CUDA_MAX_AUTO_BATCH
-from crt_bench.certify.smooth import Smooth
-from crt_bench.certify.stats import (
-    ABSTAIN,
-    counts_for_radius,
-    lower_confidence_bound,
-    predict_abstains,
-    radius_from_counts,
-)
-
-__all__ = [
-    "ABSTAIN",
-    "CERTIFY_COLUMNS",
-    "CPU_AUTO_BATCH",
-    "CUDA_MAX_AUTO_BATCH",
-    "NOISE_DTYPE",
-    "PRECISIONS",
-    "Smooth",
-    "certify_dataset",
-    "check_precision",
-    "counts_for_radius",
-    "fold_batchnorm",
-    "iter_certify",
-    "lower_confidence_bound",
-    "parse_subset",
-    "predict_abstains",
-    "radius_from_counts",
-]

@@ -6,7 +6,6 @@
   timed work (:meth:`crt_bench.certify.Smooth.warm_up`);
 * :func:`intra_op_threads`: torch's intra-op threads for the duration of a block.
 """
-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator

@@ -4,7 +4,6 @@ Cohen et al.'s ``core.py`` is the model: one class, ``certify`` and ``predict`` 
 algorithm; the statistics live in :mod:`crt_bench.certify.stats`, the noisy-sample stream in
 :mod:`crt_bench.certify.stream`.
 """
-
 from __future__ import annotations
 
 import math
@@ -16,14 +15,16 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from crt_bench.batchnorm_fold import fold_batchnorm
-from crt_bench.certify.batching import CPU_AUTO_BATCH, CUDA_MAX_AUTO_BATCH, cuda_batch_from_memory, intra_op_threads
-from crt_bench.certify.precision import NOISE_DTYPE, autocast, check_precision, uses_tf32
+from crt_bench.certify.batching import CPU_AUTO_BATCH, cuda_batch_from_memory, intra_op_threads
+from crt_bench.certify.precision import autocast, uses_tf32
 from crt_bench.certify.stats import ABSTAIN, check_settings, predict_abstains, radius_from_counts
-from crt_bench.certify.stream import SampleStream, as_nchw, check_image, mix_seed, sample_storage, stack_images
-from crt_bench.errors import CrtBenchError
-from crt_bench.provenance import synchronize
-from crt_bench.tf32 import check_tf32, in_force_under, tf32_mode
+from crt_bench.certify.stream import SampleStream, as_nchw, check_image, sample_storage, stack_images
+from crt_bench.config.choices import NOISE_DTYPE, check_precision
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.provenance import synchronize
+from crt_bench.core.seeding import mix_seed
+from crt_bench.core.tf32 import check_tf32, in_force_under, tf32_mode
+from crt_bench.models.bn_fold import fold_batchnorm
 
 SELECTION, ESTIMATION, SAMPLING = 0, 1, 2
 """Segment kinds of keyed noise: an image's selection, estimation and PREDICT/sample_counts draws."""
@@ -127,7 +128,7 @@ class Smooth:
         ``n0`` selection samples pick ``cA``; ``n`` fresh estimation samples give ``nA``; the radius is
         :func:`radius_from_counts` of those.
         """
-        check_settings(alpha, n0=n0, n=n, **_given(batch_size))
+        check_settings(alpha, n0=n0, n=n, **batch_kwargs(batch_size))
         check_image(x)
         return self.certify_many(x.unsqueeze(0), n0, n, alpha, batch_size)[0]
 
@@ -142,7 +143,7 @@ class Smooth:
         batches is shared (a batch may hold the end of one image's samples and the start of the next's).
         ``keys`` (default ``0..K-1``) name the images for keyed noise (``noise_seed``).
         """
-        check_settings(alpha, n0=n0, n=n, **_given(batch_size))
+        check_settings(alpha, n0=n0, n=n, **batch_kwargs(batch_size))
         stack = stack_images(images)
         k = stack.shape[0]
         segments = [(i, num) for i in range(k) for num in (n0, n)]
@@ -158,7 +159,7 @@ class Smooth:
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int | None = None) -> int:
         """PREDICT: the top class of ``n`` noisy samples, or ``ABSTAIN`` (see :func:`predict_abstains`)."""
-        check_settings(alpha, n=n, **_given(batch_size))
+        check_settings(alpha, n=n, **batch_kwargs(batch_size))
         counts = self._sample_counts(x, n, batch_size)
         order = np.argsort(-counts, kind="stable")  # ties -> lowest class index first
         top, runner_up = int(order[0]), int(order[1])
@@ -171,7 +172,7 @@ class Smooth:
         keys: Sequence[int] | None = None,
     ) -> np.ndarray:
         """``[K, num_classes]`` class histograms of ``argmax f(x_k + eps)`` over ``num`` draws per image."""
-        check_settings(0.5, num=num, **_given(batch_size))
+        check_settings(0.5, num=num, **batch_kwargs(batch_size))
         stack = stack_images(images)
         k = stack.shape[0]
         return self._stream_counts(stack, [(i, num) for i in range(k)], batch_size,
@@ -387,5 +388,5 @@ def _version(tensor: torch.Tensor) -> int:
         return -1
 
 
-def _given(batch_size: int | None) -> dict[str, int]:
+def batch_kwargs(batch_size: int | None) -> dict[str, int]:
     return {} if batch_size is None else {"batch_size": batch_size}

@@ -4,12 +4,11 @@ Kept apart from the sampling engine so they can be checked without a model (see 
 docstring for the theory).  ``scipy.stats`` does the work: ``beta.ppf`` for the exact one-sided
 Clopper-Pearson bound, ``norm.ppf`` for the radius, ``binomtest`` for PREDICT.
 """
-
 from __future__ import annotations
 
 from scipy.stats import beta, binomtest, norm
 
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
 
 ABSTAIN = -1
 """Class index returned when the smoothed classifier declines to answer."""

@@ -17,26 +17,18 @@ Noise comes from one of two sources:
   into the batch (same element count, contiguous), so whole chunks go straight into the batch and only
   chunks cut by a batch boundary are drawn once and cached.
 """
-
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.seeding import mix_seed
 
 NOISE_CHUNK = 256
 """Noisy copies per independently seeded chunk of keyed noise (3 MB of float32 CIFAR images)."""
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (blake2b): distinct tuples give unrelated generator streams."""
-    packed = struct.pack(f"<{len(parts)}q", *(int(p) for p in parts))
-    return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "little") & (2**63 - 1)
 
 
 def sample_storage(m: int, image_shape: tuple[int, ...], fmt: torch.memory_format,
@@ -176,4 +168,3 @@ def stack_images(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     if stack.shape[0] < 1:
         raise CrtBenchError("no images given")
     return stack
-

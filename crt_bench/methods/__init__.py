@@ -1,13 +1,7 @@
-"""Training methods: importing this package registers every method."""
-from crt_bench.methods import consistency, crt, gaussian, macer, smoothadv, smoothmix  # noqa: F401  (registration)
-from crt_bench.methods.registry import (
-    MethodSpec,
-    Recipe,
-    StepContext,
-    gaussian_noise,
-    get_method,
-    list_methods,
-    register_method,
-)
+"""Methods (layer 4): the training methods' catalogue -> loss, hyper-parameters and recipes.
 
-__all__ = ["MethodSpec", "Recipe", "StepContext", "gaussian_noise", "get_method", "list_methods", "register_method"]
+Importing the package registers every method.
+
+May import: core, config, parallel, store.
+"""
+from crt_bench.methods import consistency, crt, gaussian, macer, smoothadv, smoothmix  # noqa: F401  (registration)

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.registry import Recipe, StepContext, nearest_sigma, register_method
 from crt_bench.methods.smoothing import mean_softmax, noise_like_replicas, replicate
-
 
 # Jeong et al.'s repos call StepLR(step_size=50).step(epoch) AFTER epoch `epoch` (0-based), so lr is 0.1 for
 # epochs 0-50, 0.01 for 51-100 and 0.001 for 101-149; our loop applies a milestone at the START of an epoch.

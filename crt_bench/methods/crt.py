@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.registry import Recipe, StepContext, gaussian_noise, register_method
 
 DISTANCES = ("logit_l2", "softmax_l2")

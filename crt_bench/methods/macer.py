@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crt_bench.config import scaled_milestones
-from crt_bench.errors import CrtBenchError
+from crt_bench.config.schedule import scaled_milestones
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.registry import Recipe, StepContext, register_method
 from crt_bench.methods.smoothing import mean_softmax, noise_like_replicas, replicate
 

@@ -12,11 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, TypeVar
 
-import torch
 from torch import Tensor, nn
 
-from crt_bench.errors import CrtBenchError
-from crt_bench.rank_noise import standard_normal_like
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.parallel.noise import standard_normal_like
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crt_bench.rank_noise import standard_normal_replicas
+from crt_bench.parallel.noise import standard_normal_replicas
 
 
 def noise_like_replicas(x: Tensor, m: int, sigma: float) -> Tensor:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.consistency import JEONG_MILESTONES, kl_div_sum
 from crt_bench.methods.registry import Recipe, StepContext, nearest_sigma, register_method
 from crt_bench.methods.smoothing import (

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crt_bench.results import ResultsStore
+from crt_bench.analysis.leaderboard_entries import entries_from_store, missing_from_store
+from crt_bench.report.chains import chain_section, write_chains
+from crt_bench.report.leaderboard import LEADERBOARD_DIR, leaderboard_section, write_leaderboard
+from crt_bench.store.store import ResultsStore
 
 FIGURE_KEYS = ("chains", "leaderboard")  # keys of build_all's dict whose sections are written here
 
 
 def beyond_paper_outputs(store: ResultsStore, out_dir: Path) -> dict[str, list[Path]]:
     """Chain tables and figures (``out_dir``), and the leaderboard (``out_dir/leaderboard/``)."""
-    from crt_bench.leaderboard import entries_from_store, missing_from_store
-    from crt_bench.report.chain_figure import write_chains
-    from crt_bench.report.leaderboard_report import LEADERBOARD_DIR, write_leaderboard
 
     written = write_chains(store, Path(out_dir))
     entries = entries_from_store(store)
@@ -28,8 +28,6 @@ def beyond_paper_outputs(store: ResultsStore, out_dir: Path) -> dict[str, list[P
 
 
 def beyond_paper_sections(store: ResultsStore, out_dir: Path) -> list[str]:
-    from crt_bench.report.chain_figure import chain_section
-    from crt_bench.report.leaderboard_report import leaderboard_section
 
     return [*chain_section(store, Path(out_dir)), *leaderboard_section(Path(out_dir))]
 

@@ -5,10 +5,17 @@ from pathlib import Path
 
 from rich.console import Console
 
+from crt_bench.analysis.evidence import evidence_frame, student_evidence
+from crt_bench.analysis.summary import summary_table
+from crt_bench.core.atomic import atomic_write_bytes
+from crt_bench.report.beyond import beyond_paper_outputs
+from crt_bench.report.convergence import plot_training_curves, training_curves
+from crt_bench.report.curves import certified_curves, plot_curves
+from crt_bench.report.document import write_report
 from crt_bench.report.figures import cumulative_hours, plot_cumulative
-from crt_bench.report.summary import summary_table
-from crt_bench.report.tables import slowdown_markdown, slowdown_table
-from crt_bench.results import ResultsStore, atomic_write_bytes
+from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table1_markdown
+from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
+from crt_bench.store.store import ResultsStore
 
 log = Console(stderr=True)
 
@@ -44,9 +51,6 @@ def build_all(results: str | Path, out_dir: str | Path, *, sigma: float = 0.25, 
 def _paper_outputs(store: ResultsStore, out_dir: Path, sigma: float, profile_note: str,
                    written: dict[str, list[Path]]) -> dict[str, list[Path]]:
     """Figure 2, the ACR table, Table 1 and REPORT.md."""
-    from crt_bench.report.curves import certified_curves, plot_curves
-    from crt_bench.report.document import write_report
-    from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table1_markdown
 
     new: dict[str, list[Path]] = {}
     files: list[Path] = []
@@ -62,12 +66,10 @@ def _paper_outputs(store: ResultsStore, out_dir: Path, sigma: float, profile_not
     if not acr.empty:
         save("acr.csv", acr.to_csv(index=False))
         save("acr.md", acr_markdown(acr))
-    from crt_bench.report.evidence import evidence_frame, student_evidence
 
     evidence = evidence_frame(student_evidence(store))
     if not evidence.empty:
         save("verdict_evidence.csv", evidence.to_csv(index=False))
-    from crt_bench.report.convergence import plot_training_curves, training_curves
 
     trained = training_curves(store)
     if not trained.empty:
@@ -77,7 +79,6 @@ def _paper_outputs(store: ResultsStore, out_dir: Path, sigma: float, profile_not
     if not t1.empty:
         save("table1.csv", t1.to_csv(index=False))
         save("table1.md", table1_markdown(t1))
-    from crt_bench.report.beyond import beyond_paper_outputs
 
     beyond = beyond_paper_outputs(store, out_dir)
     files += beyond.pop("files", [])

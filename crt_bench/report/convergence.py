@@ -11,16 +11,16 @@ import math
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from crt_bench.report.evidence import plateau_status  # noqa: E402
-from crt_bench.report.paper_tables import METHOD_LABELS, arch_generation  # noqa: E402
-from crt_bench.results import ResultsStore  # noqa: E402
+from crt_bench.analysis.evidence import plateau_status  # noqa: E402
+from crt_bench.analysis.select import METHOD_LABELS, arch_generation  # noqa: E402
 from crt_bench.report.figure_files import save_figure  # noqa: E402
+from crt_bench.store.store import ResultsStore  # noqa: E402
+
+matplotlib.use("Agg")
 
 COLUMNS = ["run_id", "label", "method", "arch", "epoch", "loss", "noisy_test_acc", "status"]
 

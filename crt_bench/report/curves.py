@@ -19,22 +19,17 @@ import math
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from crt_bench.metrics import DEFAULT_RADII, acr, certified_accuracy
-from crt_bench.report.paper_tables import (
-    IMPORT_PREFIX,
-    arch_generation,
-    certifications,
-    method_label,
-    newest_per_line,
-)
-from crt_bench.results import ResultsStore
+from crt_bench.analysis.metrics import DEFAULT_RADII, acr, certified_accuracy
+from crt_bench.analysis.select import arch_generation, certifications, method_label, newest_per_line
+from crt_bench.core.constants import IMPORT_PREFIX
 from crt_bench.report.figure_files import save_figure
+from crt_bench.store.store import ResultsStore
+
+matplotlib.use("Agg")
 
 FIGURE2_METHODS: tuple[str, ...] = ("smoothmix", "crt")
 PUBLISHED_DATASETS: tuple[str, ...] = ("cifar10",)  # every stored reference log is CIFAR-10

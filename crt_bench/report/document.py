@@ -14,21 +14,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from crt_bench.metrics import acr, certified_accuracy
-from crt_bench.report.paper_tables import (
-    IMPORT_PREFIX,
-    TABLE_RADII,
-    acr_markdown,
-    acr_table,
-    certifications,
-    table1,
-    table1_markdown,
-)
-from crt_bench.report.tables import slowdown_markdown, slowdown_table
-from crt_bench.report.imagenet_section import imagenet_section
+from crt_bench.analysis.evidence import student_evidence
+from crt_bench.analysis.metrics import acr, certified_accuracy
+from crt_bench.analysis.select import certifications
+from crt_bench.core.atomic import atomic_write_bytes
+from crt_bench.core.constants import IMPORT_PREFIX, TABLE_RADII
+from crt_bench.core.tf32 import device_labels
+from crt_bench.report.beyond import FIGURE_KEYS, beyond_paper_sections
+from crt_bench.report.imagenet import imagenet_section
 from crt_bench.report.missing import missing_section
-from crt_bench.results import ResultsStore, atomic_write_bytes
-from crt_bench.tf32 import device_labels
+from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table1_markdown
+from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
+from crt_bench.report.verdict_section import verdict_markdown
+from crt_bench.store.store import ResultsStore
 
 REPORT_FILE = "REPORT.md"
 FIGURE_TITLES = {
@@ -123,7 +121,6 @@ def _published_section(store: ResultsStore) -> list[str]:
 
 def _verdict_section(store: ResultsStore) -> list[str]:
     """The paper's claim, judged from this store's numbers (crt_bench.report.verdict)."""
-    from crt_bench.report.evidence import student_evidence, verdict_markdown
 
     lines = ["## Verdict: does CRT match SmoothMix's certified robustness for much less training time?", ""]
     return lines + [verdict_markdown(student_evidence(store)).rstrip(), ""]
@@ -151,7 +148,6 @@ def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[
     lines += ["## Certified robustness per method and architecture (ACR)", "", acr_markdown(acr_table(store)).rstrip(), ""]
     lines += ["## Table 1: CRT with a proxy teacher vs SmoothMix", "", table1_markdown(table1(store)).rstrip(), ""]
     lines += imagenet_section(store)
-    from crt_bench.report.beyond import FIGURE_KEYS, beyond_paper_sections
 
     lines += beyond_paper_sections(store, out_dir)
     data_files: list[Path] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crt_bench.results import atomic_write_bytes
+from crt_bench.core.atomic import atomic_write_bytes
 
 SUFFIXES = (".png", ".pdf")
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from crt_bench.archs import get_arch  # noqa: E402
+from crt_bench.models.registry import get_arch  # noqa: E402
 from crt_bench.report.figure_files import save_figure  # noqa: E402
+
+matplotlib.use("Agg")
 
 LINES = [  # (label, method, teacher_arch)
     ("SmoothAdv", "smoothadv", ""),

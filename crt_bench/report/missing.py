@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crt_bench.store.grid_status import read_grid_status
+
 FINISHED = ("finished", "skipped (finished)")
 
 
 def missing_section(results: str | Path) -> list[str]:
     """Markdown lines: nothing when every job of the last grid finished (or no grid ran here)."""
-    from crt_bench.launch import read_grid_status
 
     status = read_grid_status(results)
     if status.empty:

@@ -1,0 +1,5 @@
+"""``python -m crt_bench.cli``."""
+from crt_bench.cli.app import main
+
+if __name__ == "__main__":
+    main()

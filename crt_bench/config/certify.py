@@ -1,0 +1,34 @@
+"""Settings of one certification (Cohen et al.'s CERTIFY: n0, n, alpha, batch, precision)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from crt_bench.config.choices import check_precision
+from crt_bench.core.errors import CrtBenchError
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass
+class CertifyConfig:
+    """Cohen et al.'s CERTIFY settings; the defaults are the papers' (N0=100, N=100,000, alpha=0.001)."""
+
+    n0: int = 100
+    n: int = 100_000
+    alpha: float = 0.001
+    batch: int | None = None  # noisy samples per forward; None: the engine chooses (memory on GPU, 128 on CPU)
+    precision: str = "fp32"  # forward precision: fp32 | tf32 | bf16 | fp16 (noise is always float32)
+    compile: bool = False  # torch.compile the base classifier
+    subset: str = "all"  # "all", "skip:K", "range:A:B" (see crt_bench.certify.parse_subset)
+
+    def validate(self) -> None:
+        if self.n0 < 1 or self.n < 1:
+            raise CrtBenchError(f"n0 and n must be >= 1, got n0={self.n0}, n={self.n}")
+        if not 0.0 < self.alpha < 1.0:
+            raise CrtBenchError(f"alpha must lie in (0, 1), got {self.alpha}")
+        if self.batch is not None and self.batch < 1:
+            raise CrtBenchError(f"batch must be >= 1, got {self.batch}")
+
+        check_precision(self.precision)

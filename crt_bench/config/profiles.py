@@ -1,0 +1,88 @@
+"""Profiles: named sizes of an experiment (`crt-bench list profiles`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from crt_bench.core.errors import CrtBenchError
+
+if TYPE_CHECKING:
+    pass
+from crt_bench.config.certify import CertifyConfig
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of the real experiment to run. ``None`` means: the method's paper recipe.
+
+    ``epoch_scale`` multiplies every method's recipe epochs (and lr milestones) by the same factor, so
+    that a shortened profile still compares recipe against recipe (CRT 200 : SmoothMix 150 : MACER 440).
+    """
+
+    name: str
+    dataset: str
+    description: str
+    epoch_scale: float = 1.0
+    batch_size: int | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    certify: CertifyConfig = field(default_factory=CertifyConfig)
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            "smoke", "synthetic", "synthetic data, a few epochs, N=500: seconds on a CPU; the test suite's path",
+            epoch_scale=0.02, batch_size=64, train_limit=1024, test_limit=256,
+            certify=CertifyConfig(n0=50, n=500, alpha=0.001, subset="range:0:20"),
+        ),
+        Profile(
+            # The paper profile's code path (each recipe's batch size and settings, CIFAR-10's 32x32x3 and 10
+            # classes, the CUDA engine defaults: bf16 autocast, channels-last, folded bf16 teacher) at the
+            # smallest size that runs all of it: one epoch per method (any factor below 1/880 rounds every
+            # recipe to 1) on 512 synthetic images, CERTIFY at the paper's N0 and alpha with N=1,000 on 8 images.
+            "gpu-smoke", "synthetic", "the paper profile's code path on synthetic CIFAR-10-shaped data: each "
+            "recipe's batch size, one epoch per method on 512 images, N=1,000 on 8 images: minutes on one GPU",
+            epoch_scale=0.001, train_limit=512,
+            certify=CertifyConfig(n0=100, n=1_000, alpha=0.001, subset="range:0:8"),
+        ),
+        Profile(
+            # Sized by measurement (2 shared cores, see crt_bench.reproduce.plan_for): about 55 minutes of
+            # make reproduce. Cheaper choices: 4,000 training images, bf16 certification forward (the noise
+            # stays float32), 100 test images at N=10,000.
+            "cpu", "fashion-mnist", "Fashion-MNIST, 0.055 x each recipe on 4,000 images, 100 test images at "
+            "N=10,000 (bf16 forward): under an hour on 2 cores",
+            epoch_scale=0.055, batch_size=128, train_limit=4000, test_limit=None,
+            certify=CertifyConfig(n0=100, n=10_000, alpha=0.001, precision="bf16", subset="skip:100"),
+        ),
+        Profile(
+            # Meets every number of the evidence issue: 500 test images at N=10,000; 12,000 training images
+            # at 0.1 x each recipe (SmoothMix 15 epochs, CRT 20), enough for the step schedule's plateau.
+            "cpu-full", "fashion-mnist", "Fashion-MNIST, 0.1 x each recipe on 12,000 images, 500 test images at "
+            "N=10,000 (bf16 forward), and a 3-link recursive-CRT chain: about 5.5 hours on 2 cores",
+            epoch_scale=0.1, batch_size=128, train_limit=12_000, test_limit=None,
+            certify=CertifyConfig(n0=100, n=10_000, alpha=0.001, precision="bf16", subset="skip:20"),
+        ),
+        Profile(
+            "paper", "cifar10", "CIFAR-10 at the papers' recipes and CERTIFY N=100,000 (a GPU's work)",
+            certify=CertifyConfig(n0=100, n=100_000, alpha=0.001, subset="all"),
+        ),
+        Profile(
+            # The CRT ImageNet config (official configs/imagenet/xfer.yml): ResNet-18 teacher -> ResNet-50
+            # student, 90 epochs, batch 400, SGD lr 0.1, momentum 0.9, wd 1e-4 (= the CRT recipe's optimizer),
+            # so 0.45 x CRT's 200 epochs; its lr milestones are not in the shipped config: the recipe's
+            # proportions (45, 67) stand in. Certification: 500 validation images, every 100th (crt_bench.imagenet).
+            "imagenet", "imagenet", "ImageNet (--data-dir with train/ val/): the CRT paper's ResNet-18 -> ResNet-50 "
+            "config, 90 CRT epochs, batch 400, 500 val images at N=100,000 (GPU-days; use torchrun)",
+            epoch_scale=0.45, batch_size=400,
+            certify=CertifyConfig(n0=100, n=100_000, alpha=0.001, subset="skip:100"),
+        ),
+    )
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise CrtBenchError(f"unknown profile {name!r}; valid names: {', '.join(PROFILES)}")
+    return PROFILES[name]

@@ -1,0 +1,68 @@
+"""Running one job: train, resume or skip, then certify."""
+from __future__ import annotations
+
+from crt_bench.certify.resumable import certify_run, latest_states
+from crt_bench.config.profiles import get_profile
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.grid.jobs import Job
+from crt_bench.models.files import CHECKPOINT_FILE
+from crt_bench.parallel.env import broadcast_object, env_from
+from crt_bench.store.store import ResultsStore, _runs_for, finished_run
+from crt_bench.train.resolve import resolve_run_config
+from crt_bench.train.trainer import resume_run, train_run
+
+
+def execute_job(job: Job, results: str) -> str:
+    """Run one job to completion (train, or resume, or skip; then certify); returns its run id."""
+
+
+    store = ResultsStore(results)
+    ranks = env_from()  # a multi-task job (--nproc): rank 0 decides, every rank trains, rank 0 certifies
+    decision: tuple[str, str | None] | None = None
+    if ranks.is_main:
+        try:
+            decision = _decide(job, store, CHECKPOINT_FILE)
+        except CrtBenchError as err:  # every rank must hear it, or the others wait for the broadcast forever
+            decision = ("error", str(err))
+    action, run_id = broadcast_object(decision, ranks)
+    if action == "error":
+        raise CrtBenchError(str(run_id))
+    if action == "resume":
+        run_id = resume_run(run_id, store, progress=False)
+    elif action == "new":
+        cfg = resolve_run_config(job.method, job.arch, profile=job.profile, dataset=job.dataset, sigma=job.sigma,
+                                 epochs=job.epochs, seed=job.seed, teacher=run_id, train_limit=job.train_limit,
+                                 teacher_dedicated=job.teacher_dedicated, data_dir=job.data_dir, job_key=job.key,
+                                 device=job.device)
+        run_id = train_run(cfg, store, progress=False)
+    if not ranks.is_main:
+        return run_id
+    if job.certify and not _certified(store, run_id):
+        # Resumable: a certification cut short (kill, requeue) continues with the images it lacks.
+        certify_run(run_id, store, get_profile(job.profile).certify, data_dir=job.data_dir, seed=job.seed,
+                    device=job.device, progress=False)
+    return run_id
+
+
+def _decide(job: Job, store: ResultsStore, checkpoint_file: str) -> tuple[str, str | None]:
+    """("done", run id), ("resume", run id) or ("new", teacher run id or reference) for ``job``."""
+    run_id = finished_run(store, job.key)
+    if run_id is not None:
+        return "done", run_id
+    unfinished = _runs_for(store, job.key)
+    resumable = [r for r in unfinished["run_id"] if (store.run_dir(r) / checkpoint_file).is_file()]
+    if resumable:
+        return "resume", resumable[-1]
+    teacher = job.teacher_ref
+    if job.teacher is not None:
+        teacher = finished_run(store, job.teacher.key)
+        if teacher is None:
+            raise CrtBenchError(f"teacher job {job.teacher.key} has no finished run")
+    return "new", teacher
+
+
+def _certified(store: ResultsStore, run_id: str) -> bool:
+    """A certification of this run has finished (some rows alone may be a certification cut short)."""
+
+    states = latest_states(store)
+    return bool(((states["run_id"] == run_id) & (states["status"] == "finished")).any())

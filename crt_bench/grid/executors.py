@@ -1,0 +1,78 @@
+"""Executors of a grid: local, slurm (submitit) or inline."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.grid.inline import InlineExecutor
+
+EXECUTORS = ("local", "slurm", "debug", "inline")
+
+
+def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int = 1,
+                  time_min: int = 24 * 60, cpus_per_task: int | None = None, array_parallelism: int = 16,
+                  slurm_extra: dict[str, Any] | None = None, nproc: int = 1) -> Any:
+    """submitit's ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process), or ``inline`` (in-process,
+    without submitit: :mod:`crt_bench.inline_executor`).
+
+    ``nproc`` > 1: every job runs as that many tasks, which :class:`crt_bench.grid_task.GridTask` turns into
+    the ranks of one data-parallel run (crt_bench.distributed); on SLURM the node's tasks (``--ntasks-per-node``).
+    """
+    if nproc < 1:
+        raise CrtBenchError(f"--nproc must be >= 1, got {nproc}")
+    if kind not in EXECUTORS:
+        raise CrtBenchError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
+    if kind in ("inline", "debug") and nproc > 1:
+        raise CrtBenchError(f"the {kind} executor runs jobs in this process: --nproc needs local or slurm")
+    if kind == "inline":  # no submitit needed (crt_bench.inline_executor)
+        return InlineExecutor()
+    submitit = import_submitit()
+    if kind == "local":
+        ex = submitit.LocalExecutor(folder=str(folder))
+        ex.update_parameters(timeout_min=time_min, tasks_per_node=nproc)
+    elif kind == "debug":
+        ex = submitit.DebugExecutor(folder=str(folder))
+    elif kind == "slurm":
+        try:
+            ex = submitit.SlurmExecutor(folder=str(folder))
+        except RuntimeError as err:  # submitit checks for srun
+            raise CrtBenchError(f"cannot submit to SLURM from here ({err}); `--dry-run` shows the sbatch script "
+                                "that would be submitted") from None
+        ex.update_parameters(**slurm_parameters(partition=partition, gpus=gpus, time_min=time_min,
+                                                cpus_per_task=cpus_per_task, array_parallelism=array_parallelism),
+                             ntasks_per_node=nproc, **(slurm_extra or {}))
+    return ex
+
+
+def import_submitit() -> Any:
+    """submitit, imported only where a grid is submitted: reports, plots and single commands never need it."""
+    try:
+        import submitit
+    except ImportError as err:
+        raise CrtBenchError(f"grids (sweep, reproduce, chain) run jobs through submitit, which does not import "
+                            f"({err}): `pip install submitit`, or use single commands (run, certify, time)") from None
+    return submitit
+
+
+def slurm_parameters(*, partition: str | None = None, gpus: int = 1, time_min: int = 24 * 60,
+                     cpus_per_task: int | None = None, array_parallelism: int = 16) -> dict[str, Any]:
+    params: dict[str, Any] = dict(job_name="crt-bench", time=time_min, gpus_per_node=gpus,
+                                  array_parallelism=array_parallelism)
+    if partition:
+        params["partition"] = partition
+    if cpus_per_task:
+        params["cpus_per_task"] = cpus_per_task
+    return params
+
+
+def sbatch_preview(folder: str | Path, **params: Any) -> str:
+    """The sbatch script submitit renders for a job with these parameters; nothing is submitted.
+
+    Uses submitit's own renderer, so it works on a machine without SLURM (for ``--dry-run``).
+    """
+    import_submitit()
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params = {k: v for k, v in params.items() if k != "array_parallelism"}  # array-level, not in the script
+    return _make_sbatch_string(command="python -u -m submitit.core._submit <folder>", folder=str(folder), **params)

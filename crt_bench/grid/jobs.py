@@ -1,0 +1,101 @@
+"""Jobs of a grid: one (method, arch, sigma, ...) run and its certification."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from crt_bench.config.profiles import get_profile
+from crt_bench.core.checks import check_sigma
+from crt_bench.methods.registry import get_method
+from crt_bench.models.registry import get_arch
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    arch: str
+    sigma: float = 0.25
+    seed: int = 0
+    profile: str = "smoke"
+    teacher: "Job | None" = None  # CRT: the job whose run becomes --teacher
+    teacher_dedicated: bool = False
+    dataset: str | None = None
+    data_dir: str | None = None
+    epochs: int | None = None  # None: the profile's epoch_scale x this method's recipe epochs
+    train_limit: int | None = None
+    certify: bool = True
+    teacher_ref: str | None = None  # a chain's root: an existing run id or model file as teacher (not a job)
+    device: str = "auto"  # where the job trains and certifies; not part of its key (a run is a run anywhere)
+
+    @property
+    def key(self) -> str:
+        parts = [self.method, self.arch, self.dataset or get_profile(self.profile).dataset, f"s{self.sigma:g}",
+                 f"seed{self.seed}", self.profile]
+        if self.epochs is not None:  # an explicit override: the same epochs for every method
+            parts.append(f"e{self.epochs}")
+        else:  # the profile's factor of each method's recipe: a changed factor is a different run
+            parts.append(f"x{get_profile(self.profile).epoch_scale:g}")
+        if self.train_limit is not None:
+            parts.append(f"n{self.train_limit}")
+        key = "/".join(parts)
+        if self.teacher_ref is not None:
+            key += f"<-[{self.teacher_ref}]"
+        return key + (f"<-[{self.teacher.key}]" if self.teacher else "")
+
+    @property
+    def label(self) -> str:
+        """A short name for console lines: method, arch, sigma, and the teacher's arch for CRT."""
+        return (f"{self.method} {self.arch} s{self.sigma:g}" + (f" seed{self.seed}" if self.seed else "")
+                + (f" <- {self.teacher.method} {self.teacher.arch}" if self.teacher else ""))
+
+
+@dataclass
+class GridSpec:
+    methods: list[str]
+    archs: list[str]
+    sigmas: list[float] = field(default_factory=lambda: [0.25])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    profile: str = "smoke"
+    teacher_method: str = "smoothmix"
+    teacher_archs: list[str] = field(default_factory=lambda: ["resnet110"])
+    dataset: str | None = None
+    data_dir: str | None = None
+    epochs: int | None = None
+    train_limit: int | None = None
+    certify: bool = True
+    certify_methods: list[str] | None = None  # None: certify every job; else only the teachers and these methods
+    device: str = "auto"
+
+    def _certified(self, method: str, common: dict) -> dict:
+        certify = self.certify and (self.certify_methods is None or method in self.certify_methods)
+        return dict(common, certify=certify)
+
+    def jobs(self) -> list[Job]:
+        """Teachers first, then every (method, arch, sigma, seed); CRT once per teacher architecture."""
+        for name in self.methods:
+            get_method(name)
+
+        for sigma in self.sigmas:
+            check_sigma(sigma)  # inf / nan / <= 0: one clear error before any job is submitted
+
+        # Aliases (convnext) become canonical names (convnext_atto): one model, one name, one job key.
+        archs = list(dict.fromkeys(get_arch(a).name for a in self.archs))
+        teacher_archs = list(dict.fromkeys(get_arch(a).name for a in self.teacher_archs))
+        common = dict(profile=self.profile, dataset=self.dataset, data_dir=self.data_dir, epochs=self.epochs,
+                      train_limit=self.train_limit, certify=self.certify, device=self.device)
+        out: dict[str, Job] = {}
+        for sigma in self.sigmas:
+            for seed in self.seeds:
+                teachers = [Job(self.teacher_method, t, sigma, seed, **common) for t in teacher_archs]
+                if "crt" in self.methods:
+                    for t in teachers:
+                        out.setdefault(t.key, t)
+                for method in self.methods:
+                    for arch in archs:
+                        if get_method(method).needs_teacher:
+                            for t in teachers:
+                                job = Job(method, arch, sigma, seed, teacher=t, **self._certified(method, common))
+                                out.setdefault(job.key, job)
+                        else:
+                            job = Job(method, arch, sigma, seed, **self._certified(method, common))
+                            out.setdefault(job.key, job)
+        return list(out.values())

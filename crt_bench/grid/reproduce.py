@@ -1,0 +1,230 @@
+"""``make reproduce``: the paper's experiments at the size a profile allows, resumably, then every figure.
+
+Steps (each skips what an earlier, interrupted invocation finished):
+
+1. teachers and students through the grid runner (``crt_bench.launch``): the SmoothMix proxy
+   teacher(s); for each new-generation student architecture a Gaussian (standard-noise) model, a
+   SmoothMix model and a CRT model distilled from the teacher; each trained and certified;
+2. timing probes of every method over the generation registry (``crt_bench.timing_grid``), which
+   give the slowdown table and Figure 1 where full runs are out of reach (SmoothAdv, MACER);
+3. ``crt-bench plot``: tables, figures and REPORT.md.
+
+Profiles (:data:`PLANS`): ``paper`` on a GPU (CIFAR-10, full recipes, the whole registry), ``cpu``
+otherwise (Fashion-MNIST from Debian's package, short schedules on a subset of images, two new-generation
+student architectures; under an hour on 2 cores), ``cpu-full`` (the same, larger), ``smoke`` for a
+minutes-long demonstration on synthetic data, ``gpu-smoke`` for the paper's code path on one GPU in minutes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from crt_bench.config.profiles import get_profile
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.provenance import pick_device
+from crt_bench.grid.chain import ChainSpec
+from crt_bench.grid.executors import make_executor
+from crt_bench.grid.jobs import GridSpec, Job
+from crt_bench.grid.preflight import preflight
+from crt_bench.grid.runner import run_grid
+from crt_bench.grid.watch import follow
+from crt_bench.models.registry import generations
+from crt_bench.report.build import build_all
+from crt_bench.store.chains import save_chain
+from crt_bench.timing.grid import run_timing_grid
+from crt_bench.train.resolve import describe_scale
+
+STUDENT_METHODS = ["gaussian", "smoothmix", "crt"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: str
+    grid: GridSpec
+    timing_archs: list[str] | None  # None: the whole generation registry plus the teachers
+    expected: str  # how long the plan takes, for the banner
+    notes: list[str] = field(default_factory=list)
+    chain: ChainSpec | None = None  # recursive CRT from the grid's teacher (crt_bench.chain), in the same grid
+    timing_teachers: list[str] = field(default_factory=lambda: ["resnet110", "resnet20"])  # CRT probes' teachers
+
+    def on_device(self, device: str) -> Plan:
+        """The same plan with every job (grid, chain) training and certifying on ``device``; probes too."""
+        chain = self.chain
+        if chain is not None:
+            root = replace(chain.root, device=device) if isinstance(chain.root, Job) else chain.root
+            chain = replace(chain, root=root, device=device)
+        return replace(self, grid=replace(self.grid, device=device), chain=chain)
+
+    def jobs(self) -> list[Job]:
+        """The grid's jobs, then the chain's links that are not grid jobs already (same key: reused)."""
+        jobs = {job.key: job for job in self.grid.jobs()}
+        for job in self.chain.links() if self.chain else []:
+            jobs.setdefault(job.key, job)
+        return list(jobs.values())
+
+    def epochs_line(self) -> str:
+        """The factor and the epochs (and lr decays) it gives each method of the plan."""
+
+        g = self.grid
+        if g.epochs is not None:
+            return f"epochs {g.epochs} for every method (explicit override)"
+        methods = list(dict.fromkeys([g.teacher_method, *g.methods]))
+        return describe_scale(get_profile(g.profile).epoch_scale, methods)
+
+    def describe(self) -> str:
+        g = self.grid
+        return (f"students {', '.join(g.methods)} on {', '.join(g.archs)}; CRT teachers: {g.teacher_method} "
+                f"{', '.join(g.teacher_archs)}; sigma {', '.join(map(str, g.sigmas))}; "
+                f"{self.epochs_line()}; training images {g.train_limit or 'all'}; "
+                f"timing probes on {'the generation registry' if self.timing_archs is None else ', '.join(self.timing_archs)}"
+                + (f"; recursive CRT chain {' -> '.join([g.teacher_archs[0], *self.chain.ordered_archs()])}"
+                   if self.chain else "")
+                + f"\nexpected: {self.expected}" + "".join(f"\n- {note}" for note in self.notes))
+
+
+PLANS = ("smoke", "gpu-smoke", "cpu", "cpu-full", "paper")  # the profiles reproduce runs; "auto" picks one
+
+
+def auto_profile(device: str = "auto") -> str:
+    """``paper`` when ``device`` is (or, for ``auto``, would be) a GPU, else ``cpu``."""
+
+    return "paper" if pick_device(device).type == "cuda" else "cpu"
+
+
+# gpu-smoke: the paper's teacher (SmoothMix ResNet-110) and one 2022 timm student, each method once.
+GPU_SMOKE_STUDENTS = ["convnext_atto"]
+
+
+def plan_for(profile: str, data_dir: str | None = None) -> Plan:
+    if profile == "auto":
+        profile = auto_profile()
+    if profile == "smoke":
+        grid = GridSpec(methods=STUDENT_METHODS, archs=["convnext_atto"], profile="smoke",
+                        teacher_method="smoothmix", teacher_archs=["resnet20"], train_limit=512,
+                        data_dir=data_dir)
+        return Plan("smoke", grid, ["resnet20", "resnet110", "convnext_atto", "mobilenetv4_conv_small"],
+                    "a few minutes on a CPU")
+    if profile == "gpu-smoke":
+
+        grid = GridSpec(methods=STUDENT_METHODS, archs=list(GPU_SMOKE_STUDENTS), profile="gpu-smoke",
+                        teacher_method="smoothmix", teacher_archs=["resnet110"],
+                        train_limit=get_profile("gpu-smoke").train_limit, data_dir=data_dir)
+        return Plan("gpu-smoke", grid, ["resnet110", *GPU_SMOKE_STUDENTS],
+                    "a few minutes on one GPU (the paper profile's code path at the smallest size)",
+                    ["synthetic CIFAR-10-shaped data without augmentation; each recipe's batch size; CUDA engine "
+                     "defaults (bf16 autocast, channels-last, folded bf16 teacher); timing probes at recipe batch"],
+                    timing_teachers=["resnet110"])
+    if profile in ("cpu", "cpu-full"):
+        return _cpu_plan(profile, data_dir)
+    if profile == "paper":
+
+        grid = GridSpec(methods=STUDENT_METHODS, archs=[s.name for s in generations()], profile="paper",
+                        teacher_method="smoothmix", teacher_archs=["resnet110", "resnet20"], data_dir=data_dir)
+        return Plan("paper", grid, None, "GPU-days (the projected hours are in the timing table after step 2)",
+                    ["the certification of the full CIFAR-10 test set at N=100,000 dominates"])
+    raise CrtBenchError(f"unknown profile {profile!r} for reproduce; valid names: auto, {', '.join(PLANS)}")
+
+
+# Two new-generation students that certify cheaply on a CPU (bf16 forward): per image at N=10,000
+# measured 2.2 s (MobileNetV4-Conv-Small, 2024) and 2.8 s (EfficientViT-B0, 2023) against 9.7 s for
+# ConvNeXt-Atto, whose bf16 forward is slower than its fp32 one (7.7 s) on this CPU.
+CPU_STUDENTS = ["mobilenetv4_conv_small", "efficientvit_b0"]
+CPU_TIMING_ARCHS = ["resnet20", "resnet110", "convnext_atto", *CPU_STUDENTS]  # teachers + 2022, 2023, 2024
+
+# Measured on the project's 2-core CPU (shared with other sessions while measuring: ratios are
+# interleaved, absolute seconds may be pessimistic), Fashion-MNIST shape, batch 128, per image:
+# training step Gaussian 1.2 ms, CRT (ResNet-20 teacher) 1.3-1.4 ms, SmoothMix 10.5-12.3 ms
+# (ResNet-20 12.3, MobileNetV4 10.5, EfficientViT 11.1); CERTIFY at N=10,000 with a bf16 forward
+# 2.2-2.8 s (ResNet-20 2.5). Minutes below follow from these and each profile's sizes.
+CPU_BUDGETS = {
+    "cpu": ("under an hour on 2 CPU cores: the grid, its certification of 5 models x 100 images, timing probes "
+            "(5 architectures, 6 interleaved rounds), install and report measured 40 min from a bare clone; a "
+            "3-link recursive-CRT chain (3 students trained, 3 x 100 images certified) about 15 more",
+            ["meets: Fashion-MNIST; one SmoothMix ResNet-20 teacher reused by every CRT student, pretrained and "
+             "proxy accounting; two new-generation students each trained with Gaussian, SmoothMix and CRT; "
+             "N = 10,000",
+             "does not meet (budget): 4,000 training images, 8-11 epochs (the teacher's plateau is shown, not "
+             "guaranteed), 100 certified images instead of 500, Gaussian students trained but not certified; "
+             "PROFILE=cpu-full meets every number"]),
+    "cpu-full": ("about 5.5 hours on 2 CPU cores: training 2 h, certification of 5 models x 500 images 1.7 h, "
+                 "timing probes over the whole registry 25 min, a 3-link recursive-CRT chain about 1.5 h "
+                 "(training 20 min, certification of 3 x 500 images 75 min)",
+                 ["meets every number of the evidence issue: 12,000 training images at 0.1 x each recipe "
+                  "(SmoothMix teacher and students 15 epochs, lr decays at 5 and 10; CRT 20), 500 test images at "
+                  "N = 10,000, teacher reused (pretrained and proxy accounting), two new-generation students with "
+                  "Gaussian, SmoothMix and CRT",
+                  "cheaper choices: a training subset (12,000 of 60,000 images), bf16 certification forward "
+                  "(noise float32), Gaussian students trained but not certified (the verdict does not use them)"]),
+}
+
+
+# The recursive-CRT chain (crt_bench.chain): three generations in release order from the grid's SmoothMix
+# ResNet-20 teacher; the grid's direct CRT students of the last two are the chain's reference lines.
+# RegNetX-200MF (2020) opens it: interleaved probes on the project's CPU (Fashion-MNIST shape, relative to
+# CRT MobileNetV4 <- ResNet-20 at 1.35 ms/image and CERTIFY of ResNet-20 at 2.5 s/image) put its CRT step
+# at 1.7 ms/image and its CERTIFY at ~3.8 s/image, against 3.7 ms and 4.8 s for MobileNetV2 (2018).
+# Links 2 and 3 (EfficientViT-B0 <- RegNetX, MobileNetV4 <- EfficientViT) measured 1.2-1.5 and 2.2 ms/image.
+CHAIN_ARCHS = ["regnetx_002", "efficientvit_b0", "mobilenetv4_conv_small"]
+# Added minutes, projected from those numbers: cpu (44,000 image-steps per link, 100 images) ~4 training
+# + ~15 certification = ~19; cpu-full (240,000 image-steps, 500 images) ~21 + ~73 = ~1.5 h. The cpu
+# profile without the chain then measured 40 min from a bare clone (projected 55): with the chain it
+# stays under the hour, so both profiles run it.
+CHAIN_PROFILES = ("cpu", "cpu-full")
+
+
+def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
+
+    grid = GridSpec(methods=STUDENT_METHODS, archs=list(CPU_STUDENTS), profile=profile, teacher_method="smoothmix",
+                    teacher_archs=["resnet20"], train_limit=get_profile(profile).train_limit,
+                    certify_methods=["smoothmix", "crt"], data_dir=data_dir)
+    expected, notes = CPU_BUDGETS[profile]
+    chain = None
+    if profile in CHAIN_PROFILES:
+        root = next(j for j in grid.jobs() if j.teacher is None and j.arch == grid.teacher_archs[0]
+                    and j.method == grid.teacher_method)
+        chain = ChainSpec(root=root, archs=tuple(CHAIN_ARCHS), profile=profile, train_limit=grid.train_limit,
+                          data_dir=data_dir, name=f"chain-{root.method}-{root.arch}-{profile}")
+    return Plan(profile, grid, CPU_TIMING_ARCHS if profile == "cpu" else None, expected, list(notes), chain)
+
+
+def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",
+                  max_parallel: int = 1, install_data: bool = True, nproc: int = 1) -> dict:
+    """Check, then run the plan's three steps; returns what the plot step wrote.
+
+    Before any job starts, :func:`crt_bench.preflight.preflight` checks (and where it can, obtains) the
+    data, the device and the results folder, so a grid that could only fail stops in seconds. A failed
+    job does not stop the others; its students are not started; the report lists the missing cells, and
+    the call ends with a :class:`CrtBenchError` naming every job that did not finish.
+    """
+    from rich.console import Console
+
+
+    console = Console(stderr=True)
+    results = Path(results)
+    jobs = plan.jobs()
+    if plan.chain is not None:
+
+        save_chain(plan.chain.to_dict(), results)
+    datasets = {job.dataset or get_profile(job.profile).dataset for job in jobs}
+    for line in preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir, device=plan.grid.device,
+                          install_data=install_data).lines:
+        console.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
+    ex = make_executor(executor, results / "submitit", nproc=nproc)
+    status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel)
+    failed = status[~status["state"].isin(["finished", "skipped (finished)"])]
+    if len(failed) < len(status):
+        # The timing probes run as one more job, so that on a cluster they run on a compute node too.
+        console.print("timing probes: every method on every architecture of the plan", highlight=False)
+        follow(ex.submit(run_timing_grid, str(results), profile=plan.profile, archs=plan.timing_archs,
+                         teachers=plan.timing_teachers, device=plan.grid.device), "timing", console)
+    else:
+        console.print("every training job failed: the timing probes are skipped (fix the cause above, then re-run)",
+                      markup=False, highlight=False)
+    written = build_all(results, Path(out_dir), profile_note=f"profile {plan.profile}: {plan.describe()}")
+    if not failed.empty:
+        lines = "; ".join(f"{r.key}: {r.state}" + (f" - {r.error}" if r.error else "") + (f" (log: {r.log})" if r.log
+                                                                                           else "")
+                          for r in failed.itertuples())
+        raise CrtBenchError(f"{len(failed)} of {len(status)} jobs did not finish: {lines}. The report lists the "
+                            "missing cells; re-run the same command to retry them (finished work is kept).")
+    return written

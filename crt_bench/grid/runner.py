@@ -1,0 +1,144 @@
+"""Grids of runs: through submitit on this machine (local executor) or on a SLURM cluster, or inline.
+
+A ``GridSpec`` (methods x architectures x sigmas x seeds, plus CRT's teachers) expands into ``Job``s.
+Each job trains one model and certifies it, in its own process, writing its own parquet parts (the
+store is append-only, so concurrent jobs never overwrite each other). CRT students wait until their
+teacher's job has finished. Every job carries a stable key, recorded with its run; re-running a grid
+skips finished jobs and resumes interrupted ones, so a killed ``make reproduce`` continues where it
+stopped. Failed jobs are reported with their log path. submitit is imported only where a grid is submitted.
+"""
+from __future__ import annotations
+
+import re
+import time
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.text import Text
+
+from crt_bench.core.signals import interruptible
+from crt_bench.grid.execute import _certified, execute_job
+from crt_bench.grid.inline import InlineExecutor
+from crt_bench.grid.jobs import Job
+from crt_bench.grid.watch import JobWatch
+from crt_bench.store.grid_status import save_grid_status
+from crt_bench.store.store import ResultsStore, finished_run
+
+log = Console(stderr=True)
+
+
+def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_parallel: int = 1,
+             poll_s: float = 1.0) -> pd.DataFrame:
+    """Submit jobs as their teachers finish, at most ``max_parallel`` at a time; one status row per job.
+
+    While jobs run, their output reaches the console line by line (:class:`JobWatch`). Ctrl-C or SIGTERM
+    stops the running jobs (each checkpoints and marks its run interrupted) before re-raising, so no
+    worker outlives the grid. A job whose teacher failed is never started. The outcome is also written
+    to ``results/grid_status.json`` for the report.
+    """
+    task = execute_job if isinstance(executor, InlineExecutor) else import_module("crt_bench.grid.task").GridTask()
+
+    results = str(results)
+    store = ResultsStore(results)
+    state: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        done = finished_run(store, job.key)
+        certified = done is not None and (not job.certify or _certified(store, done))
+        state[job.key] = {"key": job.key, "state": "skipped (finished)" if certified else "pending",
+                          "run_id": done if certified else "", "error": "", "log": ""}
+    watch = JobWatch(log)
+    running: dict[str, Any] = {}
+    try:
+        with interruptible():
+            while True:
+                for job in jobs:
+                    s = state[job.key]
+                    if s["state"] != "pending" or len(running) >= max_parallel:
+                        continue
+                    if job.teacher is not None:
+                        t = state.get(job.teacher.key,
+                                      {"state": "finished" if finished_run(store, job.teacher.key) else "missing"})
+                        if t["state"].startswith(("failed", "blocked", "interrupted")) or t["state"] == "missing":
+                            _block(s, job, t["state"])
+                            continue
+                        if t["state"] not in ("finished", "skipped (finished)"):
+                            continue
+                    running[job.key] = executor.submit(task, job, results)
+                    watch.add(job.key, running[job.key], label=job.label)
+                    s["state"] = "running"
+                    log.print(Text.assemble(("submitted ", "bold"), job.key), soft_wrap=True, highlight=False)
+                watch.pump()
+                for key, handle in list(running.items()):
+                    raised: Exception | None = None
+                    try:
+                        if not handle.done():
+                            continue
+                    except Exception as err:  # the debug executor runs the job inside done()
+                        raised = err
+                    del running[key]
+                    watch.remove(key)
+                    _collect(state[key], key, handle, raised)
+                if not running and not any(s["state"] == "pending" and _ready(job, state) for job, s in
+                                           ((j, state[j.key]) for j in jobs)):
+                    for job in jobs:
+                        if state[job.key]["state"] == "pending":
+                            _block(state[job.key], job, "not finished")
+                    break
+                if running:
+                    time.sleep(poll_s)
+    except KeyboardInterrupt:
+        stopped = watch.stop_all()
+        for key in running:
+            state[key]["state"], state[key]["error"] = "interrupted", "the grid was stopped (Ctrl-C or SIGTERM)"
+        if stopped:
+            log.print(f"stopped {len(stopped)} running job(s): {', '.join(stopped)}; re-run the same command to "
+                      "resume them from their last checkpoint", markup=False, highlight=False, soft_wrap=True)
+        save_grid_status(results, state)
+        raise
+    status = pd.DataFrame(list(state.values()))
+    save_grid_status(results, state)
+    return status
+
+
+def _collect(s: dict[str, Any], key: str, handle: Any, raised: Exception | None = None) -> None:
+    """A finished job's run id, or its whole error message (never cut) and its log path."""
+    try:
+        if raised is not None:
+            raise raised
+        s["run_id"] = handle.results()[0]  # task 0 (rank 0) of a multi-task job speaks for it
+        s["state"] = "finished"
+        log.print(Text.assemble(("finished ", "green"), f"{key}: {s['run_id']}"), soft_wrap=True, highlight=False)
+    except Exception as err:  # the job's own exception, re-raised by submitit
+        s["state"] = "failed"
+        s["error"] = _error_line(err)
+        s["log"] = str(getattr(handle, "paths", None) and handle.paths.stderr or "")
+        log.print(Text.assemble(("failed ", "bold red"), f"{key}: {s['error']}",
+                                (f" (log: {s['log']})" if s["log"] else "")), soft_wrap=True, highlight=False)
+
+
+def _block(s: dict[str, Any], job: Job, teacher_state: str) -> None:
+    s["state"] = "blocked (teacher failed)"
+    s["error"] = (f"not started: its teacher {job.teacher.key if job.teacher else '?'} did not finish "
+                  f"({teacher_state})")
+
+
+def _error_line(err: BaseException) -> str:
+    """The job's own exception message out of submitit's report (which wraps the remote traceback), whole."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    raised = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
+    if not raised:
+        return lines[-1] if lines else type(err).__name__
+    # A message may span lines: keep everything from the last exception line to submitit's own footer.
+    message = lines[raised[-1]:]
+    footer = next((i for i, line in enumerate(message) if line.startswith("-----")), len(message))
+    return " ".join(message[:footer])
+
+
+def _ready(job: Job, state: dict[str, dict[str, Any]]) -> bool:
+    if job.teacher is None:
+        return True
+    t = state.get(job.teacher.key)
+    return t is None or t["state"] in ("finished", "skipped (finished)")

@@ -1,0 +1,39 @@
+"""What a grid submits to submitit: the one module of crt-bench that imports submitit at the top.
+
+It is imported only where a grid job is submitted or executed (:func:`crt_bench.launch.run_grid`, and
+submitit's worker unpickling the task), so the report, ``crt-bench plot``, single runs and the test
+suite's collection work on a machine without submitit.
+"""
+from __future__ import annotations
+
+import os
+
+import submitit
+
+from crt_bench.core.signals import stop_on_signals
+from crt_bench.grid import execute
+from crt_bench.grid.jobs import Job
+from crt_bench.parallel.env import setup
+
+
+class GridTask(submitit.helpers.Checkpointable):
+    """What a grid submits: :func:`execute_job`, plus submitit's checkpoint/requeue protocol.
+
+    When SLURM's time limit nears or a node is preempted, submitit signals the job (USR2), calls
+    :meth:`checkpoint` (inherited: resubmit the same call) and requeues it. Nothing else needs saving:
+    the run's last epoch checkpoint and the certification's appended rows are on disk, and
+    :func:`execute_job` resumes both by the job's key, so the requeued job continues where it stopped.
+    Under the local executor SIGTERM (what :class:`crt_bench.job_watch.JobWatch` sends when the grid is
+    stopped) marks the run interrupted and ends the job; on SLURM submitit keeps SIGTERM for itself.
+    """
+
+    def __call__(self, job: Job, results: str) -> str:
+
+        if submitit.JobEnvironment().num_tasks > 1:  # --nproc: submitit's tasks become torch.distributed ranks
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+            setup("auto")  # join the process group now: rank 0's train/resume decision is broadcast
+        if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+            with stop_on_signals(f"job {job.key} stopped; re-run the grid to continue it"):
+                return execute.execute_job(job, results)
+        return execute.execute_job(job, results)  # looked up at call time (tests replace it)

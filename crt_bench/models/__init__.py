@@ -1,0 +1,10 @@
+"""Models (layer 4): the architecture catalogue -> ``nn.Module``, model files, batch-norm folding.
+
+Owns: the registry of architectures (:mod:`~crt_bench.models.registry`), the builders (CIFAR ResNets, timm
+families, ImageNet models), :mod:`~crt_bench.models.build` (normalisation in front), model files
+(:mod:`~crt_bench.models.files`), :mod:`~crt_bench.models.bn_fold` and :mod:`~crt_bench.models.stats`.
+May import: core, config, parallel, store.
+
+Importing the package registers every architecture.
+"""
+from crt_bench.models import cifar_resnet, imagenet_models, timm_models  # noqa: F401  (registration side effects)

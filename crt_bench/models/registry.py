@@ -1,0 +1,79 @@
+"""Architecture registry: one decorator per architecture, as timm does with ``register_model``.
+
+Every entry knows where it comes from (in-project or timm), which family and generation (release
+year) it belongs to, and builds a base classifier for a given number of classes and input channels.
+``build_model`` wraps it as ``Sequential(NormalizeLayer, net)``: inputs stay in [0, 1] pixel space so
+that Gaussian noise is added before normalization, as in the randomized-smoothing reference code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from torch import nn
+
+from crt_bench.core.errors import CrtBenchError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    constructor: Callable[..., nn.Module]  # (num_classes=..., in_chans=...) -> nn.Module
+    family: str
+    generation: int  # release year of the architecture family
+    source: str  # "in-project" or "timm:<model name>"
+    input_size: int = 32  # the square input size the adaptation is built for
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+_ARCHS: dict[str, ArchSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_arch(
+    name: str,
+    *,
+    family: str,
+    generation: int,
+    source: str,
+    input_size: int = 32,
+    description: str = "",
+    aliases: Sequence[str] = (),
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``fn(num_classes, in_chans) -> nn.Module`` under ``name`` (and its aliases)."""
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _ARCHS or name in _ALIASES:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        _ARCHS[name] = ArchSpec(name, fn, family, generation, source, input_size, description, tuple(aliases))
+        for alias in aliases:
+            _ALIASES[alias] = name
+        return fn
+
+    return decorator
+
+
+def list_archs() -> list[ArchSpec]:
+    """All registered architectures, oldest generation first."""
+    return sorted(_ARCHS.values(), key=lambda s: (s.generation, s.name))
+
+
+def get_arch(name: str) -> ArchSpec:
+    key = _ALIASES.get(name, name)
+    if key not in _ARCHS:
+        valid = ", ".join(s.name for s in list_archs())
+        raise CrtBenchError(f"unknown architecture {name!r}; valid names: {valid}")
+    return _ARCHS[key]
+
+
+def is_generation(spec: ArchSpec) -> bool:
+    """Whether ``spec`` belongs to the generation sequence: a timm family, not a test model."""
+    return spec.family != "test" and spec.source.startswith("timm:")
+
+
+def generations() -> list[ArchSpec]:
+    """The generation entries, oldest release year first (same year: registration order, which
+    ``timm_models`` keeps in release order)."""
+    # _ARCHS keeps registration order; list_archs() breaks ties by name instead.
+    return sorted((s for s in _ARCHS.values() if is_generation(s)), key=lambda s: s.generation)

@@ -1,0 +1,96 @@
+"""The timing grid: probes for methods x architectures, each row stored as soon as it is measured.
+
+Re-running skips probes the store already holds for the same (method, arch, teacher, sigma, device,
+profile), so an interrupted grid continues where it stopped.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.provenance import device_name, pick_device
+from crt_bench.methods.registry import get_method, list_methods
+from crt_bench.models.registry import generations, get_arch
+from crt_bench.store.store import ResultsStore
+from crt_bench.timing.probe import PROBES, ProbeConfig
+from crt_bench.timing.rounds import interleaved_rows
+
+log = Console(stderr=True)
+TEACHERS = ("resnet20", "resnet110")  # the in-project teachers; also timed, for the paper's comparisons
+
+
+def default_archs() -> list[str]:
+    """The generation registry in release order, plus the teachers (ResNet-110 is the papers' network)."""
+    return list(TEACHERS) + [s.name for s in generations()]
+
+
+def grid(methods: list[str], archs: list[str], teachers: list[str]) -> list[tuple[str, str, str]]:
+    jobs = []
+    for arch in archs:
+        for method in methods:
+            if get_method(method).needs_teacher:
+                jobs += [(method, arch, t) for t in teachers]
+            else:
+                jobs.append((method, arch, ""))
+    return jobs
+
+
+def probe_config(profile: str) -> ProbeConfig:
+    """The probe sizes of ``profile``; one clear error for a profile without probes."""
+    if profile not in PROBES:
+        raise CrtBenchError(f"unknown profile {profile!r} for timing probes; valid names: {', '.join(PROBES)}")
+    return PROBES[profile]
+
+
+def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[str] | None = None,
+                    archs: list[str] | None = None, teachers: list[str] | None = None, sigma: float = 0.25,
+                    batches: int | None = None, repeats: int | None = None, batch_size: int | None = None,
+                    force: bool = False, device: str = "auto") -> pd.DataFrame:
+    cfg = probe_config(profile)
+    cfg = replace(cfg, batches=batches or cfg.batches, repeats=repeats or cfg.repeats,
+                  batch_size=batch_size or cfg.batch_size)
+    if cfg.batches < 1 or cfg.repeats < 1 or (cfg.batch_size is not None and cfg.batch_size < 1):
+        raise CrtBenchError("batches, repeats and batch size must be >= 1")
+    methods = methods or [m.name for m in list_methods()]
+    archs = archs or default_archs()
+    teachers = teachers or ["resnet110"]
+    for name in methods:
+        get_method(name)
+    for name in [*archs, *teachers]:
+        get_arch(name)
+    dev = pick_device(device)
+    store = ResultsStore(results)
+    done = set()
+    if not force:
+        have = store.read("timing")
+        if not have.empty and "profile" in have:
+            same = have[(have["device"] == device_name(dev)) & (have["profile"] == profile) & (have["sigma"] == sigma)]
+            done = set(zip(same["method"], same["arch"], same["teacher_arch"]))
+    # An architecture's methods are timed together, interleaved (crt_bench.timing_rounds): all of them
+    # again when any is missing, so that every ratio compares rounds of the same moment.
+    per_arch = {arch: [(m, t) for m, a, t in grid(methods, archs, teachers) if a == arch] for arch in archs}
+    todo = {arch: jobs for arch, jobs in per_arch.items() if any((m, arch, t) not in done for m, t in jobs)}
+    if len(todo) < len(per_arch):
+        log.print(f"skipping {len(per_arch) - len(todo)} architectures already timed (--force re-times)")
+    rows = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=log) as bar:
+        task = bar.add_task("timing", total=len(todo))
+        for arch, jobs in todo.items():
+            bar.update(task, description=f"{arch}: {len(jobs)} methods, {cfg.repeats} interleaved rounds")
+            timed = interleaved_rows(arch, jobs, sigma=sigma, cfg=cfg, rounds=cfg.repeats, device=dev)
+            timed = [dict(row, profile=profile) for row in timed
+                     if (row["method"], row["teacher_arch"]) in jobs]  # gaussian only if asked for
+            store.append("timing", timed)
+            rows += timed
+            bar.advance(task)
+            if not log.is_terminal:  # a grid job's log (and the console that follows it) gets a line per step
+                done_n = list(todo).index(arch) + 1
+                log.print(f"timed {arch} ({done_n}/{len(todo)}): {len(timed)} methods, {cfg.repeats} interleaved rounds",
+                          markup=False, highlight=False, soft_wrap=True)
+    return pd.DataFrame(rows)

@@ -1,0 +1,248 @@
+"""Timing probes: what one epoch, and one whole recipe, of a method costs on an architecture.
+
+A probe trains a freshly initialised model for a few loader batches of random CIFAR-shaped data at
+the method's paper hyper-parameters and batch size (after warm-up; CUDA synchronised around every
+timed block), repeats that, and projects
+
+    epoch seconds  = median seconds per loader batch x ceil(train images / batch size)
+    recipe hours   = epoch seconds x recipe epochs / 3600
+
+Random data costs the same as real data here: the step's arithmetic does not depend on pixel values.
+Rows carry ``kind = "projected"``; full training runs (the ``runs`` table) are the measured hours.
+The arithmetic lives in :func:`summarize` so that it can be checked with a fake clock.
+
+``peak_memory_bytes`` is each probe's own: on CUDA, the peak allocated while that probe was built,
+warmed up and stepped, minus what was allocated before it (other probes kept alive in an interleaved
+round are not counted); -1 on a CPU. ``tf32`` is the TF32 state its step ran in (:mod:`crt_bench.tf32`).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+import torch
+
+from crt_bench.config.engine import EngineOptions
+from crt_bench.core.provenance import environment, synchronize
+from crt_bench.methods.registry import StepContext, get_method
+from crt_bench.models.build import build_model
+from crt_bench.train.step import TrainStep
+from crt_bench.train.teacher import FrozenTeacher
+
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
+@dataclass
+class ProbeConfig:
+    batches: int = 20  # timed loader batches per repeat
+    warmup: int = 2  # untimed loader batches first (allocator, cuDNN autotuning); at least 1
+    repeats: int = 3  # timed repeats; the interleaved grid's rounds (crt_bench.timing_rounds)
+    batch_size: int | None = None  # None: the method's recipe batch size
+    image_size: int = 32
+    in_chans: int = 3
+    num_classes: int = 10
+    train_images: int = CIFAR10_TRAIN_IMAGES
+    amp: bool = True  # bf16 autocast on CUDA, as the training loop
+    channels_last: bool | None = None  # the training engine's settings (crt_bench.train_step.EngineOptions)
+    compile: bool = False
+    teacher_precision: str = "auto"
+    fold_teacher: bool = True
+    tf32: bool = False  # TF32 in the step (Ampere+ GPUs); off: IEEE float32, as training by default
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(amp=self.amp, channels_last=self.channels_last, compile=self.compile,
+                             teacher_precision=self.teacher_precision, fold_teacher=self.fold_teacher, tf32=self.tf32)
+
+
+# Probe sizes per profile: the paper profile times a few hundred optimizer steps at the recipe's
+# batch size; the CPU profiles time small batches so that the whole methods x architectures grid fits
+# in minutes (per-image costs, hence ratios, carry over; absolute hours are this CPU's).
+PROBES: dict[str, ProbeConfig] = {
+    "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8),
+    "gpu-smoke": ProbeConfig(batches=2, warmup=1, repeats=2, batch_size=None),  # the paper's probe, shortest
+    "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16),
+    "cpu-full": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16),  # the whole registry: ~25 min
+    "paper": ProbeConfig(batches=50, warmup=5, repeats=3, batch_size=None),
+}
+
+
+def summarize(seconds_per_batch: list[float], *, batch_size: int, train_images: int, epochs: int) -> dict[str, float]:
+    """Median and spread of per-batch times, and the projections they imply."""
+    median = statistics.median(seconds_per_batch)
+    batches_per_epoch = math.ceil(train_images / batch_size)
+    epoch_seconds = median * batches_per_epoch
+    return {
+        "seconds_per_batch": median,
+        "seconds_per_batch_min": min(seconds_per_batch),
+        "seconds_per_batch_max": max(seconds_per_batch),
+        "relative_spread": (max(seconds_per_batch) - min(seconds_per_batch)) / median if median > 0 else 0.0,
+        "images_per_s": batch_size / median if median > 0 else float("inf"),
+        "batches_per_epoch": batches_per_epoch,
+        "epoch_seconds": epoch_seconds,
+        "recipe_epochs": epochs,
+        "recipe_hours": epoch_seconds * epochs / 3600,
+    }
+
+
+class PassCounter:
+    """Counts the images that go through a model's forward, with and without autograd recording."""
+
+    def __init__(self, *models: torch.nn.Module | None) -> None:
+        self.grad_rows = 0
+        self.nograd_rows = 0
+        self._handles = [m.register_forward_pre_hook(self._hook) for m in models if m is not None]
+        self._counting = True
+
+    def _hook(self, module: torch.nn.Module, args: tuple) -> None:
+        if not self._counting:
+            return
+        if torch.is_grad_enabled():
+            self.grad_rows += args[0].shape[0]
+        else:
+            self.nograd_rows += args[0].shape[0]
+
+    def remove(self) -> None:
+        self._counting = False
+        for handle in self._handles:
+            handle.remove()
+
+
+@dataclass
+class PreparedProbe:
+    """One method on one architecture, built and warmed up, ready to time loader batches."""
+
+    method: str
+    arch: str
+    teacher_arch: str
+    sigma: float
+    cfg: ProbeConfig
+    device: torch.device
+    step: TrainStep
+    teacher: FrozenTeacher | None
+    batch: int
+    hparams: object
+    fwd_bwd_passes: float
+    fwd_only_passes: float
+    x: torch.Tensor
+    y: torch.Tensor
+    peak_memory_bytes: int = -1  # this probe's own CUDA peak (build + warm-up steps); -1 on a CPU
+
+    def time_batches(self, batches: int, clock: Callable[[], float] = time.perf_counter) -> float:
+        """Seconds per loader batch over ``batches`` consecutive batches."""
+        synchronize(self.device)
+        start = clock()
+        for _ in range(batches):
+            self.step(self.x, self.y)
+        synchronize(self.device)
+        return (clock() - start) / batches
+
+    def row(self, times: list[float]) -> dict:
+        """One timing-table row from per-repeat seconds per batch."""
+        spec = get_method(self.method)
+        options, device = self.cfg.engine_options(), self.device
+        env = environment(device)
+        return {
+            "method": self.method, "arch": self.arch, "teacher_arch": self.teacher_arch, "sigma": self.sigma,
+            "batch_size": self.batch, "optimizer_steps_per_batch": self.step.chunks, "hparams": str(asdict(self.hparams)),
+            "kind": "projected", "timed_batches": self.cfg.batches, "repeats": len(times),
+            # forward passes over the batch's B images that are back-propagated / forward only (e.g. CRT's teacher)
+            "fwd_bwd_passes": self.fwd_bwd_passes, "fwd_only_passes": self.fwd_only_passes,
+            **summarize(times, batch_size=self.batch, train_images=self.cfg.train_images, epochs=spec.recipe.epochs),
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "precision": self.step.precision, "compile": options.compile, "channels_last": self.step.channels_last,
+            "tf32": self.step.tf32,
+            "teacher_precision": self.teacher.precision if self.teacher else "",
+            "device": env["device"], "device_count": env["device_count"], "torch_version": env["torch"],
+            "cuda_version": env["cuda"], "git_commit": env["git_commit"],
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def prepare(
+    method: str,
+    arch: str,
+    *,
+    sigma: float = 0.25,
+    teacher_arch: str | None = "resnet110",
+    cfg: ProbeConfig | None = None,
+    device: torch.device | str = "cpu",
+) -> PreparedProbe:
+    """Build ``method`` on ``arch`` (and its teacher), count one batch's passes, run the warm-up.
+
+    On CUDA the probe's peak memory is measured from here: what is allocated before it is the baseline
+    (earlier probes still alive), the peak statistics are reset, and the peak over building it and its
+    warm-up steps (at least one full step) minus the baseline is its ``peak_memory_bytes``.
+    """
+    cfg = cfg or ProbeConfig()
+    device = torch.device(device)
+    baseline = _start_peak(device)
+    spec = get_method(method)
+    hp = spec.make_hparams(sigma=sigma)
+    batch = cfg.batch_size or spec.recipe.batch_size
+    shape = dict(num_classes=cfg.num_classes, in_chans=cfg.in_chans, mean=[0.5] * cfg.in_chans,
+                 std=[0.25] * cfg.in_chans)
+    model = build_model(arch, **shape).to(device).train()
+    options = cfg.engine_options()
+    teacher = None
+    if spec.needs_teacher:
+        teacher = FrozenTeacher(build_model(teacher_arch or "resnet110", **shape),
+                                (cfg.in_chans, cfg.image_size, cfg.image_size), device,
+                                precision=options.teacher_precision, channels_last=options.channels_last,
+                                fold=options.fold_teacher)
+    # The last epoch: warm-ups (SmoothAdv epsilon, SmoothMix weight) are over, attacks at full strength.
+    ctx = StepContext(sigma=sigma, hparams=hp, epoch=spec.recipe.epochs - 1, epochs=spec.recipe.epochs,
+                      teacher=teacher)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    step = TrainStep(spec, model, optimizer, ctx, device, options)
+    x = torch.rand(batch, cfg.in_chans, cfg.image_size, cfg.image_size, device=device)
+    y = torch.randint(0, cfg.num_classes, (batch,), device=device)
+    counter = PassCounter(model, teacher)  # counts one (untimed) batch: what the time is made of
+    for _ in range(max(cfg.warmup, 1)):
+        step(x, y)
+        counter.remove()
+    return PreparedProbe(method, arch, (teacher_arch or "resnet110") if spec.needs_teacher else "", sigma, cfg, device,
+                         step, teacher, batch, hp, counter.grad_rows / batch, counter.nograd_rows / batch, x, y,
+                         _peak_since(device, baseline))
+
+
+def _tracks_memory(device: torch.device) -> bool:
+    """Whether the allocator's statistics are read (CUDA); a CPU probe's peak is -1."""
+    return device.type == "cuda"
+
+
+def _start_peak(device: torch.device) -> int:
+    """CUDA: the bytes allocated now (the baseline), with the peak statistics reset; -1 elsewhere."""
+    if not _tracks_memory(device):
+        return -1
+    synchronize(device)
+    baseline = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return int(baseline)
+
+
+def _peak_since(device: torch.device, baseline: int) -> int:
+    """CUDA: the peak allocated since :func:`_start_peak` minus its baseline; -1 elsewhere."""
+    if not _tracks_memory(device):
+        return -1
+    synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device)) - baseline
+
+
+def probe(
+    method: str,
+    arch: str,
+    *,
+    sigma: float = 0.25,
+    teacher_arch: str | None = "resnet110",
+    cfg: ProbeConfig | None = None,
+    device: torch.device | str = "cpu",
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict:
+    """Time ``method`` on ``arch`` on its own; returns one timing-table row."""
+    cfg = cfg or ProbeConfig()
+    prepared = prepare(method, arch, sigma=sigma, teacher_arch=teacher_arch, cfg=cfg, device=device)
+    return prepared.row([prepared.time_batches(cfg.batches, clock) for _ in range(cfg.repeats)])

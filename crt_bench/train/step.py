@@ -1,0 +1,154 @@
+"""One training step, and the engine settings that make it cheap.
+
+    step = TrainStep(spec, model, optimizer, ctx, device, EngineOptions())
+    loss_sum = step(x, y)   # one loader batch: per method minibatch, loss -> backward -> SGD step
+
+The training loop (:mod:`crt_bench.train`), the timing probes (:mod:`crt_bench.timing`) and
+``benchmarks/bench_train.py`` all call this, so what is timed is what trains.
+
+Engine settings (every one is recorded with the run):
+
+* ``amp``: the step runs under bf16 autocast on CUDA; on a CPU training stays float32.
+* ``channels_last``: the student's weights and batches in NHWC. ``None`` = for convolutional
+  students (faster with cuDNN tensor cores and with oneDNN on CPUs). Numerically the same network.
+* ``compile``: ``torch.compile`` the student's forward (the weights stay in the uncompiled module).
+* the teacher (CRT): :class:`FrozenTeacher`, a copy with batch norm folded into the convolutions,
+  NHWC, run under ``torch.inference_mode`` and, by default, in bf16 where the hardware computes it
+  natively (``teacher_precision="auto"``). The noisy input it sees is float32 either way.
+* ``tf32``: the step runs with TF32 float32 matmuls and convolutions (Ampere+ GPUs only; refused
+  elsewhere); off by default, so that float32 work is IEEE float32 (:mod:`crt_bench.tf32`).
+
+The loss sum stays on the device: the step never waits for the host. :meth:`TrainStep.warm_up` runs
+steps whose effects are undone, so that compilation happens before any timed epoch.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor, nn
+from torch.profiler import record_function
+
+from crt_bench.config.choices import check_teacher_precision
+from crt_bench.config.engine import EngineOptions
+from crt_bench.core.provenance import synchronize
+from crt_bench.core.tf32 import check_tf32, in_force_under, tf32_mode
+from crt_bench.methods.registry import MethodSpec, StepContext
+
+
+def has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 convolutions and matmuls natively (CUDA Ampere+, AVX512-BF16/AMX)."""
+    if device.type == "cuda":  # not emulated: torch >= 2.4 says True on a T4 or V100 by default
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_teacher_precision(precision: str, device: torch.device) -> str:
+    if check_teacher_precision(precision) == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def resolve_channels_last(setting: bool | None, model: nn.Module) -> bool:
+    return has_conv(model) if setting is None else bool(setting)
+
+
+class TrainStep:
+    """One loader batch of ``spec``'s training: ``chunks`` optimizer steps, loss summed on the device."""
+
+    def __init__(self, spec: MethodSpec, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: StepContext,
+                 device: torch.device, options: EngineOptions | None = None,
+                 wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
+        """``wrap`` (e.g. DistributedDataParallel, crt_bench.distributed) goes around the student before compiling."""
+        self.options = options or EngineOptions()
+        self.options.validate()
+        check_tf32(self.options.tf32, device, "--tf32")
+        self.tf32 = in_force_under(self.options.tf32, device)  # what the step's float32 work runs in
+        self.spec, self.model, self.optimizer, self.ctx, self.device = spec, model, optimizer, ctx, device
+        self.chunks = max(1, int(spec.steps_per_batch(ctx.hparams)))
+        self.channels_last = resolve_channels_last(self.options.channels_last, model)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
+        net = wrap(model) if wrap is not None else model
+        self.forward = torch.compile(net) if self.options.compile else net
+        self.amp = device.type == "cuda" and self.options.amp
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.amp else "fp32"
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        with tf32_mode(self.options.tf32):
+            return self._step(x, y)
+
+    def _step(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        total = torch.zeros((), device=x.device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+        for xb, yb in zip(x.chunk(self.chunks), y.chunk(self.chunks)):
+            with record_function("crt_bench.loss"), autocast:
+                loss = self.spec.loss(self.forward, xb, yb, self.ctx)
+            with record_function("crt_bench.backward"):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            with record_function("crt_bench.optimizer"):
+                self.optimizer.step()
+            total += loss.detach().float()
+            self.ctx.step += 1
+        return total
+
+    def warm_up(self, batches: Sequence[tuple[Tensor, Tensor]]) -> float:
+        """Steps on ``batches`` whose every effect is undone; returns their seconds (compilation, mostly).
+
+        ``torch.compile`` compiles a graph (train-mode forward, the attacks' eval-mode forward, the
+        backward) at the first step of each batch shape, so a compiled run's first epoch would time the
+        compiler. These are real steps (the method's loss, backward, optimizer); afterwards the weights,
+        batch-norm statistics, optimizer state, the CPU and CUDA random states and the step counter are
+        put back: training continues exactly as it would without them.
+        """
+        model, optimizer, device = self.model, self.optimizer, self.device
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        optimizer_state = copy.deepcopy(optimizer.state_dict())
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        step, training = self.ctx.step, model.training
+        start = time.perf_counter()
+        try:
+            model.train()
+            for x, y in batches:
+                self(x, y)
+            synchronize(device)
+        finally:
+            model.load_state_dict(weights)
+            optimizer.load_state_dict(optimizer_state)
+            optimizer.zero_grad(set_to_none=True)
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng, device)
+            self.ctx.step = step
+            model.train(training)
+        return time.perf_counter() - start
+
+
+def warmup_batches(x: Tensor, y: Tensor, batch_size: int, world_size: int = 1,
+                   rank: int = 0) -> list[tuple[Tensor, Tensor]]:
+    """One loader batch of each shape an epoch over ``len(x)`` images feeds this rank (full, then the tail).
+
+    A data-parallel rank gets its block of every global batch (``crt_bench.distributed.RankBatches``).
+    """
+    sizes = [min(batch_size, len(x))] + ([len(x) % batch_size] if len(x) > batch_size and len(x) % batch_size else [])
+    local = [len(torch.arange(size).tensor_split(world_size)[rank]) for size in sizes]
+    return [(x[:n], y[:n]) for n in local]
