@@ -6,6 +6,7 @@ import pytest
 
 from crt_bench.analysis.chains import agreement, chain_table
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.grid import execute as execute_mod
 from crt_bench.grid.chain import ChainSpec, grid_jobs, run_chain
 from crt_bench.grid.executors import make_executor
 from crt_bench.grid.jobs import Job
@@ -62,7 +63,7 @@ def test_a_killed_chain_resumes_without_retraining_a_finished_link(tmp_path, mon
             raise KeyboardInterrupt
         return real_train(cfg, store, **kw)
 
-    monkeypatch.setattr(train_mod, "train_run", train_or_kill)
+    monkeypatch.setattr(execute_mod, "train_run", train_or_kill)
     ex = make_executor("debug", tmp_path / "submitit")
     with pytest.raises(KeyboardInterrupt):
         run_chain(spec, tmp_path, ex, poll_s=0.01)

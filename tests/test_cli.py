@@ -451,8 +451,8 @@ def test_reproduce_with_a_failed_job_lists_it_and_reports_the_missing_cells(tmp_
     import pdb
 
     from crt_bench.core.errors import CrtBenchError
+    from crt_bench.grid import execute as execute_mod
     from crt_bench.grid import reproduce
-    from crt_bench.grid import runner as launch
     from crt_bench.grid.jobs import GridSpec
 
     grid = GridSpec(methods=["gaussian", "crt"], archs=["tiny_cnn"], profile="smoke", teacher_method="smoothmix",
@@ -469,7 +469,7 @@ def test_reproduce_with_a_failed_job_lists_it_and_reports_the_missing_cells(tmp_
             raise CrtBenchError("the teacher broke on purpose")
         return real(job, results)
 
-    monkeypatch.setattr(launch, "execute_job", teacher_fails)
+    monkeypatch.setattr(execute_mod, "execute_job", teacher_fails)
     results, plots = tmp_path / "results", tmp_path / "plots"
     code, out, err = cli("reproduce", "--profile", "smoke", "--executor", "debug", "--results", results, "--out", plots)
     assert code == 2

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.data import datasets as data
+from crt_bench.data import fashion_mnist
 from crt_bench.data.batches import ResidentBatches, augment_batch
 from crt_bench.data.catalog import DATASETS, DatasetInfo, dataset_info
 from crt_bench.data.datasets import load_split
@@ -217,7 +217,7 @@ def test_idx_wrong_magic_and_truncation_name_the_file(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_missing_names_places_and_remedies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
     monkeypatch.setenv("CRT_BENCH_DATA", str(tmp_path / "cache"))
     with pytest.raises(CrtBenchError) as info:
         load_split("fashion-mnist", "test", download=False)
@@ -227,7 +227,7 @@ def test_fashion_mnist_missing_names_places_and_remedies(tmp_path: Path, monkeyp
 
 
 @pytest.mark.skipif(
-    not (data.DEBIAN_FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    not (fashion_mnist.DEBIAN_FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
     reason="Debian package dataset-fashion-mnist not installed (/usr/share/datasets/fashion-mnist)",
 )
 def test_real_fashion_mnist_from_debian_package() -> None:

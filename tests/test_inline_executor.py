@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.grid import runner as launch
+from crt_bench.grid import execute as execute_mod
 from crt_bench.grid.executors import make_executor
 from crt_bench.grid.inline import InlineExecutor, InlineJob
 from crt_bench.grid.jobs import GridSpec
@@ -49,7 +49,7 @@ def test_inline_grid_runs_teacher_then_students_and_blocks_on_failure(monkeypatc
             raise CrtBenchError("gaussian diverged")
         return f"run-{job.method}-{job.arch}"
 
-    monkeypatch.setattr(launch, "execute_job", fake_execute)
+    monkeypatch.setattr(execute_mod, "execute_job", fake_execute)
     jobs = GridSpec(methods=["gaussian", "crt"], archs=["tiny_cnn"], teacher_archs=["tiny_cnn"],
                     teacher_method="smoothmix").jobs()
     status = run_grid(jobs, tmp_path, make_executor("inline", tmp_path), poll_s=0.0)

@@ -230,11 +230,12 @@ def test_a_certification_cut_short_is_completed_when_the_grid_runs_again(tmp_pat
     from helpers import Killed, dies_after
 
     from crt_bench.certify import resumable as certify_run_mod
+    from crt_bench.grid import execute as execute_mod
     from crt_bench.grid.execute import execute_job
 
     job = Job("gaussian", "tiny_cnn", profile="smoke", epochs=1, train_limit=128)
     monkeypatch.setattr(certify_run_mod, "iter_certify", dies_after(certify_run_mod.iter_certify, 5))
-    monkeypatch.setattr(certify_run_mod, "certify_run", _with_flush(certify_run_mod.certify_run, 2))
+    monkeypatch.setattr(execute_mod, "certify_run", _with_flush(certify_run_mod.certify_run, 2))
     with pytest.raises(Killed):
         execute_job(job, str(tmp_path))
     monkeypatch.undo()

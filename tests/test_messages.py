@@ -51,7 +51,7 @@ def test_the_run_banner_describes_the_run_made(tmp_path: Path) -> None:
 
 
 def test_summary_never_cuts_a_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from crt_bench.cli import app as cli_module
+    from crt_bench.cli import output as cli_module
 
     monkeypatch.setattr(cli_module.out, "width", 80)  # a narrow terminal: the table must shrink elsewhere
     code, out, err = cli("run", "--method", "gaussian", "--arch", "tiny_cnn", *FAST_RUN, "--results", tmp_path)

@@ -8,14 +8,14 @@ import pytest
 
 from crt_bench.cli.app import main
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.data import datasets as data
+from crt_bench.data import fashion_mnist
 from crt_bench.grid import preflight
 
 
 @pytest.fixture
 def no_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A machine without the Debian package, without a download cache and without internet."""
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
     monkeypatch.setenv("CRT_BENCH_DATA", str(tmp_path / "cache"))
     import torchvision.datasets
 
@@ -27,11 +27,11 @@ def no_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_missing_dataset_stops_reproduce_before_any_job(no_fashion_mnist: Path, monkeypatch, capsys) -> None:
-    from crt_bench.grid import runner as launch
+    from crt_bench.grid import executors, runner
 
     submitted: list[object] = []
-    monkeypatch.setattr(launch, "make_executor", lambda *a, **k: submitted.append(a) or pytest.fail("executor made"))
-    monkeypatch.setattr(launch, "run_grid", lambda *a, **k: pytest.fail("a job was submitted"))
+    monkeypatch.setattr(executors, "make_executor", lambda *a, **k: submitted.append(a) or pytest.fail("executor made"))
+    monkeypatch.setattr(runner, "run_grid", lambda *a, **k: pytest.fail("a job was submitted"))
     results = no_fashion_mnist / "results"
     start = time.perf_counter()
     with pytest.raises(SystemExit) as info:

@@ -23,9 +23,9 @@ from conftest import assert_same_weights, fast_config, state_dict_of
 from test_cli import assert_user_error, cli, last_line
 from test_data import write_cifar
 
+from crt_bench.core import atomic as atomic_mod
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.models.files import MODEL_FILE
-from crt_bench.store import store as results_mod
 from crt_bench.store.store import ResultsStore
 from crt_bench.train.trainer import Trainer, resume_run
 
@@ -46,7 +46,7 @@ def _kill_at(monkeypatch: pytest.MonkeyPatch, position: int | None) -> list[str]
         done.append(f"{path.parent.name} row" if path.parent.parent.name == "tables" else path.name)
         return path
 
-    monkeypatch.setattr(results_mod, "_atomic_replace", write)
+    monkeypatch.setattr(atomic_mod, "atomic_replace", write)
     return done
 
 

@@ -37,7 +37,7 @@ def execute_job(job: Job, results: str) -> str:
         run_id = train_run(cfg, store, progress=False)
     if not ranks.is_main:
         return run_id
-    if job.certify and not _certified(store, run_id):
+    if job.certify and not run_certified(store, run_id):
         # Resumable: a certification cut short (kill, requeue) continues with the images it lacks.
         certify_run(run_id, store, get_profile(job.profile).certify, data_dir=job.data_dir, seed=job.seed,
                     device=job.device, progress=False)
@@ -61,8 +61,7 @@ def _decide(job: Job, store: ResultsStore, checkpoint_file: str) -> tuple[str, s
     return "new", teacher
 
 
-def _certified(store: ResultsStore, run_id: str) -> bool:
+def run_certified(store: ResultsStore, run_id: str) -> bool:
     """A certification of this run has finished (some rows alone may be a certification cut short)."""
-
     states = latest_states(store)
     return bool(((states["run_id"] == run_id) & (states["status"] == "finished")).any())

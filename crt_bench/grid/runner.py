@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.text import Text
 
 from crt_bench.core.signals import interruptible
-from crt_bench.grid.execute import _certified, execute_job
+from crt_bench.grid import execute
+from crt_bench.grid.execute import run_certified
 from crt_bench.grid.inline import InlineExecutor
 from crt_bench.grid.jobs import Job
 from crt_bench.grid.watch import JobWatch
@@ -39,14 +40,14 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
     worker outlives the grid. A job whose teacher failed is never started. The outcome is also written
     to ``results/grid_status.json`` for the report.
     """
-    task = execute_job if isinstance(executor, InlineExecutor) else import_module("crt_bench.grid.task").GridTask()
+    task = execute.execute_job if isinstance(executor, InlineExecutor) else import_module("crt_bench.grid.task").GridTask()
 
     results = str(results)
     store = ResultsStore(results)
     state: dict[str, dict[str, Any]] = {}
     for job in jobs:
         done = finished_run(store, job.key)
-        certified = done is not None and (not job.certify or _certified(store, done))
+        certified = done is not None and (not job.certify or run_certified(store, done))
         state[job.key] = {"key": job.key, "state": "skipped (finished)" if certified else "pending",
                           "run_id": done if certified else "", "error": "", "log": ""}
     watch = JobWatch(log)

@@ -28,13 +28,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crt_bench.core.atomic import _UMASK, atomic_replace
+from crt_bench.core import atomic
 from crt_bench.core.errors import CrtBenchError
 
 TABLES = ("runs", "epochs", "certify", "timing", "certifications")  # certifications: one row per state change
 ROW_KEYS = {"epochs": ("run_id", "epoch"), "certify": ("cert_id", "idx")}
 """Tables whose rows are keyed: ``read`` keeps the latest row (in write order) per key."""
-os.umask(_UMASK)
+os.umask(atomic._UMASK)
 
 
 class ResultsStore:
@@ -55,7 +55,7 @@ class ResultsStore:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(ns // 1_000_000_000))
         name = f"{stamp}.{ns % 1_000_000_000:09d}-{uuid.uuid4().hex[:12]}.parquet"
         arrow = pa.Table.from_pandas(df, preserve_index=False)
-        return atomic_replace(self.table_dir(table) / name, lambda tmp: pq.write_table(arrow, tmp))
+        return atomic.atomic_replace(self.table_dir(table) / name, lambda tmp: pq.write_table(arrow, tmp))
 
     def read(self, table: str, raw: bool = False) -> pd.DataFrame:
         """All parts of ``table``, in write order; an empty frame when there are none.
