@@ -27,7 +27,7 @@ def model_for(arch: str, device: torch.device) -> torch.nn.Module:
 
 def train_images_per_s(method: str, arch: str, teacher_arch: str, batch: int, steps: int,
                        device: torch.device) -> float:
-    """Images/s of the training engine's step (crt_bench.train_step, as the training loop runs it)."""
+    """Images/s of the training engine's step (crt_bench.train.step, as the training loop runs it)."""
     cfg = ProbeConfig(batches=steps, warmup=2, repeats=1, batch_size=batch)
     return probe(method, arch, teacher_arch=teacher_arch, cfg=cfg, device=device)["images_per_s"]
 

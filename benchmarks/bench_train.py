@@ -1,7 +1,7 @@
 """Training-step throughput of every method on one student, reference design vs this engine, side by side.
 
 For each method (paper hyper-parameters at the given sigma) the benchmark times one loader batch of
-the real training step (crt_bench.train_step.TrainStep, as the training loop runs it) under two or more
+the real training step (crt_bench.train.step.TrainStep, as the training loop runs it) under two or more
 engine variants, interleaved round by round in one process so that machine drift hits all alike:
 
     plain    the reference design: NCHW, the teacher as given (batch norm, float32, no_grad)

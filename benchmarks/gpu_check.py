@@ -9,7 +9,7 @@ after every measurement (a step killed by its timeout keeps what it measured):
               batch shapes the timed call will see (BatchNorm folding, cuDNN autotuning, compilation: the
               warm-up seconds are reported apart, never inside the timed figure).
     train     one training step of every registered method at its recipe batch size, per architecture,
-              interleaved (crt_bench.timing_rounds): seconds per loader batch, peak memory, the per-step
+              interleaved (crt_bench.timing.rounds): seconds per loader batch, peak memory, the per-step
               and recipe-projected slowdown vs Gaussian beside the paper's whole-run ratios.
     reproduce the CPU mode's reproduce: the same ``crt-bench reproduce`` command line as the GPU mode's,
               run in-process with the plan shrunk to a minute (the GPU mode runs the CLI itself).
@@ -80,7 +80,7 @@ def device_for(mode: str) -> torch.device:
 
 def tf32_now() -> dict[str, str]:
     """TF32 of CUDA float32 convolutions and matmuls as the process is set now, read by crt_bench's one
-    reader (:func:`crt_bench.tf32.read`: torch's new and legacy switches must not be mixed)."""
+    reader (:func:`crt_bench.core.tf32.read`: torch's new and legacy switches must not be mixed)."""
     from crt_bench.core.tf32 import read
 
     state = read()
@@ -290,7 +290,7 @@ def run_tiny_reproduce(argv: list[str]) -> int:
     recipe's batch size and the profile's other settings. ARGV must name an in-process executor (inline),
     so that the jobs and the probes see the smaller sizes."""
     from crt_bench.cli import app as cli
-    from crt_bench.config import run as config
+    from crt_bench.config import profiles
     from crt_bench.grid import reproduce
     from crt_bench.timing import probe as timing
 
@@ -304,8 +304,8 @@ def run_tiny_reproduce(argv: list[str]) -> int:
 
     reproduce.plan_for = tiny
     timing.PROBES[profile] = replace(timing.PROBES[profile], batch_size=4, batches=1)
-    p = config.get_profile(profile)
-    config.PROFILES[profile] = replace(p, certify=replace(p.certify, n=32, subset="range:0:2"))
+    p = profiles.get_profile(profile)
+    profiles.PROFILES[profile] = replace(p, certify=replace(p.certify, n=32, subset="range:0:2"))
     try:
         cli.main(argv)
     except SystemExit as stop:

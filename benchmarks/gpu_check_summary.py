@@ -196,7 +196,7 @@ def train_section(df: pd.DataFrame, mode: str) -> list[str]:
     batch = "each method's recipe batch size" if sizes.batch_size is None else \
         f"batch {sizes.batch_size} for every method ({mode} mode: not the recipes' sizes)"
     lines = ["## One training step of every method", "",
-             f"crt_bench.timing_rounds.interleaved_rows: {batch}, {sizes.warmup} warm-up batches, then "
+             f"crt_bench.timing.rounds.interleaved_rows: {batch}, {sizes.warmup} warm-up batches, then "
              f"{sizes.rounds} interleaved rounds of {sizes.batches} timed loader batches; CRT's teacher "
              f"{sizes.teacher} (folded, frozen). Ratios are the median over rounds of the same-round ratio to "
              "Gaussian [distribution-free interval]: per loader batch, and projected over the whole recipe "

@@ -1,4 +1,4 @@
-"""The certification engine (crt_bench.certify.Smooth): same statistics as Cohen et al.'s loop, faster.
+"""The certification engine (crt_bench.certify.smooth.Smooth): same statistics as Cohen et al.'s loop, faster.
 
 Checked against a reference loop written here with the reference semantics (one image at a time,
 ``x.repeat``, ``randn_like * sigma``, counts on the host), on base classifiers whose class

@@ -1,4 +1,4 @@
-"""The ``crt-bench`` command line, driven through ``crt_bench.cli.main`` as a user would drive it."""
+"""The ``crt-bench`` command line, driven through ``crt_bench.cli.app.main`` as a user would drive it."""
 from __future__ import annotations
 
 import contextlib
@@ -374,14 +374,15 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """``reproduce``: teachers -> students -> certify -> timing -> plots, resumable (tiny models, debug executor)."""
     import dataclasses
 
-    from crt_bench.config import run as config
+    from crt_bench.config import profiles
+    from crt_bench.config.certify import CertifyConfig
     from crt_bench.grid import reproduce
     from crt_bench.grid.jobs import GridSpec
 
-    smoke = config.PROFILES["smoke"]
-    tiny = dataclasses.replace(smoke, certify=config.CertifyConfig(n0=10, n=50, alpha=0.001, batch=50,
+    smoke = profiles.PROFILES["smoke"]
+    tiny = dataclasses.replace(smoke, certify=CertifyConfig(n0=10, n=50, alpha=0.001, batch=50,
                                                                     subset="range:0:3"))
-    monkeypatch.setitem(config.PROFILES, "smoke", tiny)
+    monkeypatch.setitem(profiles.PROFILES, "smoke", tiny)
     grid = GridSpec(methods=["gaussian", "smoothmix", "crt"], archs=["tiny_cnn"], profile="smoke",
                     teacher_method="smoothmix", teacher_archs=["tiny_cnn"], epochs=1, train_limit=128)
     plan = reproduce.Plan("smoke", grid, ["tiny_cnn"], "seconds")
@@ -460,7 +461,7 @@ def test_reproduce_with_a_failed_job_lists_it_and_reports_the_missing_cells(tmp_
     plan = reproduce.Plan("smoke", grid, ["tiny_cnn"], "seconds")
     monkeypatch.setattr(reproduce, "plan_for", lambda profile, data_dir=None: plan)
     monkeypatch.setattr(pdb, "post_mortem", lambda *a, **k: None)  # submitit's debug executor would open pdb
-    real = launch.execute_job
+    real = execute_mod.execute_job
     started: list[str] = []
 
     def teacher_fails(job, results):

@@ -1,4 +1,4 @@
-"""Tests for crt_bench.data: real on-disk formats (CIFAR-10 pickles, IDX), synthetic data, batching."""
+"""Tests for crt_bench.data.datasets: real on-disk formats (CIFAR-10 pickles, IDX), synthetic data, batching."""
 
 from __future__ import annotations
 
@@ -290,7 +290,7 @@ def test_limit_keeps_test_prefix_and_seeded_train_subset() -> None:
 
 def test_names_and_splits_are_validated() -> None:
     with pytest.raises(CrtBenchError) as info:
-        dataset_info("svhn")  # (imagenet is a dataset now: crt_bench.imagenet)
+        dataset_info("svhn")  # (imagenet is a dataset now: crt_bench.data.imagenet)
     assert all(name in str(info.value) for name in ("cifar10", "fashion-mnist", "synthetic"))
     assert dataset_info("Fashion_MNIST") is DATASETS["fashion-mnist"]
     with pytest.raises(CrtBenchError, match="train, test"):

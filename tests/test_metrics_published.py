@@ -1,7 +1,7 @@
 """Metric definitions, and the published CIFAR-10 tables recomputed from the published certify logs.
 
 Expected values are the tables printed in the papers, written here as the printed strings; actual
-values come from ``read_cohen_log`` + ``crt_bench.metrics`` on the logs shipped in
+values come from ``read_cohen_log`` + ``crt_bench.analysis.metrics`` on the logs shipped in
 tests/data/certify_logs (copied byte for byte from the papers' repositories; provenance and sha256 in
 its README). A printed value with d decimals is reproduced when the computed value rounds to it:
 |computed - printed| <= half a unit in the d-th decimal (so ties such as 0.4225 -> .422 pass whichever

@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from crt_bench.config import run as config
+from crt_bench.config import profiles
 from crt_bench.config.run import RunConfig
 from crt_bench.config.schedule import scaled_epochs
 from crt_bench.grid.jobs import GridSpec, Job
@@ -38,7 +38,7 @@ def test_scaled_epochs_rounds_half_up_and_never_reaches_zero():
 
 
 def test_profile_factor_applies_and_explicit_epochs_win(monkeypatch):
-    monkeypatch.setitem(config.PROFILES, "smoke", dataclasses.replace(config.PROFILES["smoke"], epoch_scale=0.1))
+    monkeypatch.setitem(profiles.PROFILES, "smoke", dataclasses.replace(profiles.PROFILES["smoke"], epoch_scale=0.1))
     crt = resolve_run_config("crt", "tiny_cnn", profile="smoke", teacher="t")
     gauss = resolve_run_config("gaussian", "tiny_cnn", profile="smoke")
     assert (crt.epochs, gauss.epochs) == (20, 15) and crt.epochs / gauss.epochs == pytest.approx(200 / 150)
@@ -50,7 +50,7 @@ def test_profile_factor_applies_and_explicit_epochs_win(monkeypatch):
 
 def test_the_factor_is_in_the_job_key_and_the_banner(monkeypatch):
     key = Job("gaussian", "tiny_cnn", profile="smoke").key
-    monkeypatch.setitem(config.PROFILES, "smoke", dataclasses.replace(config.PROFILES["smoke"], epoch_scale=0.5))
+    monkeypatch.setitem(profiles.PROFILES, "smoke", dataclasses.replace(profiles.PROFILES["smoke"], epoch_scale=0.5))
     assert Job("gaussian", "tiny_cnn", profile="smoke").key != key  # a new factor is a new run, never a skip
     assert "/x0.5" in Job("gaussian", "tiny_cnn", profile="smoke").key
     assert "/e3" in Job("gaussian", "tiny_cnn", profile="smoke", epochs=3).key
@@ -63,7 +63,7 @@ def test_plan_describes_each_methods_epochs():
 
     plan = plan_for("cpu")
     text = plan.describe()
-    scale = config.PROFILES["cpu"].epoch_scale
+    scale = profiles.PROFILES["cpu"].epoch_scale
     for method in ("gaussian", "smoothmix", "crt"):
         assert f"{method} {scaled_recipe(method, scale).epochs} (" in text
     assert plan.grid.epochs is None  # the plan leaves the epochs to the profile's factor
@@ -77,7 +77,7 @@ def test_cpu_full_plan_meets_the_evidence_numbers_and_cpu_states_what_it_does_no
 
     for name in ("cpu", "cpu-full"):
         plan = plan_for(name)
-        prof = config.get_profile(name)
+        prof = profiles.get_profile(name)
         jobs = plan.grid.jobs()
         teachers = {j.teacher.key for j in jobs if j.teacher is not None}
         assert len(teachers) == 1  # one SmoothMix teacher, trained once, reused by every CRT student

@@ -36,7 +36,7 @@ class Killed(BaseException):
 
 def _kill_at(monkeypatch: pytest.MonkeyPatch, position: int | None) -> list[str]:
     """Every atomic write from number ``position`` on fails (None: never); returns the writes that happened."""
-    real = results_mod._atomic_replace
+    real = atomic_mod.atomic_replace
     done: list[str] = []
 
     def write(path: Path, writer):

@@ -1,4 +1,4 @@
-"""TF32 (crt_bench.tf32): one owner of the setting, IEEE fp32 by default, the fold check always in IEEE.
+"""TF32 (crt_bench.core.tf32): one owner of the setting, IEEE fp32 by default, the fold check always in IEEE.
 
 What must hold: the context manager sets both CUDA settings and puts back exactly what was there,
 through the one API the installed torch has (never both); TF32 asked for on a CPU or a pre-Ampere

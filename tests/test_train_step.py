@@ -1,4 +1,4 @@
-"""The training engine (crt_bench.train_step) and --profile-steps (crt_bench.profiling).
+"""The training engine (crt_bench.train.step) and --profile-steps (crt_bench.train.trace).
 
 What must hold: the engine's settings change speed, not the network. A frozen teacher gives the
 teacher's logits (exactly up to float rounding in fp32, to bf16 precision in bf16) as ordinary

@@ -61,7 +61,7 @@ def test_the_whole_suite_collects_without_submitit(without_submitit: dict[str, s
     count = int(re.search(r"(\d+) tests? collected", text).group(1))
     assert count > 500
     for module in ("test_launch", "test_chain", "test_messages", "test_profile_scaling", "test_distributed"):
-        assert f"tests/{module}.py::" in text  # the modules that imported submitit through crt_bench.launch
+        assert f"tests/{module}.py::" in text  # the modules that imported submitit through crt_bench.grid.runner
 
 
 def _smoke_store(root: Path) -> None:

@@ -54,7 +54,7 @@ def student_evidence(store: ResultsStore) -> list[StudentEvidence]:
     out = []
     for (arch, sigma, dataset, profile), part in lines.groupby(["arch", "sigma", "dataset", "profile"], sort=False):
         # The claim is about CRT from a robust (SmoothMix) teacher; recursive chains (a CRT student as the
-        # teacher) have a section of their own (crt_bench.chain) and do not vote here.
+        # teacher) have a section of their own (crt_bench.grid.chain) and do not vote here.
         crt = part[(part["method"] == "crt") & (part["teacher_method"] != "crt")]
         sm = part[part["method"] == "smoothmix"]
         if crt.empty or sm.empty:

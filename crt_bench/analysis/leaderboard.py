@@ -2,7 +2,7 @@
 
 RobustBench ranks empirical robustness without the cost of training; the CRT paper's point is the cost.
 This module turns certifications into leaderboard *entries*, decides which entries may be ranked
-together, and computes the frontier. Drawing and writing are in :mod:`crt_bench.report.leaderboard_report`.
+together, and computes the frontier. Drawing and writing are in :mod:`crt_bench.report.leaderboard`.
 
 **Comparability.** Hours depend on the device, ACR on the dataset, sigma, N and the certified images,
 so entries are ranked only within a *group*: equal ``(dataset, sigma, device, N, subset)``, where
@@ -15,8 +15,8 @@ frontier is every entry that is not dominated (exact duplicates both stay). Rank
 Two entries whose 95% bootstrap ACR intervals overlap are *tied*: the board says so beside the rank.
 
 **Every number comes from per-image rows.** An entry carries its rows (idx, label, predict, radius,
-correct); ACR, its interval and certified accuracy are recomputed from them (:mod:`crt_bench.metrics`,
-:mod:`crt_bench.uncertainty`) wherever an entry is read, including a merged JSON file.
+correct); ACR, its interval and certified accuracy are recomputed from them (:mod:`crt_bench.analysis.metrics`,
+:mod:`crt_bench.analysis.uncertainty`) wherever an entry is read, including a merged JSON file.
 
 JSON schema ``crt-bench/leaderboard-entry/1`` (one file per entry, UTF-8)::
 

@@ -9,7 +9,7 @@ or a wrong prediction contributes 0:
 * ACR = mean over rows of ``radius * correct`` (introduced by MACER, Zhai et al. 2020).
 
 ``rows`` is any frame with integer ``correct`` (0/1) and float ``radius`` columns: the output of
-:func:`crt_bench.certify.certify_dataset` or of :func:`crt_bench.cohen_log.read_cohen_log`.  Published
+:func:`crt_bench.certify.driver.certify_dataset` or of :func:`crt_bench.store.cohen_log.read_cohen_log`.  Published
 logs round radii to 3 significant digits, so a radius of 0.2496 is logged as 0.25 and counts at
 r = 0.25; the comparison here is always ``>=`` on whatever values the frame holds.
 """

@@ -60,7 +60,7 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
     (the teacher's arch), teacher_method (looked up from the teacher run, "" if unknown),
     teacher_run_id, teacher_dedicated, train_seconds, teacher_train_seconds, total_train_seconds,
     hours (total_train_seconds when present, else train_seconds, / 3600), profile, device (with the
-    TF32 state on a GPU, :func:`~crt_bench.tf32.device_label`; ``cert_device`` likewise),
+    TF32 state on a GPU, :func:`~crt_bench.core.tf32.device_label`; ``cert_device`` likewise),
     git_commit, status``. ``rows[cert_id]`` is that certification's per-image frame.
     """
     certs = store.read("certify") if certify is None else certify

@@ -3,7 +3,7 @@
 The unit of resampling is the test image: a certification of n images is resampled n at a time with
 replacement, ``reps`` times, from a seeded numpy generator; the interval is the percentile interval
 of the resampled statistic (Efron's percentile bootstrap). Per-image values are those of
-:mod:`crt_bench.metrics`: ``radius * correct`` for ACR and ``correct and radius >= r`` for certified
+:mod:`crt_bench.analysis.metrics`: ``radius * correct`` for ACR and ``correct and radius >= r`` for certified
 accuracy at r, so the point estimates equal ``metrics.acr`` and ``metrics.certified_accuracy``.
 
 A paired difference (CRT minus SmoothMix on the same images) resamples images, not runs: both models'

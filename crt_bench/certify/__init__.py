@@ -28,7 +28,7 @@ Certify (layer 5), may import: core, config, parallel, store, data, methods, mod
 Modules, one job each: :mod:`~crt_bench.certify.stats` (Clopper-Pearson, radius, PREDICT's test),
 :mod:`~crt_bench.certify.precision` (forward precision; noise stays float32),
 :mod:`~crt_bench.certify.smooth` (:class:`Smooth`, the batched sampling engine),
-:mod:`~crt_bench.certify.stream` (noisy samples, keyed per image), :mod:`~crt_bench.certify.dataset`
+:mod:`~crt_bench.certify.stream` (noisy samples, keyed per image), :mod:`~crt_bench.certify.driver`
 (subsets and the driver over a test split).  Storing, resuming and locking a certification of a run
-is :mod:`crt_bench.certify_run`'s job.
+is :mod:`crt_bench.certify.resumable`'s job.
 """

@@ -3,7 +3,7 @@
 * :func:`cuda_batch_from_memory`: the automatic batch size on a GPU (about half the free memory);
 * :func:`forward_batch_sizes`: every batch size a run of sampling calls will feed the model (the full
   batch and each call's smaller tail), so that a warm-up can compile and tune each shape before the
-  timed work (:meth:`crt_bench.certify.Smooth.warm_up`);
+  timed work (:meth:`crt_bench.certify.smooth.Smooth.warm_up`);
 * :func:`intra_op_threads`: torch's intra-op threads for the duration of a block.
 """
 from __future__ import annotations

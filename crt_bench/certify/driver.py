@@ -1,7 +1,7 @@
 """The dataset driver: which test images (``--subset``), and CERTIFY over them group by group.
 
 :func:`iter_certify` yields the rows of each group of images as soon as it is certified, so a caller
-can store them as they come (:mod:`crt_bench.certify_run` appends a part every few images and resumes
+can store them as they come (:mod:`crt_bench.certify.resumable` appends a part every few images and resumes
 where it stopped); :func:`certify_dataset` collects them into one frame.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def iter_certify(
     :class:`Smooth` choose it; ``precision`` and ``compile`` are passed to :class:`Smooth`.  Each
     frame's ``attrs`` hold the engine settings actually used: ``batch_size``, ``precision``,
     ``noise_dtype``, ``compile``, ``folded_batchnorms``, ``images_per_group``, ``tf32`` (TF32 in force
-    in the forward passes, :mod:`crt_bench.tf32`).
+    in the forward passes, :mod:`crt_bench.core.tf32`).
     """
     if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
         raise CrtBenchError(f"expected images [N, C, H, W] and labels [N], got {tuple(x.shape)} and {tuple(y.shape)}")

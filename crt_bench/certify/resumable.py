@@ -9,7 +9,7 @@ keyed by (seed, image index) (:mod:`crt_bench.certify.stream`), so running the s
 again continues where the last one stopped and ends with exactly the rows of an uninterrupted run.
 Rows are appended as images finish, a part every ``flush_images`` images or ``flush_seconds`` seconds:
 a kill loses at most that much work.  One process at a time drives a certification (a lock file next
-to the run, :mod:`crt_bench.locking`), and each start, interruption and end is a row of the
+to the run, :mod:`crt_bench.store.locks`), and each start, interruption and end is a row of the
 ``certifications`` table (latest row per cert_id = its state).
 """
 from __future__ import annotations
@@ -95,11 +95,11 @@ def certify_run(
     Images already certified under the same :class:`CertKey` are skipped (resume).  ``precision``
     (``fp32``, ``tf32``, ``bf16``, ``fp16``) sets the base classifier's forward pass (the noise is always
     float32; ``tf32`` needs an Ampere+ GPU and is refused elsewhere before any work) and ``compile``
-    wraps it in ``torch.compile``; see :class:`crt_bench.certify.Smooth`.  ``ccfg.batch=None`` lets the
+    wraps it in ``torch.compile``; see :class:`crt_bench.certify.smooth.Smooth`.  ``ccfg.batch=None`` lets the
     engine choose the batch size.  Rows record the settings actually used: ``precision``,
     ``noise_dtype``, ``compile``, ``batch``, ``tf32`` (TF32 in force; also in the certifications table).
 
-    ``shard`` certifies only that shard's images (:mod:`crt_bench.certify_shards`) under the same key
+    ``shard`` certifies only that shard's images (:mod:`crt_bench.certify.shards`) under the same key
     and cert_id, holding the shard's own lock; the rows returned are the shard's.  An unsharded call
     that finds every image done (the shards did them) records the certification as finished.
     """

@@ -3,7 +3,7 @@
 Every image's noise is keyed by (seed, image index) (:mod:`crt_bench.certify.stream`), so an image's
 row does not depend on which process certifies it or on what else that process certifies.  A shard
 is therefore just a strided slice of the image list (``indices[i::K]``: every shard gets a similar mix
-of the subset) certified under the *same* :class:`~crt_bench.certify_run.CertKey`; its rows land in the
+of the subset) certified under the *same* :class:`~crt_bench.certify.resumable.CertKey`; its rows land in the
 certify table under the same ``cert_id``, and the union of the shards is the unsharded certification.
 
 Three ways to run the shards:

@@ -52,7 +52,7 @@ class Smooth:
     * ``torch.inference_mode``; ``precision`` ``"bf16"`` / ``"fp16"`` autocasts the base classifier's
       forward only (:data:`NOISE_DTYPE`); ``"tf32"`` is the float32 forward with TF32 on (Ampere+
       GPUs), every other precision runs with TF32 off, set only while the engine samples
-      (:mod:`crt_bench.tf32`); ``compile=True`` wraps the model in ``torch.compile(dynamic=False)``:
+      (:mod:`crt_bench.core.tf32`); ``compile=True`` wraps the model in ``torch.compile(dynamic=False)``:
       one static graph per batch size, which :meth:`warm_up` compiles before timed work;
     * ``fold_batchnorm`` (default on): eval-mode batch norms (``BatchNorm2d``, timm's
       ``BatchNormAct2d``) that directly follow a ``Conv2d`` are folded into it in a private

@@ -49,7 +49,7 @@ def run(
     """Train one model; the last line of standard output is the new run's id.
 
     Several processes: `--nproc K`, or `torchrun --nproc_per_node K -m crt_bench.cli run ...` (any
-    launcher that sets RANK/WORLD_SIZE); the recipe's batch is split over them (crt_bench.distributed).
+    launcher that sets RANK/WORLD_SIZE); the recipe's batch is split over them (crt_bench.parallel.env).
     """
     import os
     import subprocess

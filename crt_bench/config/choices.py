@@ -16,7 +16,7 @@ def check_teacher_precision(precision: str) -> str:
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 """Precisions of the base classifier's forward pass: ``fp32`` (default, IEEE: TF32 off), ``tf32`` (the
 float32 forward with TF32 convolutions and matmuls, Ampere+ GPUs only) or autocast to bf16 / fp16 (TF32
-off for what autocast leaves in float32); see :mod:`crt_bench.tf32`."""
+off for what autocast leaves in float32); see :mod:`crt_bench.core.tf32`."""
 
 NOISE_DTYPE = "float32"
 """dtype of the Gaussian noise and of the noisy input, whatever the precision.

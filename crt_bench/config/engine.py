@@ -13,7 +13,7 @@ class EngineOptions:
     compile: bool = False  # torch.compile the student's forward
     teacher_precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 where the device has native bf16)
     fold_teacher: bool = True  # fold the teacher's batch norms into its convolutions
-    tf32: bool = False  # TF32 float32 matmuls and convolutions in the step (Ampere+ GPUs; crt_bench.tf32)
+    tf32: bool = False  # TF32 float32 matmuls and convolutions in the step (Ampere+ GPUs; crt_bench.core.tf32)
 
     def validate(self) -> None:
         check_teacher_precision(self.teacher_precision)

@@ -48,7 +48,7 @@ PROFILES: dict[str, Profile] = {
             certify=CertifyConfig(n0=100, n=1_000, alpha=0.001, subset="range:0:8"),
         ),
         Profile(
-            # Sized by measurement (2 shared cores, see crt_bench.reproduce.plan_for): about 55 minutes of
+            # Sized by measurement (2 shared cores, see crt_bench.grid.reproduce.plan_for): about 55 minutes of
             # make reproduce. Cheaper choices: 4,000 training images, bf16 certification forward (the noise
             # stays float32), 100 test images at N=10,000.
             "cpu", "fashion-mnist", "Fashion-MNIST, 0.055 x each recipe on 4,000 images, 100 test images at "
@@ -72,7 +72,7 @@ PROFILES: dict[str, Profile] = {
             # The CRT ImageNet config (official configs/imagenet/xfer.yml): ResNet-18 teacher -> ResNet-50
             # student, 90 epochs, batch 400, SGD lr 0.1, momentum 0.9, wd 1e-4 (= the CRT recipe's optimizer),
             # so 0.45 x CRT's 200 epochs; its lr milestones are not in the shipped config: the recipe's
-            # proportions (45, 67) stand in. Certification: 500 validation images, every 100th (crt_bench.imagenet).
+            # proportions (45, 67) stand in. Certification: 500 validation images, every 100th (crt_bench.data.imagenet).
             "imagenet", "imagenet", "ImageNet (--data-dir with train/ val/): the CRT paper's ResNet-18 -> ResNet-50 "
             "config, 90 CRT epochs, batch 400, 500 val images at N=100,000 (GPU-days; use torchrun)",
             epoch_scale=0.45, batch_size=400,

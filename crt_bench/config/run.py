@@ -36,21 +36,21 @@ class RunConfig:
     teacher: str | None = None  # a run id or a checkpoint path
     teacher_input_layer: str = "normalize"  # for reference checkpoints: "normalize" or "center" (Salman)
     teacher_dedicated: bool = False  # the teacher was trained only for this student: its hours count here
-    job_key: str = ""  # set by the grid runner (crt_bench.launch): finds this run again on re-runs
+    job_key: str = ""  # set by the grid runner (crt_bench.grid.runner): finds this run again on re-runs
     hparams: dict[str, Any] = field(default_factory=dict)  # the method's hyper-parameters, resolved
     train_limit: int | None = None
     test_limit: int | None = None
     data_dir: str | None = None
     device: str = "auto"
     amp: bool = True  # bf16 autocast; only ever used on CUDA
-    channels_last: bool | None = None  # NHWC student and batches; None: for conv nets (crt_bench.train_step)
+    channels_last: bool | None = None  # NHWC student and batches; None: for conv nets (crt_bench.train.step)
     compile: bool = False  # torch.compile the student's forward
     teacher_precision: str = "auto"  # CRT teacher forward: auto (bf16 where native) | fp32 | bf16
-    profile_steps: int = 0  # > 0: torch.profiler trace of this many steps of the first epoch (crt_bench.profiling)
+    profile_steps: int = 0  # > 0: torch.profiler trace of this many steps of the first epoch (crt_bench.train.trace)
     epoch_scale: float | None = None  # the factor that made `epochs` from the recipe's; None: epochs given explicitly
     recipe_epochs: int = 0  # the method's recipe epochs (0: not recorded, rows written before the field existed)
-    sync_bn: bool = False  # data-parallel runs: batch-norm statistics over the global batch (crt_bench.distributed)
-    tf32: bool = False  # TF32 float32 matmuls/convolutions in training (Ampere+ GPUs; crt_bench.tf32); off: IEEE
+    sync_bn: bool = False  # data-parallel runs: batch-norm statistics over the global batch (crt_bench.parallel.env)
+    tf32: bool = False  # TF32 float32 matmuls/convolutions in training (Ampere+ GPUs; crt_bench.core.tf32); off: IEEE
 
     def engine_options(self) -> EngineOptions:
 

@@ -13,13 +13,13 @@ matmuls, so an unqualified "fp32" figure on such a GPU is a TF32 figure for a co
 * certification: precision ``fp32`` (and ``bf16`` / ``fp16``) runs with TF32 off; precision ``tf32``
   (``crt-bench certify --precision tf32``, ``Smooth(precision="tf32")``) is the float32 forward with TF32
   on, set only while the engine samples and restored afterwards.
-* the batch-norm folding check (:func:`crt_bench.batchnorm_fold.fold_batchnorm`) always compares in
+* the batch-norm folding check (:func:`crt_bench.models.bn_fold.fold_batchnorm`) always compares in
   IEEE float32: TF32 rounding alone exceeds its tolerance for ResNet-20/110.
 * the state in force is recorded with every row (``tf32`` column of the runs, certify, certifications
   and timing tables) and shown in the report's device column (:func:`device_label`).
 
 Asking for TF32 on a device that cannot honour it (a CPU, or a GPU before compute capability 8.0) is a
-:class:`~crt_bench.errors.CrtBenchError` (:func:`check_tf32`), before any work.
+:class:`~crt_bench.core.errors.CrtBenchError` (:func:`check_tf32`), before any work.
 
 **Two APIs, never mixed.** torch >= 2.9 has ``torch.backends.cuda.matmul.fp32_precision`` and
 ``torch.backends.cudnn.conv.fp32_precision`` (``"ieee"`` / ``"tf32"``; ``"none"`` inherits from the

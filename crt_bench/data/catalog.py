@@ -57,7 +57,7 @@ DATASETS: dict[str, DatasetInfo] = {
         std=(0.2125, 0.2148, 0.2110),
         augment=False,
     ),
-    # ImageFolder datasets (crt_bench.imagenet): read lazily by workers, augmented by their own pipeline.
+    # ImageFolder datasets (crt_bench.data.imagenet): read lazily by workers, augmented by their own pipeline.
     "imagenet": DatasetInfo(
         name="imagenet", num_classes=1000, in_chans=3, image_size=224,
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), augment=False,

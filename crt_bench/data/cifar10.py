@@ -31,7 +31,7 @@ def _cifar_class() -> type:
     torchvision's own ``check_integrity`` treats as "the file exists". The md5s of the extracted files
     are still compared, by :func:`_warn_if_not_official`, which warns (instead of refusing) when they
     differ. Because such files may come from anyone, they are never given to ``pickle.load``: they are
-    read with :func:`crt_bench.safe_pickle.load_cifar_pickle`, which admits only the numpy arrays,
+    read with :func:`crt_bench.data.safe_pickle.load_cifar_pickle`, which admits only the numpy arrays,
     lists, bytes and dicts of the real format and refuses any other global before calling it.
     """
     from torchvision.datasets import CIFAR10, VisionDataset

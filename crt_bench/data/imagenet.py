@@ -2,7 +2,7 @@
 
 ``--dataset imagenet --data-dir DIR`` with ``DIR/train/<class>/*.JPEG`` and ``DIR/val/<class>/*.JPEG``
 (torchvision's ImageFolder layout; 1000 classes).  ImageNet does not fit the resident-tensor design of
-:mod:`crt_bench.data` (150 GB as float32), so here:
+:mod:`crt_bench.data.datasets` (150 GB as float32), so here:
 
 * a split's ``x`` is :class:`FolderImages`, a lazy ``[N, 3, S, S]`` "tensor": indexing it decodes
   those images with the *test* pipeline (resize 256, center crop 224, pixels in [0, 1]).  The
@@ -11,7 +11,7 @@
 * training batches come from :class:`FolderBatches`: a DataLoader with worker processes and pinned
   memory (on CUDA) applying the *training* pipeline (RandomResizedCrop 224 + horizontal flip).  The
   epoch's order is drawn with the run's checkpointed sampler generator and cut into global batches of
-  which a rank takes its block (the same contract as :class:`crt_bench.distributed.RankBatches`), and
+  which a rank takes its block (the same contract as :class:`crt_bench.data.batches.RankBatches`), and
   every image's augmentation is seeded by (epoch key, image index): the batches, and so the run, do
   not depend on the number of workers or ranks;
 * normalisation (ImageNet mean/std) is the model's first layer, as for every dataset here.
@@ -120,10 +120,10 @@ class FolderImages:
 
 def load_folder_split(name: str, split: str, info, *, data_dir: str | Path | None, limit: int | None,
                       seed: int):
-    """A :class:`crt_bench.data.Split` whose ``x`` is :class:`FolderImages` (labels resident).
+    """A :class:`crt_bench.data.split.Split` whose ``x`` is :class:`FolderImages` (labels resident).
 
     ``limit`` keeps the first ``limit`` test images (indices stay the full split's) or a seeded random
-    subset of the training images, as :func:`crt_bench.data.load_split` does for the other datasets.
+    subset of the training images, as :func:`crt_bench.data.datasets.load_split` does for the other datasets.
     """
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
@@ -167,7 +167,7 @@ class FolderBatches:
     """Training batches of an ImageFolder split on DataLoader workers, this rank's block of each global batch.
 
     ``len`` and ``split`` are the global sampler's (steps per epoch, images per epoch), as for
-    :class:`crt_bench.data.BatchSampler`; ``generator`` (checkpointed by the trainer) draws each epoch's
+    :class:`crt_bench.data.batches.ResidentBatches`; ``generator`` (checkpointed by the trainer) draws each epoch's
     order and augmentation key, so a resumed run continues with the batches it would have had.
     """
 

@@ -5,7 +5,7 @@ The CIFAR-10 files are Python pickles, and ``pickle.load`` calls whatever callab
 lists, bytes/str, ints and numpy arrays, and a pickled numpy array needs exactly three globals
 (``_reconstruct``, ``ndarray``, ``dtype``).  :class:`CifarUnpickler` resolves those and refuses every
 other global before anything is called.  torchvision still does the downloading (md5-checked archive)
-and the directory layout; only its ``pickle.load`` is replaced (:mod:`crt_bench.data`).
+and the directory layout; only its ``pickle.load`` is replaced (:mod:`crt_bench.data.datasets`).
 """
 from __future__ import annotations
 

@@ -6,14 +6,14 @@ checkpoint) each architecture in turn (release order by default: the registry's 
 trained with CRT from the previous link and certified on the profile's images; the root is certified on
 the same images so every link can be compared with it.
 
-Links are :class:`crt_bench.launch.Job` objects whose ``teacher`` is the previous link's job, so their
-keys nest (``crt/B/...<-[crt/A/...<-[root]]``) and :func:`crt_bench.launch.run_grid` skips a finished
+Links are :class:`crt_bench.grid.jobs.Job` objects whose ``teacher`` is the previous link's job, so their
+keys nest (``crt/B/...<-[crt/A/...<-[root]]``) and :func:`crt_bench.grid.runner.run_grid` skips a finished
 link: a killed chain resumes without retraining. A link that equals a grid job (the same CRT from the
 same teacher, e.g. ``make reproduce``'s CRT student) *is* that job and is reused.
 
 Per link (:func:`chain_table`, all from per-image rows): the link's training hours and the chain's
 cumulative hours (root included where known), ACR with its 95% bootstrap interval, certified accuracy at
-:data:`crt_bench.report.paper_tables.TABLE_RADII`, and agreement with the root teacher on the images
+:data:`crt_bench.core.constants.TABLE_RADII`, and agreement with the root teacher on the images
 both certified: the fraction whose smoothed predictions agree (an abstention is a prediction, -1) and the
 mean |radius difference|. Where the direct CRT from the root to the same architecture has been
 certified, its ACR is the link's reference.

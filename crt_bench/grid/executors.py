@@ -14,10 +14,10 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
                   time_min: int = 24 * 60, cpus_per_task: int | None = None, array_parallelism: int = 16,
                   slurm_extra: dict[str, Any] | None = None, nproc: int = 1) -> Any:
     """submitit's ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process), or ``inline`` (in-process,
-    without submitit: :mod:`crt_bench.inline_executor`).
+    without submitit: :mod:`crt_bench.grid.inline`).
 
-    ``nproc`` > 1: every job runs as that many tasks, which :class:`crt_bench.grid_task.GridTask` turns into
-    the ranks of one data-parallel run (crt_bench.distributed); on SLURM the node's tasks (``--ntasks-per-node``).
+    ``nproc`` > 1: every job runs as that many tasks, which :class:`crt_bench.grid.task.GridTask` turns into
+    the ranks of one data-parallel run (crt_bench.parallel.env); on SLURM the node's tasks (``--ntasks-per-node``).
     """
     if nproc < 1:
         raise CrtBenchError(f"--nproc must be >= 1, got {nproc}")
@@ -25,7 +25,7 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
         raise CrtBenchError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
     if kind in ("inline", "debug") and nproc > 1:
         raise CrtBenchError(f"the {kind} executor runs jobs in this process: --nproc needs local or slurm")
-    if kind == "inline":  # no submitit needed (crt_bench.inline_executor)
+    if kind == "inline":  # no submitit needed (crt_bench.grid.inline)
         return InlineExecutor()
     submitit = import_submitit()
     if kind == "local":

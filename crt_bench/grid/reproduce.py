@@ -2,10 +2,10 @@
 
 Steps (each skips what an earlier, interrupted invocation finished):
 
-1. teachers and students through the grid runner (``crt_bench.launch``): the SmoothMix proxy
+1. teachers and students through the grid runner (``crt_bench.grid.runner``): the SmoothMix proxy
    teacher(s); for each new-generation student architecture a Gaussian (standard-noise) model, a
    SmoothMix model and a CRT model distilled from the teacher; each trained and certified;
-2. timing probes of every method over the generation registry (``crt_bench.timing_grid``), which
+2. timing probes of every method over the generation registry (``crt_bench.timing.grid``), which
    give the slowdown table and Figure 1 where full runs are out of reach (SmoothAdv, MACER);
 3. ``crt-bench plot``: tables, figures and REPORT.md.
 
@@ -44,7 +44,7 @@ class Plan:
     timing_archs: list[str] | None  # None: the whole generation registry plus the teachers
     expected: str  # how long the plan takes, for the banner
     notes: list[str] = field(default_factory=list)
-    chain: ChainSpec | None = None  # recursive CRT from the grid's teacher (crt_bench.chain), in the same grid
+    chain: ChainSpec | None = None  # recursive CRT from the grid's teacher (crt_bench.grid.chain), in the same grid
     timing_teachers: list[str] = field(default_factory=lambda: ["resnet110", "resnet20"])  # CRT probes' teachers
 
     def on_device(self, device: str) -> Plan:
@@ -158,7 +158,7 @@ CPU_BUDGETS = {
 }
 
 
-# The recursive-CRT chain (crt_bench.chain): three generations in release order from the grid's SmoothMix
+# The recursive-CRT chain (crt_bench.grid.chain): three generations in release order from the grid's SmoothMix
 # ResNet-20 teacher; the grid's direct CRT students of the last two are the chain's reference lines.
 # RegNetX-200MF (2020) opens it: interleaved probes on the project's CPU (Fashion-MNIST shape, relative to
 # CRT MobileNetV4 <- ResNet-20 at 1.35 ms/image and CERTIFY of ResNet-20 at 2.5 s/image) put its CRT step
@@ -191,7 +191,7 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
                   max_parallel: int = 1, install_data: bool = True, nproc: int = 1) -> dict:
     """Check, then run the plan's three steps; returns what the plot step wrote.
 
-    Before any job starts, :func:`crt_bench.preflight.preflight` checks (and where it can, obtains) the
+    Before any job starts, :func:`crt_bench.grid.preflight.preflight` checks (and where it can, obtains) the
     data, the device and the results folder, so a grid that could only fail stops in seconds. A failed
     job does not stop the others; its students are not started; the report lists the missing cells, and
     the call ends with a :class:`CrtBenchError` naming every job that did not finish.

@@ -1,6 +1,6 @@
 """What a grid submits to submitit: the one module of crt-bench that imports submitit at the top.
 
-It is imported only where a grid job is submitted or executed (:func:`crt_bench.launch.run_grid`, and
+It is imported only where a grid job is submitted or executed (:func:`crt_bench.grid.runner.run_grid`, and
 submitit's worker unpickling the task), so the report, ``crt-bench plot``, single runs and the test
 suite's collection work on a machine without submitit.
 """
@@ -23,7 +23,7 @@ class GridTask(submitit.helpers.Checkpointable):
     :meth:`checkpoint` (inherited: resubmit the same call) and requeues it. Nothing else needs saving:
     the run's last epoch checkpoint and the certification's appended rows are on disk, and
     :func:`execute_job` resumes both by the job's key, so the requeued job continues where it stopped.
-    Under the local executor SIGTERM (what :class:`crt_bench.job_watch.JobWatch` sends when the grid is
+    Under the local executor SIGTERM (what :class:`crt_bench.grid.watch.JobWatch` sends when the grid is
     stopped) marks the run interrupted and ends the job; on SLURM submitit keeps SIGTERM for itself.
     """
 

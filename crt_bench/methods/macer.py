@@ -29,7 +29,7 @@ as the official code does.
 
 Deferred variant (``deferred=True``, from Jeong et al.'s re-implementation ``train_macer.py --deferred``):
 lambda = 0 until the first learning-rate decay, then the full loss. The decay epoch is derived from this
-method's recipe milestones scaled to the run's length exactly as ``crt_bench.config.resolve_run_config``
+method's recipe milestones scaled to the run's length exactly as ``crt_bench.train.resolve.resolve_run_config``
 scales them (``scaled_milestones``), so it is the epoch at which our loop actually drops the lr; a run
 too short to keep any milestone never leaves the deferred phase (lambda = 0 throughout).
 """

@@ -139,4 +139,4 @@ def list_methods() -> list[MethodSpec]:
 
 def gaussian_noise(x: Tensor, sigma: float) -> Tensor:
     """x + N(0, sigma^2 I), one fresh draw per image, sampled in float32 in pixel space."""
-    return x + standard_normal_like(x) * sigma  # = torch.randn_like(x), or this rank's rows (crt_bench.rank_noise)
+    return x + standard_normal_like(x) * sigma  # = torch.randn_like(x), or this rank's rows (crt_bench.parallel.noise)

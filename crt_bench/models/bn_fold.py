@@ -4,7 +4,7 @@ In eval mode ``BN(conv(x)) = conv'(x)`` with ``W' = W * gamma / sqrt(var + eps)`
 frozen network (the certified model, CRT's teacher) can drop every batch-norm layer: one kernel less
 per block and the same logits up to float rounding. The copy is made with ``torch.fx`` and checked
 against the model on a probe batch before it is used; the check always runs in IEEE float32 (TF32 off,
-:mod:`crt_bench.tf32`), whatever the caller's setting: TF32's 10-bit rounding of the convolution inputs
+:mod:`crt_bench.core.tf32`), whatever the caller's setting: TF32's 10-bit rounding of the convolution inputs
 alone exceeds its tolerance for ResNet-20/110 and would silently drop the folded copy.
 """
 from __future__ import annotations

@@ -25,7 +25,7 @@ def arch_stats(name: str, *, in_chans: int = 3, image_size: int = 32, num_classe
     """``{"params": int, "flops_per_image": float}`` of architecture ``name`` (a name or an alias).
 
     FLOPs are those of one eval-mode forward pass of a single ``in_chans x image_size x image_size``
-    image; unknown names raise :class:`~crt_bench.errors.CrtBenchError` listing the valid names.
+    image; unknown names raise :class:`~crt_bench.core.errors.CrtBenchError` listing the valid names.
     """
     spec = get_arch(name)
     model = spec.constructor(num_classes=num_classes, in_chans=in_chans)

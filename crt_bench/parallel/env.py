@@ -5,14 +5,14 @@
 CUDA, gloo on a CPU).  The design keeps a K-rank run *the same run* as a single-process one:
 
 * every rank draws the same global batch order and augmentation (the run's seed, the single-process
-  :class:`~crt_bench.data.ResidentBatches`) and trains on its contiguous block of each global batch
+  :class:`~crt_bench.data.batches.ResidentBatches`) and trains on its contiguous block of each global batch
   (:class:`RankBatches`): the union of the ranks' batches is the single-process batch, in order;
-* noise: each rank keeps its rows of the global batch's draw (:mod:`crt_bench.rank_noise`);
+* noise: each rank keeps its rows of the global batch's draw (:mod:`crt_bench.parallel.noise`);
 * DDP averages the ranks' gradients of their mean losses = the gradient of the global mean loss
   (exactly so when K divides the batch; a short last batch weights ranks equally);
 * batch norm stays per rank (the reference code's behaviour, statistics of B/K images) unless
   ``--sync-bn``, which makes the statistics those of the global batch (CUDA only in torch);
-* the CRT teacher is a :class:`~crt_bench.train_step.FrozenTeacher` on every rank, outside DDP;
+* the CRT teacher is a :class:`~crt_bench.train.teacher.FrozenTeacher` on every rank, outside DDP;
 * only rank 0 writes rows, checkpoints and the model and holds the run's lock; every rank holds the
   same RNG state, so a checkpoint resumes with any world size.
 

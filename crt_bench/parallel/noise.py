@@ -1,9 +1,9 @@
 """Training noise under data parallelism: each rank's share of the noise of the *global* batch.
 
-A method draws its Gaussian noise from torch's global RNG (:func:`crt_bench.methods.gaussian_noise`,
+A method draws its Gaussian noise from torch's global RNG (:func:`crt_bench.methods.registry.gaussian_noise`,
 :func:`crt_bench.methods.smoothing.noise_like_replicas`).  Under DistributedDataParallel every rank
 holds the same RNG state (same seed, same draws) and a contiguous block of the global batch
-(:class:`crt_bench.distributed.RankBatches`).  While a :class:`RankSlice` is active, a draw for the
+(:class:`crt_bench.data.batches.RankBatches`).  While a :class:`RankSlice` is active, a draw for the
 rank's batch draws the noise of the whole global batch -- the same shape, memory format and generator
 call as one process training on that batch -- and keeps the rank's rows.  So every image gets the
 noise it would get in a single-process run, the RNG stays in step across ranks, and a run's result

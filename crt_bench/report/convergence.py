@@ -2,8 +2,8 @@
 
 One column per run (teachers first, then students by architecture and method); the top row is the
 training loss, the bottom row the base classifier's accuracy on one noisy draw of the test images
-(``epochs`` table, :func:`crt_bench.train.noisy_accuracy`). Each title says whether the accuracy has
-plateaued (:func:`crt_bench.report.evidence.plateau_status`), so an under-trained model is visible.
+(``epochs`` table, :func:`crt_bench.train.evaluate.noisy_accuracy`). Each title says whether the accuracy has
+plateaued (:func:`crt_bench.analysis.evidence.plateau_status`), so an under-trained model is visible.
 """
 from __future__ import annotations
 

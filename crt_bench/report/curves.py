@@ -8,7 +8,7 @@ CIFAR-10 panel of the same sigma as reference curves ("published: <name>"); they
 synthetic or Fashion-MNIST panel, where they would not be comparable.
 
 Values are always computed from the per-image certify rows with
-:func:`crt_bench.metrics.certified_accuracy`, on a fine grid (step 0.01 up to the panel's largest
+:func:`crt_bench.analysis.metrics.certified_accuracy`, on a fine grid (step 0.01 up to the panel's largest
 certified radius, at least to 2.25) merged with the standard radii 0, 0.25, ..., 2.25. Each panel's
 title names the dataset, the number of certified images, N and each line's training epochs; its
 radius axis ends just past the largest radius N allows (:func:`max_certifiable_radius`).

@@ -120,7 +120,7 @@ def _published_section(store: ResultsStore) -> list[str]:
 
 
 def _verdict_section(store: ResultsStore) -> list[str]:
-    """The paper's claim, judged from this store's numbers (crt_bench.report.verdict)."""
+    """The paper's claim, judged from this store's numbers (crt_bench.analysis.verdict)."""
 
     lines = ["## Verdict: does CRT match SmoothMix's certified robustness for much less training time?", ""]
     return lines + [verdict_markdown(student_evidence(store)).rstrip(), ""]

@@ -5,7 +5,7 @@ Layout under the output folder::
     leaderboard/LEADERBOARD.md          every group's table, then the unranked entries with the reason
     leaderboard/leaderboard.csv         all groups' rows (with the group's fields)
     leaderboard/frontier-<k>.png/.pdf   hours (log axis) vs ACR with intervals, frontier drawn, points labelled
-    leaderboard/entries/<id>.json       one file per entry (schema: crt_bench.leaderboard)
+    leaderboard/entries/<id>.json       one file per entry (schema: crt_bench.analysis.leaderboard)
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def write_leaderboard(entries: list[Entry], out_dir: str | Path,
                       missing: list[tuple[str, str]] | None = None) -> dict[str, list[Path]]:
     """Every leaderboard file for ``entries`` under ``out_dir``; ``{"markdown", "figures", "entries"}``.
 
-    ``missing``: (run, reason) pairs of runs without an entry (:func:`crt_bench.leaderboard.missing_from_store`).
+    ``missing``: (run, reason) pairs of runs without an entry (:func:`crt_bench.analysis.leaderboard_entries.missing_from_store`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The ACR comparison table and the paper's Table 1 (proxy-teacher CRT vs SmoothMix), from the store.
 
-Everything is derived from per-image ``certify`` rows (:mod:`crt_bench.metrics`) and the ``runs``
+Everything is derived from per-image ``certify`` rows (:mod:`crt_bench.analysis.metrics`) and the ``runs``
 table; nothing here stores a metric.
 
 * :func:`certifications` — the newest certification of every run (and every imported log), with the

@@ -105,7 +105,7 @@ def ratio_flags(part: pd.DataFrame, wide: float = WIDE_RELATIVE) -> list[str]:
 def slowdown_table(store: ResultsStore) -> pd.DataFrame:
     """One row per (device, arch, sigma, method[, teacher]) with ratios to that arch's Gaussian row.
 
-    Interleaved probes (:mod:`crt_bench.timing_rounds`) bring their own per-round ratios and intervals
+    Interleaved probes (:mod:`crt_bench.timing.rounds`) bring their own per-round ratios and intervals
     (``*_low``/``*_high``); probes timed apart get the quotient of medians and no interval. ``flag``
     says why a ratio cannot be trusted (:func:`ratio_flags`).
     """

@@ -12,7 +12,7 @@ The format (also used by Salman et al., MACER, Consistency and SmoothMix)::
   past 24 h); the logs committed with Cohen et al.'s repository use float seconds (``15.4``).
 
 In memory a log is a frame with columns ``idx, label, predict, radius, correct, seconds`` (the time
-column renamed to say its unit), the same names as :func:`crt_bench.certify.certify_dataset` uses.
+column renamed to say its unit), the same names as :func:`crt_bench.certify.driver.certify_dataset` uses.
 """
 from __future__ import annotations
 

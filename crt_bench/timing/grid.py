@@ -71,7 +71,7 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
         if not have.empty and "profile" in have:
             same = have[(have["device"] == device_name(dev)) & (have["profile"] == profile) & (have["sigma"] == sigma)]
             done = set(zip(same["method"], same["arch"], same["teacher_arch"]))
-    # An architecture's methods are timed together, interleaved (crt_bench.timing_rounds): all of them
+    # An architecture's methods are timed together, interleaved (crt_bench.timing.rounds): all of them
     # again when any is missing, so that every ratio compares rounds of the same moment.
     per_arch = {arch: [(m, t) for m, a, t in grid(methods, archs, teachers) if a == arch] for arch in archs}
     todo = {arch: jobs for arch, jobs in per_arch.items() if any((m, arch, t) not in done for m, t in jobs)}

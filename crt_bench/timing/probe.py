@@ -13,7 +13,7 @@ The arithmetic lives in :func:`summarize` so that it can be checked with a fake 
 
 ``peak_memory_bytes`` is each probe's own: on CUDA, the peak allocated while that probe was built,
 warmed up and stepped, minus what was allocated before it (other probes kept alive in an interleaved
-round are not counted); -1 on a CPU. ``tf32`` is the TF32 state its step ran in (:mod:`crt_bench.tf32`).
+round are not counted); -1 on a CPU. ``tf32`` is the TF32 state its step ran in (:mod:`crt_bench.core.tf32`).
 """
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ CIFAR10_TRAIN_IMAGES = 50_000
 class ProbeConfig:
     batches: int = 20  # timed loader batches per repeat
     warmup: int = 2  # untimed loader batches first (allocator, cuDNN autotuning); at least 1
-    repeats: int = 3  # timed repeats; the interleaved grid's rounds (crt_bench.timing_rounds)
+    repeats: int = 3  # timed repeats; the interleaved grid's rounds (crt_bench.timing.rounds)
     batch_size: int | None = None  # None: the method's recipe batch size
     image_size: int = 32
     in_chans: int = 3
     num_classes: int = 10
     train_images: int = CIFAR10_TRAIN_IMAGES
     amp: bool = True  # bf16 autocast on CUDA, as the training loop
-    channels_last: bool | None = None  # the training engine's settings (crt_bench.train_step.EngineOptions)
+    channels_last: bool | None = None  # the training engine's settings (crt_bench.config.engine.EngineOptions)
     compile: bool = False
     teacher_precision: str = "auto"
     fold_teacher: bool = True

@@ -3,7 +3,7 @@
     step = TrainStep(spec, model, optimizer, ctx, device, EngineOptions())
     loss_sum = step(x, y)   # one loader batch: per method minibatch, loss -> backward -> SGD step
 
-The training loop (:mod:`crt_bench.train`), the timing probes (:mod:`crt_bench.timing`) and
+The training loop (:mod:`crt_bench.train.trainer`), the timing probes (:mod:`crt_bench.timing.probe`) and
 ``benchmarks/bench_train.py`` all call this, so what is timed is what trains.
 
 Engine settings (every one is recorded with the run):
@@ -16,7 +16,7 @@ Engine settings (every one is recorded with the run):
   NHWC, run under ``torch.inference_mode`` and, by default, in bf16 where the hardware computes it
   natively (``teacher_precision="auto"``). The noisy input it sees is float32 either way.
 * ``tf32``: the step runs with TF32 float32 matmuls and convolutions (Ampere+ GPUs only; refused
-  elsewhere); off by default, so that float32 work is IEEE float32 (:mod:`crt_bench.tf32`).
+  elsewhere); off by default, so that float32 work is IEEE float32 (:mod:`crt_bench.core.tf32`).
 
 The loss sum stays on the device: the step never waits for the host. :meth:`TrainStep.warm_up` runs
 steps whose effects are undone, so that compilation happens before any timed epoch.
@@ -71,7 +71,7 @@ class TrainStep:
     def __init__(self, spec: MethodSpec, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: StepContext,
                  device: torch.device, options: EngineOptions | None = None,
                  wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
-        """``wrap`` (e.g. DistributedDataParallel, crt_bench.distributed) goes around the student before compiling."""
+        """``wrap`` (e.g. DistributedDataParallel, crt_bench.parallel.env) goes around the student before compiling."""
         self.options = options or EngineOptions()
         self.options.validate()
         check_tf32(self.options.tf32, device, "--tf32")
@@ -147,7 +147,7 @@ def warmup_batches(x: Tensor, y: Tensor, batch_size: int, world_size: int = 1,
                    rank: int = 0) -> list[tuple[Tensor, Tensor]]:
     """One loader batch of each shape an epoch over ``len(x)`` images feeds this rank (full, then the tail).
 
-    A data-parallel rank gets its block of every global batch (``crt_bench.distributed.RankBatches``).
+    A data-parallel rank gets its block of every global batch (``crt_bench.data.batches.RankBatches``).
     """
     sizes = [min(batch_size, len(x))] + ([len(x) % batch_size] if len(x) > batch_size and len(x) % batch_size else [])
     local = [len(torch.arange(size).tensor_split(world_size)[rank]) for size in sizes]

@@ -7,7 +7,7 @@ the profiler stops; the files are written after the epoch's clock has stopped:
     <run dir>/profile/ops.txt      operators by total and by self time (device time on CUDA)
 
 The regions ``crt_bench.loss``, ``crt_bench.backward``, ``crt_bench.optimizer`` and
-``crt_bench.teacher`` (see :mod:`crt_bench.train_step`) name the parts of a step in both files.
+``crt_bench.teacher`` (see :mod:`crt_bench.train.step`) name the parts of a step in both files.
 The recorded steps run slower than unprofiled ones: the epoch that holds them is flagged ``profiled``.
 """
 from __future__ import annotations

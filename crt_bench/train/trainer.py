@@ -2,14 +2,14 @@
 
     for epoch:                          lr from the step schedule
         for (x, y) in on-device batches:    (augmented on the device for CIFAR)
-            TrainStep: for each of the method's minibatches (crt_bench.train_step)
+            TrainStep: for each of the method's minibatches (crt_bench.train.step)
                 loss = method.loss(model, x, y, ctx); backward; SGD step
         synchronize -> epoch wall time, samples/s -> epochs table
         noisy test accuracy (not timed)
         checkpoint.pt, written atomically, holding the epoch's row (resume continues from here)
         the epoch's row -> epochs table
 
-Exactly-once rows: one process drives a run at a time (``RUN_DIR/run.lock``, crt_bench.locking), and
+Exactly-once rows: one process drives a run at a time (``RUN_DIR/run.lock``, crt_bench.store.locks), and
 the checkpoint is written before the epoch row and carries it, so a kill between the two is repaired
 by the resume (which writes the row the checkpoint holds when the table lacks it) instead of leaving a
 duplicate (row before checkpoint: the epoch would be trained and written again) or a missing row.
@@ -18,7 +18,7 @@ Likewise a kill between ``model.pt`` and the "finished" row is completed by ``--
 Loss sums are accumulated on the device and read once per epoch, so the step has no host sync.
 On CUDA the forward runs under bf16 autocast; noise is always sampled in float32. The engine's
 settings (channels-last, torch.compile, the CRT teacher's folding and precision) are resolved by
-crt_bench.train_step and recorded in the run's row; ``profile_steps`` adds a torch.profiler trace.
+crt_bench.train.step and recorded in the run's row; ``profile_steps`` adds a torch.profiler trace.
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ class Trainer:
     """Runs one configured training run against a results store."""
 
     def __init__(self, cfg: RunConfig, store: ResultsStore, run_id: str | None = None, progress: bool = True):
-        # Under torchrun (crt_bench.distributed): this rank's device; rank 0 names the run and writes.
+        # Under torchrun (crt_bench.parallel.env): this rank's device; rank 0 names the run and writes.
         self.dist, self.device = setup(cfg.device)
         check_tf32(cfg.tf32, self.device, "--tf32")  # before anything is written
         self.cfg, self.store, self.progress = cfg, store, progress and self.dist.is_main
@@ -92,7 +92,7 @@ class Trainer:
         self.info = dataset_info(cfg.dataset)
         self.run_dir = store.run_dir(self.run_id)
         self.env = environment(self.device)
-        self.engine: dict[str, Any] = {}  # the engine settings as resolved (crt_bench.train_step); set by run()
+        self.engine: dict[str, Any] = {}  # the engine settings as resolved (crt_bench.train.step); set by run()
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _teacher_seconds(self, teacher: LoadedModel | None) -> float:
@@ -234,7 +234,7 @@ class Trainer:
         sampler_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         sampler = ResidentBatches(train, cfg.batch_size, shuffle=True, augment=self.info.augment,
                                drop_last=False, generator=sampler_gen)
-        if is_folder_dataset(cfg.dataset):  # ImageNet: DataLoader workers, pinned memory (crt_bench.imagenet)
+        if is_folder_dataset(cfg.dataset):  # ImageNet: DataLoader workers, pinned memory (crt_bench.data.imagenet)
             sampler = FolderBatches(train, cfg.batch_size, generator=sampler_gen, device=device,
                                     rank=self.dist.rank, world_size=self.dist.world_size)
         elif self.dist.enabled:  # this rank's block of every global batch (the same batches as one process)
