@@ -128,7 +128,9 @@ def test_a_failed_jobs_error_reaches_the_console_whole(tmp_path, capsys):
 
 GRID_SCRIPT = """
 import sys
-from crt_bench.launch import GridSpec, make_executor, run_grid
+from crt_bench.grid.executors import make_executor
+from crt_bench.grid.jobs import GridSpec
+from crt_bench.grid.runner import run_grid
 jobs = GridSpec(methods=["gaussian"], archs=["tiny_cnn"], epochs=200, train_limit=256).jobs()
 run_grid(jobs, sys.argv[1], make_executor("local", sys.argv[1] + "/submitit"), poll_s=0.2)
 """
