@@ -1,4 +1,4 @@
-"""Run configuration: dataclasses, the profiles, and how a run's settings are resolved.
+"""Run configuration: :class:`RunConfig` (profiles: :mod:`crt_bench.config.profiles`; resolution: :mod:`crt_bench.train.resolve`).
 
 A run's settings come from three layers, later ones winning: the method's paper recipe
 (``crt_bench.methods``), the profile (smoke / cpu / paper), and explicit command-line flags.
@@ -8,12 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crt_bench.config.engine import EngineOptions
-
-if TYPE_CHECKING:
-    from crt_bench.config.engine import EngineOptions
 
 
 @dataclass
