@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from crt_bench.config.choices import check_precision
 from crt_bench.core.errors import CrtBenchError
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass

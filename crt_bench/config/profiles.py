@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from crt_bench.core.errors import CrtBenchError
-
-if TYPE_CHECKING:
-    pass
 from crt_bench.config.certify import CertifyConfig
+from crt_bench.core.errors import CrtBenchError
 
 
 @dataclass(frozen=True)

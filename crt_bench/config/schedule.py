@@ -3,12 +3,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from crt_bench.core.errors import CrtBenchError
-
-if TYPE_CHECKING:
-    pass
 
 
 def scaled_epochs(recipe_epochs: int, scale: float) -> int:

@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from crt_bench.core.errors import CrtBenchError
-
-if TYPE_CHECKING:
-    pass
 
 
 def check_sigma(sigma: float) -> float:

@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
-from crt_bench.core.errors import CrtBenchError
-
-if TYPE_CHECKING:
-    pass
 from crt_bench.config.choices import INPUT_LAYERS, check_teacher_precision
 from crt_bench.config.profiles import get_profile
 from crt_bench.config.run import RunConfig
 from crt_bench.config.schedule import ScaledRecipe, scaled_epochs, scaled_milestones
 from crt_bench.core.checks import check_sigma
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.data.catalog import dataset_info
 from crt_bench.methods.registry import get_method
 from crt_bench.models.registry import get_arch
