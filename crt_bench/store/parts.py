@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,7 +32,7 @@ import pyarrow.parquet as pq
 
 from crt_bench.errors import CrtBenchError
 from crt_bench.store.schema import (DEDUPE, KEYS, LEGACY_VERSION, META_COLUMNS, PARTITION, SCHEMA_FILE, SCHEMA_VERSION,
-                                    check_table, conform, order_columns, read_version)
+                                    SCHEMAS, check_table, conform, order_columns, read_version)
 
 NULL_DIR = "__HIVE_DEFAULT_PARTITION__"
 """The folder value of rows without a partition value (pyarrow's hive default)."""
@@ -153,7 +154,7 @@ def read_parts(table_dir: Path, table: str, where: Mapping[str, object] | None =
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    df = df.sort_values("written_ns", kind="stable").reset_index(drop=True)
+    df = _missing_as_nan(table, df.sort_values("written_ns", kind="stable").reset_index(drop=True))
     keys = list(KEYS[table])
     if not raw and table in DEDUPE and set(keys) <= set(df.columns):
         df = df[~df.duplicated(keys, keep="last")].reset_index(drop=True)
@@ -211,7 +212,7 @@ def _read_legacy(table_dir: Path, table: str, where: Mapping[str, object], colum
         except (OSError, pa.ArrowException) as err:
             raise _unreadable(part, err) from None
         if not frame.empty:
-            frames.append(frame.assign(schema_version=LEGACY_VERSION, written_ns=position))
+            frames.append(frame.assign(schema_version=np.int16(LEGACY_VERSION), written_ns=np.int64(position)))
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
@@ -247,6 +248,19 @@ def _expression(where: Mapping[str, object], schema: pa.Schema) -> ds.Expression
             term = field.is_null() if term is None else (term | field.is_null())
         expression = term if expression is True else expression & term
     return expression
+
+
+def _missing_as_nan(table: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Missing booleans as NaN, as a concatenation of parts with and without the column always gave them.
+
+    (arrow reads a boolean column with missing values as objects with ``None``.)
+    """
+    schema = SCHEMAS[table]
+    for name in df.columns:
+        index = schema.get_field_index(name)
+        if index >= 0 and schema.field(index).type == pa.bool_() and df[name].dtype == object:
+            df[name] = df[name].where(df[name].notna(), float("nan"))
+    return df
 
 
 def _split(arrow: pa.Table, key: str) -> list[tuple[str | None, pa.Table]]:
