@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from crt_bench.errors import CrtBenchError
 from crt_bench.store.parts import (ensure_version, partition_dir, partition_dirs, partition_value, parts_in,
                                    read_arrow, write_arrow)
-from crt_bench.store.schema import DEDUPE, KEYS, LEGACY_VERSION, TABLES, check_table, conform, read_version
+from crt_bench.store.schema import DEDUPE, KEYS, LEGACY_VERSION, TABLES, check_table, conform_arrow, read_version
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,13 @@ def migrate_legacy(table_dir: Path, table: str) -> int:
         tables = []
         for position, part in enumerate(snapshot):
             try:
-                frame = pq.read_table(part).to_pandas()
+                rows = pq.read_table(part)
             except (OSError, pa.ArrowException) as err:
                 raise CrtBenchError(f"results file {part} is unreadable ({err}); move it aside to continue") from None
-            if not frame.empty:
-                frame = frame.assign(schema_version=LEGACY_VERSION, written_ns=position)
-                tables.append(conform(table, frame, strict=False))
+            if rows.num_rows:
+                rows = rows.append_column("schema_version", pa.array([LEGACY_VERSION] * rows.num_rows, pa.int16()))
+                rows = rows.append_column("written_ns", pa.array([position] * rows.num_rows, pa.int64()))
+                tables.append(conform_arrow(table, rows, strict=False))
         if tables:
             write_arrow(table_dir, table, pa.concat_tables(tables, promote_options="permissive"))
     except (OSError, CrtBenchError) as err:

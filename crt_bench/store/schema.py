@@ -102,14 +102,19 @@ def conform(table: str, frame: pd.DataFrame, *, strict: bool = True) -> pa.Table
     ``strict``: a column the schema lacks is a :class:`CrtBenchError` (appends); otherwise it is kept
     as it is (a legacy store being migrated may hold columns later versions dropped).
     """
+    return conform_arrow(table, pa.Table.from_pandas(frame, preserve_index=False), strict=strict)
+
+
+def conform_arrow(table: str, arrow: pa.Table, *, strict: bool = True) -> pa.Table:
+    """:func:`conform` for rows already in arrow (legacy parts being migrated)."""
     check_table(table)
     schema = SCHEMAS[table]
-    unknown = [name for name in frame.columns if schema.get_field_index(str(name)) < 0]
+    arrow = arrow.replace_schema_metadata(None)
+    unknown = [name for name in arrow.column_names if schema.get_field_index(name) < 0]
     if unknown and strict:
         raise CrtBenchError(f"column {unknown[0]!r} is not in the schema of the {table!r} results table"
                             f"{' (nor ' + ', '.join(map(repr, unknown[1:])) + ')' if unknown[1:] else ''}; "
                             f"add it to SCHEMAS in {_SOURCE}")
-    arrow = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
     known = [field for field in schema if field.name in arrow.column_names]
     columns, fields = [], []
     for field in [*known, *(arrow.schema.field(name) for name in unknown)]:
