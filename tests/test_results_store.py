@@ -17,22 +17,23 @@ from crt_bench.store.store import ResultsStore
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    """Every file under ``folder`` (parts sit in partition folders), relative, temporary ones included."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
 def test_append_read_round_trip(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
     assert store.read("certify").empty
-    first = pd.DataFrame({"idx": [0, 1], "radius": [0.5, 0.0], "label": [3, 7], "name": ["a", "b"]})
+    first = pd.DataFrame({"run_id": "r", "idx": [0, 1], "radius": [0.5, 0.0], "label": [3, 7], "subset": ["a", "b"]})
     store.append("certify", first)
-    store.append("certify", [{"idx": 2, "radius": 1.25, "label": 1, "name": "c"}])
+    store.append("certify", [{"run_id": "r", "idx": 2, "radius": 1.25, "label": 1, "subset": "c"}])
     back = store.read("certify").sort_values("idx").reset_index(drop=True)
     assert back["idx"].tolist() == [0, 1, 2]
     assert back["radius"].tolist() == [0.5, 0.0, 1.25]
     assert back["label"].tolist() == [3, 7, 1]
-    assert back["name"].tolist() == ["a", "b", "c"]
+    assert back["subset"].tolist() == ["a", "b", "c"]
     assert back["idx"].dtype == "int64" and back["radius"].dtype == "float64"
-    parts = list((tmp_path / "tables" / "certify").glob("*.parquet"))
+    parts = list((tmp_path / "tables" / "certify" / "run_id=r").glob("*.parquet"))
     assert len(parts) == 2, "each append is its own part"
 
 
@@ -51,7 +52,8 @@ def test_runs_returns_latest_row_per_run(tmp_path: Path) -> None:
     runs = store.runs()
     assert sorted(runs["run_id"]) == ["a", "b", "c"]
     status = dict(zip(runs["run_id"], runs["status"]))
-    assert status == {"a": "finished", "b": "running", "c": "failed"}
+    assert status == {"a": "finished", "b": "interrupted", "c": "failed"}, "b's process (lock) is gone"
+    assert store.read("runs")["status"].tolist().count("running") == 2, "the rows themselves are as written"
     assert store.get_run("a")["status"] == "finished"
     with pytest.raises(CrtBenchError, match="no run 'zzz'"):
         store.get_run("zzz")
@@ -97,13 +99,13 @@ def test_interrupt_during_write_also_cleans_up(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(KeyboardInterrupt):
         store.append("runs", [{"run_id": "r", "status": "running", "updated": 1.0}])
     monkeypatch.undo()
-    assert _files(tmp_path / "tables" / "runs") == []
+    assert _files(tmp_path / "tables" / "runs") == ["_schema.json"], "no part, no temporary file"
     assert store.runs().empty
 
 
 def test_corrupt_part_names_the_file(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path)
-    good = store.append("certify", [{"idx": 0, "radius": 0.5}])
+    (good,) = store.append("certify", [{"run_id": "r", "idx": 0, "radius": 0.5}])
     bad = good.parent / "zzzz-corrupt.parquet"
     bad.write_bytes(b"this is not parquet at all" * 10)
     with pytest.raises(CrtBenchError) as info:
@@ -125,7 +127,7 @@ def test_concurrent_thread_appends_lose_nothing(tmp_path: Path) -> None:
         try:
             barrier.wait()
             for i in range(per_thread):
-                store.append("timing", [{"writer": t, "i": i}])
+                store.append("timing", [{"repeats": t, "timed_batches": i}])
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
@@ -137,13 +139,14 @@ def test_concurrent_thread_appends_lose_nothing(tmp_path: Path) -> None:
     assert not errors
     rows = store.read("timing")
     assert len(rows) == n_threads * per_thread
-    assert set(zip(rows["writer"], rows["i"])) == {(t, i) for t in range(n_threads) for i in range(per_thread)}
+    assert set(zip(rows["repeats"], rows["timed_batches"])) == {(t, i) for t in range(n_threads)
+                                                                for i in range(per_thread)}
 
 
 def _process_writer(root: str, writer: int, count: int) -> None:
     store = ResultsStore(root)
     for i in range(count):
-        store.append("timing", [{"writer": writer, "i": i}])
+        store.append("timing", [{"arch": f"arch{writer}", "repeats": writer, "timed_batches": i}])
 
 
 def test_concurrent_process_appends_lose_nothing(tmp_path: Path) -> None:
@@ -160,8 +163,8 @@ def test_concurrent_process_appends_lose_nothing(tmp_path: Path) -> None:
     assert [p.exitcode for p in procs] == [0] * 4
     rows = ResultsStore(tmp_path).read("timing")
     assert len(rows) == 60
-    assert set(zip(rows["writer"], rows["i"])) == {(w, i) for w in range(4) for i in range(15)}
-    assert not [p for p in (tmp_path / "tables" / "timing").iterdir() if not p.name.endswith(".parquet")]
+    assert set(zip(rows["repeats"], rows["timed_batches"])) == {(w, i) for w in range(4) for i in range(15)}
+    assert [f for f in _files(tmp_path / "tables" / "timing") if not f.endswith(".parquet")] == ["_schema.json"]
 
 
 def test_atomic_file_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,12 +14,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.store import compact as compact_mod
 from crt_bench.store.compact import compact_partition, compact_store, migrate_legacy
 from crt_bench.store.parts import NULL_DIR, parts_in, read_parts, write_part
 from crt_bench.store.schema import SCHEMA_VERSION, TABLES, run_id_of
-from crt_bench.store.status import derive_status, lock_is_held
+from crt_bench.store.locks import lock_is_held
+from crt_bench.store.status import derive_status
 
 FIXED_TABLES = Path(__file__).parent / "data" / "fixed_store" / "tables"
 

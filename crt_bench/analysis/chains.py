@@ -14,7 +14,7 @@ from crt_bench.analysis.uncertainty import acr_interval
 from crt_bench.core.constants import TABLE_RADII
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.models.files import load_model
-from crt_bench.store.store import ResultsStore, finished_run
+from crt_bench.store.store import ResultsStore
 
 
 # -- the per-link table -------------------------------------------------------------------------------
@@ -41,8 +41,7 @@ def _lookup(store: ResultsStore, meta: pd.DataFrame, rows: dict[str, pd.DataFram
 
 
 def _run_hours(store: ResultsStore, run_id: str) -> float:
-    runs = store.runs()
-    match = runs[runs["run_id"] == run_id] if not runs.empty else runs
+    match = store.runs(where={"run_id": run_id})
     if match.empty or "train_seconds" not in match:
         return float("nan")
     return float(match["train_seconds"].iloc[0]) / 3600
@@ -50,10 +49,9 @@ def _run_hours(store: ResultsStore, run_id: str) -> float:
 
 def _root_run_id(store: ResultsStore, chain: dict[str, Any]) -> str | None:
     if chain["root_is_job"]:
-        return finished_run(store, chain["root"])
+        return store.finished_run(chain["root"])
     root = str(chain["root"])
-    runs = store.runs()
-    if not runs.empty and (runs["run_id"] == root).any():
+    if not store.runs(where={"run_id": root}).empty:
         return root
 
     try:  # a model file: certify_run names its certification after the model's recorded run id, else the path
@@ -83,6 +81,7 @@ def chain_table(store: ResultsStore, chain: dict[str, Any]) -> pd.DataFrame:
     """Generation 0 (the root) then one row per link; a link not yet finished or certified has NaNs."""
 
     meta, rows = certifications(store)
+    finished = store.finished_runs()
     root = _lookup(store, meta, rows, _root_run_id(store, chain))
     records = []
     cumulative = root.hours if not math.isnan(root.hours) else 0.0
@@ -91,7 +90,7 @@ def chain_table(store: ResultsStore, chain: dict[str, Any]) -> pd.DataFrame:
         if key is None:
             cert, status, hours, arch = root, "root", root.hours, root.arch
         else:
-            run_id = finished_run(store, key)
+            run_id = finished.get(key)
             cert = _lookup(store, meta, rows, run_id)
             status = "finished" if run_id else "not finished"
             hours = cert.hours
@@ -112,7 +111,7 @@ def chain_table(store: ResultsStore, chain: dict[str, Any]) -> pd.DataFrame:
                            "agreement": same, "mean_abs_radius_diff": diff, "shared_images": shared})
         if key is not None:
             direct_key = chain["direct"].get(arch)
-            direct = _lookup(store, meta, rows, finished_run(store, direct_key)) if direct_key else None
+            direct = _lookup(store, meta, rows, finished.get(direct_key)) if direct_key else None
             if direct is not None and direct.rows is not None:
                 dci = acr_interval(direct.rows)
                 record.update({"direct_ACR": dci.estimate, "direct_ACR_low": dci.low, "direct_ACR_high": dci.high,

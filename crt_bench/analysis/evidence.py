@@ -32,11 +32,11 @@ def plateau_status(accuracy: Sequence[float], *, tail: float = PLATEAU_TAIL, gai
 
 
 def run_plateaus(store: ResultsStore) -> dict[str, str]:
-    """run_id -> plateau status of its per-epoch noisy test accuracy (newest row per epoch)."""
+    """run_id -> plateau status of its per-epoch noisy test accuracy (the store keeps the newest row per epoch)."""
     epochs = store.read("epochs")
     if epochs.empty:
         return {}
-    epochs = epochs.groupby(["run_id", "epoch"], sort=False).tail(1).sort_values(["run_id", "epoch"])
+    epochs = epochs.sort_values(["run_id", "epoch"])
     return {run: plateau_status(part["noisy_test_acc"].tolist()) for run, part in epochs.groupby("run_id")}
 
 

@@ -11,6 +11,7 @@ from crt_bench.core.constants import IMPORT_PREFIX
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.tf32 import device_label
 from crt_bench.models.registry import get_arch
+from crt_bench.store.query import newest
 from crt_bench.store.store import ResultsStore
 
 METHOD_ORDER = ["gaussian", "crt", "consistency", "smoothmix", "macer", "smoothadv"]
@@ -76,10 +77,9 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
         heads.append({"cert_id": cert_id, "run_id": first["run_id"], "time": _text(first.get("time")),
                       "_order": int(part["_order"].max())})
         rows[cert_id] = part.drop(columns="_order")
-    head = pd.DataFrame(heads).sort_values(["time", "_order"], kind="stable")
-    newest = head.groupby("run_id", sort=False).tail(1)
+    head = pd.DataFrame(heads)
     out = []
-    for _, h in newest.iterrows():
+    for _, h in newest(head, "run_id", order=["time", "_order"]).iterrows():
         part = rows[h["cert_id"]]
         run = run_by_id.get(h["run_id"])
         record: dict[str, Any] = {
@@ -120,7 +120,7 @@ def newest_per_line(meta: pd.DataFrame) -> pd.DataFrame:
         return meta.iloc[0:0]
     ours = meta[~meta["imported"] & (meta["method"] != "")]
     keys = ["method", "teacher", "teacher_method", "arch", "sigma", "dataset", "profile"]
-    return ours.groupby(keys, sort=False, dropna=False).tail(1).reset_index(drop=True)
+    return newest(ours, keys).reset_index(drop=True)
 
 
 def arch_generation(arch: str) -> int:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -33,19 +34,21 @@ from crt_bench.config.choices import check_precision
 from crt_bench.config.run import RunConfig
 from crt_bench.config.subsets import parse_subset
 from crt_bench.core.checks import check_sigma
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError, DiskFull
 from crt_bench.core.provenance import environment, pick_device
 from crt_bench.core.tf32 import check_tf32, in_force_under
 from crt_bench.data.datasets import load_split
 from crt_bench.data.split import Split
 from crt_bench.models.files import LoadedModel, load_model
-from crt_bench.store.locks import ProcessLock
+from crt_bench.store.locks import ProcessLock, cert_lock_name
 from crt_bench.store.store import ResultsStore
 
 FLUSH_IMAGES = 64
 """A part of the certify table is written at least every this many certified images ..."""
 FLUSH_SECONDS = 300.0
 """... and every this many seconds (at N = 100,000 one CIFAR-10 image takes seconds on a GPU)."""
+COMPACTED = ("certify", "certifications")
+"""The tables whose partition of the run is compacted when a certification finishes."""
 
 log = Console(stderr=True)
 
@@ -70,7 +73,7 @@ class CertKey:
 
     @property
     def lock_name(self) -> str:
-        return f"certify-{self.cert_id.rsplit('-', 1)[1]}.lock"
+        return cert_lock_name(self.cert_id)
 
 
 def certify_run(
@@ -123,12 +126,11 @@ def certify_run(
     check_tf32(uses_tf32(precision), dev, "--precision tf32")
     test = load_split(meta["dataset"], "test", data_dir=data_dir, seed=key.seed)
     indices = parse_subset(key.subset, len(test))  # bad input is refused before anything is written
-    run_dir = store.run_dir(run_id)
-    lock_dir = run_dir if run_dir.is_dir() else store.root / "locks"
-    lock_name, what = key.lock_name, f"certification {key.cert_id}"
+    lock, what = store.certification_lock(run_id, key.cert_id), f"certification {key.cert_id}"
     if shard is not None:
-        indices, lock_name, what = shard.select(indices), shard.lock_name(lock_name), f"{what} shard {shard.label}"
-    with ProcessLock(lock_dir / lock_name, what):
+        indices, what = shard.select(indices), f"{what} shard {shard.label}"
+        lock = lock.with_name(shard.lock_name(lock.name))
+    with ProcessLock(lock, what):
         return _certify_locked(key, loaded, store, ccfg, test, indices, dev, progress=progress, compile=compile,
                                flush_images=flush_images, flush_seconds=flush_seconds,
                                shard="" if shard is None else shard.label)
@@ -138,16 +140,17 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
                     indices: list[int], dev: torch.device, *, progress: bool, compile: bool, flush_images: int,
                     flush_seconds: float, shard: str = "") -> tuple[str, pd.DataFrame]:
     meta, cert_id = loaded.meta, key.cert_id
-    done = set(_rows_of(store, cert_id)["idx"].tolist()) & set(indices)
+    done = set(store.certification_rows(cert_id, missing_ok=True)["idx"].tolist()) & set(indices)
     todo = [i for i in indices if i not in done]
     state = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,
              "images": len(indices), "shard": shard, "tf32": in_force_under(uses_tf32(key.precision), dev)}
     if not todo:
         log.print(f"certification {cert_id}{' shard ' + shard if shard else ''} is complete ({len(indices)} images); "
                   "nothing to do", highlight=False)
-        if not shard and _latest_status(store, cert_id) != "finished":  # its shards certified every image
+        if not shard and _latest_status(store, key) != "finished":  # its shards certified every image
             _state_row(store, state, "finished", len(indices))
-        return cert_id, _ordered(_rows_of(store, cert_id), indices)
+            store.compact_run(key.run_id, COMPACTED)
+        return cert_id, _ordered(store.certification_rows(cert_id), indices)
     if done:
         log.print(f"certification {cert_id}: {len(done)} of {len(indices)} images already certified; "
                   f"continuing with the other {len(todo)}", highlight=False, soft_wrap=True)
@@ -189,18 +192,25 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
                 flush()
         flush()
     except BaseException as err:
-        flush()  # the images certified so far are final: keep them
+        kept = _unless_disk_full(flush)  # the images certified so far are final: keep them
+        full = err if isinstance(err, DiskFull) else kept
         # SystemExit: submitit's requeue on a time limit or preemption exits the job mid-certification.
-        status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+        status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) or full else "failed"
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-        _state_row(store, state, status, written, detail)
+        full = _unless_disk_full(lambda: _state_row(store, state, status, written, detail)) or full
+        if full is not None:  # the rows written are whole parts: the same command continues from them
+            raise DiskFull(full.path, f"disk full writing {full.path}: certification {cert_id} keeps {written} of "
+                                      f"{len(indices)} images; free space, then run the same `crt-bench certify` "
+                                      "command") from err
         if status == "interrupted":
             log.print(f"certification {cert_id} stopped after {written} of {len(indices)} images; run the same "
                       "`crt-bench certify` command again to continue", highlight=False, soft_wrap=True)
             err.reported = True  # type: ignore[attr-defined]
         raise
     _state_row(store, state, "finished", written)
-    return cert_id, _ordered(_rows_of(store, cert_id), indices)
+    if not shard:  # the certification is whole: its parts become one (shards: the closing pass does it)
+        store.compact_run(key.run_id, COMPACTED)
+    return cert_id, _ordered(store.certification_rows(cert_id), indices)
 
 
 def _state_row(store: ResultsStore, state: dict, status: str, done: int, error: str = "") -> None:
@@ -208,30 +218,20 @@ def _state_row(store: ResultsStore, state: dict, status: str, done: int, error: 
                                      "updated": time.time()}])
 
 
-def latest_states(store: ResultsStore) -> pd.DataFrame:
-    """One row per certification: its latest unsharded state (``cert_id, run_id, status, ...``).
-
-    A shard's rows say how that shard went; the certification as a whole is what the unsharded rows say.
-    """
-    states = store.read("certifications")
-    if states.empty or "cert_id" not in states:
-        return pd.DataFrame(columns=["cert_id", "run_id", "status"])
-    if "shard" in states:
-        states = states[states["shard"].fillna("") == ""]
-    return states.groupby("cert_id", sort=False).tail(1)
-
-
-def _latest_status(store: ResultsStore, cert_id: str) -> str:
+def _latest_status(store: ResultsStore, key: CertKey) -> str:
     """The latest unsharded state of a certification ('' when none was recorded)."""
-    mine = latest_states(store).query("cert_id == @cert_id")
+    states = store.certification_states(run_id=key.run_id)
+    mine = states[states["cert_id"] == key.cert_id]
     return "" if mine.empty else str(mine["status"].iloc[-1])
 
 
-def _rows_of(store: ResultsStore, cert_id: str) -> pd.DataFrame:
-    rows = store.read("certify")
-    if rows.empty or "cert_id" not in rows:
-        return pd.DataFrame({"idx": pd.Series([], dtype="int64")})
-    return rows[rows["cert_id"] == cert_id]
+def _unless_disk_full(write: Callable[[], None]) -> DiskFull | None:
+    """Run ``write``; a :class:`DiskFull` is returned instead of raised (the caller reports it once)."""
+    try:
+        write()
+    except DiskFull as full:
+        return full
+    return None
 
 
 def _ordered(rows: pd.DataFrame, indices: list[int]) -> pd.DataFrame:
@@ -240,10 +240,3 @@ def _ordered(rows: pd.DataFrame, indices: list[int]) -> pd.DataFrame:
     rows = rows[rows["idx"].isin(position)]
     return rows.iloc[rows["idx"].map(position).argsort(kind="stable")].reset_index(drop=True)
 
-
-def certification_rows(store: ResultsStore, cert_id: str) -> pd.DataFrame:
-    rows = store.read("certify")
-    match = rows[rows["cert_id"] == cert_id] if not rows.empty else rows
-    if match.empty:
-        raise CrtBenchError(f"no certification {cert_id!r} in {store.root}")
-    return match

@@ -29,6 +29,7 @@ app.command("time")(cmd_grid.time_cmd)
 app.command()(cmd_results.plot)
 app.command("proxy")(cmd_train.proxy_cmd)
 app.command()(cmd_grid.reproduce)
+app.command()(cmd_results.compact)
 
 
 def _print_method_help(args: list[str]) -> None:
@@ -46,7 +47,7 @@ def _print_method_help(args: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2."""
+    """Console entry point: user errors become one line on stderr and exit status 2 (1: disk full)."""
     try:
         _print_method_help(sys.argv[1:] if argv is None else argv)
         app(args=argv, prog_name="crt-bench")
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         # One line however long (soft_wrap, line breaks joined); escape: the message is text, not rich markup.
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt as stop:
         from crt_bench.core.signals import exit_status
 

@@ -143,9 +143,8 @@ def export_log_cmd(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Write a certification as a Cohen-format TSV log (radius to 3 significant digits)."""
-    from crt_bench.certify.resumable import certification_rows
     from crt_bench.store.cohen_log import write_cohen_log
     from crt_bench.store.store import ResultsStore
 
-    write_cohen_log(certification_rows(ResultsStore(results), cert_id), file)
+    write_cohen_log(ResultsStore(results).certification_rows(cert_id), file)
     err.print(f"written {file}")

@@ -1,4 +1,4 @@
-"""Commands that read the results: ``summary``, ``leaderboard``, ``plot``."""
+"""Commands that read the results: ``summary``, ``leaderboard``, ``plot``; and ``compact``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -71,3 +71,19 @@ def plot(
     slowdown = out_dir / "slowdown.md"
     if slowdown.is_file():
         out.print(slowdown.read_text(), markup=False, highlight=False)
+
+
+def compact(
+    results_dir: Annotated[Path, typer.Argument(help="results directory")] = Path("results"),
+) -> None:
+    """Merge each run's table parts into one file (and move a store of older crt-bench into partitions).
+
+    Runs and certifications compact their own parts when they finish; this does the rest. Run it when
+    no grid or run is writing to RESULTS_DIR.
+    """
+    from crt_bench.store.store import ResultsStore
+
+    if not results_dir.is_dir():
+        raise CrtBenchError(f"results directory {results_dir} does not exist")
+    before, after = ResultsStore(results_dir).compact_all()
+    out.print(f"{before} parts -> {after} parts", markup=False, highlight=False)

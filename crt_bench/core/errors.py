@@ -1,9 +1,28 @@
-"""The one exception type users see: a clear message, printed by the CLI without a traceback."""
+"""The exception types users see: a clear message, printed by the CLI without a traceback."""
+from __future__ import annotations
 
+from pathlib import Path
 
 
 class CrtBenchError(Exception):
     """A problem with the user's input or environment (bad name, missing data, corrupt file, ...).
 
-    The CLI prints ``str(err)`` and exits with status 2; nothing else should be needed to act on it.
+    The CLI prints ``str(err)`` and exits with status :attr:`exit_code` (2); nothing else should be
+    needed to act on it.
     """
+
+    exit_code = 2
+
+
+class DiskFull(CrtBenchError):
+    """A write found the disk (or the user's quota) full; the partial file was removed.
+
+    Files written before are whole (atomic renames), so the results written so far stay readable.
+    Writers that can say what was kept and how to continue re-raise it with that message.
+    """
+
+    exit_code = 1
+
+    def __init__(self, path: str | Path, message: str | None = None) -> None:
+        self.path = Path(path)
+        super().__init__(message or f"disk full writing {self.path}; free space, then run the same command again")

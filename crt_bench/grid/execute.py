@@ -1,21 +1,19 @@
 """Running one job: train, resume or skip, then certify."""
 from __future__ import annotations
 
-from crt_bench.certify.resumable import certify_run, latest_states
+from crt_bench.certify.resumable import certify_run
 from crt_bench.config.profiles import get_profile
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.grid.jobs import Job
 from crt_bench.models.files import CHECKPOINT_FILE
 from crt_bench.parallel.env import broadcast_object, env_from
-from crt_bench.store.store import ResultsStore, _runs_for, finished_run
+from crt_bench.store.store import ResultsStore
 from crt_bench.train.resolve import resolve_run_config
 from crt_bench.train.trainer import resume_run, train_run
 
 
 def execute_job(job: Job, results: str) -> str:
     """Run one job to completion (train, or resume, or skip; then certify); returns its run id."""
-
-
     store = ResultsStore(results)
     ranks = env_from()  # a multi-task job (--nproc): rank 0 decides, every rank trains, rank 0 certifies
     decision: tuple[str, str | None] | None = None
@@ -45,17 +43,21 @@ def execute_job(job: Job, results: str) -> str:
 
 
 def _decide(job: Job, store: ResultsStore, checkpoint_file: str) -> tuple[str, str | None]:
-    """("done", run id), ("resume", run id) or ("new", teacher run id or reference) for ``job``."""
-    run_id = finished_run(store, job.key)
+    """("done", run id), ("resume", run id) or ("new", teacher run id or reference) for ``job``.
+
+    Any unfinished run of the job with a checkpoint is resumed: interrupted, failed, or "running" with
+    its process gone (the store shows it as interrupted).
+    """
+    run_id = store.finished_run(job.key)
     if run_id is not None:
         return "done", run_id
-    unfinished = _runs_for(store, job.key)
-    resumable = [r for r in unfinished["run_id"] if (store.run_dir(r) / checkpoint_file).is_file()]
+    unfinished = store.runs(where={"job_key": job.key})
+    resumable = [r for r in unfinished.get("run_id", []) if (store.run_dir(r) / checkpoint_file).is_file()]
     if resumable:
         return "resume", resumable[-1]
     teacher = job.teacher_ref
     if job.teacher is not None:
-        teacher = finished_run(store, job.teacher.key)
+        teacher = store.finished_run(job.teacher.key)
         if teacher is None:
             raise CrtBenchError(f"teacher job {job.teacher.key} has no finished run")
     return "new", teacher
@@ -63,5 +65,4 @@ def _decide(job: Job, store: ResultsStore, checkpoint_file: str) -> tuple[str, s
 
 def run_certified(store: ResultsStore, run_id: str) -> bool:
     """A certification of this run has finished (some rows alone may be a certification cut short)."""
-    states = latest_states(store)
-    return bool(((states["run_id"] == run_id) & (states["status"] == "finished")).any())
+    return bool(store.certification_states(run_id=run_id)["status"].eq("finished").any())

@@ -21,12 +21,11 @@ from rich.text import Text
 
 from crt_bench.core.signals import interruptible
 from crt_bench.grid import execute
-from crt_bench.grid.execute import run_certified
 from crt_bench.grid.inline import InlineExecutor
 from crt_bench.grid.jobs import Job
 from crt_bench.grid.watch import JobWatch
 from crt_bench.store.grid_status import save_grid_status
-from crt_bench.store.store import ResultsStore, finished_run
+from crt_bench.store.store import ResultsStore
 
 log = Console(stderr=True)
 
@@ -38,16 +37,19 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
     While jobs run, their output reaches the console line by line (:class:`JobWatch`). Ctrl-C or SIGTERM
     stops the running jobs (each checkpoints and marks its run interrupted) before re-raising, so no
     worker outlives the grid. A job whose teacher failed is never started. The outcome is also written
-    to ``results/grid_status.json`` for the report.
+    to ``results/grid_status.json`` for the report. The store is read once to start and at most once
+    per poll (teachers outside the grid), never once per job.
     """
     task = execute.execute_job if isinstance(executor, InlineExecutor) else import_module("crt_bench.grid.task").GridTask()
 
     results = str(results)
     store = ResultsStore(results)
     state: dict[str, dict[str, Any]] = {}
+    finished = store.finished_runs()
+    certified_runs = set(store.certification_states().query("status == 'finished'")["run_id"])
     for job in jobs:
-        done = finished_run(store, job.key)
-        certified = done is not None and (not job.certify or run_certified(store, done))
+        done = finished.get(job.key)
+        certified = done is not None and (not job.certify or done in certified_runs)
         state[job.key] = {"key": job.key, "state": "skipped (finished)" if certified else "pending",
                           "run_id": done if certified else "", "error": "", "log": ""}
     watch = JobWatch(log)
@@ -55,13 +57,16 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
     try:
         with interruptible():
             while True:
+                outside: dict[str, str] | None = None  # finished runs of teachers outside the grid, read once a poll
                 for job in jobs:
                     s = state[job.key]
                     if s["state"] != "pending" or len(running) >= max_parallel:
                         continue
                     if job.teacher is not None:
-                        t = state.get(job.teacher.key,
-                                      {"state": "finished" if finished_run(store, job.teacher.key) else "missing"})
+                        t = state.get(job.teacher.key)
+                        if t is None:
+                            outside = store.finished_runs() if outside is None else outside
+                            t = {"state": "finished" if job.teacher.key in outside else "missing"}
                         if t["state"].startswith(("failed", "blocked", "interrupted")) or t["state"] == "missing":
                             _block(s, job, t["state"])
                             continue

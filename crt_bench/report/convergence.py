@@ -30,7 +30,6 @@ def training_curves(store: ResultsStore) -> pd.DataFrame:
     epochs, runs = store.read("epochs"), store.runs()
     if epochs.empty or runs.empty:
         return pd.DataFrame(columns=COLUMNS)
-    epochs = epochs.groupby(["run_id", "epoch"], sort=False).tail(1)
     info = runs.set_index("run_id")
     teachers = set(runs.get("teacher_run_id", pd.Series(dtype=str)).dropna()) - {""}
     out = []

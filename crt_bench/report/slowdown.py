@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from crt_bench.core.tf32 import device_labels
+from crt_bench.store.query import newest
 from crt_bench.store.store import ResultsStore
 
 PAPER_SLOWDOWN = {"smoothadv": 46.20, "macer": 20.86, "smoothmix": 4.97}
@@ -30,8 +31,7 @@ def latest_timings(store: ResultsStore) -> pd.DataFrame:
     df = df.assign(device=device_labels(df))
     keys = ["method", "arch", "teacher_arch", "sigma", "device"]
     rank = df["profile"].map(PROFILE_RANK).fillna(len(PROFILE_RANK)) if "profile" in df else 0
-    df = df.assign(_rank=-rank).sort_values(["_rank", "time"], kind="stable")
-    return df.groupby(keys, sort=False).tail(1).drop(columns="_rank").reset_index(drop=True)
+    return newest(df.assign(_rank=-rank), keys, order=["_rank", "time"]).drop(columns="_rank").reset_index(drop=True)
 
 
 def measured_hours(store: ResultsStore) -> pd.DataFrame:

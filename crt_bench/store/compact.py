@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.store.parts import (ensure_version, partition_dir, partition_dirs, partition_value, parts_in,
                                    read_arrow, write_arrow)
+from crt_bench.store.query import newest
 from crt_bench.store.schema import DEDUPE, KEYS, LEGACY_VERSION, TABLES, check_table, conform_arrow, read_version
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,7 @@ def _in_order(table: str, rows: pa.Table) -> pa.Table:
     rows = rows.take(pc.sort_indices(rows, sort_keys=[("written_ns", "ascending")]))
     keys = list(KEYS[table])
     if table in DEDUPE and set(keys) <= set(rows.column_names):
-        keep = ~rows.select(keys).to_pandas().duplicated(keep="last")
-        rows = rows.filter(pa.array(keep.to_numpy()))
+        rows = rows.take(pa.array(newest(rows.select(keys).to_pandas(), keys).index.to_numpy()))
     return rows
 
 

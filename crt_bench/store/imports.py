@@ -20,8 +20,7 @@ def import_log(path: str | Path, name: str, store: ResultsStore, *, sigma: float
     """Store a published Cohen-format TSV log as a certification named ``name``."""
     if not name or any(c in name for c in "/\\@"):
         raise CrtBenchError(f"log name {name!r} must be non-empty and contain no '/', '\\' or '@'")
-    existing = store.read("certify")
-    if not existing.empty and (existing["cert_id"] == name).any():
+    if not store.read("certify", where={"run_id": IMPORT_PREFIX + name}, columns=["cert_id"]).empty:
         raise CrtBenchError(f"a certification named {name!r} already exists in {store.root}; choose another --name")
     rows = read_cohen_log(path)
     rows.insert(0, "cert_id", name)

@@ -7,6 +7,9 @@ parent racing the parent's successor) would append duplicate epoch rows and two 
 file itself is never deleted (deleting it would let a third process lock a fresh inode while the
 second still holds the old one).  The holder writes who it is (pid, host, start time, command) into
 the file so that the refusal can name it.
+
+Readers ask whether a lock is held (:func:`lock_is_held`, a shared lock taken and dropped at once), so
+a writer that starts at that instant retries a few times before it refuses (:data:`ACQUIRE_TRIES`).
 """
 from __future__ import annotations
 
@@ -15,11 +18,18 @@ import json
 import os
 import socket
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
 from crt_bench.core.errors import CrtBenchError
+
+
+ACQUIRE_TRIES = 5
+ACQUIRE_PAUSE_S = 0.04
+"""A writer tries this many times, this far apart, before :class:`LockHeld`: a reader's shared lock
+lasts microseconds, a writer's the whole run."""
 
 
 class LockHeld(CrtBenchError):
@@ -38,7 +48,7 @@ class ProcessLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(fd)
         except BlockingIOError:
             holder = _describe(_read_holder(fd))
             os.close(fd)
@@ -74,6 +84,17 @@ class ProcessLock:
         self.release()
 
 
+def _lock_exclusive(fd: int) -> None:
+    for attempt in range(ACQUIRE_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == ACQUIRE_TRIES - 1:
+                raise
+            time.sleep(ACQUIRE_PAUSE_S)
+
+
 def _read_holder(fd: int) -> dict[str, object]:
     try:
         return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
@@ -91,3 +112,29 @@ def _describe(holder: dict[str, object]) -> str:
 def run_lock(run_dir: str | Path, run_id: str) -> ProcessLock:
     """The lock of one training run: ``RUN_DIR/run.lock``."""
     return ProcessLock(Path(run_dir) / "run.lock", f"run {run_id}")
+
+
+def cert_lock_name(cert_id: str) -> str:
+    """The lock file name of one certification (in its run's folder, else ``RESULTS/locks``)."""
+    return f"certify-{cert_id.rsplit('-', 1)[1]}.lock"
+
+
+def lock_is_held(path: str | Path) -> bool:
+    """Whether some process holds ``path``'s lock (a missing file is a free lock).
+
+    A shared lock asked for without waiting and dropped at once.  flock locks belong to an open file
+    description, so this new descriptor is refused even in the process that holds the lock.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

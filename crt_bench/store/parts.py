@@ -14,11 +14,9 @@ flat parts are read as before, file by file, in name order, and come before ever
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -30,31 +28,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from crt_bench.errors import CrtBenchError
+from crt_bench.core import atomic
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.store.query import newest
 from crt_bench.store.schema import (DEDUPE, KEYS, LEGACY_VERSION, META_COLUMNS, PARTITION, SCHEMA_FILE, SCHEMA_VERSION,
                                     SCHEMAS, check_table, conform, order_columns, read_version)
 
 NULL_DIR = "__HIVE_DEFAULT_PARTITION__"
 """The folder value of rows without a partition value (pyarrow's hive default)."""
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _atomic_replace(path: Path, write: Callable[[str], Any]) -> Path:
-    """Write ``path`` through ``write(temporary name)`` in its folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def part_name() -> str:
     """A new part's file name; names sort in write order (nanoseconds, then a random tail)."""
     ns = time.time_ns()
@@ -89,7 +70,7 @@ def ensure_version(table_dir: Path, table: str) -> None:
     """Refuse a table of a newer crt-bench; write ``_schema.json`` when it is absent or older."""
     if read_version(table_dir, table) < SCHEMA_VERSION[table]:
         data = f'{{"schema_version": {SCHEMA_VERSION[table]}}}\n'.encode()
-        _atomic_replace(Path(table_dir) / SCHEMA_FILE, lambda tmp: Path(tmp).write_bytes(data))
+        atomic.atomic_replace(Path(table_dir) / SCHEMA_FILE, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def write_part(table_dir: Path, table: str, frame: pd.DataFrame | list[dict[str, Any]]) -> list[Path]:
@@ -118,7 +99,7 @@ def write_arrow(table_dir: Path, table: str, arrow: pa.Table) -> list[Path]:
         for value, rows in _split(arrow, key):
             rows = rows.drop_columns([key]) if key in rows.column_names else rows
             path = partition_dir(table_dir, table, value) / part_name()
-            written.append(_atomic_replace(path, lambda tmp, rows=rows: pq.write_table(rows, tmp)))
+            written.append(atomic.atomic_replace(path, lambda tmp, rows=rows: pq.write_table(rows, tmp)))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -157,7 +138,7 @@ def read_parts(table_dir: Path, table: str, where: Mapping[str, object] | None =
     df = _missing_as_nan(table, df.sort_values("written_ns", kind="stable").reset_index(drop=True))
     keys = list(KEYS[table])
     if not raw and table in DEDUPE and set(keys) <= set(df.columns):
-        df = df[~df.duplicated(keys, keep="last")].reset_index(drop=True)
+        df = newest(df, keys).reset_index(drop=True)
     names = order_columns(table, list(df.columns))
     if wanted is not None:
         names = [n for n in names if n in wanted or (raw and n in META_COLUMNS)]

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from crt_bench.errors import CrtBenchError
+from crt_bench.core.constants import IMPORT_PREFIX
+from crt_bench.core.errors import CrtBenchError
 
 TABLES = ("runs", "epochs", "certify", "timing", "certifications")
 LEGACY_VERSION = 1
@@ -26,8 +27,6 @@ LEGACY_VERSION = 1
 SCHEMA_VERSION: dict[str, int] = {table: 2 for table in TABLES}
 SCHEMA_FILE = "_schema.json"
 META_COLUMNS = ("schema_version", "written_ns")
-IMPORT_PREFIX = "import:"
-"""``run_id`` of the rows of an imported published log: ``IMPORT_PREFIX + <its name>``."""
 
 PARTITION: dict[str, str] = {"runs": "run_id", "epochs": "run_id", "certify": "run_id",
                              "certifications": "run_id", "timing": "arch"}

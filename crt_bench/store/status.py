@@ -1,43 +1,23 @@
 """Whether a run or certification whose last row says "running" still has a process behind it.
 
 Writers hold an exclusive ``fcntl.flock`` on their lock file for as long as they run (the kernel
-drops it when the process dies, however it dies).  A reader asks for a shared lock without waiting
-and lets go at once: refused means a writer holds it.  A "running" row whose lock is free was left by
-a process that is gone: :func:`derive_status` shows it as "interrupted".
+drops it when the process dies, however it dies).  A "running" row whose lock is free
+(:func:`~crt_bench.store.locks.lock_is_held`) was left by a process that is gone: :func:`derive_status`
+shows it as "interrupted".  The store's ``runs()`` and ``certification_states()`` apply it, so every
+reader (summary, report, leaderboard, grid, chain) sees the same status.
 """
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from crt_bench.store.locks import lock_is_held
+
 RUNNING = "running"
 INTERRUPTED = "interrupted"
-
-
-def lock_is_held(path: str | Path) -> bool:
-    """Whether some process holds ``path``'s lock (a missing file is a free lock).
-
-    flock locks belong to an open file description, so this new descriptor is refused even in the
-    process that holds the lock.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def derive_status(frame: pd.DataFrame, lock_path_of: Callable[[Mapping[str, Any]], Path | None]) -> pd.DataFrame:

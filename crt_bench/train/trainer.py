@@ -38,7 +38,7 @@ from torch import nn
 from crt_bench.config.run import RunConfig
 from crt_bench.config.schedule import lr_at_epoch
 from crt_bench.core.atomic import atomic_torch_save, atomic_write_bytes
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError, DiskFull
 from crt_bench.core.provenance import environment, synchronize
 from crt_bench.core.tf32 import check_tf32, tf32_mode
 from crt_bench.data.batches import RankBatches, ResidentBatches
@@ -93,6 +93,7 @@ class Trainer:
         self.run_dir = store.run_dir(self.run_id)
         self.env = environment(self.device)
         self.engine: dict[str, Any] = {}  # the engine settings as resolved (crt_bench.train.step); set by run()
+        self.kept_epoch = 0  # the epoch of the checkpoint on disk (what a resume continues from)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _teacher_seconds(self, teacher: LoadedModel | None) -> float:
@@ -141,6 +142,7 @@ class Trainer:
                    rng={"torch": torch.get_rng_state(), "sampler": sampler_gen.get_state(),
                         **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})})
         atomic_torch_save(obj, self.run_dir / CHECKPOINT_FILE)
+        self.kept_epoch = state.epoch
 
     def _resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler_gen: torch.Generator) -> _State:
         obj = read_torch_file(self.run_dir / CHECKPOINT_FILE)
@@ -151,6 +153,7 @@ class Trainer:
         if "cuda" in obj["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(obj["rng"]["cuda"], self.device)
         self._write_missing_epoch_row(obj)
+        self.kept_epoch = int(obj["epoch"])
         return _State(epoch=int(obj["epoch"]), train_seconds=float(obj["train_seconds"]), started=obj["started"],
                       device_seconds=float(obj.get("device_seconds", obj["train_seconds"])))
 
@@ -158,14 +161,12 @@ class Trainer:
         """The row of the checkpoint's epoch, when a kill came between the checkpoint and the row."""
         if "epoch_row" not in checkpoint or not self.dist.is_main:
             return
-        epochs = self.store.read("epochs")
-        if not epochs.empty and ((epochs["run_id"] == self.run_id) & (epochs["epoch"] == checkpoint["epoch"])).any():
+        if not self.store.read("epochs", where={"run_id": self.run_id, "epoch": int(checkpoint["epoch"])}).empty:
             return
         self._append("epochs", [json.loads(checkpoint["epoch_row"])])
 
     def _latest_row(self) -> dict[str, Any] | None:
-        runs = self.store.runs()
-        latest = runs[runs["run_id"] == self.run_id] if not runs.empty else runs
+        latest = self.store.runs(where={"run_id": self.run_id})
         return None if latest.empty else latest.iloc[0].to_dict()
 
     def _finished(self) -> bool:
@@ -264,22 +265,37 @@ class Trainer:
                     train.x, train.y, cfg.batch_size, self.dist.world_size, self.dist.rank))
             with tf32_mode(cfg.tf32):  # the step sets it too; this covers the per-epoch noisy test accuracy
                 self._loop(step, sampler, sampler_gen, test, state)
+            if self.dist.is_main:
+                final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id)
+                final["state_dict"] = model.state_dict()
+                atomic_torch_save(final, self.run_dir / MODEL_FILE)
+                self._append("runs", [self._run_row("finished", state, teacher)])
         except BaseException as err:
             # SystemExit: submitit's requeue on a time limit or preemption exits the job mid-epoch.
-            status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+            stop = (KeyboardInterrupt, SystemExit, DiskFull)
+            status = "interrupted" if isinstance(err, stop) else "failed"
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-            self._append("runs", [self._run_row(status, state, teacher, error=detail)])
+            full = err if isinstance(err, DiskFull) else None
+            try:
+                self._append("runs", [self._run_row(status, state, teacher, error=detail)])
+            except DiskFull as again:  # the "running" row, its lock gone, then reads "interrupted"
+                full = full or again
+            if full is not None:
+                raise self._disk_full(full) from err
             if status == "interrupted" and self.dist.is_main:  # the run id is printed only on success: name it here
                 log.print(f"run {self.run_id} stopped after epoch {state.epoch}/{cfg.epochs}; "
                           f"continue it with `crt-bench run --resume {self.run_id}`", highlight=False, soft_wrap=True)
                 err.reported = True  # type: ignore[attr-defined]  (the CLI need not say it again)
             raise
-        if self.dist.is_main:
-            final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id)
-            final["state_dict"] = model.state_dict()
-            atomic_torch_save(final, self.run_dir / MODEL_FILE)
-            self._append("runs", [self._run_row("finished", state, teacher)])
+        if self.dist.is_main:  # the run is whole: its parts become one (never fatal)
+            self.store.compact_run(self.run_id, ("runs", "epochs"))
         return self.run_id
+
+    def _disk_full(self, full: DiskFull) -> DiskFull:
+        kept = (f"keeps epochs 1..{self.kept_epoch} (checkpoint of epoch {self.kept_epoch})" if self.kept_epoch
+                else "has no checkpoint yet")
+        return DiskFull(full.path, f"disk full writing {full.path}: run {self.run_id} {kept}; free space, then "
+                                   f"`crt-bench run --resume {self.run_id}`")
 
     def _loop(self, step: TrainStep, sampler: ResidentBatches, sampler_gen: torch.Generator, test: Split,
               state: _State) -> None:
