@@ -104,9 +104,9 @@ def test_certification_killed_after_k_images_resumes_to_the_same_rows(store_copy
     assert rows["idx"].tolist() == list(range(12))
     assert store.read("certifications")["status"].tolist()[-1] == "finished"
     # A third run has nothing to do and writes nothing to the certify table.
-    before = sorted((store.root / "tables" / "certify").iterdir())
+    before = sorted((store.root / "tables" / "certify").rglob("*"))
     certify_run_mod.certify_run(run_id, store, CCFG, device="cpu", progress=False)
-    assert sorted((store.root / "tables" / "certify").iterdir()) == before
+    assert sorted((store.root / "tables" / "certify").rglob("*")) == before
 
 
 def test_readers_see_each_image_once(store_copy, uninterrupted) -> None:
@@ -145,7 +145,7 @@ def test_sigkilled_certify_subprocess_resumes_to_the_same_rows(store_copy, unint
     parts = store.root / "tables" / "certify"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if parts.is_dir() and len(list(parts.glob("*.parquet"))) >= 2:
+        if parts.is_dir() and len(list(parts.rglob("*.parquet"))) >= 2:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the certification finished before it could be killed: " + proc.stderr.read().decode()

@@ -43,7 +43,13 @@ def _kill_at(monkeypatch: pytest.MonkeyPatch, position: int | None) -> list[str]
         if position is not None and len(done) >= position:
             raise Killed(f"killed before write {position}")
         real(path, writer)
-        done.append(f"{path.parent.name} row" if path.parent.parent.name == "tables" else path.name)
+        if path.name == "_schema.json":
+            done.append(f"{path.parent.name} schema")
+        elif path.parent.parent.parent.name == "tables":  # tables/<table>/run_id=<id>/<part>
+            finished = MODEL_FILE in done and "runs row" in done[done.index(MODEL_FILE):]
+            done.append(f"{path.parent.parent.name} {'compaction' if finished else 'row'}")
+        else:
+            done.append(path.name)
         return path
 
     monkeypatch.setattr(atomic_mod, "atomic_replace", write)
@@ -56,8 +62,7 @@ def _epochs_of(store: ResultsStore, run_id: str) -> list[int]:
 
 
 def _status(store: ResultsStore, run_id: str) -> str:
-    runs = store.runs()
-    match = runs[runs["run_id"] == run_id] if not runs.empty else runs
+    match = store.runs(where={"run_id": run_id})
     return "no row" if match.empty else str(match.iloc[0]["status"])
 
 
@@ -68,7 +73,8 @@ def test_a_kill_before_any_write_then_resume_leaves_no_duplicate_or_orphan(
     writes = _kill_at(monkeypatch, None)
     Trainer(fast_config(), ResultsStore(tmp_path / "count"), progress=False).run()
     monkeypatch.undo()
-    assert len(writes) == 8, writes  # config, running row, (checkpoint, epoch row) x 2, model, finished row
+    assert writes == ["config.json", "runs schema", "runs row", "checkpoint.pt", "epochs schema", "epochs row",
+                      "checkpoint.pt", "epochs row", "model.pt", "runs row", "runs compaction", "epochs compaction"]
     matrix = []
     for position, write in enumerate(writes):
         store = ResultsStore(tmp_path / f"kill{position}")
@@ -85,6 +91,11 @@ def test_a_kill_before_any_write_then_resume_leaves_no_duplicate_or_orphan(
                 resume_run(run_id, store, progress=False)
             assert left[1:] == ([], "no row")
             verdict = "nothing to resume, no rows"
+        elif write.endswith("compaction"):  # the run had finished: its parts stay as they were, all readable
+            assert left[1:] == ([1, 2], "finished")
+            with pytest.raises(CrtBenchError, match="already finished"):
+                resume_run(run_id, store, progress=False)
+            verdict = "finished already; its parts are kept"
         else:
             assert resume_run(run_id, store, progress=False) == run_id
             assert _epochs_of(store, run_id) == [1, 2], f"kill before {write}: epoch rows {_epochs_of(store, run_id)}"
