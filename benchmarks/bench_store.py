@@ -5,14 +5,14 @@ Builds a synthetic store in a temporary folder the way crt-bench up to the parti
 "finished"), ``epochs`` one part per epoch, ``certify`` one part per 64 images (the engine's flush),
 ``certifications`` 2 parts ("running", "finished").  Then times, median of ``--repeats``:
 
-(a) "is job K certified?": K's ``runs`` rows and K's ``certifications`` rows.  Before: the whole table
-    read and filtered in pandas (every part, as ``ResultsStore.read`` did); after: ``read_parts`` with
-    ``where={"run_id": K}`` on the compacted store (one partition folder each);
-(b) the ``crt-bench summary`` read: every row of ``certify``, before (every part) and after compaction.
+(a) "is job K certified?": ``ResultsStore.finished_run(K)`` then ``certification_states(run_id=...)``
+    (what the grid's decide step asks);
+(b) ``summary_table(store)``: the work of ``crt-bench summary`` (every ``certify`` row, every run);
 
-It also times ``compact_store`` (legacy migration + compaction) and counts the files.  The goal: each
+both through the same store code, on the flat store (every part is opened, as before the partitioned
+store) and again after ``ResultsStore.compact_all()`` (legacy migration + compaction, timed too).  The goal: each
 query under 1 s, and (a) independent of the number of other runs: compare ``--models 10`` with 50.
-Rows go to ``results/bench/store-<time>.parquet``.
+Rows go to ``results/bench/store-<time>.parquet`` (``write_bench_table``).
 
     python benchmarks/bench_store.py                    # 50 models x 10,000 images x 200 epochs
     python benchmarks/bench_store.py --models 10        # the same with fewer other runs
@@ -29,14 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crt_bench.store.compact import compact_store
-from crt_bench.store.parts import read_parts
-
-FLUSH_IMAGES = 64  # the certification engine's part size (certify_run.FLUSH_IMAGES)
+from crt_bench.analysis.summary import summary_table
+from crt_bench.certify.resumable import FLUSH_IMAGES  # the certification engine's part size
+from crt_bench.store.bench import write_bench_table
+from crt_bench.store.store import ResultsStore
 
 
 class FlatWriter:
@@ -60,7 +59,7 @@ def build(root: Path, models: int, images: int, epochs: int) -> int:
     """Write the synthetic flat store; returns the number of part files."""
     writer, rng = FlatWriter(root), np.random.default_rng(0)
     for model in range(models):
-        rid, job = run_id(model), f"crt/arch{model:03d}/s0.25"
+        rid, job = run_id(model), job_key(model)
         run = {"run_id": rid, "job_key": job, "method": "crt", "arch": f"arch{model:03d}", "dataset": "cifar10",
                "sigma": 0.25, "teacher": "smoothmix", "epochs": epochs, "batch_size": 256, "seed": 0,
                "profile": "paper", "device": "NVIDIA H200", "config": "{}" * 200, "precision": "bf16",
@@ -100,25 +99,14 @@ def build(root: Path, models: int, images: int, epochs: int) -> int:
     return writer.count
 
 
-def read_whole(folder: Path, keys: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A table as ``ResultsStore.read`` read it before the partitioned store: every part, concatenated."""
-    frames = [f for f in (pq.read_table(p).to_pandas() for p in sorted(folder.glob("*.parquet"))) if not f.empty]
-    df = pd.concat(frames, ignore_index=True)
-    return df[~df.duplicated(list(keys), keep="last")].reset_index(drop=True) if keys else df
+def job_key(model: int) -> str:
+    return f"crt/arch{model:03d}/s0.25"
 
 
-def certified_before(tables: Path, rid: str) -> bool:
-    runs, states = read_whole(tables / "runs"), read_whole(tables / "certifications")
-    finished = runs[runs["run_id"] == rid].sort_values("updated", kind="stable").tail(1)["status"].eq("finished")
-    mine = states[(states["run_id"] == rid) & (states["shard"].fillna("") == "")]
-    return bool(finished.all() and not mine.empty and mine["status"].iloc[-1] == "finished")
-
-
-def certified_after(tables: Path, rid: str) -> bool:
-    runs = read_parts(tables / "runs", "runs", where={"run_id": rid})
-    states = read_parts(tables / "certifications", "certifications", where={"run_id": rid, "shard": ""})
-    finished = runs.sort_values("updated", kind="stable").tail(1)["status"].eq("finished")
-    return bool(finished.all() and not states.empty and states["status"].iloc[-1] == "finished")
+def certified(store: ResultsStore, job: str) -> bool:
+    """Is job K certified? Its newest finished run, then that run's certification states."""
+    run = store.finished_run(job)
+    return run is not None and bool(store.certification_states(run_id=run)["status"].eq("finished").any())
 
 
 def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -146,30 +134,27 @@ def main() -> None:
         files = build(root, args.models, args.images, args.epochs)
         print(f"built {files} flat parts ({args.models} models x {args.images} images, {args.epochs} epochs) "
               f"in {time.perf_counter() - start:.1f} s")
-        tables, rid = root / "tables", run_id(args.models // 2)
-        before_a, answer_before = timed(lambda: certified_before(tables, rid), args.repeats)
-        before_b, rows_before = timed(lambda: len(read_whole(tables / "certify", ("cert_id", "idx"))), args.repeats)
+        store, job = ResultsStore(root), job_key(args.models // 2)
+        before_a, answer_before = timed(lambda: certified(store, job), args.repeats)
+        before_b, summary_before = timed(lambda: summary_table(store), args.repeats)
         start = time.perf_counter()
-        files_before, files_after = compact_store(root)
+        files_before, files_after = store.compact_all()
         compact_seconds = time.perf_counter() - start
-        after_a, answer_after = timed(lambda: certified_after(tables, rid), args.repeats)
-        after_b, rows_after = timed(lambda: len(read_parts(tables / "certify", "certify")), args.repeats)
-    if (answer_before, rows_before) != (answer_after, rows_after) or answer_after is not True:
-        raise SystemExit(f"the two reads disagree: certified {answer_before} / {answer_after}, "
-                         f"certify rows {rows_before} / {rows_after}")
+        after_a, answer_after = timed(lambda: certified(store, job), args.repeats)
+        after_b, summary_after = timed(lambda: summary_table(store), args.repeats)
+    if answer_before is not True or answer_after is not True or not summary_before.equals(summary_after):
+        raise SystemExit(f"the two layouts disagree: certified {answer_before} / {answer_after}, "
+                         f"summary equal: {summary_before.equals(summary_after)}")
     print(f"compact_store: {files_before} parts -> {files_after} parts in {compact_seconds:.1f} s")
     print(f"{'query':<34}{'before s':>10}{'after s':>10}{'ratio':>9}")
-    for query, before, after in (("is job K certified? (runs+certs)", before_a, after_a),
-                                 ("summary read (all certify rows)", before_b, after_b)):
+    for query, before, after in (("is job K certified?", before_a, after_a),
+                                 ("summary_table (crt-bench summary)", before_b, after_b)):
         print(f"{query:<34}{before:>10.3f}{after:>10.3f}{before / after:>8.1f}x")
         rows.append({"query": query, "models": args.models, "images": args.images, "epochs": args.epochs,
                      "files_before": files_before, "files_after": files_after, "seconds_before": before,
                      "seconds_after": after, "ratio": before / after, "compact_seconds": compact_seconds,
                      "repeats": args.repeats, "load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]})
-    path = args.out / f"store-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(path, index=False)
-    print(f"written {path}")
+    print(f"written {write_bench_table(rows, args.out, 'store')}")
 
 
 if __name__ == "__main__":
