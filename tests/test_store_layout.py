@@ -215,7 +215,8 @@ def test_a_run_stopped_by_a_full_disk_says_what_it_kept_and_resumes(tmp_path: Pa
         assert len(list((tmp_path / "tables" / table / f"run_id={run_id}").glob("*.parquet"))) == 1
 
 
-def test_a_certification_stopped_by_a_full_disk_says_what_it_kept(store_copy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_certification_stopped_by_a_full_disk_says_what_it_kept(store_copy,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     store, run_id = store_copy
     certify_parts: list[Path] = []
 

@@ -257,3 +257,19 @@ def test_running_rows_with_a_free_lock_read_interrupted(tmp_path: Path) -> None:
         os.close(fd)
     assert derived["status"].tolist() == ["running", "interrupted", "interrupted", "finished", "running"]
     assert frame["status"].tolist()[:3] == ["running"] * 3, "the input frame is left as it was"
+
+
+def test_rows_of_one_append_across_partitions_keep_their_order(tmp_path: Path) -> None:
+    table = tmp_path / "certify"
+    write_part(table, "certify", pd.concat([_cert("b", [0, 1]), _cert("a", [0]), _cert("b", [2])]))
+    write_part(table, "certify", _cert("a", [1]))
+    rows = read_parts(table, "certify")
+    assert list(zip(rows["run_id"], rows["idx"])) == [("b", 0), ("b", 1), ("a", 0), ("b", 2), ("a", 1)]
+    legacy = tmp_path / "legacy" / "certify"
+    legacy.mkdir(parents=True)
+    pq.write_table(pq.read_table(next((table / "run_id=b").glob("*.parquet"))).slice(0, 0), legacy / "0.parquet")
+    pd.concat([_cert("b", [0]), _cert("a", [0]), _cert("b", [1])]).to_parquet(legacy / "1.parquet", index=False)
+    flat = read_parts(legacy, "certify")
+    assert list(zip(flat["run_id"], flat["idx"])) == [("b", 0), ("a", 0), ("b", 1)]
+    migrate_legacy(legacy, "certify")
+    pd.testing.assert_frame_equal(read_parts(legacy, "certify"), flat)

@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.store.parts import (ensure_version, partition_dir, partition_dirs, partition_value, parts_in,
-                                   read_arrow, write_arrow)
+from crt_bench.store.parts import (ensure_version, legacy_stamps, partition_dir, partition_dirs, partition_value,
+                                   parts_in, read_arrow, write_arrow)
 from crt_bench.store.query import newest
 from crt_bench.store.schema import DEDUPE, KEYS, LEGACY_VERSION, TABLES, check_table, conform_arrow, read_version
 
@@ -51,7 +51,7 @@ def compact_partition(table_dir: Path, table: str, value: object) -> int:
 def migrate_legacy(table_dir: Path, table: str) -> int:
     """Move the flat parts at ``table_dir``'s root into partitions; returns how many it moved (0: none).
 
-    Rows keep their order (``written_ns`` = their part's position, ``schema_version`` = 1) and columns
+    Rows keep their order (``written_ns`` = their position, as a flat read gives it; ``schema_version`` = 1) and columns
     the schema no longer lists; partitions are written all or nothing before any flat part is removed.
     """
     check_table(table)
@@ -59,16 +59,19 @@ def migrate_legacy(table_dir: Path, table: str) -> int:
     if not snapshot:
         return 0
     try:
-        tables = []
-        for position, part in enumerate(snapshot):
+        parts = []
+        for part in snapshot:
             try:
                 rows = pq.read_table(part)
             except (OSError, pa.ArrowException) as err:
                 raise CrtBenchError(f"results file {part} is unreadable ({err}); move it aside to continue") from None
             if rows.num_rows:
-                rows = rows.append_column("schema_version", pa.array([LEGACY_VERSION] * rows.num_rows, pa.int16()))
-                rows = rows.append_column("written_ns", pa.array([position] * rows.num_rows, pa.int64()))
-                tables.append(conform_arrow(table, rows, strict=False))
+                parts.append(rows)
+        tables = []
+        for rows, stamp in zip(parts, legacy_stamps(p.num_rows for p in parts)):
+            rows = rows.append_column("schema_version", pa.array([LEGACY_VERSION] * rows.num_rows, pa.int16()))
+            rows = rows.append_column("written_ns", pa.array(stamp, pa.int64()))
+            tables.append(conform_arrow(table, rows, strict=False))
         if tables:
             write_arrow(table_dir, table, pa.concat_tables(tables, promote_options="permissive"))
     except (OSError, CrtBenchError) as err:

@@ -77,7 +77,7 @@ def write_part(table_dir: Path, table: str, frame: pd.DataFrame | list[dict[str,
     """Append ``frame`` to ``table``: one new part per partition value, each written atomically.
 
     Columns are checked and cast (:func:`~crt_bench.store.schema.conform`); every row gets this code's
-    ``schema_version`` and one ``written_ns``.  No rows: nothing is written.
+    ``schema_version`` and its ``written_ns`` (:func:`stamps`).  No rows: nothing is written.
     """
     df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
     ensure_version(table_dir, table)
@@ -85,8 +85,32 @@ def write_part(table_dir: Path, table: str, frame: pd.DataFrame | list[dict[str,
     if arrow.num_rows == 0:
         return []
     arrow = _set_column(arrow, "schema_version", pa.array([SCHEMA_VERSION[table]] * arrow.num_rows, pa.int16()))
-    arrow = _set_column(arrow, "written_ns", pa.array([time.time_ns()] * arrow.num_rows, pa.int64()))
+    arrow = _set_column(arrow, "written_ns", pa.array(stamps(arrow.num_rows), pa.int64()))
     return write_arrow(table_dir, table, arrow)
+
+
+_last_stamp = 0
+
+
+def stamps(count: int) -> np.ndarray:
+    """``written_ns`` of ``count`` rows appended now: ``time.time_ns()`` plus each row's position.
+
+    Rows of one append split over several partitions thus come back in the order they were given, and
+    appends of one process never share a stamp (each starts after the previous one's last).
+    """
+    global _last_stamp
+    start = max(time.time_ns(), _last_stamp + 1)
+    _last_stamp = start + count - 1
+    return np.arange(start, start + count, dtype=np.int64)
+
+
+def legacy_stamps(frames: Iterable[int]) -> list[np.ndarray]:
+    """``written_ns`` of legacy flat parts of the given row counts, in name order: each row's position."""
+    out, start = [], 0
+    for count in frames:
+        out.append(np.arange(start, start + count, dtype=np.int64))
+        start += count
+    return out
 
 
 def write_arrow(table_dir: Path, table: str, arrow: pa.Table) -> list[Path]:
@@ -114,7 +138,8 @@ def read_parts(table_dir: Path, table: str, where: Mapping[str, object] | None =
     ``where``: column -> value (``None`` matches a missing value) or list of values.  The partition
     column's values select folders; the other items filter the scan.  Keyed tables in
     :data:`~crt_bench.store.schema.DEDUPE` keep the latest row per key unless ``raw``; ``raw`` also keeps
-    ``schema_version`` and ``written_ns`` (legacy rows: :data:`LEGACY_VERSION` and their part's position).
+    ``schema_version`` and ``written_ns`` (legacy rows: :data:`LEGACY_VERSION` and their position,
+    :func:`legacy_stamps`).
     """
     check_table(table)
     table_dir = Path(table_dir)
@@ -187,15 +212,17 @@ def read_arrow(table_dir: Path, table: str, files: list[Path], where: Mapping[st
 def _read_legacy(table_dir: Path, table: str, where: Mapping[str, object], columns: set[str] | None) -> pd.DataFrame:
     """The flat parts at the table's root, read as crt-bench always read them, then filtered in pandas."""
     frames = []
-    for position, part in enumerate(parts_in(table_dir)):
+    for part in parts_in(table_dir):
         try:
             frame = pq.read_table(part).to_pandas()
         except (OSError, pa.ArrowException) as err:
             raise _unreadable(part, err) from None
         if not frame.empty:
-            frames.append(frame.assign(schema_version=np.int16(LEGACY_VERSION), written_ns=np.int64(position)))
+            frames.append(frame)
     if not frames:
         return pd.DataFrame()
+    frames = [frame.assign(schema_version=np.int16(LEGACY_VERSION), written_ns=stamp)
+              for frame, stamp in zip(frames, legacy_stamps(len(f) for f in frames))]
     df = pd.concat(frames, ignore_index=True)
     for name, value in where.items():
         values = _values(value)

@@ -2,7 +2,8 @@
 
 Every row carries ``schema_version`` (int16: the table's :data:`SCHEMA_VERSION` when it was written;
 1 = the flat layout of earlier crt-bench, set on legacy rows when they are read or migrated) and
-``written_ns`` (int64: ``time.time_ns()`` at the append; rows are read back in this order).
+``written_ns`` (int64: ``time.time_ns()`` at the append plus the row's position in it; rows are read back
+in this order).
 
 An append is checked against the table's schema: a column the schema does not list is refused (a new
 column is added here, in :data:`SCHEMAS`, so that every writer and reader agrees on its type), a listed
