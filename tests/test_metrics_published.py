@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crt_bench.analysis.metrics import DEFAULT_RADII, acr, certified_accuracy, summary_row
+from crt_bench.analysis.metrics import acr, certified_accuracy, summary_row
+from crt_bench.core.constants import SUMMARY_RADII
 from crt_bench.certify.stats import radius_from_counts
 from crt_bench.config.subsets import parse_subset
 from crt_bench.core.errors import CrtBenchError
@@ -71,7 +72,7 @@ def test_acr_definition() -> None:
 
 def test_summary_row_keys() -> None:
     row = summary_row(hand_made())
-    expected_keys = ["n_images"] + [f"acc@{r:.2f}" for r in DEFAULT_RADII] + ["acr"]
+    expected_keys = ["n_images"] + [f"acc@{r:.2f}" for r in SUMMARY_RADII] + ["acr"]
     assert list(row) == expected_keys
     assert expected_keys[1:3] == ["acc@0.00", "acc@0.25"] and expected_keys[-2] == "acc@2.25"
     assert row["n_images"] == 5 and row["acc@0.00"] == 3 / 5 and row["acc@0.25"] == 1 / 5
@@ -106,7 +107,7 @@ class Printed:
 
 def row(table: str, log: str, subset: str, cells: str, acr_: str) -> Printed:
     values = tuple(None if c == "-" else c for c in cells.split())
-    assert len(values) == len(DEFAULT_RADII)
+    assert len(values) == len(SUMMARY_RADII)
     return Printed(table, log, subset, values, acr_)
 
 
@@ -158,10 +159,10 @@ MACER_README = [
 def mismatches(printed: Printed, extra_tolerance: float = 0.0, extra_acr_tolerance: float = 0.0) -> list[str]:
     """Cells whose computed value does not round to the printed one (beyond the extra tolerances)."""
     rows = on_subset(load(printed.log), printed.subset)
-    computed = certified_accuracy(rows, DEFAULT_RADII).tolist() + [acr(rows)]
+    computed = certified_accuracy(rows, SUMMARY_RADII).tolist() + [acr(rows)]
     expected = list(printed.cells) + [printed.acr]
-    extras = [extra_tolerance] * len(DEFAULT_RADII) + [extra_acr_tolerance]
-    names = [f"r={r:.2f}" for r in DEFAULT_RADII] + ["ACR"]
+    extras = [extra_tolerance] * len(SUMMARY_RADII) + [extra_acr_tolerance]
+    names = [f"r={r:.2f}" for r in SUMMARY_RADII] + ["ACR"]
     problems = []
     for name, text, value, extra in zip(names, expected, computed, extras):
         if text is None:

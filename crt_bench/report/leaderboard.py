@@ -15,9 +15,10 @@ import matplotlib
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from crt_bench.analysis.leaderboard import GROUP_FIELDS, RADII, Entry, board, group_entries  # noqa: E402
+from crt_bench.analysis.leaderboard import GROUP_FIELDS, Entry, board, group_entries  # noqa: E402
 from crt_bench.analysis.leaderboard_entries import write_entries  # noqa: E402
 from crt_bench.core.atomic import atomic_write_bytes  # noqa: E402
+from crt_bench.core.constants import LEADERBOARD_RADII  # noqa: E402
 from crt_bench.report.figure_files import save_figure  # noqa: E402
 
 matplotlib.use("Agg")
@@ -33,7 +34,7 @@ def group_title(key: tuple) -> str:
 
 
 def board_markdown(table: pd.DataFrame) -> str:
-    head = ["rank", "method", "arch", "teacher", "hours", "ACR [95% CI]", *[f"acc@{r:g}" for r in RADII], "images",
+    head = ["rank", "method", "arch", "teacher", "hours", "ACR [95% CI]", *[f"acc@{r:g}" for r in LEADERBOARD_RADII], "images",
             "N", "commit", "device", "status", "tied with"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table.to_dict("records"):
@@ -41,7 +42,7 @@ def board_markdown(table: pd.DataFrame) -> str:
         lines.append("| " + " | ".join([
             str(row["rank"]), row["method"], row["arch"], row["teacher"] or "–", hours,
             f"{row['ACR']:.3f} [{row['ACR_low']:.3f}, {row['ACR_high']:.3f}]",
-            *[f"{row[f'acc@{r:g}']:.3f}" for r in RADII], str(row["images"]), f"{row['N']:,}",
+            *[f"{row[f'acc@{r:g}']:.3f}" for r in LEADERBOARD_RADII], str(row["images"]), f"{row['N']:,}",
             (row["commit"] or "–")[:10], row["device"], row["status"], row["tied_with"] or "–"]) + " |")
     return "\n".join(lines) + "\n"
 
