@@ -35,6 +35,7 @@ from crt_bench.config.subsets import parse_subset
 from crt_bench.core.checks import check_sigma
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.provenance import environment, pick_device
+from crt_bench.core.states import RunStatus
 from crt_bench.core.tf32 import check_tf32, in_force_under
 from crt_bench.data.datasets import load_split
 from crt_bench.data.split import Split
@@ -145,8 +146,8 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
     if not todo:
         log.print(f"certification {cert_id}{' shard ' + shard if shard else ''} is complete ({len(indices)} images); "
                   "nothing to do", highlight=False)
-        if not shard and _latest_status(store, cert_id) != "finished":  # its shards certified every image
-            _state_row(store, state, "finished", len(indices))
+        if not shard and _latest_status(store, cert_id) != RunStatus.FINISHED:  # its shards certified every image
+            _state_row(store, state, RunStatus.FINISHED, len(indices))
         return cert_id, _ordered(_rows_of(store, cert_id), indices)
     if done:
         log.print(f"certification {cert_id}: {len(done)} of {len(indices)} images already certified; "
@@ -154,7 +155,7 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
     model = loaded.model.to(dev).eval()
     env = environment(dev)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _state_row(store, state, "running", len(done))
+    _state_row(store, state, RunStatus.RUNNING, len(done))
     pending: list[pd.DataFrame] = []
     written = len(done)
     last_flush = time.monotonic()
@@ -191,20 +192,20 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
     except BaseException as err:
         flush()  # the images certified so far are final: keep them
         # SystemExit: submitit's requeue on a time limit or preemption exits the job mid-certification.
-        status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+        status = RunStatus.INTERRUPTED if isinstance(err, (KeyboardInterrupt, SystemExit)) else RunStatus.FAILED
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
         _state_row(store, state, status, written, detail)
-        if status == "interrupted":
+        if status == RunStatus.INTERRUPTED:
             log.print(f"certification {cert_id} stopped after {written} of {len(indices)} images; run the same "
                       "`crt-bench certify` command again to continue", highlight=False, soft_wrap=True)
             err.reported = True  # type: ignore[attr-defined]
         raise
-    _state_row(store, state, "finished", written)
+    _state_row(store, state, RunStatus.FINISHED, written)
     return cert_id, _ordered(_rows_of(store, cert_id), indices)
 
 
-def _state_row(store: ResultsStore, state: dict, status: str, done: int, error: str = "") -> None:
-    store.append("certifications", [{**state, "status": status, "images_done": int(done), "error": error,
+def _state_row(store: ResultsStore, state: dict, status: RunStatus, done: int, error: str = "") -> None:
+    store.append("certifications", [{**state, "status": status.value, "images_done": int(done), "error": error,
                                      "updated": time.time()}])
 
 

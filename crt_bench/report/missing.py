@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crt_bench.core.states import DONE_STATES
 from crt_bench.report.markdown import markdown_table
 from crt_bench.store.grid_status import read_grid_status
-
-FINISHED = ("finished", "skipped (finished)")
 
 
 def missing_section(results: str | Path) -> list[str]:
@@ -19,7 +18,7 @@ def missing_section(results: str | Path) -> list[str]:
     status = read_grid_status(results)
     if status.empty:
         return []
-    missing = status[~status["state"].isin(FINISHED)]
+    missing = status[~status["state"].isin(DONE_STATES)]
     if missing.empty:
         return []
     lines = ["## Missing cells", "",

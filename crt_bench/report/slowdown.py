@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from crt_bench.core.states import RunStatus
 from crt_bench.core.tf32 import device_labels
 from crt_bench.report.markdown import markdown_table
 from crt_bench.store.store import ResultsStore
@@ -40,7 +41,7 @@ def measured_hours(store: ResultsStore) -> pd.DataFrame:
     runs = store.runs()
     if runs.empty:
         return pd.DataFrame(columns=["method", "arch", "sigma", "teacher_arch", "measured_hours"])
-    done = runs[(runs["status"] == "finished") & (runs["profile"] == "paper")]
+    done = runs[(runs["status"] == RunStatus.FINISHED) & (runs["profile"] == "paper")]
     out = done.assign(measured_hours=done["train_seconds"] / 3600)
     return out[["method", "arch", "sigma", "teacher_arch", "measured_hours"]].groupby(
         ["method", "arch", "sigma", "teacher_arch"], as_index=False).last()
