@@ -7,7 +7,7 @@ its README). A printed value with d decimals is reproduced when the computed val
 |computed - printed| <= half a unit in the d-th decimal (so ties such as 0.4225 -> .422 pass whichever
 rounding rule the authors' script used). A printed "0" must be exactly 0.
 
-Radii in the logs have 3 significant digits (methods.md section 4, item 12): the metrics compare
+Radii in the logs have 3 significant digits (the reference ``certify.py`` writes ``{:.3}``): the metrics compare
 ``radius >= r`` on those parsed values, which is what the published tables were computed from.
 """
 
@@ -113,7 +113,7 @@ def row(table: str, log: str, subset: str, cells: str, acr_: str) -> Printed:
 
 # fmt: off
 # Section 3.1, Cohen et al.: bold cells r = 0.25..1.5 (2 decimals), r = 0, 1.75..2.25 and ACR computed
-# by methods.md (3 decimals).  Subset: every 20th test image.
+# here from the log (3 decimals).  Subset: every 20th test image.
 COHEN = [
     row("3.1 sigma=0.25", "cohen_resnet110_sigma0.25_skip20.tsv", "skip:20",
         "0.748 0.60 0.43 0.27 0.00 0.00 0.00 0 0 0", "0.429"),
@@ -198,8 +198,8 @@ def test_subsets_of_the_logs() -> None:
 # 0.468 vs 0.46, 0.374 vs 0.38) and all 3 ACRs (0.5554 vs 0.556, 0.7254 vs 0.726, 0.7934 vs 0.792).
 # This is expected: Jeong's logs are a re-certification of MACER's released checkpoints with fresh
 # Monte Carlo noise (and MACER's own script summarised full-precision radii; the logs hold 3
-# significant digits).  methods.md section 5 puts re-certification noise at about 0.01 per cell and
-# 0.002 in ACR; a rough parametric bootstrap (nA ~ Binomial(1e5, nA_hat/1e5) for the correctly
+# significant digits).  Re-certification noise is expected at about 0.01 per cell and 0.002 in ACR;
+# a rough parametric bootstrap (nA ~ Binomial(1e5, nA_hat/1e5) for the correctly
 # classified images among these 500) gives standard deviations of at most 0.004 per cell and 0.0005
 # in ACR, so the tolerances below are about 2.5-4 standard deviations on top of the README's rounding.
 # Observed excess beyond rounding: at most 0.003 per cell and 0.0009 in ACR.

@@ -13,7 +13,7 @@ from crt_bench.core.constants import (
     SYNTHETIC_MEAN,
     SYNTHETIC_STD,
 )
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.checks import check_choice
 
 # --------------------------------------------------------------------------------------------------
 # Dataset descriptions
@@ -83,6 +83,5 @@ def dataset_info(name: str) -> DatasetInfo:
     """Return the :class:`DatasetInfo` for ``name`` (case-insensitive; ``_`` may stand for ``-``)."""
     key = name.strip().lower().replace("_", "-")
     if key not in DATASETS:
-        valid = ", ".join(DATASETS)
-        raise CrtBenchError(f"unknown dataset {name!r}; valid names: {valid}")
+        check_choice("dataset", name, DATASETS)
     return DATASETS[key]
