@@ -284,7 +284,7 @@ def test_certify_unknown_run_and_bad_numbers(results_copy: Path, cli_results: di
     code, _, err = cli("certify", "no-such-run", "--no-progress", "--results", results_copy)
     assert_user_error(code, err, "'no-such-run'", only_line=False)
     code, _, err = cli("certify", cli_results["run_id"], "--n", "0", "--no-progress", "--results", results_copy)
-    assert_user_error(code, err, "n=0", only_line=False)
+    assert_user_error(code, err, "n must be >= 1, got 0", only_line=False)
     code, _, err = cli("certify", cli_results["run_id"], "--alpha", "1.5", "--no-progress", "--results", results_copy)
     assert_user_error(code, err, "alpha", only_line=False)
     assert tree_snapshot(results_copy) == before
