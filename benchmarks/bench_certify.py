@@ -1,7 +1,7 @@
 """Certification speed: crt-bench's CERTIFY engine against a faithful reference loop, side by side.
 
-The reference loop is written below with the semantics of Cohen et al.'s ``core.py`` (methods.md
-section 1), which every baseline repository copies: one image at a time, ``x.repeat((b, 1, 1, 1))``,
+The reference loop is written below with the semantics of Cohen et al.'s ``core.py``
+(``Smooth.certify``), which every baseline repository copies: one image at a time, ``x.repeat((b, 1, 1, 1))``,
 ``torch.randn_like(batch) * sigma``, fp32 (IEEE: TF32 off, :mod:`crt_bench.core.tf32`), ``argmax``, counts accumulated on the host with numpy per
 batch (element by element, as ``Smooth._count_arr`` does), batch 1000.  Both certify the same images
 of the synthetic test split with the same model, N0 and N; the time per image is wall time. Ratios

@@ -211,7 +211,7 @@ def test_bf16_autocasts_the_classifier_but_keeps_the_noise_float32() -> None:
 
 @pytest.mark.parametrize("name", ["int8", "float64", "", "bf32"])
 def test_bad_precision_is_a_clear_error(name: str) -> None:
-    with pytest.raises(CrtBenchError, match="unknown precision .* valid precisions: fp32, tf32, bf16, fp16"):
+    with pytest.raises(CrtBenchError, match="unknown precision .* valid names: fp32, tf32, bf16, fp16"):
         Smooth(MODEL, 3, SIGMA, precision=name)
     with pytest.raises(CrtBenchError, match="unknown precision"):
         certify_dataset(MODEL, X[None], torch.tensor([0]), sigma=SIGMA, num_classes=3, n0=5, n=5, alpha=0.01,

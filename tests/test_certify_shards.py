@@ -13,6 +13,7 @@ from crt_bench.certify import resumable as certify_run_mod
 from crt_bench.certify.shards import ShardSpec, shard_from_env
 from crt_bench.config.certify import CertifyConfig
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.parallel.env import env_from
 from crt_bench.store.store import ResultsStore
 
 CCFG = CertifyConfig(n0=10, n=118, alpha=0.01, batch=8, subset="range:0:9")
@@ -47,8 +48,8 @@ def test_shards_partition_the_subset_and_refuse_bad_indices() -> None:
     assert ShardSpec(1, 4).lock_name("certify-ab12.lock") == "certify-ab12.shard1of4.lock"
     with pytest.raises(CrtBenchError, match="0..1"):
         ShardSpec(2, 2)
-    assert shard_from_env({"RANK": "1", "WORLD_SIZE": "2"}) == ShardSpec(1, 2)
-    assert shard_from_env({}) is None
+    assert shard_from_env(env_from({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})) == ShardSpec(1, 2)
+    assert shard_from_env(env_from({})) is None
 
 
 def test_two_shards_in_process_equal_one(gaussian_run, unsharded, tmp_path: Path) -> None:

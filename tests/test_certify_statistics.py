@@ -1,7 +1,7 @@
 """CERTIFY / PREDICT statistics (Cohen et al. 2019) and the dataset driver.
 
-Reference numbers are from methods.md section 1 (computed there with scipy/statsmodels for N=1e5,
-alpha=1e-3).  The Monte Carlo tests use a linear base classifier, for which the smoothed
+Reference numbers were computed with scipy/statsmodels (``proportion_confint(method="beta")``, as Cohen
+et al.'s ``core.py``) for N=1e5, alpha=1e-3.  The Monte Carlo tests use a linear base classifier, for which the smoothed
 classifier is known in closed form, and fixed seeds (so they are deterministic); their thresholds
 are binomial tolerances that a correct implementation fails with probability < 1e-6 anyway.
 """
@@ -24,7 +24,7 @@ from crt_bench.core.errors import CrtBenchError
 
 N, ALPHA = 100_000, 0.001
 
-# (nA, pA_lower to 8 decimals, radius/sigma to 4 decimals or None = abstain), methods.md section 1.
+# (nA, pA_lower to 8 decimals, radius/sigma to 4 decimals or None = abstain), computed as above.
 REFERENCE = [
     (100_000, 0.99993092, 3.8115),
     (99_999, 0.99990767, 3.7391),
@@ -62,7 +62,7 @@ def test_minimum_non_abstaining_count_is_50490() -> None:
 def test_confidence_bound_edge_cases() -> None:
     assert lower_confidence_bound(0, N, ALPHA) == 0.0
     assert lower_confidence_bound(N, N, ALPHA) == pytest.approx(ALPHA ** (1 / N), rel=1e-12)
-    # radius cap quoted in methods.md: 0.953 / 1.906 / 3.811 for sigma 0.25 / 0.5 / 1.0
+    # radius cap sigma * Phi^-1(alpha^(1/N)): 0.953 / 1.906 / 3.811 for sigma 0.25 / 0.5 / 1.0
     caps = [radius_from_counts(N, N, ALPHA, s) for s in (0.25, 0.5, 1.0)]
     assert [round(c, 3) for c in caps] == [0.953, 1.906, 3.811]
     with pytest.raises(CrtBenchError):
@@ -251,7 +251,7 @@ def test_smooth_rejects_bad_input() -> None:
         smooth.certify(X.unsqueeze(0), 10, 10, 0.01, 10)
     with pytest.raises(CrtBenchError, match="expected \\[batch, 3\\]"):
         Smooth(model, 3, SIGMA).predict(X, 10, 0.01, 10)
-    with pytest.raises(CrtBenchError, match="n must be a positive integer"):
+    with pytest.raises(CrtBenchError, match="n must be >= 1"):
         smooth.certify(X, 10, 0, 0.01, 10)
 
 

@@ -215,7 +215,8 @@ BAD_RUNS = {
     "resume unknown run": (["run", "--resume", "no-such-run-id"], ["no-such-run-id"], True),
     "unknown teacher precision": ([*BASE, "--teacher-precision", "half"], ["--teacher-precision", "'half'", "bf16"],
                                   True),
-    "negative profile steps": ([*BASE, "--profile-steps", "-2"], ["--profile-steps", "-2"], True),
+    "negative trace steps": ([*BASE, "--trace-steps", "-2"], ["--trace-steps", "-2"], True),
+    "negative trace steps, old flag": ([*BASE, "--profile-steps", "-2"], ["--trace-steps", "-2"], True),
     "tf32 on a cpu": ([*BASE, "--tf32"], ["--tf32", "compute capability 8.0", "device is cpu"], True),
     "tf32 on a cpu, data-parallel": ([*BASE, "--tf32", "--nproc", "2"], ["--tf32", "device is cpu"], True),
 }
@@ -283,7 +284,7 @@ def test_certify_unknown_run_and_bad_numbers(results_copy: Path, cli_results: di
     code, _, err = cli("certify", "no-such-run", "--no-progress", "--results", results_copy)
     assert_user_error(code, err, "'no-such-run'", only_line=False)
     code, _, err = cli("certify", cli_results["run_id"], "--n", "0", "--no-progress", "--results", results_copy)
-    assert_user_error(code, err, "n=0", only_line=False)
+    assert_user_error(code, err, "n must be >= 1, got 0", only_line=False)
     code, _, err = cli("certify", cli_results["run_id"], "--alpha", "1.5", "--no-progress", "--results", results_copy)
     assert_user_error(code, err, "alpha", only_line=False)
     assert tree_snapshot(results_copy) == before
@@ -431,16 +432,16 @@ def test_certify_tf32_on_a_cpu_is_refused_before_any_work(shards: str, results_c
     assert tree_snapshot(results_copy) == before
 
 
-def test_engine_flags_reach_the_run_and_profile_steps_write_a_trace(tmp_path: Path) -> None:
+def test_engine_flags_reach_the_run_and_trace_steps_write_a_trace(tmp_path: Path) -> None:
     code, out, err = cli("run", "--method", "gaussian", "--arch", "tiny_cnn", *FAST_RUN, "--no-channels-last",
-                         "--profile-steps", "1", "--results", tmp_path)
+                         "--trace-steps", "1", "--results", tmp_path)
     assert code == 0, err
     run_id = last_line(out)
     store = ResultsStore(tmp_path)
     row = store.get_run(run_id)
     assert bool(row["channels_last"]) is False and bool(row["compile"]) is False
-    assert '"profile_steps": 1' in row["config"] and '"channels_last": false' in row["config"]
-    profile = store.run_dir(run_id) / "profile"
+    assert '"trace_steps": 1' in row["config"] and '"channels_last": false' in row["config"]
+    profile = store.run_dir(run_id) / "trace"
     assert (profile / "trace.json").stat().st_size > 0
     assert "1 training step(s)" in (profile / "ops.txt").read_text()
     assert str(profile / "trace.json") in err.replace("\n", "")

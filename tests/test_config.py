@@ -34,6 +34,12 @@ def test_config_json_round_trip():
     assert RunConfig.from_json(cfg.to_json()) == cfg
 
 
+def test_a_config_stored_with_the_old_profile_steps_key_reads_as_trace_steps():
+    cfg = resolve_run_config("gaussian", "tiny_cnn", profile="smoke", trace_steps=3)
+    old = cfg.to_json().replace('"trace_steps"', '"profile_steps"')
+    assert '"profile_steps": 3' in old and RunConfig.from_json(old) == cfg
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(sigma=0.0), "sigma must be > 0"),
     (dict(sigma=-0.5), "sigma must be > 0"),

@@ -125,7 +125,7 @@ def test_cli_import_log_with_hours_and_leaderboard_with_merge(tmp_path):
                "--method", "gaussian", *common, "--results", results)[0] == 0  # no --hours: unranked
     code, _, stderr = cli("import-log", REFERENCE_LOGS / "jeong_macer_resnet110_sigma0.25.tsv", "--name", "m",
                           "--hours", "-1", "--results", results)
-    assert code == 2 and "--hours must be a positive" in stderr
+    assert code == 2 and "--hours (training hours) must be > 0" in stderr
     # Another machine's entries, merged from their JSON files.
     assert cli("import-log", REFERENCE_LOGS / "jeong_macer_resnet110_sigma0.25.tsv", "--name", "macer",
                "--hours", "79.9", "--method", "macer", *common, "--results", other)[0] == 0

@@ -220,7 +220,7 @@ def test_recipe_and_lr_schedule_match_macer_main_py():
         440, 64, 0.01, (199, 399), 0.1, 0.9, 5e-4)
     assert get_method("macer").steps_per_batch(get_method("macer").make_hparams()) == 1
     reference = reference_lrs()
-    expected = {1: 0.01, 199: 0.01, 200: 1e-3, 399: 1e-3, 400: 1e-4, 440: 1e-4}  # methods.md 2.3
+    expected = {1: 0.01, 199: 0.01, 200: 1e-3, 399: 1e-3, 400: 1e-4, 440: 1e-4}  # MACER main.py: lr 0.01, x0.1 at 200 and 400
     for epoch_1, lr in expected.items():
         ours = lr_at_epoch(r.lr, r.milestones, r.gamma, epoch_1 - 1)
         assert ours == pytest.approx(lr) and reference[epoch_1] == pytest.approx(lr)

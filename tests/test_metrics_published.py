@@ -7,7 +7,7 @@ its README). A printed value with d decimals is reproduced when the computed val
 |computed - printed| <= half a unit in the d-th decimal (so ties such as 0.4225 -> .422 pass whichever
 rounding rule the authors' script used). A printed "0" must be exactly 0.
 
-Radii in the logs have 3 significant digits (methods.md section 4, item 12): the metrics compare
+Radii in the logs have 3 significant digits (the reference ``certify.py`` writes ``{:.3}``): the metrics compare
 ``radius >= r`` on those parsed values, which is what the published tables were computed from.
 """
 
@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crt_bench.analysis.metrics import DEFAULT_RADII, acr, certified_accuracy, summary_row
+from crt_bench.analysis.metrics import acr, certified_accuracy, summary_row
+from crt_bench.core.constants import SUMMARY_RADII
 from crt_bench.certify.stats import radius_from_counts
 from crt_bench.config.subsets import parse_subset
 from crt_bench.core.errors import CrtBenchError
@@ -71,7 +72,7 @@ def test_acr_definition() -> None:
 
 def test_summary_row_keys() -> None:
     row = summary_row(hand_made())
-    expected_keys = ["n_images"] + [f"acc@{r:.2f}" for r in DEFAULT_RADII] + ["acr"]
+    expected_keys = ["n_images"] + [f"acc@{r:.2f}" for r in SUMMARY_RADII] + ["acr"]
     assert list(row) == expected_keys
     assert expected_keys[1:3] == ["acc@0.00", "acc@0.25"] and expected_keys[-2] == "acc@2.25"
     assert row["n_images"] == 5 and row["acc@0.00"] == 3 / 5 and row["acc@0.25"] == 1 / 5
@@ -106,13 +107,13 @@ class Printed:
 
 def row(table: str, log: str, subset: str, cells: str, acr_: str) -> Printed:
     values = tuple(None if c == "-" else c for c in cells.split())
-    assert len(values) == len(DEFAULT_RADII)
+    assert len(values) == len(SUMMARY_RADII)
     return Printed(table, log, subset, values, acr_)
 
 
 # fmt: off
 # Section 3.1, Cohen et al.: bold cells r = 0.25..1.5 (2 decimals), r = 0, 1.75..2.25 and ACR computed
-# by methods.md (3 decimals).  Subset: every 20th test image.
+# here from the log (3 decimals).  Subset: every 20th test image.
 COHEN = [
     row("3.1 sigma=0.25", "cohen_resnet110_sigma0.25_skip20.tsv", "skip:20",
         "0.748 0.60 0.43 0.27 0.00 0.00 0.00 0 0 0", "0.429"),
@@ -158,10 +159,10 @@ MACER_README = [
 def mismatches(printed: Printed, extra_tolerance: float = 0.0, extra_acr_tolerance: float = 0.0) -> list[str]:
     """Cells whose computed value does not round to the printed one (beyond the extra tolerances)."""
     rows = on_subset(load(printed.log), printed.subset)
-    computed = certified_accuracy(rows, DEFAULT_RADII).tolist() + [acr(rows)]
+    computed = certified_accuracy(rows, SUMMARY_RADII).tolist() + [acr(rows)]
     expected = list(printed.cells) + [printed.acr]
-    extras = [extra_tolerance] * len(DEFAULT_RADII) + [extra_acr_tolerance]
-    names = [f"r={r:.2f}" for r in DEFAULT_RADII] + ["ACR"]
+    extras = [extra_tolerance] * len(SUMMARY_RADII) + [extra_acr_tolerance]
+    names = [f"r={r:.2f}" for r in SUMMARY_RADII] + ["ACR"]
     problems = []
     for name, text, value, extra in zip(names, expected, computed, extras):
         if text is None:
@@ -197,8 +198,8 @@ def test_subsets_of_the_logs() -> None:
 # 0.468 vs 0.46, 0.374 vs 0.38) and all 3 ACRs (0.5554 vs 0.556, 0.7254 vs 0.726, 0.7934 vs 0.792).
 # This is expected: Jeong's logs are a re-certification of MACER's released checkpoints with fresh
 # Monte Carlo noise (and MACER's own script summarised full-precision radii; the logs hold 3
-# significant digits).  methods.md section 5 puts re-certification noise at about 0.01 per cell and
-# 0.002 in ACR; a rough parametric bootstrap (nA ~ Binomial(1e5, nA_hat/1e5) for the correctly
+# significant digits).  Re-certification noise is expected at about 0.01 per cell and 0.002 in ACR;
+# a rough parametric bootstrap (nA ~ Binomial(1e5, nA_hat/1e5) for the correctly
 # classified images among these 500) gives standard deviations of at most 0.004 per cell and 0.0005
 # in ACR, so the tolerances below are about 2.5-4 standard deviations on top of the README's rounding.
 # Observed excess beyond rounding: at most 0.003 per cell and 0.0009 in ACR.

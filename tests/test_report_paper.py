@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crt_bench.analysis.metrics import DEFAULT_RADII, acr, certified_accuracy
+from crt_bench.analysis.metrics import acr, certified_accuracy
+from crt_bench.core.constants import SUMMARY_RADII
 from crt_bench.report.curves import certified_curves, plot_curves, radius_grid
 from crt_bench.report.document import write_report
 from crt_bench.report.paper_tables import PAPER_SPEEDUP, acr_markdown, acr_table, table1, table1_markdown
@@ -72,7 +73,7 @@ def frame(pairs):
 def test_radius_grid_merges_fine_and_standard_radii():
     grid = radius_grid(1.234)
     assert grid[0] == 0.0 and grid[-1] == pytest.approx(2.25) and len(grid) == 226  # fine up to 2.25 at least
-    assert set(np.round(DEFAULT_RADII, 6)) <= set(grid) and 1.26 in grid
+    assert set(np.round(SUMMARY_RADII, 6)) <= set(grid) and 1.26 in grid
     assert np.all(np.diff(grid) > 0)
     wide = radius_grid(3.141)
     assert wide[-1] == pytest.approx(3.15) and len(wide) == 316
@@ -94,7 +95,7 @@ def test_curves_equal_certified_accuracy_of_the_rows(store, tmp_path):
         grid = line["radius"].to_numpy()
         assert line["certified_accuracy"].tolist() == certified_accuracy(frame(pairs), grid).tolist()
         assert line["acr"].iloc[0] == pytest.approx(acr(frame(pairs)))
-        assert line.loc[line["standard"], "radius"].tolist() == pytest.approx(list(DEFAULT_RADII))
+        assert line.loc[line["standard"], "radius"].tolist() == pytest.approx(list(SUMMARY_RADII))
     # known values on the standard grid: SmoothMix ResNet-110 (newest certification, 6 images)
     sm = r110[(r110["label"] == "SmoothMix") & r110["standard"]].set_index("radius")["certified_accuracy"]
     assert sm.loc[0.0] == pytest.approx(4 / 6) and sm.loc[0.25] == pytest.approx(3 / 6)

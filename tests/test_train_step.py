@@ -1,4 +1,4 @@
-"""The training engine (crt_bench.train.step) and --profile-steps (crt_bench.train.trace).
+"""The training engine (crt_bench.train.step) and --trace-steps (crt_bench.train.trace).
 
 What must hold: the engine's settings change speed, not the network. A frozen teacher gives the
 teacher's logits (exactly up to float rounding in fp32, to bf16 precision in bf16) as ordinary
@@ -180,16 +180,16 @@ def test_engine_settings_are_validated() -> None:
         EngineOptions(teacher_precision="fp8").validate()
     with pytest.raises(CrtBenchError, match="--teacher-precision"):
         resolve_run_config("gaussian", "tiny_cnn", teacher_precision="half")
-    with pytest.raises(CrtBenchError, match="--profile-steps"):
-        resolve_run_config("gaussian", "tiny_cnn", profile_steps=-1)
+    with pytest.raises(CrtBenchError, match="--trace-steps"):
+        resolve_run_config("gaussian", "tiny_cnn", trace_steps=-1)
 
 
-# -- runs: the resolved engine is recorded, --profile-steps writes a trace ------------------------------
+# -- runs: the resolved engine is recorded, --trace-steps writes a trace ------------------------------
 
 def test_profiled_run_writes_a_trace_and_flags_only_the_profiled_epoch(tmp_path) -> None:
     store = ResultsStore(tmp_path / "results")
-    run_id = train_run(fast_config(profile_steps=2, channels_last=True), store, progress=False)
-    folder = store.run_dir(run_id) / "profile"
+    run_id = train_run(fast_config(trace_steps=2, channels_last=True), store, progress=False)
+    folder = store.run_dir(run_id) / "trace"
     trace = json.loads((folder / "trace.json").read_text())
     names = {event.get("name") for event in trace["traceEvents"]}
     assert {"crt_bench.loss", "crt_bench.backward", "crt_bench.optimizer"} <= names
@@ -210,7 +210,7 @@ def test_crt_run_records_the_teachers_precision_and_folding(tmp_path) -> None:
     row = store.get_run(run_id)
     assert row["status"] == "finished"
     assert row["teacher_precision"] == "fp32" and row["teacher_folded_batchnorms"] == 21
-    assert not (store.run_dir(run_id) / "profile").exists()  # nothing profiled unless asked
+    assert not (store.run_dir(run_id) / "trace").exists()  # nothing profiled unless asked
 
 
 # -- CUDA (make test-gpu) -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from crt_bench.analysis.select import certifications
 from crt_bench.analysis.uncertainty import acr_interval
 from crt_bench.core.constants import TABLE_RADII
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.states import JobState
 from crt_bench.models.files import load_model
 from crt_bench.store.store import ResultsStore
 
@@ -92,7 +93,7 @@ def chain_table(store: ResultsStore, chain: dict[str, Any]) -> pd.DataFrame:
         else:
             run_id = finished.get(key)
             cert = _lookup(store, meta, rows, run_id)
-            status = "finished" if run_id else "not finished"
+            status = (JobState.FINISHED if run_id else JobState.NOT_FINISHED).value
             hours = cert.hours
             arch = key.split("/")[1]
             if not math.isnan(hours):

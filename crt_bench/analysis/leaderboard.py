@@ -56,10 +56,10 @@ import pandas as pd
 
 from crt_bench.analysis.metrics import certified_accuracy
 from crt_bench.analysis.uncertainty import Interval, acr_interval
+from crt_bench.core.constants import IMPORT_PREFIX, LEADERBOARD_RADII
 from crt_bench.core.errors import CrtBenchError
 
 SCHEMA = "crt-bench/leaderboard-entry/1"
-RADII: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 ROW_COLUMNS = ("idx", "label", "predict", "radius", "correct")
 GROUP_FIELDS = ("dataset", "sigma", "device", "N", "subset")
 
@@ -100,7 +100,7 @@ class Entry:
 
     @cached_property
     def certified(self) -> dict[float, float]:
-        return {float(r): float(v) for r, v in certified_accuracy(self.rows, RADII).items()}
+        return {float(r): float(v) for r, v in certified_accuracy(self.rows, LEADERBOARD_RADII).items()}
 
     @property
     def label(self) -> str:
@@ -117,7 +117,7 @@ class Entry:
         if not missing:
             return ""
         hint = " (import-log takes --hours, --dataset, --device, --method, --arch)" if self.entry_id.startswith(
-            "import:") else ""
+            IMPORT_PREFIX) else ""
         return f"unknown {', '.join(missing)}{hint}"
 
 
@@ -165,7 +165,7 @@ def overlaps(a: Entry, b: Entry) -> bool:
 
 
 BOARD_COLUMNS = ["rank", "status", "tied_with", "method", "arch", "teacher", "hours", "hours_kind", "ACR", "ACR_low",
-                 "ACR_high", *[f"acc@{r:g}" for r in RADII], "images", "N", "commit", "device", "entry_id"]
+                 "ACR_high", *[f"acc@{r:g}" for r in LEADERBOARD_RADII], "images", "N", "commit", "device", "entry_id"]
 
 
 def board(entries: list[Entry]) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from crt_bench.analysis.select import certifications
 from crt_bench.core.atomic import atomic_write_bytes
 from crt_bench.core.constants import IMPORT_PREFIX
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.states import RunStatus
 from crt_bench.store.imports import file_slug, read_import_meta
 
 
@@ -117,7 +118,7 @@ def entries_from_store(store: Any) -> list[Entry]:
                              hours_kind="reported" if extra.get("hours") is not None else "unknown",
                              commit="", origin=str(first.get("source", "")), **common))
             continue
-        hours = m["hours"] if m["hours"] == m["hours"] and m["status"] == "finished" else None
+        hours = m["hours"] if m["hours"] == m["hours"] and m["status"] == RunStatus.FINISHED else None
         teacher = f"{m['teacher_method'] or '?'} {m['teacher']}".strip() if m["teacher"] else ""
         out.append(Entry(entry_id=str(m["cert_id"]), method=m["method"], arch=m["arch"], teacher=teacher,
                          dataset=m["dataset"], sigma=sigma, device=m["device"] or m["cert_device"], hours=hours,
@@ -138,7 +139,7 @@ def missing_from_store(store: Any) -> list[tuple[str, str]]:
         if r["run_id"] in certified:
             continue
         status = str(r.get("status", ""))
-        reason = ("trained but not certified (no per-image rows; `crt-bench certify RUN`)" if status == "finished"
+        reason = ("trained but not certified (no per-image rows; `crt-bench certify RUN`)" if status == RunStatus.FINISHED
                   else f"run {status or 'unknown'}: not finished, not certified")
         out.append((f"{r['method']} {r['arch']} ({r['run_id']})", reason))
     return out

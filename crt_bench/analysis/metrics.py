@@ -20,11 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from crt_bench.core.constants import SUMMARY_RADII
 from crt_bench.core.errors import CrtBenchError
-
-DEFAULT_RADII: tuple[float, ...] = tuple(0.25 * k for k in range(10))
-"""The radius grid of the published CIFAR-10 tables: 0, 0.25, ..., 2.25."""
-
 
 def certified_accuracy(rows: pd.DataFrame, radii: Sequence[float]) -> pd.Series:
     """Fraction of all rows that are correct with certified radius ``>= r``, for each ``r``.
@@ -43,7 +40,7 @@ def acr(rows: pd.DataFrame) -> float:
     return float(np.mean(np.where(correct, radius, 0.0)))
 
 
-def summary_row(rows: pd.DataFrame, radii: Sequence[float] = DEFAULT_RADII) -> dict[str, float | int]:
+def summary_row(rows: pd.DataFrame, radii: Sequence[float] = SUMMARY_RADII) -> dict[str, float | int]:
     """One summary-table row: ``{"n_images": N, "acc@0.00": ..., "acc@0.25": ..., ..., "acr": ...}``.
 
     Key names are stable: ``n_images`` (int), then ``acc@{r:.2f}`` for each radius in the given
@@ -68,4 +65,4 @@ def certify_columns(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return correct, radius
 
 
-__all__ = ["DEFAULT_RADII", "acr", "certified_accuracy", "summary_row"]
+__all__ = ["acr", "certified_accuracy", "summary_row"]

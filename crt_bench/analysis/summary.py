@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from crt_bench.analysis.metrics import DEFAULT_RADII, summary_row
+from crt_bench.analysis.metrics import summary_row
+from crt_bench.core.constants import SUMMARY_RADII
 from crt_bench.store.store import ResultsStore
 
 
@@ -34,7 +35,7 @@ def summary_table(store: ResultsStore) -> pd.DataFrame:
             "N": int(rows["n"].iloc[0]),
             "train_hours": _cost_seconds(run) / 3600 if run is not None else float("nan"),
         }
-        record.update(summary_row(rows, DEFAULT_RADII))
+        record.update(summary_row(rows, SUMMARY_RADII))
         out.append(record)
     return pd.DataFrame(out)
 

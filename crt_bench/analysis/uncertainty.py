@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from crt_bench.analysis.metrics import certify_columns
+from crt_bench.core.constants import INTERVAL_LEVEL
 from crt_bench.core.errors import CrtBenchError
 
-LEVEL = 0.95
 REPS = 2000
 SEED = 0
 _CHUNK_ELEMENTS = 4_000_000  # resampled values held at once (memory bound for many radii)
@@ -33,7 +33,7 @@ class Interval:
     estimate: float
     low: float
     high: float
-    level: float = LEVEL
+    level: float = INTERVAL_LEVEL
 
     @property
     def width(self) -> float:
@@ -68,13 +68,13 @@ def bootstrap_means(values: np.ndarray, *, reps: int = REPS, seed: int = SEED) -
     return np.concatenate(out, axis=0)
 
 
-def percentile_interval(estimate: float, resampled: np.ndarray, level: float = LEVEL) -> Interval:
+def percentile_interval(estimate: float, resampled: np.ndarray, level: float = INTERVAL_LEVEL) -> Interval:
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(resampled, [tail, 100 - tail])
     return Interval(float(estimate), float(low), float(high), level)
 
 
-def mean_interval(values: np.ndarray, *, reps: int = REPS, seed: int = SEED, level: float = LEVEL) -> Interval:
+def mean_interval(values: np.ndarray, *, reps: int = REPS, seed: int = SEED, level: float = INTERVAL_LEVEL) -> Interval:
     """Bootstrap interval of the mean of per-image ``values``."""
     values = np.asarray(values, dtype=np.float64)
     return percentile_interval(float(values.mean()), bootstrap_means(values, reps=reps, seed=seed), level)
@@ -86,13 +86,13 @@ def acr_values(rows: pd.DataFrame) -> np.ndarray:
     return np.where(correct, radius, 0.0)
 
 
-def acr_interval(rows: pd.DataFrame, *, reps: int = REPS, seed: int = SEED, level: float = LEVEL) -> Interval:
+def acr_interval(rows: pd.DataFrame, *, reps: int = REPS, seed: int = SEED, level: float = INTERVAL_LEVEL) -> Interval:
     """ACR with its bootstrap interval over the certified images."""
     return mean_interval(acr_values(rows), reps=reps, seed=seed, level=level)
 
 
 def certified_accuracy_intervals(rows: pd.DataFrame, radii: Sequence[float], *, reps: int = REPS, seed: int = SEED,
-                                 level: float = LEVEL) -> pd.DataFrame:
+                                 level: float = INTERVAL_LEVEL) -> pd.DataFrame:
     """Certified accuracy at each radius with its interval: columns ``radius, estimate, low, high``."""
     correct, radius = certify_columns(rows)
     hits = np.stack([correct & (radius >= r) for r in radii], axis=1).astype(np.float64)
@@ -103,7 +103,7 @@ def certified_accuracy_intervals(rows: pd.DataFrame, radii: Sequence[float], *, 
 
 
 def paired_acr_difference(a: pd.DataFrame, b: pd.DataFrame, *, reps: int = REPS, seed: int = SEED,
-                          level: float = LEVEL) -> Interval:
+                          level: float = INTERVAL_LEVEL) -> Interval:
     """ACR(a) - ACR(b) over the images both certified (matched by ``idx``), resampling images.
 
     Raises when the two certifications share no image.
@@ -124,6 +124,6 @@ def paired_images(a: pd.DataFrame, b: pd.DataFrame) -> int:
     return len(set(a["idx"]) & set(b["idx"])) if "idx" in a and "idx" in b else 0
 
 
-__all__ = ["Interval", "LEVEL", "REPS", "acr_interval", "acr_values", "bootstrap_means",
+__all__ = ["Interval", "REPS", "acr_interval", "acr_values", "bootstrap_means",
            "certified_accuracy_intervals", "mean_interval", "paired_acr_difference", "paired_images",
            "percentile_interval"]

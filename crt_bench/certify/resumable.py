@@ -36,6 +36,7 @@ from crt_bench.config.subsets import parse_subset
 from crt_bench.core.checks import check_sigma
 from crt_bench.core.errors import CrtBenchError, DiskFull
 from crt_bench.core.provenance import environment, pick_device
+from crt_bench.core.states import RunStatus
 from crt_bench.core.tf32 import check_tf32, in_force_under
 from crt_bench.data.datasets import load_split
 from crt_bench.data.split import Split
@@ -147,8 +148,8 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
     if not todo:
         log.print(f"certification {cert_id}{' shard ' + shard if shard else ''} is complete ({len(indices)} images); "
                   "nothing to do", highlight=False)
-        if not shard and _latest_status(store, key) != "finished":  # its shards certified every image
-            _state_row(store, state, "finished", len(indices))
+        if not shard and _latest_status(store, key) != RunStatus.FINISHED:  # its shards certified every image
+            _state_row(store, state, RunStatus.FINISHED, len(indices))
             store.compact_run(key.run_id, COMPACTED)
         return cert_id, _ordered(store.certification_rows(cert_id), indices)
     if done:
@@ -157,7 +158,7 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
     model = loaded.model.to(dev).eval()
     env = environment(dev)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _state_row(store, state, "running", len(done))
+    _state_row(store, state, RunStatus.RUNNING, len(done))
     pending: list[pd.DataFrame] = []
     written = len(done)
     last_flush = time.monotonic()
@@ -195,26 +196,26 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
         kept = _unless_disk_full(flush)  # the images certified so far are final: keep them
         full = err if isinstance(err, DiskFull) else kept
         # SystemExit: submitit's requeue on a time limit or preemption exits the job mid-certification.
-        status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) or full else "failed"
+        status = RunStatus.INTERRUPTED if isinstance(err, (KeyboardInterrupt, SystemExit)) or full else RunStatus.FAILED
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
         full = _unless_disk_full(lambda: _state_row(store, state, status, written, detail)) or full
         if full is not None:  # the rows written are whole parts: the same command continues from them
             raise DiskFull(full.path, f"disk full writing {full.path}: certification {cert_id} keeps {written} of "
                                       f"{len(indices)} images; free space, then run the same `crt-bench certify` "
                                       "command") from err
-        if status == "interrupted":
+        if status == RunStatus.INTERRUPTED:
             log.print(f"certification {cert_id} stopped after {written} of {len(indices)} images; run the same "
                       "`crt-bench certify` command again to continue", highlight=False, soft_wrap=True)
             err.reported = True  # type: ignore[attr-defined]
         raise
-    _state_row(store, state, "finished", written)
+    _state_row(store, state, RunStatus.FINISHED, written)
     if not shard:  # the certification is whole: its parts become one (shards: the closing pass does it)
         store.compact_run(key.run_id, COMPACTED)
     return cert_id, _ordered(store.certification_rows(cert_id), indices)
 
 
-def _state_row(store: ResultsStore, state: dict, status: str, done: int, error: str = "") -> None:
-    store.append("certifications", [{**state, "status": status, "images_done": int(done), "error": error,
+def _state_row(store: ResultsStore, state: dict, status: RunStatus, done: int, error: str = "") -> None:
+    store.append("certifications", [{**state, "status": status.value, "images_done": int(done), "error": error,
                                      "updated": time.time()}])
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.parallel.env import DistEnv, env_from
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,10 @@ class ShardSpec:
         return f"{self.index}/{self.count}"
 
 
-def shard_from_env(env: dict[str, str] | None = None) -> ShardSpec | None:
+def shard_from_env(env: DistEnv | None = None) -> ShardSpec | None:
     """The shard torchrun (or any launcher setting ``RANK``/``WORLD_SIZE``) gives this process, if any."""
-    env = dict(os.environ) if env is None else env
-    if "RANK" not in env or "WORLD_SIZE" not in env:
-        return None
-    return ShardSpec(int(env["RANK"]), int(env["WORLD_SIZE"]))
+    env = env_from() if env is None else env
+    return ShardSpec(env.rank, env.world_size) if env.launched else None
 
 
 def launch_local(cli_args: list[str], count: int, *, gpus: int | None = None) -> None:

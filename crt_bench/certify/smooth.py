@@ -20,6 +20,7 @@ from crt_bench.certify.precision import autocast, uses_tf32
 from crt_bench.certify.stats import ABSTAIN, check_settings, predict_abstains, radius_from_counts
 from crt_bench.certify.stream import SampleStream, as_nchw, check_image, sample_storage, stack_images
 from crt_bench.config.choices import NOISE_DTYPE, check_precision
+from crt_bench.core.checks import check_sigma
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.provenance import synchronize
 from crt_bench.core.seeding import mix_seed
@@ -88,8 +89,7 @@ class Smooth:
     ) -> None:
         if num_classes < 2:
             raise CrtBenchError(f"num_classes must be at least 2, got {num_classes}")
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise CrtBenchError(f"sigma must be finite and > 0, got {sigma}")
+        check_sigma(sigma)
         if noise_seed is not None and generator is not None:
             raise CrtBenchError("give either a noise generator or a noise_seed, not both")
         self.base_classifier = base_classifier

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from scipy.stats import beta, binomtest, norm
 
+from crt_bench.core.checks import check_alpha, check_count
 from crt_bench.core.errors import CrtBenchError
 
 ABSTAIN = -1
@@ -24,8 +25,7 @@ def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
     """
     if n < 1 or not 0 <= n_a <= n:
         raise CrtBenchError(f"need 0 <= n_a <= n and n >= 1, got n_a={n_a}, n={n}")
-    if not 0.0 < alpha < 1.0:
-        raise CrtBenchError(f"alpha must be in (0, 1), got {alpha}")
+    check_alpha(alpha)
     if n_a == 0:
         return 0.0
     return float(beta.ppf(alpha, n_a, n - n_a + 1))
@@ -74,8 +74,6 @@ def predict_abstains(top_count: int, runner_up_count: int, alpha: float) -> bool
 
 def check_settings(alpha: float, **values: int) -> None:
     """Fail before sampling (which may take minutes) rather than after."""
-    if not 0.0 < alpha < 1.0:
-        raise CrtBenchError(f"alpha must be in (0, 1), got {alpha}")
+    check_alpha(alpha)
     for name, value in values.items():
-        if value < 1:
-            raise CrtBenchError(f"{name} must be a positive integer, got {value}")
+        check_count(name, value)

@@ -1,4 +1,5 @@
-"""The ``crt-bench`` command line: run | certify | summary | import-log | export-log | list | reproduce."""
+"""The ``crt-bench`` command line: run, certify, summary, import-log, export-log, list, leaderboard, sweep,
+chain, time, plot, proxy, reproduce (``crt-bench COMMAND --help`` for each)."""
 from __future__ import annotations
 
 import sys

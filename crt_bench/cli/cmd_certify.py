@@ -8,7 +8,6 @@ import typer
 
 from crt_bench.cli.options import DataDirOpt, DeviceOpt, ResultsOpt, check_inputs
 from crt_bench.cli.output import err
-from crt_bench.core.errors import CrtBenchError
 
 
 def certify(
@@ -72,10 +71,11 @@ def certify(
               f"subset={ccfg.subset} precision={ccfg.precision}{' compiled' if ccfg.compile else ''}")
     from crt_bench.certify.shards import ShardSpec, launch_local, shard_from_env
     from crt_bench.core.signals import stop_on_signals
-    from crt_bench.parallel.env import barrier_if_distributed, local_device_from_env
+    from crt_bench.parallel.env import barrier_if_distributed, env_from, rank_device
 
-    one = ShardSpec(shard, shards) if shard is not None else shard_from_env()
-    device = local_device_from_env(device) if one is not None and shard is None else device
+    ranks = env_from()
+    one = ShardSpec(shard, shards) if shard is not None else shard_from_env(ranks)
+    device = str(rank_device(device, ranks)) if one is not None and shard is None else device
     if one is None and shards > 1:  # the local launcher: K children, then the unsharded pass closes it
         child_args = [run_id, "--n0", str(ccfg.n0), "--n", str(ccfg.n), "--alpha", str(ccfg.alpha),
                       "--subset", ccfg.subset, "--precision", ccfg.precision, "--seed", str(seed),
@@ -91,7 +91,7 @@ def certify(
         cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
                                  progress=progress, input_layer=input_layer, flush_images=flush_every, shard=one)
     if one is not None:
-        if not (shard is None and barrier_if_distributed()):  # a lone shard, or a torchrun rank other than 0
+        if not (shard is None and barrier_if_distributed(ranks)):  # a lone shard, or a torchrun rank other than 0
             print(cert_id)
             return
         cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
@@ -126,11 +126,12 @@ def import_log_cmd(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Store a published certification log so it appears in summaries, figures and the leaderboard."""
+    from crt_bench.core.checks import check_positive
     from crt_bench.store.imports import import_log, record_import_meta
     from crt_bench.store.store import ResultsStore
 
-    if hours is not None and not hours > 0:
-        raise CrtBenchError(f"--hours must be a positive number of training hours, got {hours}")
+    if hours is not None:
+        check_positive("--hours (training hours)", hours)
     rows = import_log(file, name, ResultsStore(results), sigma=sigma, n0=n0, n=n, alpha=alpha)
     record_import_meta(results, name, hours=hours, method=method, arch=arch, teacher=teacher, dataset=dataset,
                        device=device)

@@ -10,7 +10,9 @@ from rich.table import Table
 
 from crt_bench.cli.options import PROFILE_HELP, DataDirOpt, DeviceOpt, ResultsOpt, check_inputs
 from crt_bench.cli.output import banner, err, out
+from crt_bench.core.checks import check_count
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.states import DONE_STATES, FAILED_STATES
 from crt_bench.grid.reproduce import PLANS
 from crt_bench.timing.probe import PROBES
 
@@ -44,15 +46,14 @@ def sweep(
     """Run a grid (methods x archs x sigmas x seeds; CRT per teacher) through submitit; resumable."""
     from crt_bench.grid.executors import make_executor, sbatch_preview, slurm_parameters
     from crt_bench.grid.jobs import GridSpec
-    from crt_bench.grid.runner import run_grid
+    from crt_bench.grid.runner import GRID_STOPPED_HINT, run_grid
 
     check_inputs(profile=profile, device=None if executor == "slurm" else device)
     spec = GridSpec(methods=method, archs=arch, sigmas=sigma, seeds=seed, profile=profile,
                     teacher_method=teacher_method, teacher_archs=teacher_arch, dataset=dataset, data_dir=data_dir,
                     epochs=epochs, train_limit=train_limit, certify=certify, device=device)
     jobs = spec.jobs()
-    if max_parallel < 1:
-        raise CrtBenchError(f"--max-parallel must be >= 1, got {max_parallel}")
+    check_count("--max-parallel", max_parallel)
     slurm = dict(partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
                  array_parallelism=array_parallelism)
     if dry_run:
@@ -76,9 +77,9 @@ def sweep(
     for line in checks:
         err.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
     ex = make_executor(executor, results / "submitit", nproc=nproc, **slurm)
-    from crt_bench.core.signals import exit_when_stopped
+    from crt_bench.core.signals import exit_on_stop
 
-    with exit_when_stopped():
+    with exit_on_stop(GRID_STOPPED_HINT):
         status = run_grid(jobs, results, ex, max_parallel=max_parallel if executor != "slurm" else len(jobs))
     table = Table(title="sweep")
     for col in ("job", "state", "run id", "error / log"):
@@ -87,7 +88,7 @@ def sweep(
         table.add_row(escape(r["key"]), escape(r["state"]), r["run_id"],
                       escape(r["error"] + (f" ({r['log']})" if r["log"] else "")))
     err.print(table)
-    failed = status["state"].str.startswith(("failed", "blocked"))
+    failed = status["state"].isin(FAILED_STATES)
     if failed.any():
         raise CrtBenchError(f"{int(failed.sum())} of {len(status)} jobs failed or were blocked; see the table above")
 
@@ -110,7 +111,8 @@ def chain(
     """Recursive CRT: each --arch is distilled from the previous one's student; resumable link by link."""
     from crt_bench.analysis.chains import chain_table
     from crt_bench.core.checks import check_sigma
-    from crt_bench.core.signals import exit_when_stopped
+    from crt_bench.core.signals import exit_on_stop
+    from crt_bench.grid.runner import GRID_STOPPED_HINT
     from crt_bench.grid.chain import ChainSpec, run_chain
     from crt_bench.grid.executors import make_executor
     from crt_bench.report.chains import chain_markdown
@@ -121,14 +123,14 @@ def chain(
                      dataset=dataset, data_dir=data_dir, epochs=epochs, train_limit=train_limit, device=device)
     banner(profile, f"chain {spec.chain_name}: {teacher} -> " + " -> ".join(spec.ordered_archs()),
             device=device if executor != "slurm" else "auto")
-    with exit_when_stopped():
+    with exit_on_stop(GRID_STOPPED_HINT):
         status = run_chain(spec, results, make_executor(executor, results / "submitit"))
     from crt_bench.store.chains import saved_chains
     from crt_bench.store.store import ResultsStore
 
     saved = next(c for c in saved_chains(results) if c["name"] == spec.chain_name)
     out.print(chain_markdown(chain_table(ResultsStore(results), saved)), markup=False, highlight=False)
-    failed = status[~status["state"].isin(["finished", "skipped (finished)"])]
+    failed = status[~status["state"].isin(DONE_STATES)]
     if not failed.empty:
         raise CrtBenchError(f"{len(failed)} link(s) did not finish: " + "; ".join(
             f"{r.key}: {r.state} {r.error}".strip() for r in failed.itertuples()) + "; re-run to continue")
@@ -187,9 +189,10 @@ def reproduce(
     check_inputs(device=device)
     plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
     banner(plan.profile, plan.describe(), device=device)
-    from crt_bench.core.signals import exit_when_stopped
+    from crt_bench.core.signals import exit_on_stop
+    from crt_bench.grid.runner import GRID_STOPPED_HINT
 
-    with exit_when_stopped():
+    with exit_on_stop(GRID_STOPPED_HINT):
         run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel,
                       install_data=install_data, nproc=nproc)
     df = summary_table(ResultsStore(results))

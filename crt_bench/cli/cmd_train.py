@@ -35,8 +35,9 @@ def run(
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast of the training step on CUDA")] = True,
     teacher_precision: Annotated[str, typer.Option(
         help="CRT teacher forward: auto (bf16 where the device has native bf16) | fp32 | bf16")] = "auto",
-    profile_steps: Annotated[int, typer.Option(
-        help="record this many training steps with torch.profiler (trace in the run's profile/ folder)")] = 0,
+    trace_steps: Annotated[int, typer.Option(
+        "--trace-steps", "--profile-steps",
+        help="record this many training steps with torch.profiler (in the run's trace/ folder)")] = 0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     nproc: Annotated[int, typer.Option(
         help="data-parallel processes on this machine: relaunches this command under torchrun (one GPU each)")] = 1,
@@ -51,11 +52,13 @@ def run(
     Several processes: `--nproc K`, or `torchrun --nproc_per_node K -m crt_bench.cli run ...` (any
     launcher that sets RANK/WORLD_SIZE); the recipe's batch is split over them (crt_bench.parallel.env).
     """
-    import os
     import subprocess
 
+    from crt_bench.parallel.env import env_from
+
     check_inputs(profile=profile, device=device, tf32_flag="--tf32" if tf32 else None)  # before torchrun children
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+    ranks = env_from()
+    if nproc > 1 and not ranks.launched:
         from crt_bench.parallel.torchrun import strip_option, torchrun_command
 
         raise typer.Exit(subprocess.run(torchrun_command(nproc, strip_option(sys.argv[1:], "--nproc"))).returncode)
@@ -77,7 +80,7 @@ def run(
                                  teacher_input_layer=teacher_input_layer, hparams=parse_sets(set_),
                                  train_limit=train_limit, data_dir=data_dir, device=device, amp=amp,
                                  channels_last=channels_last, compile=compile, teacher_precision=teacher_precision,
-                                 profile_steps=profile_steps, tf32=tf32)
+                                 trace_steps=trace_steps, tf32=tf32)
         if sync_bn:
             from dataclasses import replace
 
@@ -89,7 +92,7 @@ def run(
                          + (f", teacher {cfg.teacher}" if cfg.teacher else ""), describe_profile=False, device=device)
         with stop_on_signals(hint):
             run_id = train_run(cfg, store, progress=progress)
-    if int(os.environ.get("RANK", "0")) == 0:  # one id on stdout, however many ranks share it
+    if ranks.is_main:  # one id on stdout, however many ranks share it
         print(run_id)
 
 

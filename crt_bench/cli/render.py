@@ -5,6 +5,7 @@ import pandas as pd
 from rich.table import Table
 
 from crt_bench.analysis.summary import _shown_radius_columns
+from crt_bench.core.constants import IMPORT_PREFIX
 
 
 def rich_summary(df: pd.DataFrame) -> Table:
@@ -16,7 +17,7 @@ def rich_summary(df: pd.DataFrame) -> Table:
                          no_wrap=col == "name", overflow="fold" if col != "name" else "ignore",
                          min_width=max([len(str(n)) for n in df["run_id"]], default=4) if col == "name" else None)
     for _, r in df.iterrows():
-        name = r["run_id"].removeprefix("import:")
+        name = r["run_id"].removeprefix(IMPORT_PREFIX)
         table.add_row(name, r["method"], r["arch"], f"{r['sigma']:.2f}", str(r["N"]), str(r["n_images"]),
                       *[f"{r[c]:.3f}" for c in acc_cols], f"{r['acr']:.3f}",
                       "" if pd.isna(r["train_hours"]) else f"{r['train_hours']:.3g}")

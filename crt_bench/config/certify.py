@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crt_bench.config.choices import check_precision
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.checks import check_alpha, check_count
 
 
 @dataclass
@@ -20,11 +20,10 @@ class CertifyConfig:
     subset: str = "all"  # "all", "skip:K", "range:A:B" (see crt_bench.config.subsets.parse_subset)
 
     def validate(self) -> None:
-        if self.n0 < 1 or self.n < 1:
-            raise CrtBenchError(f"n0 and n must be >= 1, got n0={self.n0}, n={self.n}")
-        if not 0.0 < self.alpha < 1.0:
-            raise CrtBenchError(f"alpha must lie in (0, 1), got {self.alpha}")
-        if self.batch is not None and self.batch < 1:
-            raise CrtBenchError(f"batch must be >= 1, got {self.batch}")
+        check_count("n0", self.n0)
+        check_count("n", self.n)
+        check_alpha(self.alpha)
+        if self.batch is not None:
+            check_count("batch", self.batch)
 
         check_precision(self.precision)

@@ -1,7 +1,7 @@
 """Choices offered on the command line: precisions, teacher precisions, input layers."""
 from __future__ import annotations
 
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.checks import check_choice
 
 INPUT_LAYERS = ("normalize", "center")
 
@@ -9,9 +9,7 @@ TEACHER_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def check_teacher_precision(precision: str) -> str:
-    if precision not in TEACHER_PRECISIONS:
-        raise CrtBenchError(f"--teacher-precision must be one of {', '.join(TEACHER_PRECISIONS)}, got {precision!r}")
-    return precision
+    return check_choice("--teacher-precision", precision, TEACHER_PRECISIONS)
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 """Precisions of the base classifier's forward pass: ``fp32`` (default, IEEE: TF32 off), ``tf32`` (the
@@ -30,10 +28,6 @@ version of the (deterministic) reduced-precision base classifier, which is what 
 
 def check_precision(precision: str) -> str:
     """Return ``precision`` normalised (one of :data:`PRECISIONS`) or raise CrtBenchError."""
-    key = str(precision).strip().lower()
-    if key not in PRECISIONS:
-        raise CrtBenchError(
-            f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)} "
-            f"(the noise is always sampled in {NOISE_DTYPE}; bf16/fp16 only autocast the base classifier)"
-        )
-    return key
+    return check_choice("precision", str(precision).strip().lower(), PRECISIONS,
+                        hint=f" (the noise is always sampled in {NOISE_DTYPE}; bf16/fp16 only autocast the base "
+                             "classifier)")

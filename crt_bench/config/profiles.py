@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from crt_bench.config.certify import CertifyConfig
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.checks import check_choice
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ PROFILES: dict[str, Profile] = {
             certify=CertifyConfig(n0=100, n=10_000, alpha=0.001, precision="bf16", subset="skip:100"),
         ),
         Profile(
-            # Meets every number of the evidence issue: 500 test images at N=10,000; 12,000 training images
+            # Meets the evidence targets: 500 test images at N=10,000; 12,000 training images
             # at 0.1 x each recipe (SmoothMix 15 epochs, CRT 20), enough for the step schedule's plateau.
             "cpu-full", "fashion-mnist", "Fashion-MNIST, 0.1 x each recipe on 12,000 images, 500 test images at "
             "N=10,000 (bf16 forward), and a 3-link recursive-CRT chain: about 5.5 hours on 2 cores",
@@ -79,6 +79,4 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str) -> Profile:
-    if name not in PROFILES:
-        raise CrtBenchError(f"unknown profile {name!r}; valid names: {', '.join(PROFILES)}")
-    return PROFILES[name]
+    return PROFILES[check_choice("profile", name, PROFILES)]

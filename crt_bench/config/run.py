@@ -1,7 +1,7 @@
 """Run configuration: :class:`RunConfig` (profiles: :mod:`crt_bench.config.profiles`; resolution: :mod:`crt_bench.train.resolve`).
 
 A run's settings come from three layers, later ones winning: the method's paper recipe
-(``crt_bench.methods``), the profile (smoke / cpu / paper), and explicit command-line flags.
+(``crt_bench.methods``), the profile (``crt-bench list profiles``), and explicit command-line flags.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class RunConfig:
     channels_last: bool | None = None  # NHWC student and batches; None: for conv nets (crt_bench.train.step)
     compile: bool = False  # torch.compile the student's forward
     teacher_precision: str = "auto"  # CRT teacher forward: auto (bf16 where native) | fp32 | bf16
-    profile_steps: int = 0  # > 0: torch.profiler trace of this many steps of the first epoch (crt_bench.train.trace)
+    trace_steps: int = 0  # > 0: torch.profiler trace of this many steps of the first epoch (crt_bench.train.trace)
     epoch_scale: float | None = None  # the factor that made `epochs` from the recipe's; None: epochs given explicitly
     recipe_epochs: int = 0  # the method's recipe epochs (0: not recorded, rows written before the field existed)
     sync_bn: bool = False  # data-parallel runs: batch-norm statistics over the global batch (crt_bench.parallel.env)
@@ -61,5 +61,7 @@ class RunConfig:
     def from_json(cls, text: str) -> "RunConfig":
         data = json.loads(text)
         data["milestones"] = tuple(data["milestones"])
+        if "profile_steps" in data:  # the field's name in configs stored before it was called trace_steps
+            data.setdefault("trace_steps", data.pop("profile_steps"))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

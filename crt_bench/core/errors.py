@@ -26,3 +26,13 @@ class DiskFull(CrtBenchError):
     def __init__(self, path: str | Path, message: str | None = None) -> None:
         self.path = Path(path)
         super().__init__(message or f"disk full writing {self.path}; free space, then run the same command again")
+
+
+def one_line(err: BaseException | str, *, first: bool = False) -> str:
+    """An error's message on one line: whitespace runs (torchvision's and torch's multi-line messages)
+    collapsed to one space; ``first=True`` keeps only the first non-blank line (torch's long unpickling
+    explanations).  An exception with no message gives its type's name."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__ if isinstance(err, BaseException) else ""
+    return " ".join((lines[0] if first else " ".join(lines)).split())

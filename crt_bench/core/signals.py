@@ -1,13 +1,18 @@
-"""SIGTERM and SIGINT during ``run`` / ``certify``: stop cleanly, record it, say how to continue.
+"""SIGTERM and SIGINT: stop cleanly, record it, say how to continue. The one signal handler of the package.
 
 SLURM (time limit, preemption), ``kill`` and schedulers send SIGTERM; Python's default for it is to
 die on the spot, which left a run marked "running" forever and printed nothing.  Inside
-:func:`stop_on_signals` both signals raise :class:`Interrupted` (a ``KeyboardInterrupt``) in the main
-thread, so the training loop and the certification driver take the path Ctrl-C already takes: the
-current epoch (or group of images) is abandoned, the last checkpoint (or the certified rows) stays,
-the run or certification is marked ``interrupted``, one line says how to continue, and the process
-exits with ``128 + signal``.  A second signal during that clean-up gets the default action (SIGTERM
-kills, Ctrl-C raises a plain ``KeyboardInterrupt``): a user who insists is obeyed.
+:func:`stop_signals` the chosen signals raise :class:`Interrupted` (a ``KeyboardInterrupt``) in the main
+thread, so the training loop, the certification driver and the grid take the path Ctrl-C already
+takes: the current epoch (or group of images) is abandoned, the last checkpoint (or the certified rows)
+stays, the run, certification or grid job is marked ``interrupted``, and the grid stops its workers.
+:func:`exit_on_stop` then says how to continue (unless the run already did) and exits with
+``128 + signal``.  A second signal during that clean-up gets the default action (SIGTERM kills, Ctrl-C
+raises a plain ``KeyboardInterrupt``): a user who insists is obeyed.
+
+* ``run`` / ``certify`` / a local grid job: :func:`stop_on_signals` (both signals, then exit);
+* a grid (``run_grid``, ``follow``): ``stop_signals((SIGTERM,))`` (Ctrl-C is already a KeyboardInterrupt),
+  and the grid commands wrap themselves in ``exit_on_stop(hint)``.
 """
 from __future__ import annotations
 
@@ -15,10 +20,11 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+_DEFAULT = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -36,68 +42,47 @@ def exit_status(stop: BaseException) -> int:
 
 
 @contextlib.contextmanager
-def stop_on_signals(hint: str) -> Iterator[None]:
-    """For a CLI command: SIGTERM and SIGINT raise :class:`Interrupted` once inside the block; it leaves
-    as ``SystemExit(128 + signal)`` after printing ``hint`` to stderr unless the run or certification
-    already said how to continue (``reported``).  Handlers are restored after.
+def stop_signals(signals: Sequence[signal.Signals] = HANDLED) -> Iterator[None]:
+    """Inside the block each of ``signals`` raises :class:`Interrupted` once; the handlers are restored after.
 
-    Exiting here rather than in ``main``: typer turns any KeyboardInterrupt into exit status 130.
+    Only the main thread may set handlers: elsewhere the block runs unchanged.
     """
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.getsignal(s) for s in HANDLED}
+    previous = {s: signal.getsignal(s) for s in signals}
 
     def on_signal(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for s in signals:  # a second signal during the clean-up gets the default action
+            signal.signal(s, _DEFAULT.get(s, signal.SIG_DFL))
         raise Interrupted(signum)
 
-    for s in HANDLED:
+    for s in signals:
         signal.signal(s, on_signal)
     try:
         yield
-    except Interrupted as stop:
-        if not stop.reported:
-            print(hint, file=sys.stderr, flush=True)
-        raise SystemExit(exit_status(stop)) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
-class GridInterrupted(KeyboardInterrupt):
-    """The grid was asked to stop (Ctrl-C or SIGTERM); its workers have been stopped."""
-
-
 @contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """Inside the block, SIGTERM raises :class:`GridInterrupted` like Ctrl-C raises KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def exit_on_stop(hint: str) -> Iterator[None]:
+    """For a CLI command: a stop (signal or Ctrl-C) leaves as ``SystemExit(128 + signal)`` after printing
+    ``hint`` to stderr, unless the run or certification already said how to continue (``reported``).
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise GridInterrupted(f"signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def exit_when_stopped() -> Iterator[None]:
-    """For the grid commands: a stopped grid leaves with 128 + signal after saying how to continue.
-
-    Exiting here rather than in ``main``: typer would turn the KeyboardInterrupt into its own exit.
+    Exiting here rather than in ``main``: typer turns any KeyboardInterrupt into exit status 130.
     """
     try:
         yield
-    except GridInterrupted as stop:
-        import sys
+    except KeyboardInterrupt as stop:
+        if not getattr(stop, "reported", False):
+            print(hint, file=sys.stderr, flush=True)
+        raise SystemExit(exit_status(stop)) from None
 
-        print("stopped: the running jobs were stopped at their last checkpoint; run the same command again to "
-              "continue (finished work is kept)", file=sys.stderr, flush=True)
-        raise SystemExit(143 if "SIGTERM" in str(stop) else 130) from None
+
+@contextlib.contextmanager
+def stop_on_signals(hint: str) -> Iterator[None]:
+    """``run`` / ``certify``: SIGTERM and SIGINT stop the work; then exit with ``hint`` (see the module)."""
+    with exit_on_stop(hint), stop_signals():
+        yield

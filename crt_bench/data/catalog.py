@@ -3,7 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.constants import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SYNTHETIC_MEAN,
+    SYNTHETIC_STD,
+)
+from crt_bench.core.checks import check_choice
 
 # --------------------------------------------------------------------------------------------------
 # Dataset descriptions
@@ -33,8 +43,8 @@ DATASETS: dict[str, DatasetInfo] = {
         num_classes=10,
         in_chans=3,
         image_size=32,
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2023, 0.1994, 0.2010),
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
         augment=True,
     ),
     "fashion-mnist": DatasetInfo(
@@ -42,9 +52,8 @@ DATASETS: dict[str, DatasetInfo] = {
         num_classes=10,
         in_chans=1,
         image_size=28,
-        # Published statistics of the 60000 training images (checked in tests on the real files).
-        mean=(0.2860,),
-        std=(0.3530,),
+        mean=FASHION_MNIST_MEAN,
+        std=FASHION_MNIST_STD,
         augment=False,
     ),
     "synthetic": DatasetInfo(
@@ -52,19 +61,18 @@ DATASETS: dict[str, DatasetInfo] = {
         num_classes=10,
         in_chans=3,
         image_size=32,
-        # Statistics of the default (seed 0) synthetic training split, rounded.
-        mean=(0.5346, 0.5332, 0.5291),
-        std=(0.2125, 0.2148, 0.2110),
+        mean=SYNTHETIC_MEAN,
+        std=SYNTHETIC_STD,
         augment=False,
     ),
     # ImageFolder datasets (crt_bench.data.imagenet): read lazily by workers, augmented by their own pipeline.
     "imagenet": DatasetInfo(
         name="imagenet", num_classes=1000, in_chans=3, image_size=224,
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), augment=False,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, augment=False,
     ),
     "imagenet-small": DatasetInfo(  # the same pipeline at 32 px: tests and CPU runs with the 32x32 registry
         name="imagenet-small", num_classes=1000, in_chans=3, image_size=32,
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), augment=False,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, augment=False,
     ),
 }
 
@@ -75,6 +83,5 @@ def dataset_info(name: str) -> DatasetInfo:
     """Return the :class:`DatasetInfo` for ``name`` (case-insensitive; ``_`` may stand for ``-``)."""
     key = name.strip().lower().replace("_", "-")
     if key not in DATASETS:
-        valid = ", ".join(DATASETS)
-        raise CrtBenchError(f"unknown dataset {name!r}; valid names: {valid}")
+        check_choice("dataset", name, DATASETS)
     return DATASETS[key]

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crt_bench.core.errors import CrtBenchError
-from crt_bench.data.fashion_mnist import _one_line
+from crt_bench.core.errors import CrtBenchError, one_line
 from crt_bench.data.safe_pickle import load_cifar_pickle
 from crt_bench.data.split import default_data_root
 
@@ -106,7 +105,7 @@ def _load_cifar10(data_dir: Path | None, *, train: bool, download: bool) -> tupl
         dataset = cls(str(root), train=train, download=download)
     except (OSError, RuntimeError, ValueError) as err:
         if missing:
-            raise CrtBenchError(_cifar_missing_message(root, f"download failed: {_one_line(err)}")) from err
+            raise CrtBenchError(_cifar_missing_message(root, f"download failed: {one_line(err)}")) from err
         raise CrtBenchError(f"could not read CIFAR-10 from {folder}: {err}") from err
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError) as err:
         raise CrtBenchError(

@@ -1,8 +1,8 @@
 """Datasets as resident tensors, plus on-device minibatching and CIFAR-style augmentation.
 
 Every split is loaded whole into one float32 tensor ``x`` of shape ``[N, C, H, W]`` with pixels in
-``[0, 1]`` and an int64 label tensor ``y``. Normalisation is *not* applied here: per
-``methods.md`` section 0 it is the model's first layer (``DatasetInfo.mean`` / ``std`` say what
+``[0, 1]`` and an int64 label tensor ``y``. Normalisation is *not* applied here: as in Cohen et al.'s
+``NormalizeLayer`` it is the model's first layer (``DatasetInfo.mean`` / ``std`` say what
 to use), and smoothing noise is added in ``[0, 1]`` pixel space.
 
 Datasets (``DATASETS``):
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crt_bench.core.checks import check_choice, check_count
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.data.catalog import SPLITS, dataset_info
 from crt_bench.data.cifar10 import _load_cifar10
@@ -54,10 +55,9 @@ def load_split(
     ``seed`` (kept in dataset order). ``seed`` also seeds the synthetic dataset's per-image noise.
     """
     info = dataset_info(name)
-    if split not in SPLITS:
-        raise CrtBenchError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    if limit is not None and limit < 1:
-        raise CrtBenchError(f"limit must be a positive number of images, got {limit}")
+    check_choice("split", split, SPLITS)
+    if limit is not None:
+        check_count("limit (images)", limit)
     root = Path(data_dir).expanduser() if data_dir is not None else None
     train = split == "train"
 

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError, one_line
 from crt_bench.data.split import default_data_root
-
-
-def _one_line(err: BaseException) -> str:
-    """An exception's message with whitespace runs (torchvision's multi-line ones) collapsed."""
-    return " ".join(str(err).split())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -65,7 +60,7 @@ def _load_fashion_mnist(data_dir: Path | None, *, train: bool, download: bool) -
         pair = _find_fashion_pair([root / "FashionMNIST" / "raw"], prefix)
     if pair is None:
         searched = ", ".join(str(f) for f in folders)
-        how = f"download failed: {_one_line(download_error)}" if download_error else "download disabled"
+        how = f"download failed: {one_line(download_error)}" if download_error else "download disabled"
         raise CrtBenchError(
             f"Fashion-MNIST {prefix}-images-idx3-ubyte / {prefix}-labels-idx1-ubyte (.gz or not) not found in "
             f"{searched} ({how}). Install them with `apt-get install "

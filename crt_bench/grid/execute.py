@@ -4,6 +4,7 @@ from __future__ import annotations
 from crt_bench.certify.resumable import certify_run
 from crt_bench.config.profiles import get_profile
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.states import RunStatus
 from crt_bench.grid.jobs import Job
 from crt_bench.models.files import CHECKPOINT_FILE
 from crt_bench.parallel.env import broadcast_object, env_from
@@ -65,4 +66,4 @@ def _decide(job: Job, store: ResultsStore, checkpoint_file: str) -> tuple[str, s
 
 def run_certified(store: ResultsStore, run_id: str) -> bool:
     """A certification of this run has finished (some rows alone may be a certification cut short)."""
-    return bool(store.certification_states(run_id=run_id)["status"].eq("finished").any())
+    return bool(store.certification_states(run_id=run_id)["status"].eq(RunStatus.FINISHED).any())

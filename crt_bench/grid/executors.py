@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from crt_bench.core.checks import check_choice, check_count
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.grid.inline import InlineExecutor
 
@@ -19,10 +20,8 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
     ``nproc`` > 1: every job runs as that many tasks, which :class:`crt_bench.grid.task.GridTask` turns into
     the ranks of one data-parallel run (crt_bench.parallel.env); on SLURM the node's tasks (``--ntasks-per-node``).
     """
-    if nproc < 1:
-        raise CrtBenchError(f"--nproc must be >= 1, got {nproc}")
-    if kind not in EXECUTORS:
-        raise CrtBenchError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
+    check_count("--nproc", nproc)
+    check_choice("executor", kind, EXECUTORS)
     if kind in ("inline", "debug") and nproc > 1:
         raise CrtBenchError(f"the {kind} executor runs jobs in this process: --nproc needs local or slurm")
     if kind == "inline":  # no submitit needed (crt_bench.grid.inline)

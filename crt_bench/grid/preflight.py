@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError, one_line
 from crt_bench.core.provenance import device_name, pick_device
 from crt_bench.data.catalog import dataset_info
 from crt_bench.data.datasets import load_split
@@ -102,7 +102,7 @@ def ensure_dataset(name: str, data_dir: str | Path | None = None, *, install: bo
                                                            " (the four IDX files, .gz or not)"))
     raise CrtBenchError(f"the {info.name} dataset is needed and could not be obtained. Do one of: "
                         + "; ".join(f"({i}) {w}" for i, w in enumerate(ways, 1))
-                        + f". Details: {' '.join(str(problem).split())}")
+                        + f". Details: {one_line(problem)}")
 
 
 def preflight(*, datasets: set[str], results: str | Path, data_dir: str | Path | None = None,

@@ -22,6 +22,7 @@ from pathlib import Path
 from crt_bench.config.profiles import get_profile
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.provenance import pick_device
+from crt_bench.core.states import DONE_STATES
 from crt_bench.grid.chain import ChainSpec
 from crt_bench.grid.executors import make_executor
 from crt_bench.grid.jobs import GridSpec, Job
@@ -149,7 +150,7 @@ CPU_BUDGETS = {
     "cpu-full": ("about 5.5 hours on 2 CPU cores: training 2 h, certification of 5 models x 500 images 1.7 h, "
                  "timing probes over the whole registry 25 min, a 3-link recursive-CRT chain about 1.5 h "
                  "(training 20 min, certification of 3 x 500 images 75 min)",
-                 ["meets every number of the evidence issue: 12,000 training images at 0.1 x each recipe "
+                 ["meets the evidence targets: 12,000 training images at 0.1 x each recipe "
                   "(SmoothMix teacher and students 15 epochs, lr decays at 5 and 10; CRT 20), 500 test images at "
                   "N = 10,000, teacher reused (pretrained and proxy accounting), two new-generation students with "
                   "Gaussian, SmoothMix and CRT",
@@ -211,7 +212,7 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
         console.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
     ex = make_executor(executor, results / "submitit", nproc=nproc)
     status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel)
-    failed = status[~status["state"].isin(["finished", "skipped (finished)"])]
+    failed = status[~status["state"].isin(DONE_STATES)]
     if len(failed) < len(status):
         # The timing probes run as one more job, so that on a cluster they run on a compute node too.
         console.print("timing probes: every method on every architecture of the plan", highlight=False)

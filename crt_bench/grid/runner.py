@@ -10,6 +10,7 @@ stopped. Failed jobs are reported with their log path. submitit is imported only
 from __future__ import annotations
 
 import re
+import signal
 import time
 from importlib import import_module
 from pathlib import Path
@@ -19,7 +20,8 @@ import pandas as pd
 from rich.console import Console
 from rich.text import Text
 
-from crt_bench.core.signals import interruptible
+from crt_bench.core.signals import stop_signals
+from crt_bench.core.states import JobState, RunStatus
 from crt_bench.grid import execute
 from crt_bench.grid.inline import InlineExecutor
 from crt_bench.grid.jobs import Job
@@ -28,6 +30,9 @@ from crt_bench.store.grid_status import save_grid_status
 from crt_bench.store.store import ResultsStore
 
 log = Console(stderr=True)
+
+GRID_STOPPED_HINT = ("stopped: the running jobs were stopped at their last checkpoint; run the same command again to "
+                     "continue (finished work is kept)")
 
 
 def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_parallel: int = 1,
@@ -46,35 +51,35 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
     store = ResultsStore(results)
     state: dict[str, dict[str, Any]] = {}
     finished = store.finished_runs()
-    certified_runs = set(store.certification_states().query("status == 'finished'")["run_id"])
+    certified_runs = set(store.certification_states().query(f"status == '{RunStatus.FINISHED.value}'")["run_id"])
     for job in jobs:
         done = finished.get(job.key)
         certified = done is not None and (not job.certify or done in certified_runs)
-        state[job.key] = {"key": job.key, "state": "skipped (finished)" if certified else "pending",
+        state[job.key] = {"key": job.key, "state": JobState.SKIPPED if certified else JobState.PENDING,
                           "run_id": done if certified else "", "error": "", "log": ""}
     watch = JobWatch(log)
     running: dict[str, Any] = {}
     try:
-        with interruptible():
+        with stop_signals((signal.SIGTERM,)):
             while True:
                 outside: dict[str, str] | None = None  # finished runs of teachers outside the grid, read once a poll
                 for job in jobs:
                     s = state[job.key]
-                    if s["state"] != "pending" or len(running) >= max_parallel:
+                    if s["state"] != JobState.PENDING or len(running) >= max_parallel:
                         continue
                     if job.teacher is not None:
                         t = state.get(job.teacher.key)
                         if t is None:
                             outside = store.finished_runs() if outside is None else outside
-                            t = {"state": "finished" if job.teacher.key in outside else "missing"}
-                        if t["state"].startswith(("failed", "blocked", "interrupted")) or t["state"] == "missing":
+                            t = {"state": JobState.FINISHED if job.teacher.key in outside else JobState.MISSING}
+                        if JobState(t["state"]).failed:
                             _block(s, job, t["state"])
                             continue
-                        if t["state"] not in ("finished", "skipped (finished)"):
+                        if not JobState(t["state"]).done:
                             continue
                     running[job.key] = executor.submit(task, job, results)
                     watch.add(job.key, running[job.key], label=job.label)
-                    s["state"] = "running"
+                    s["state"] = JobState.RUNNING
                     log.print(Text.assemble(("submitted ", "bold"), job.key), soft_wrap=True, highlight=False)
                 watch.pump()
                 for key, handle in list(running.items()):
@@ -87,18 +92,18 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     del running[key]
                     watch.remove(key)
                     _collect(state[key], key, handle, raised)
-                if not running and not any(s["state"] == "pending" and _ready(job, state) for job, s in
+                if not running and not any(s["state"] == JobState.PENDING and _ready(job, state) for job, s in
                                            ((j, state[j.key]) for j in jobs)):
                     for job in jobs:
-                        if state[job.key]["state"] == "pending":
-                            _block(state[job.key], job, "not finished")
+                        if state[job.key]["state"] == JobState.PENDING:
+                            _block(state[job.key], job, JobState.NOT_FINISHED)
                     break
                 if running:
                     time.sleep(poll_s)
     except KeyboardInterrupt:
         stopped = watch.stop_all()
         for key in running:
-            state[key]["state"], state[key]["error"] = "interrupted", "the grid was stopped (Ctrl-C or SIGTERM)"
+            state[key]["state"], state[key]["error"] = JobState.INTERRUPTED, "the grid was stopped (Ctrl-C or SIGTERM)"
         if stopped:
             log.print(f"stopped {len(stopped)} running job(s): {', '.join(stopped)}; re-run the same command to "
                       "resume them from their last checkpoint", markup=False, highlight=False, soft_wrap=True)
@@ -115,10 +120,10 @@ def _collect(s: dict[str, Any], key: str, handle: Any, raised: Exception | None 
         if raised is not None:
             raise raised
         s["run_id"] = handle.results()[0]  # task 0 (rank 0) of a multi-task job speaks for it
-        s["state"] = "finished"
+        s["state"] = JobState.FINISHED
         log.print(Text.assemble(("finished ", "green"), f"{key}: {s['run_id']}"), soft_wrap=True, highlight=False)
     except Exception as err:  # the job's own exception, re-raised by submitit
-        s["state"] = "failed"
+        s["state"] = JobState.FAILED
         s["error"] = _error_line(err)
         s["log"] = str(getattr(handle, "paths", None) and handle.paths.stderr or "")
         log.print(Text.assemble(("failed ", "bold red"), f"{key}: {s['error']}",
@@ -126,7 +131,7 @@ def _collect(s: dict[str, Any], key: str, handle: Any, raised: Exception | None 
 
 
 def _block(s: dict[str, Any], job: Job, teacher_state: str) -> None:
-    s["state"] = "blocked (teacher failed)"
+    s["state"] = JobState.BLOCKED
     s["error"] = (f"not started: its teacher {job.teacher.key if job.teacher else '?'} did not finish "
                   f"({teacher_state})")
 
@@ -147,4 +152,4 @@ def _ready(job: Job, state: dict[str, dict[str, Any]]) -> bool:
     if job.teacher is None:
         return True
     t = state.get(job.teacher.key)
-    return t is None or t["state"] in ("finished", "skipped (finished)")
+    return t is None or JobState(t["state"]).done

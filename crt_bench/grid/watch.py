@@ -3,7 +3,7 @@
 submitit's local executor runs each job in a subprocess whose output goes to log files under
 ``results/submitit/``; a newcomer watching ``make reproduce`` would otherwise see nothing for the whole
 length of a job. :class:`JobWatch` copies every new line of a running job's logs to the console,
-prefixed with the job's name. :func:`interruptible` turns SIGTERM (what ``kill``, SLURM and
+prefixed with the job's name. :func:`~crt_bench.core.signals.stop_signals` turns SIGTERM (what ``kill``, SLURM and
 schedulers send) into the same ``KeyboardInterrupt`` as Ctrl-C, so that one ``except`` stops the
 grid's workers too: a worker left running after its parent died would race the next invocation.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from crt_bench.core.signals import interruptible
+from crt_bench.core.signals import stop_signals
 
 STOP_GRACE_S = 120.0  # a stopped job checkpoints and marks its run interrupted; then it is killed
 
@@ -127,7 +127,7 @@ def follow(handle: Any, label: str, console: Console, poll_s: float = 1.0) -> An
     watch = JobWatch(console)
     watch.add(label, handle)
     try:
-        with interruptible():
+        with stop_signals((signal.SIGTERM,)):
             while not handle.done():
                 watch.pump()
                 time.sleep(poll_s)

@@ -23,11 +23,12 @@ lbd = 20 (sigma 0.25), 10 (sigma 0.5), 10 (sigma 1.0).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crt_bench.core.checks import check_count
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.registry import Recipe, StepContext, nearest_sigma, register_method
 from crt_bench.methods.smoothing import mean_softmax, noise_like_replicas, replicate
@@ -35,6 +36,10 @@ from crt_bench.methods.smoothing import mean_softmax, noise_like_replicas, repli
 # Jeong et al.'s repos call StepLR(step_size=50).step(epoch) AFTER epoch `epoch` (0-based), so lr is 0.1 for
 # epochs 0-50, 0.01 for 51-100 and 0.001 for 101-149; our loop applies a milestone at the START of an epoch.
 JEONG_MILESTONES = (51, 101)
+JEONG_SCHEDULE = ("150 epochs, batch 256, lr 0.1, StepLR(50, 0.1) stepped after each epoch (-> milestones 51, 101), "
+                  "plain momentum 0.9, wd 1e-4")
+JEONG_RECIPE = Recipe(epochs=150, batch_size=256, lr=0.1, milestones=JEONG_MILESTONES, source=JEONG_SCHEDULE)
+"""The recipe of Jeong et al.'s repositories (consistency, SmoothMix); each method names its own script."""
 LBD_PER_SIGMA = {0.25: 20.0, 0.5: 10.0, 1.0: 10.0}  # CAT-RS list; other sigmas take the nearest entry
 
 
@@ -78,8 +83,7 @@ class ConsistencyHParams:
         return cls(lbd=nearest_sigma(LBD_PER_SIGMA, sigma))
 
     def validate(self) -> None:
-        if self.m < 1:
-            raise CrtBenchError(f"consistency: m (noise draws per image) must be >= 1, got {self.m}")
+        check_count("consistency: m (noise draws per image)", self.m)
         if self.lbd < 0:
             raise CrtBenchError(f"consistency: lbd (KL weight) must be >= 0, got {self.lbd}")
         if self.eta < 0:
@@ -89,9 +93,7 @@ class ConsistencyHParams:
 @register_method(
     "consistency",
     hparams=ConsistencyHParams,
-    recipe=Recipe(epochs=150, batch_size=256, lr=0.1, milestones=JEONG_MILESTONES,
-                  source="jh-jeong/smoothing-consistency train_consistency.py: 150 epochs, batch 256, lr 0.1, "
-                  "StepLR(50, 0.1) stepped after each epoch (-> milestones 51, 101), plain momentum 0.9, wd 1e-4"),
+    recipe=replace(JEONG_RECIPE, source=f"jh-jeong/smoothing-consistency train_consistency.py: {JEONG_SCHEDULE}"),
     reference="Jeong, Shin. Consistency Regularization for Certified Robustness of Smoothed Classifiers. "
     "NeurIPS 2020",
     steps_per_batch=lambda hp: hp.m,

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crt_bench.config.schedule import scaled_milestones
+from crt_bench.core.checks import check_count, check_positive
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.registry import Recipe, StepContext, register_method
 from crt_bench.methods.smoothing import mean_softmax, noise_like_replicas, replicate
@@ -60,9 +61,9 @@ class MACERHParams:
 
     Per-sigma defaults (:meth:`for_sigma`): the official repo has one setting for every sigma (lambda=12,
     not deferred) and its README trains sigma=0.25 with it; the MACER paper's per-sigma lambdas are not
-    verified (methods.md 2.3). Where MACER gives no sigma-specific value we take Jeong et al.'s
+    verified against a released setting. Where MACER gives no sigma-specific value we take Jeong et al.'s
     re-implementation (smoothing-consistency ``train_macer.py``): sigma 0.5 -> lambda 6, sigma 1.0 ->
-    lambda 12 deferred. ``--hp lbd=12 --hp deferred=false`` restores the official repo's single default.
+    lambda 12 deferred. ``--set lbd=12 --set deferred=false`` restores the official repo's single default.
     """
 
     k: int = 16  # gauss_num: noisy copies per image
@@ -80,14 +81,11 @@ class MACERHParams:
         return cls()  # sigma 0.25 (MACER's README example) and any other sigma: the official defaults
 
     def validate(self) -> None:
-        if self.k < 1:
-            raise CrtBenchError(f"k (noisy copies per image, MACER's gauss_num) must be >= 1, got {self.k}")
+        check_count("k (noisy copies per image, MACER's gauss_num)", self.k)
         if not self.lbd >= 0:
             raise CrtBenchError(f"lbd (weight of the robustness loss) must be >= 0, got {self.lbd}")
-        if not self.gamma > 0:
-            raise CrtBenchError(f"gamma (hinge on the surrogate radius) must be > 0, got {self.gamma}")
-        if not self.beta > 0:
-            raise CrtBenchError(f"beta (inverse softmax temperature) must be > 0, got {self.beta}")
+        check_positive("gamma (hinge on the surrogate radius)", self.gamma)
+        check_positive("beta (inverse softmax temperature)", self.beta)
 
 
 def first_decay_epoch(epochs: int) -> int:

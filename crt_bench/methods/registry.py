@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Protocol, TypeVar
 
 from torch import Tensor, nn
 
+from crt_bench.core.checks import check_choice
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.parallel.noise import standard_normal_like
 
@@ -128,9 +129,7 @@ def register_method(
 
 
 def get_method(name: str) -> MethodSpec:
-    if name not in _METHODS:
-        raise CrtBenchError(f"unknown method {name!r}; valid names: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    return _METHODS[check_choice("method", name, sorted(_METHODS))]
 
 
 def list_methods() -> list[MethodSpec]:

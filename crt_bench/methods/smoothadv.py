@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crt_bench.core.checks import check_count
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.registry import Recipe, StepContext, nearest_sigma, register_method
 from crt_bench.methods.smoothing import frozen, noise_like_replicas, project_l2, replicate, smoothed_nll, unit_l2
@@ -83,12 +84,9 @@ class SmoothAdvHParams:
         if not self.epsilon >= 0:
             raise CrtBenchError(f"epsilon must be >= 0 (L2 radius in [0,1] pixel units, reference --epsilon / "
                                 f"{EPSILON_UNIT:g}), got {self.epsilon}")
-        if self.num_steps < 1:
-            raise CrtBenchError(f"num_steps (PGD steps T) must be >= 1, got {self.num_steps}")
-        if self.num_noise_vec < 1:
-            raise CrtBenchError(f"num_noise_vec (noise draws per image m) must be >= 1, got {self.num_noise_vec}")
-        if self.warmup < 1:
-            raise CrtBenchError(f"warmup (epochs to reach epsilon) must be >= 1, got {self.warmup}")
+        check_count("num_steps (PGD steps T)", self.num_steps)
+        check_count("num_noise_vec (noise draws per image m)", self.num_noise_vec)
+        check_count("warmup (epochs to reach epsilon)", self.warmup)
 
 
 # Salman et al. best CIFAR-10 models (PGD, --warmup 10); epsilons as reference CLI value / 256.

@@ -30,15 +30,16 @@ sigma 0.25 / 0.5 / 1.0. Schedule as Consistency's (StepLR(50) stepped after each
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crt_bench.core.checks import check_count, check_positive
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.methods.consistency import JEONG_MILESTONES, kl_div_sum
-from crt_bench.methods.registry import Recipe, StepContext, nearest_sigma, register_method
+from crt_bench.methods.consistency import JEONG_RECIPE, JEONG_SCHEDULE, kl_div_sum
+from crt_bench.methods.registry import StepContext, nearest_sigma, register_method
 from crt_bench.methods.smoothing import (
     frozen,
     mean_softmax,
@@ -120,26 +121,20 @@ class SmoothMixHParams:
         return cls(**nearest_sigma(PER_SIGMA, sigma))
 
     def validate(self) -> None:
-        if self.m < 1:
-            raise CrtBenchError(f"smoothmix: m (noise draws per image) must be >= 1, got {self.m}")
-        if self.steps < 1:
-            raise CrtBenchError(f"smoothmix: steps (attack steps T) must be >= 1, got {self.steps}")
-        if not self.alpha > 0:
-            raise CrtBenchError(f"smoothmix: alpha (attack step size) must be > 0, got {self.alpha}")
+        check_count("smoothmix: m (noise draws per image)", self.m)
+        check_count("smoothmix: steps (attack steps T)", self.steps)
+        check_positive("smoothmix: alpha (attack step size)", self.alpha)
         if self.eta < 0:
             raise CrtBenchError(f"smoothmix: eta (mixup loss weight) must be >= 0, got {self.eta}")
         if not 0 <= self.mix_step < self.steps:
             raise CrtBenchError(f"smoothmix: mix_step must lie in [0, steps) = [0, {self.steps}), got {self.mix_step}")
-        if self.warmup < 1:
-            raise CrtBenchError(f"smoothmix: warmup (epochs) must be >= 1, got {self.warmup}")
+        check_count("smoothmix: warmup (epochs)", self.warmup)
 
 
 @register_method(
     "smoothmix",
     hparams=SmoothMixHParams,
-    recipe=Recipe(epochs=150, batch_size=256, lr=0.1, milestones=JEONG_MILESTONES,
-                  source="jh-jeong/smoothmix train.py: 150 epochs, batch 256, lr 0.1, StepLR(50, 0.1) stepped "
-                  "after each epoch (-> milestones 51, 101), plain momentum 0.9, wd 1e-4"),
+    recipe=replace(JEONG_RECIPE, source=f"jh-jeong/smoothmix train.py: {JEONG_SCHEDULE}"),
     reference="Jeong, Park, Kim, Lee, Shin. SmoothMix: Training Confidence-calibrated Smoothed Classifiers for "
     "Certified Robustness. NeurIPS 2021",
     steps_per_batch=lambda hp: hp.m,

@@ -29,7 +29,7 @@ from torch import nn
 
 from crt_bench.config.choices import INPUT_LAYERS
 from crt_bench.core.constants import CIFAR10_MEAN, CIFAR10_STD
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError, one_line
 from crt_bench.models.build import build_model
 
 FORMAT = "crt-bench/1"
@@ -52,8 +52,7 @@ def read_torch_file(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  arbitrary bytes fail in arbitrary ways (IndexError, KeyError, ...)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CrtBenchError(f"checkpoint {path} is corrupt or not a torch file ({first})") from None
+        raise CrtBenchError(f"checkpoint {path} is corrupt or not a torch file ({one_line(err, first=True)})") from None
     if not isinstance(obj, dict):
         raise CrtBenchError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of weights and metadata")
     return obj
@@ -128,8 +127,7 @@ def reference_model(obj: dict[str, Any], path: Path, input_layer: str = "normali
     try:
         model[1].load_state_dict(net_state)
     except (RuntimeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise CrtBenchError(f"checkpoint {path} does not match CIFAR {arch} ({first[:200]})") from None
+        raise CrtBenchError(f"checkpoint {path} does not match CIFAR {arch} ({one_line(err, first=True)[:200]})") from None
     meta = {"format": "reference", "arch": arch, "reference_arch": str(obj.get("arch", "")),
             "num_classes": num_classes, "in_chans": in_chans, "image_size": 32, "mean": mean, "std": std,
             "dataset": "cifar10", "sigma": None, "method": "reference", "run_id": "",

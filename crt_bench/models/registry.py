@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.checks import check_choice
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,7 @@ def list_archs() -> list[ArchSpec]:
 def get_arch(name: str) -> ArchSpec:
     key = _ALIASES.get(name, name)
     if key not in _ARCHS:
-        valid = ", ".join(s.name for s in list_archs())
-        raise CrtBenchError(f"unknown architecture {name!r}; valid names: {valid}")
+        check_choice("architecture", name, [s.name for s in list_archs()])
     return _ARCHS[key]
 
 

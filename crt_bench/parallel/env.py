@@ -34,11 +34,15 @@ from crt_bench.core.provenance import pick_device
 
 @dataclass(frozen=True)
 class DistEnv:
-    """This process's place in a data-parallel run (rank 0 of 1 outside torchrun)."""
+    """This process's place in a data-parallel run or a sharded certification (rank 0 of 1 outside torchrun).
+
+    ``launched``: a launcher (torchrun, or SLURM through it) set ``WORLD_SIZE``, even to 1.
+    """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -50,11 +54,12 @@ class DistEnv:
 
 
 def env_from(environ: Mapping[str, str] | None = None) -> DistEnv:
-    """The rank, world size and local rank torchrun (or SLURM via torchrun) set."""
+    """The rank, world size and local rank torchrun (or SLURM via torchrun) set: the one reader of them."""
     environ = os.environ if environ is None else environ
     if "WORLD_SIZE" not in environ:
         return DistEnv()
-    return DistEnv(int(environ.get("RANK", 0)), int(environ["WORLD_SIZE"]), int(environ.get("LOCAL_RANK", 0)))
+    return DistEnv(int(environ.get("RANK", 0)), int(environ["WORLD_SIZE"]), int(environ.get("LOCAL_RANK", 0)),
+                   launched=True)
 
 
 def rank_device(setting: str, env: DistEnv) -> torch.device:
@@ -103,26 +108,17 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def local_device_from_env(device: str, env: dict[str, str] | None = None) -> str:
-    """``auto`` under torchrun on a GPU machine means this rank's GPU (``LOCAL_RANK``)."""
-    env = dict(os.environ) if env is None else env
-    if device == "auto" and "LOCAL_RANK" in env and torch.cuda.is_available():
-        return f"cuda:{int(env['LOCAL_RANK']) % torch.cuda.device_count()}"
-    return device
-
-
-def barrier_if_distributed() -> bool:
+def barrier_if_distributed(env: DistEnv | None = None) -> bool:
     """Under torchrun: wait for every rank (gloo, CPU-only barrier); True when this process is rank 0."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2:
+    env = env_from() if env is None else env
+    if not env.enabled:
         return True
-    import torch.distributed as dist
-
     created = not dist.is_initialized()
     if created:
         dist.init_process_group("gloo")
     try:
         dist.barrier()
-        return dist.get_rank() == 0
+        return env.is_main
     finally:
         if created:
             dist.destroy_process_group()

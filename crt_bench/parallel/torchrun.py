@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.checks import check_count
 
 
 def torchrun_command(nproc: int, cli_args: list[str], *, nnodes: int = 1) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc_per_node K -m crt_bench.cli ARGS`` (one node)."""
-    if nproc < 1:
-        raise CrtBenchError(f"--nproc must be at least 1, got {nproc}")
+    check_count("--nproc", nproc)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nnodes={nnodes}",
             f"--nproc_per_node={nproc}", "-m", "crt_bench.cli", *cli_args]
 

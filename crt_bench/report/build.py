@@ -1,8 +1,10 @@
 """Everything ``crt-bench plot`` writes, from whatever a results directory holds."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 
 from crt_bench.analysis.evidence import evidence_frame, student_evidence
@@ -20,71 +22,57 @@ from crt_bench.store.store import ResultsStore
 log = Console(stderr=True)
 
 
+class _Outputs:
+    """What ``build_all`` has written so far, by kind (``files`` for tables, a figure's key for its files)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.written: dict[str, list[Path]] = {}
+
+    def save(self, name: str, text: str) -> None:
+        self.written.setdefault("files", []).append(atomic_write_bytes(self.out_dir / name, text.encode()))
+
+    def table(self, stem: str, frame: pd.DataFrame, markdown: Callable[[pd.DataFrame], str] | None = None) -> bool:
+        """``stem.csv`` (and ``stem.md`` when ``markdown`` is given) unless ``frame`` is empty; True if written."""
+        if frame.empty:
+            return False
+        self.save(f"{stem}.csv", frame.to_csv(index=False))
+        if markdown is not None:
+            self.save(f"{stem}.md", markdown(frame))
+        return True
+
+
 def build_all(results: str | Path, out_dir: str | Path, *, sigma: float = 0.25, profile_note: str = "") -> dict:
     """Tables (markdown + CSV), figures (PNG + PDF) and REPORT.md; sections without data are skipped."""
     store, out_dir = ResultsStore(results), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, list[Path]] = {}
-
-    def save(name: str, text: str) -> Path:
-        path = atomic_write_bytes(out_dir / name, text.encode())
-        written.setdefault("files", []).append(path)
-        return path
-
+    out = _Outputs(out_dir)
     slowdown = slowdown_table(store)
-    if not slowdown.empty:
-        save("slowdown.csv", slowdown.to_csv(index=False))
-        save("slowdown.md", slowdown_markdown(slowdown))
+    if out.table("slowdown", slowdown, slowdown_markdown):
         data = cumulative_hours(slowdown, sigma=sigma)
-        if not data.empty:
-            save("cumulative_training_time.csv", data.to_csv(index=False))
-            written["figure1"] = plot_cumulative(data, out_dir)[0]
-    summary = summary_table(store)
-    if not summary.empty:
-        save("summary.csv", summary.to_csv(index=False))
-    written.update(_paper_outputs(store, out_dir, sigma, profile_note, written))
-    for path in [p for paths in written.values() for p in paths]:
+        if out.table("cumulative_training_time", data):
+            out.written["figure1"] = plot_cumulative(data, out_dir)[0]
+    out.table("summary", summary_table(store))
+    _paper_outputs(store, out, sigma)
+    if out.written:  # an empty store keeps the CLI's "nothing to plot" error
+        out.written["report"] = [write_report(store, out_dir, figures=dict(out.written), profile_note=profile_note)]
+    for path in [p for paths in out.written.values() for p in paths]:
         log.print(f"written {path}")
-    return written
+    return out.written
 
 
-def _paper_outputs(store: ResultsStore, out_dir: Path, sigma: float, profile_note: str,
-                   written: dict[str, list[Path]]) -> dict[str, list[Path]]:
-    """Figure 2, the ACR table, Table 1 and REPORT.md."""
-
-    new: dict[str, list[Path]] = {}
-    files: list[Path] = []
-
-    def save(name: str, text: str) -> None:
-        files.append(atomic_write_bytes(out_dir / name, text.encode()))
-
+def _paper_outputs(store: ResultsStore, out: _Outputs, sigma: float) -> None:
+    """Figure 2, the ACR table, the verdict's evidence, the training curves, Table 1 and what goes beyond the paper."""
     curves = certified_curves(store, sigma=sigma)
-    if not curves.empty:
-        save("certified_accuracy.csv", curves.to_csv(index=False))
-        new["figure2"] = plot_curves(curves, out_dir)[0]
-    acr = acr_table(store)
-    if not acr.empty:
-        save("acr.csv", acr.to_csv(index=False))
-        save("acr.md", acr_markdown(acr))
-
-    evidence = evidence_frame(student_evidence(store))
-    if not evidence.empty:
-        save("verdict_evidence.csv", evidence.to_csv(index=False))
-
+    if out.table("certified_accuracy", curves):
+        out.written["figure2"] = plot_curves(curves, out.out_dir)[0]
+    out.table("acr", acr_table(store), acr_markdown)
+    out.table("verdict_evidence", evidence_frame(student_evidence(store)))
     trained = training_curves(store)
-    if not trained.empty:
-        save("training_curves.csv", trained.to_csv(index=False))
-        new["training_curves"] = plot_training_curves(trained, out_dir)
-    t1 = table1(store)
-    if not t1.empty:
-        save("table1.csv", t1.to_csv(index=False))
-        save("table1.md", table1_markdown(t1))
-
-    beyond = beyond_paper_outputs(store, out_dir)
-    files += beyond.pop("files", [])
-    new.update(beyond)
-    if files:
-        new["files"] = [*written.get("files", []), *files]
-    if written or new:  # an empty store keeps the CLI's "nothing to plot" error
-        new["report"] = [write_report(store, out_dir, figures={**written, **new}, profile_note=profile_note)]
-    return new
+    if out.table("training_curves", trained):
+        out.written["training_curves"] = plot_training_curves(trained, out.out_dir)
+    out.table("table1", table1(store), table1_markdown)
+    beyond = beyond_paper_outputs(store, out.out_dir)
+    for path in beyond.pop("files", []):
+        out.written.setdefault("files", []).append(path)
+    out.written.update(beyond)

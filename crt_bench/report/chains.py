@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 from crt_bench.analysis.chains import chain_table  # noqa: E402
 from crt_bench.core.atomic import atomic_write_bytes
 from crt_bench.report.figure_files import save_figure  # noqa: E402
+from crt_bench.report.markdown import markdown_table  # noqa: E402
 from crt_bench.store.chains import saved_chains  # noqa: E402
 from crt_bench.store.store import ResultsStore  # noqa: E402
 
@@ -64,17 +65,17 @@ def chain_markdown(table: pd.DataFrame) -> str:
     head = ["gen", "arch", "teacher", "status", "hours", "cumulative h", "images", "N", "ACR [95% CI]",
             "acc@0.25", "acc@0.5", "acc@0.75", "acc@1.0", "agreement with root", "mean abs radius diff",
             "direct CRT ACR [95% CI]"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in table.to_dict("records"):
         acr = "–" if pd.isna(r["ACR"]) else f"{r['ACR']:.3f} [{r['ACR_low']:.3f}, {r['ACR_high']:.3f}]"
         direct = ("–" if pd.isna(r["direct_ACR"]) else
                   f"{r['direct_ACR']:.3f} [{r['direct_ACR_low']:.3f}, {r['direct_ACR_high']:.3f}]")
-        lines.append("| " + " | ".join([
-            str(r["generation"]), r["arch"], r["teacher"] or "–", r["status"], _f(r["hours"], ".4f"),
+        rows.append([
+            r["generation"], r["arch"], r["teacher"] or "–", r["status"], _f(r["hours"], ".4f"),
             _f(r["cumulative_hours"], ".4f"), _f(r["images"], ".0f"), _f(r["N"], ",.0f"), acr,
             _f(r["acc@0.25"]), _f(r["acc@0.50"]), _f(r["acc@0.75"]), _f(r["acc@1.00"]),
-            _f(r["agreement"]), _f(r["mean_abs_radius_diff"]), direct]) + " |")
-    return "\n".join(lines) + "\n"
+            _f(r["agreement"]), _f(r["mean_abs_radius_diff"]), direct])
+    return "\n".join(markdown_table(head, rows)) + "\n"
 
 
 def write_chains(store: ResultsStore, out_dir: Path) -> dict[str, list[Path]]:

@@ -23,9 +23,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from crt_bench.analysis.metrics import DEFAULT_RADII, acr, certified_accuracy
+from crt_bench.analysis.metrics import acr, certified_accuracy
 from crt_bench.analysis.select import arch_generation, certifications, method_label, newest_per_line
-from crt_bench.core.constants import IMPORT_PREFIX
+from crt_bench.core.constants import IMPORT_PREFIX, SUMMARY_RADII
 from crt_bench.report.figure_files import save_figure
 from crt_bench.store.store import ResultsStore
 
@@ -53,17 +53,17 @@ def max_certifiable_radius(n: int, alpha: float, sigma: float) -> float:
 
 def radius_grid(max_radius: float, step: float = GRID_STEP) -> np.ndarray:
     """0, step, ... up to ``max_radius`` (rounded up to a step) or 2.25, whichever is larger, merged with
-    :data:`DEFAULT_RADII`; sorted, unique. Fine all the way, so drawn curves drop where the data drop."""
-    top = max(0.0, float(max_radius), max(DEFAULT_RADII))
+    :data:`~crt_bench.core.constants.SUMMARY_RADII`; sorted, unique. Fine all the way, so drawn curves drop where the data drop."""
+    top = max(0.0, float(max_radius), max(SUMMARY_RADII))
     fine = np.round(np.arange(0, math.ceil(top / step - 1e-9) + 1) * step, 6)
-    return np.unique(np.round(np.concatenate([fine, np.asarray(DEFAULT_RADII, dtype=np.float64)]), 6))
+    return np.unique(np.round(np.concatenate([fine, np.asarray(SUMMARY_RADII, dtype=np.float64)]), 6))
 
 
 def certified_curves(store: ResultsStore, sigma: float | None = None, *, profile: str | None = None,
                      methods: tuple[str, ...] = FIGURE2_METHODS, include_published: bool = True) -> pd.DataFrame:
     """Figure 2's data in long format (columns :data:`CURVE_COLUMNS`), one row per (panel, line, radius).
 
-    ``standard`` marks the radii of :data:`DEFAULT_RADII`. ``kind`` is ``"ours"`` or ``"published"``.
+    ``standard`` marks the radii of :data:`~crt_bench.core.constants.SUMMARY_RADII`. ``kind`` is ``"ours"`` or ``"published"``.
     Empty (with the columns) when no architecture has both a CRT and a SmoothMix certification.
     """
     meta, rows = certifications(store)
@@ -98,7 +98,7 @@ def certified_curves(store: ResultsStore, sigma: float | None = None, *, profile
             members += [(f"published: {str(p['run_id']).removeprefix(IMPORT_PREFIX)}", "published", p)
                         for _, p in published.iterrows() if not math.isnan(p["sigma"]) and np.isclose(p["sigma"], sig)]
         grid = radius_grid(max(float(rows[m["cert_id"]]["radius"].max()) for _, _, m in members))
-        standard = np.isin(grid, np.round(np.asarray(DEFAULT_RADII, dtype=np.float64), 6))
+        standard = np.isin(grid, np.round(np.asarray(SUMMARY_RADII, dtype=np.float64), 6))
         for label, kind, m in members:
             cert_rows = rows[m["cert_id"]]
             acc = certified_accuracy(cert_rows, grid)

@@ -22,6 +22,7 @@ from crt_bench.core.constants import IMPORT_PREFIX, TABLE_RADII
 from crt_bench.core.tf32 import device_labels
 from crt_bench.report.beyond import FIGURE_KEYS, beyond_paper_sections
 from crt_bench.report.imagenet import imagenet_section
+from crt_bench.report.markdown import markdown_table
 from crt_bench.report.missing import missing_section
 from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table1_markdown
 from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
@@ -108,14 +109,14 @@ def _published_section(store: ResultsStore) -> list[str]:
     imported = meta[meta["imported"]] if not meta.empty else meta
     if imported.empty:
         return lines + ["No data: no published logs imported (`crt-bench import-log`).", ""]
-    lines += ["| name | sigma | N | images | " + " | ".join(f"acc@{r:g}" for r in TABLE_RADII) + " | ACR |",
-              "|---|---|---|---|" + "---|" * len(TABLE_RADII) + "---|"]
+    table = []
     for _, m in imported.iterrows():
         part = rows[m["cert_id"]]
         acc = certified_accuracy(part, TABLE_RADII)
         sigma = "?" if math.isnan(m["sigma"]) else f"{m['sigma']:g}"
-        lines.append(f"| {str(m['run_id']).removeprefix(IMPORT_PREFIX)} | {sigma} | {m['N']} | {m['images']} | "
-                     + " | ".join(f"{v:.3f}" for v in acc) + f" | {acr(part):.3f} |")
+        table.append([str(m["run_id"]).removeprefix(IMPORT_PREFIX), sigma, m["N"], m["images"],
+                      *[f"{v:.3f}" for v in acc], f"{acr(part):.3f}"])
+    lines += markdown_table(["name", "sigma", "N", "images", *[f"acc@{r:g}" for r in TABLE_RADII], "ACR"], table)
     return lines + ["", "Recomputed here from the logs' per-image rows (radius >= r and correct)."]
 
 

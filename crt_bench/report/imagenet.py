@@ -11,6 +11,7 @@ import pandas as pd
 from crt_bench.analysis.imagenet import imagenet_table
 from crt_bench.analysis.select import certifications
 from crt_bench.core.constants import IMAGENET_RADII
+from crt_bench.report.markdown import markdown_table
 from crt_bench.store.store import ResultsStore
 
 
@@ -25,10 +26,7 @@ def imagenet_section(store: ResultsStore) -> list[str]:
     table = mine[["cert_id", "method", "arch", "sigma", "N"]].merge(table, on="cert_id")
     radii = [f"r={r:g}" for r in IMAGENET_RADII]
     lines = ["## ImageNet: certified accuracy at the paper's radii", "",
-             "| method | arch | sigma | N | images | " + " | ".join(radii) + " | ACR |",
-             "|---|---|---|---|---|" + "---|" * len(radii) + "---|"]
-    for r in table.to_dict("records"):
-        values = " | ".join(f"{r[c]:.3f}" for c in radii)
-        lines.append(f"| {r['method']} | {r['arch']} | {r['sigma']:g} | {int(r['N']):,} | {r['images']} | {values} "
-                     f"| {r['acr']:.3f} |")
+             *markdown_table(["method", "arch", "sigma", "N", "images", *radii, "ACR"],
+                             [[r["method"], r["arch"], f"{r['sigma']:g}", f"{int(r['N']):,}", r["images"],
+                               *[f"{r[c]:.3f}" for c in radii], f"{r['acr']:.3f}"] for r in table.to_dict("records")])]
     return [*lines, ""]

@@ -15,10 +15,12 @@ import matplotlib
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from crt_bench.analysis.leaderboard import GROUP_FIELDS, RADII, Entry, board, group_entries  # noqa: E402
+from crt_bench.analysis.leaderboard import GROUP_FIELDS, Entry, board, group_entries  # noqa: E402
 from crt_bench.analysis.leaderboard_entries import write_entries  # noqa: E402
 from crt_bench.core.atomic import atomic_write_bytes  # noqa: E402
+from crt_bench.core.constants import LEADERBOARD_RADII  # noqa: E402
 from crt_bench.report.figure_files import save_figure  # noqa: E402
+from crt_bench.report.markdown import markdown_table  # noqa: E402
 
 matplotlib.use("Agg")
 
@@ -33,17 +35,17 @@ def group_title(key: tuple) -> str:
 
 
 def board_markdown(table: pd.DataFrame) -> str:
-    head = ["rank", "method", "arch", "teacher", "hours", "ACR [95% CI]", *[f"acc@{r:g}" for r in RADII], "images",
+    head = ["rank", "method", "arch", "teacher", "hours", "ACR [95% CI]", *[f"acc@{r:g}" for r in LEADERBOARD_RADII], "images",
             "N", "commit", "device", "status", "tied with"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for row in table.to_dict("records"):
         hours = f"{row['hours']:.4g}" + (" (reported)" if row["hours_kind"] == "reported" else "")
-        lines.append("| " + " | ".join([
-            str(row["rank"]), row["method"], row["arch"], row["teacher"] or "–", hours,
+        rows.append([
+            row["rank"], row["method"], row["arch"], row["teacher"] or "–", hours,
             f"{row['ACR']:.3f} [{row['ACR_low']:.3f}, {row['ACR_high']:.3f}]",
-            *[f"{row[f'acc@{r:g}']:.3f}" for r in RADII], str(row["images"]), f"{row['N']:,}",
-            (row["commit"] or "–")[:10], row["device"], row["status"], row["tied_with"] or "–"]) + " |")
-    return "\n".join(lines) + "\n"
+            *[f"{row[f'acc@{r:g}']:.3f}" for r in LEADERBOARD_RADII], row["images"], f"{row['N']:,}",
+            (row["commit"] or "–")[:10], row["device"], row["status"], row["tied_with"] or "–"])
+    return "\n".join(markdown_table(head, rows)) + "\n"
 
 
 def plot_frontier(entries: list[Entry], table: pd.DataFrame, title: str, stem: Path) -> list[Path]:
@@ -97,13 +99,13 @@ def write_leaderboard(entries: list[Entry], out_dir: str | Path,
     if not lb.groups:
         lines += ["No data: no entry with known training hours, dataset, device and sigma.", ""]
     if lb.unranked:
-        lines += ["### Not ranked", "", "| entry | method | arch | images | N | ACR | why |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {e.entry_id} | {e.method or '?'} | {e.arch or '?'} | {e.images} | {e.N:,} | {e.acr.format()} | "
-                  f"{reason} |" for e, reason in lb.unranked]
+        lines += ["### Not ranked", "", *markdown_table(
+            ["entry", "method", "arch", "images", "N", "ACR", "why"],
+            [[e.entry_id, e.method or "?", e.arch or "?", e.images, f"{e.N:,}", e.acr.format(), reason]
+             for e, reason in lb.unranked])]
         lines.append("")
     if missing:
-        lines += ["### Missing (no certification)", "", "| run | why |", "|---|---|"]
-        lines += [f"| {name} | {reason} |" for name, reason in missing]
+        lines += ["### Missing (no certification)", "", *markdown_table(["run", "why"], missing)]
         lines.append("")
     if len(lb.groups) > 1:
         lines += [f"{len(lb.groups)} groups: entries of different groups are never ranked together (they differ in "

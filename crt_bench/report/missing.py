@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crt_bench.core.states import DONE_STATES
+from crt_bench.report.markdown import markdown_table
 from crt_bench.store.grid_status import read_grid_status
-
-FINISHED = ("finished", "skipped (finished)")
 
 
 def missing_section(results: str | Path) -> list[str]:
@@ -18,14 +18,13 @@ def missing_section(results: str | Path) -> list[str]:
     status = read_grid_status(results)
     if status.empty:
         return []
-    missing = status[~status["state"].isin(FINISHED)]
+    missing = status[~status["state"].isin(DONE_STATES)]
     if missing.empty:
         return []
     lines = ["## Missing cells", "",
              f"{len(missing)} of {len(status)} jobs of the last grid did not finish, so their rows are absent from "
              "every table and figure below. Re-run the same command to retry them (finished work is kept).", "",
-             "| job | state | why | log |", "|---|---|---|---|"]
-    for row in missing.itertuples():
-        why = (row.error or "").replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{row.key}` | {row.state} | {why} | {f'`{row.log}`' if row.log else ''} |")
+             *markdown_table(["job", "state", "why", "log"],
+                             [[f"`{row.key}`", row.state, row.error or "", f"`{row.log}`" if row.log else ""]
+                              for row in missing.itertuples()])]
     return [*lines, ""]

@@ -23,6 +23,7 @@ from crt_bench.analysis.metrics import acr, certified_accuracy
 from crt_bench.analysis.select import _method_rank, arch_generation, certifications, method_label, newest_per_line
 from crt_bench.analysis.uncertainty import acr_interval, certified_accuracy_intervals
 from crt_bench.core.constants import TABLE_RADII
+from crt_bench.report.markdown import markdown_table
 from crt_bench.store.store import ResultsStore
 
 # The paper's Table 1 (the authors' poster): CIFAR-10, ResNet-110, one V100, sigma not stated (0.25 assumed).
@@ -96,15 +97,13 @@ def acr_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "No data: no certified training run in the store (`crt-bench certify RUN_ID` first).\n"
     acc_cols = [c for c in df.columns if c.startswith("acc@") and not c.endswith(("_low", "_high"))]
-    lines = ["| method | arch | sigma | dataset | N | images | ACR [95% CI] | "
-             + " | ".join(f"acc@{float(c[4:]):g}" for c in acc_cols) + " | train h | profile | device |",
-             "|---|---|---|---|---|---|---|" + "---|" * len(acc_cols) + "---|---|---|"]
-    for _, r in df.iterrows():
-        lines.append(
-            f"| {method_label(r['method'], r['teacher'], r['teacher_method'])} | {r['arch']} | {r['sigma']:g} | "
-            f"{r['dataset']} | {r['N']} | {r['images']} | {r['ACR']:.3f} [{r['ACR_low']:.3f}, {r['ACR_high']:.3f}] | "
-            + " | ".join(_with_band(r, c) for c in acc_cols)
-            + f" | {_fmt(r['train_hours'], '.4g')} | {r['profile']} | {r['device']} |")
+    head = ["method", "arch", "sigma", "dataset", "N", "images", "ACR [95% CI]",
+            *[f"acc@{float(c[4:]):g}" for c in acc_cols], "train h", "profile", "device"]
+    lines = markdown_table(head, [
+        [method_label(r["method"], r["teacher"], r["teacher_method"]), r["arch"], f"{r['sigma']:g}", r["dataset"],
+         r["N"], r["images"], f"{r['ACR']:.3f} [{r['ACR_low']:.3f}, {r['ACR_high']:.3f}]",
+         *[_with_band(r, c) for c in acc_cols], _fmt(r["train_hours"], ".4g"), r["profile"], r["device"]]
+        for _, r in df.iterrows()])
     lines += ["", ("ACR and certified accuracy are fractions over all certified images (abstentions and wrong "
                    "predictions count 0); the intervals are 95% percentile bootstraps over the images. "
                    "Training hours are measured wall-clock of the run, including a dedicated "
@@ -190,13 +189,12 @@ def table1_markdown(df: pd.DataFrame) -> str:
         return ("No data: Table 1 needs a certified SmoothMix run and a certified CRT run of the same arch, sigma, "
                 f"dataset and profile whose teacher is a dedicated proxy or a SmoothMix run (`crt-bench proxy`); "
                 f"{paper}.\n")
-    lines = ["| model | our hours | our ACR | paper hours | paper ACR |", "|---|---|---|---|---|"]
-    for _, r in df.iterrows():
-        lines.append(f"| {r['row']} | {_fmt(r['hours'], '.4g')} | {r['ACR']:.3f} | {r['paper_hours']:.2f} | "
-                     f"{r['paper_ACR']:.3f} |")
     crt = df[df["method"] == "crt"].iloc[0]
-    lines.append(f"| speed-up (SmoothMix h / CRT h) | {_fmt(crt['speedup'], '.2f')}x | | "
-                 f"{crt['paper_speedup']:.2f}x | |")
+    lines = markdown_table(["model", "our hours", "our ACR", "paper hours", "paper ACR"], [
+        *([r["row"], _fmt(r["hours"], ".4g"), f"{r['ACR']:.3f}", f"{r['paper_hours']:.2f}", f"{r['paper_ACR']:.3f}"]
+          for _, r in df.iterrows()),
+        ["speed-up (SmoothMix h / CRT h)", f"{_fmt(crt['speedup'], '.2f')}x", None, f"{crt['paper_speedup']:.2f}x",
+         None]])
     lines += ["", f"CRT hours = student {_fmt(crt['student_hours'], '.4g')} h + proxy teacher "
               f"{_fmt(crt['teacher_hours'], '.4g')} h"
               + (" (the teacher's training hours are not in the store)" if math.isnan(crt["teacher_hours"]) else "")

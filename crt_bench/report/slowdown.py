@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from crt_bench.core.states import RunStatus
 from crt_bench.core.tf32 import device_labels
 from crt_bench.store.query import newest
+from crt_bench.report.markdown import markdown_table
 from crt_bench.store.store import ResultsStore
 
 PAPER_SLOWDOWN = {"smoothadv": 46.20, "macer": 20.86, "smoothmix": 4.97}
@@ -39,7 +41,7 @@ def measured_hours(store: ResultsStore) -> pd.DataFrame:
     runs = store.runs()
     if runs.empty:
         return pd.DataFrame(columns=["method", "arch", "sigma", "teacher_arch", "measured_hours"])
-    done = runs[(runs["status"] == "finished") & (runs["profile"] == "paper")]
+    done = runs[(runs["status"] == RunStatus.FINISHED) & (runs["profile"] == "paper")]
     out = done.assign(measured_hours=done["train_seconds"] / 3600)
     return out[["method", "arch", "sigma", "teacher_arch", "measured_hours"]].groupby(
         ["method", "arch", "sigma", "teacher_arch"], as_index=False).last()
@@ -165,6 +167,21 @@ def _with_interval(value: float, low: float, high: float) -> str:
     return f"{value:.2f}" if pd.isna(low) or pd.isna(high) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
+SLOWDOWN_HEADER = ("method", "teacher", "batch", "fwd+bwd passes", "fwd-only passes", "epoch (s)", "epoch x [CI]",
+                   "epochs", "hours", "recipe x [CI]", "paper x (ResNet-110)", "flag")
+
+
+def _slowdown_cells(r: pd.Series) -> list[object]:
+    paper = "" if pd.isna(r["paper_ratio_resnet110"]) else f"{r['paper_ratio_resnet110']:.2f}"
+    kind = "" if r["hours_kind"] == "measured" else " (projected)"
+    flag = r.get("flag", "")
+    return [r["method"], r["teacher"] or "", r["batch"], f"{r['fwd_bwd_passes']:.2f}", f"{r['fwd_only_passes']:.2f}",
+            f"{r['epoch_seconds']:.1f}", _with_interval(r["epoch_ratio"], r["epoch_ratio_low"], r["epoch_ratio_high"]),
+            r["epochs"], f"{r['hours']:.3g}{kind}",
+            _with_interval(r["recipe_ratio"], r["recipe_ratio_low"], r["recipe_ratio_high"]), paper,
+            "⚠ " + flag if flag else ""]
+
+
 def slowdown_markdown(df: pd.DataFrame) -> str:
     """The table as markdown, one section per (device, arch, sigma); flagged ratios marked ⚠."""
     lines = []
@@ -172,20 +189,7 @@ def slowdown_markdown(df: pd.DataFrame) -> str:
         rounds = sorted({int(x) for x in part.get("rounds", pd.Series([0])) if x})
         how = f"interleaved, {', '.join(map(str, rounds))} rounds" if rounds else "timed apart"
         lines += [f"### {arch}, sigma {sigma:g} — {device} ({how})", "",
-                  "| method | teacher | batch | fwd+bwd passes | fwd-only passes | epoch (s) | epoch x [CI] | epochs "
-                  "| hours | recipe x [CI] | paper x (ResNet-110) | flag |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for _, r in part.iterrows():
-            paper = "" if pd.isna(r["paper_ratio_resnet110"]) else f"{r['paper_ratio_resnet110']:.2f}"
-            kind = "" if r["hours_kind"] == "measured" else " (projected)"
-            flag = r.get("flag", "")
-            lines.append(f"| {r['method']} | {r['teacher'] or ''} | {r['batch']} | {r['fwd_bwd_passes']:.2f} | "
-                         f"{r['fwd_only_passes']:.2f} | {r['epoch_seconds']:.1f} | "
-                         f"{_with_interval(r['epoch_ratio'], r['epoch_ratio_low'], r['epoch_ratio_high'])} | "
-                         f"{r['epochs']} | {r['hours']:.3g}{kind} | "
-                         f"{_with_interval(r['recipe_ratio'], r['recipe_ratio_low'], r['recipe_ratio_high'])} | "
-                         f"{paper} | {'⚠ ' + flag if flag else ''} |")
-        lines.append("")
+                  *markdown_table(SLOWDOWN_HEADER, [_slowdown_cells(r) for _, r in part.iterrows()]), ""]
     lines.append("fwd+bwd passes: forward+backward passes over the loader batch's images per loader batch; "
                  "fwd-only: forward passes without gradient (CRT's teacher). Hours are measured from full runs "
                  "where they exist, else projected from timing probes (epoch time x the recipe's epochs). "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from crt_bench.analysis.verdict import SETTINGS, StudentEvidence, Thresholds, judge
+from crt_bench.report.markdown import markdown_table
 
 
 def _iv(t: tuple[float, float, float] | None) -> str:
@@ -13,16 +14,14 @@ def verdict_markdown(evidence: list[StudentEvidence], th: Thresholds = Threshold
     if not evidence:
         return ("No data: the verdict needs, for some architecture, a certified CRT student and a certified "
                 "SmoothMix model of the same sigma, dataset and profile, certified on common images.\n")
-    lines = ["| student | images | CRT ACR [95% CI] | SmoothMix ACR | teacher ACR | CRT / teacher ACR | "
-             "CRT - SmoothMix ACR (paired) | SmoothMix h | CRT h | teacher h | speed-up, pretrained | "
-             "speed-up, proxy | not plateaued |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for ev in evidence:
-        d = ev.difference
-        lines.append(f"| {ev.arch} | {ev.images} | {_iv(ev.crt_acr)} | {_iv(ev.smoothmix_acr)} | {_iv(ev.teacher_acr)} | "
-                     f"{ev.teacher_ratio:.2f} | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {ev.smoothmix_hours:.3g} | "
-                     f"{ev.crt_hours:.3g} | {ev.teacher_hours:.3g} | {ev.speedup(SETTINGS[0]):.2f}x | "
-                     f"{ev.speedup(SETTINGS[1]):.2f}x | {', '.join(ev.under_trained) or 'none'} |")
+    lines = markdown_table(
+        ["student", "images", "CRT ACR [95% CI]", "SmoothMix ACR", "teacher ACR", "CRT / teacher ACR",
+         "CRT - SmoothMix ACR (paired)", "SmoothMix h", "CRT h", "teacher h", "speed-up, pretrained",
+         "speed-up, proxy", "not plateaued"],
+        [[ev.arch, ev.images, _iv(ev.crt_acr), _iv(ev.smoothmix_acr), _iv(ev.teacher_acr), f"{ev.teacher_ratio:.2f}",
+          f"{ev.difference[0]:+.3f} [{ev.difference[1]:+.3f}, {ev.difference[2]:+.3f}]", f"{ev.smoothmix_hours:.3g}",
+          f"{ev.crt_hours:.3g}", f"{ev.teacher_hours:.3g}", f"{ev.speedup(SETTINGS[0]):.2f}x",
+          f"{ev.speedup(SETTINGS[1]):.2f}x", ", ".join(ev.under_trained) or "none"] for ev in evidence])
     lines += ["", ("Intervals: 95% percentile bootstrap over the certified images (2,000 resamples, seed 0); the "
                    "difference resamples the images both models certified, so it is paired. Speed-up = SmoothMix "
                    "training hours / CRT training hours: with a pretrained teacher CRT's hours are the student's "

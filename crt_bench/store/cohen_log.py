@@ -20,12 +20,12 @@ import datetime
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from crt_bench.core.atomic import atomic_write_bytes
 from crt_bench.core.errors import CrtBenchError
 
 HEADER = ("idx", "label", "predict", "radius", "correct", "time")
@@ -97,7 +97,10 @@ def write_cohen_log(rows: pd.DataFrame, path: str | os.PathLike) -> None:
         elapsed = datetime.timedelta(seconds=float(seconds))
         fields = (int(idx), int(label), int(predict), float(radius), int(correct), elapsed)
         lines.append("{}\t{}\t{}\t{:.3}\t{}\t{}".format(*fields))
-    _atomic_write(path, "\n".join(lines) + "\n")
+    try:
+        atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    except OSError as err:
+        raise CrtBenchError(f"cannot write certify log {path}: {err}") from None
 
 
 def _parse_row(line: str) -> tuple[int, int, int, float, int, float]:
@@ -157,27 +160,6 @@ def _seconds(text: str) -> float:
 
 def _header_text() -> str:
     return "\t".join(HEADER)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary sibling file and ``os.replace``."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise CrtBenchError(f"cannot write certify log {path}: {err}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a log is an ordinary readable file
-        os.replace(temporary, path)
-    except BaseException as err:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise CrtBenchError(f"cannot write certify log {path}: {err}") from None
-        raise
 
 
 __all__ = ["COLUMNS", "HEADER", "read_cohen_log", "write_cohen_log"]

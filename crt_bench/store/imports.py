@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from crt_bench.core.atomic import atomic_write_bytes
+from crt_bench.core.checks import check_name
 from crt_bench.core.constants import IMPORT_PREFIX
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.store.cohen_log import read_cohen_log
@@ -18,8 +19,7 @@ from crt_bench.store.store import ResultsStore
 def import_log(path: str | Path, name: str, store: ResultsStore, *, sigma: float | None = None,
                n0: int = 100, n: int = 100_000, alpha: float = 0.001) -> pd.DataFrame:
     """Store a published Cohen-format TSV log as a certification named ``name``."""
-    if not name or any(c in name for c in "/\\@"):
-        raise CrtBenchError(f"log name {name!r} must be non-empty and contain no '/', '\\' or '@'")
+    check_name("log name", name)
     if not store.read("certify", where={"run_id": IMPORT_PREFIX + name}, columns=["cert_id"]).empty:
         raise CrtBenchError(f"a certification named {name!r} already exists in {store.root}; choose another --name")
     rows = read_cohen_log(path)

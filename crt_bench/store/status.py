@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from crt_bench.core.states import RunStatus
 from crt_bench.store.locks import lock_is_held
 
-RUNNING = "running"
-INTERRUPTED = "interrupted"
+RUNNING = RunStatus.RUNNING.value
+INTERRUPTED = RunStatus.INTERRUPTED.value
 
 
 def derive_status(frame: pd.DataFrame, lock_path_of: Callable[[Mapping[str, Any]], Path | None]) -> pd.DataFrame:

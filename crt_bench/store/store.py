@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.states import RunStatus
 from crt_bench.store.compact import compact_partition, compact_store
 from crt_bench.store.locks import cert_lock_name
 from crt_bench.store.parts import read_parts, write_part
@@ -97,7 +98,7 @@ class ResultsStore:
         runs = self._latest_runs(where, columns=["run_id", "job_key", "status", "updated"])
         if runs.empty or "job_key" not in runs:
             return {}
-        done = newest(runs[(runs["status"] == "finished") & runs["job_key"].notna() & (runs["job_key"] != "")],
+        done = newest(runs[(runs["status"] == RunStatus.FINISHED) & runs["job_key"].notna() & (runs["job_key"] != "")],
                       "job_key")
         return dict(zip(done["job_key"], done["run_id"]))
 

@@ -12,7 +12,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.checks import check_choice, check_count
 from crt_bench.core.provenance import device_name, pick_device
 from crt_bench.methods.registry import get_method, list_methods
 from crt_bench.models.registry import generations, get_arch
@@ -42,9 +42,7 @@ def grid(methods: list[str], archs: list[str], teachers: list[str]) -> list[tupl
 
 def probe_config(profile: str) -> ProbeConfig:
     """The probe sizes of ``profile``; one clear error for a profile without probes."""
-    if profile not in PROBES:
-        raise CrtBenchError(f"unknown profile {profile!r} for timing probes; valid names: {', '.join(PROBES)}")
-    return PROBES[profile]
+    return PROBES[check_choice("profile", profile, PROBES, hint=" (the profiles with timing probes)")]
 
 
 def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[str] | None = None,
@@ -54,8 +52,10 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
     cfg = probe_config(profile)
     cfg = replace(cfg, batches=batches or cfg.batches, repeats=repeats or cfg.repeats,
                   batch_size=batch_size or cfg.batch_size)
-    if cfg.batches < 1 or cfg.repeats < 1 or (cfg.batch_size is not None and cfg.batch_size < 1):
-        raise CrtBenchError("batches, repeats and batch size must be >= 1")
+    check_count("batches", cfg.batches)
+    check_count("repeats", cfg.repeats)
+    if cfg.batch_size is not None:
+        check_count("batch size", cfg.batch_size)
     methods = methods or [m.name for m in list_methods()]
     archs = archs or default_archs()
     teachers = teachers or ["resnet110"]

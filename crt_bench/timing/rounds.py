@@ -21,12 +21,12 @@ from collections.abc import Callable
 import torch
 from scipy.stats import binom
 
+from crt_bench.core.constants import INTERVAL_LEVEL
 from crt_bench.timing.probe import PreparedProbe, ProbeConfig, prepare
 
-LEVEL = 0.95
 
 
-def median_interval_ranks(k: int, level: float = LEVEL) -> tuple[int, int, float]:
+def median_interval_ranks(k: int, level: float = INTERVAL_LEVEL) -> tuple[int, int, float]:
     """1-based order statistics ``(j, k - j + 1)`` bracketing the median of ``k`` draws with probability
     >= ``level`` (the narrowest such pair), and that probability; ``(1, k, p)`` with p < level when k is
     too small for the level."""
@@ -40,7 +40,7 @@ def median_interval_ranks(k: int, level: float = LEVEL) -> tuple[int, int, float
     return best[0], best[1], float(best[2])
 
 
-def median_interval(values: list[float], level: float = LEVEL) -> tuple[float, float, float, float]:
+def median_interval(values: list[float], level: float = INTERVAL_LEVEL) -> tuple[float, float, float, float]:
     """(median, low, high, coverage) of ``values`` by :func:`median_interval_ranks`."""
     ordered = sorted(values)
     j, k, coverage = median_interval_ranks(len(ordered), level)

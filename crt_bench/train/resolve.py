@@ -7,7 +7,7 @@ from crt_bench.config.choices import INPUT_LAYERS, check_teacher_precision
 from crt_bench.config.profiles import get_profile
 from crt_bench.config.run import RunConfig
 from crt_bench.config.schedule import ScaledRecipe, scaled_epochs, scaled_milestones
-from crt_bench.core.checks import check_sigma
+from crt_bench.core.checks import check_choice, check_count, check_positive, check_sigma
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.data.catalog import dataset_info
 from crt_bench.methods.registry import get_method
@@ -57,7 +57,7 @@ def resolve_run_config(
     channels_last: bool | None = None,
     compile: bool = False,
     teacher_precision: str = "auto",
-    profile_steps: int = 0,
+    trace_steps: int = 0,
     epoch_scale: float | None = None,
     tf32: bool = False,
 ) -> RunConfig:
@@ -80,8 +80,7 @@ def resolve_run_config(
             "checkpoint released with the smoothing papers, or let `crt-bench proxy --student-arch "
             f"{arch}` train a proxy teacher and then this student")
 
-    if teacher_input_layer not in INPUT_LAYERS:
-        raise CrtBenchError(f"--teacher-input-layer must be one of {', '.join(INPUT_LAYERS)}, got {teacher_input_layer!r}")
+    check_choice("--teacher-input-layer", teacher_input_layer, INPUT_LAYERS)
     if teacher and not spec.needs_teacher:
         raise CrtBenchError(f"method {method!r} takes no teacher (got --teacher {teacher})")
     recipe = spec.recipe
@@ -90,13 +89,11 @@ def resolve_run_config(
         scale = float(epoch_scale if epoch_scale is not None else prof.epoch_scale)
         epochs = scaled_epochs(recipe.epochs, scale)
     batch_size = _first_given(batch_size, prof.batch_size, recipe.batch_size)
-    for label, value in (("epochs", epochs), ("batch size", batch_size)):
-        if value < 1:
-            raise CrtBenchError(f"{label} must be >= 1, got {value}")
-    if lr is not None and not lr > 0:
-        raise CrtBenchError(f"learning rate must be > 0, got {lr}")
-    if profile_steps < 0:
-        raise CrtBenchError(f"--profile-steps must be >= 0, got {profile_steps}")
+    check_count("epochs", epochs)
+    check_count("batch size", batch_size)
+    if lr is not None:
+        check_positive("learning rate", lr)
+    check_count("--trace-steps", trace_steps, minimum=0)
 
     check_teacher_precision(teacher_precision)
     hp = spec.make_hparams(hparams, sigma=float(sigma))
@@ -127,7 +124,7 @@ def resolve_run_config(
         channels_last=channels_last,
         compile=bool(compile),
         teacher_precision=teacher_precision,
-        profile_steps=int(profile_steps),
+        trace_steps=int(trace_steps),
         epoch_scale=scale,
         recipe_epochs=int(recipe.epochs),
         tf32=bool(tf32),

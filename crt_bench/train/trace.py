@@ -1,10 +1,10 @@
-"""``--profile-steps K``: a torch.profiler recording of K training steps, to see where the time goes.
+"""``--trace-steps K``: a torch.profiler recording of K training steps, to see where the time goes.
 
 The first loader batch is skipped (allocator and autotuning warm-up), the next K are recorded, then
 the profiler stops; the files are written after the epoch's clock has stopped:
 
-    <run dir>/profile/trace.json   Chrome trace: open in https://ui.perfetto.dev or chrome://tracing
-    <run dir>/profile/ops.txt      operators by total and by self time (device time on CUDA)
+    <run dir>/trace/trace.json     Chrome trace: open in https://ui.perfetto.dev or chrome://tracing
+    <run dir>/trace/ops.txt        operators by total and by self time (device time on CUDA)
 
 The regions ``crt_bench.loss``, ``crt_bench.backward``, ``crt_bench.optimizer`` and
 ``crt_bench.teacher`` (see :mod:`crt_bench.train.step`) name the parts of a step in both files.

@@ -18,7 +18,7 @@ Likewise a kill between ``model.pt`` and the "finished" row is completed by ``--
 Loss sums are accumulated on the device and read once per epoch, so the step has no host sync.
 On CUDA the forward runs under bf16 autocast; noise is always sampled in float32. The engine's
 settings (channels-last, torch.compile, the CRT teacher's folding and precision) are resolved by
-crt_bench.train.step and recorded in the run's row; ``profile_steps`` adds a torch.profiler trace.
+crt_bench.train.step and recorded in the run's row; ``trace_steps`` adds a torch.profiler trace.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from crt_bench.config.schedule import lr_at_epoch
 from crt_bench.core.atomic import atomic_torch_save, atomic_write_bytes
 from crt_bench.core.errors import CrtBenchError, DiskFull
 from crt_bench.core.provenance import environment, synchronize
+from crt_bench.core.states import RunStatus
 from crt_bench.core.tf32 import check_tf32, tf32_mode
 from crt_bench.data.batches import RankBatches, ResidentBatches
 from crt_bench.data.catalog import dataset_info
@@ -106,7 +107,7 @@ class Trainer:
         except CrtBenchError:
             return float("nan")
 
-    def _run_row(self, status: str, state: _State, teacher: LoadedModel | None, error: str = "") -> dict[str, Any]:
+    def _run_row(self, status: RunStatus, state: _State, teacher: LoadedModel | None, error: str = "") -> dict[str, Any]:
         cfg = self.cfg
         teacher_seconds = self._teacher_seconds(teacher)
         # The cost of obtaining this model: its own training, plus the teacher's when the teacher was
@@ -126,8 +127,8 @@ class Trainer:
             "world_size": self.dist.world_size, "train_device_seconds": state.device_seconds or state.train_seconds,
             "teacher_dedicated": cfg.teacher_dedicated, "total_train_seconds": total,
             **self.engine,
-            "status": status, "error": error,
-            "start_time": state.started, "end_time": _now() if status != "running" else "",
+            "status": status.value, "error": error,
+            "start_time": state.started, "end_time": _now() if status != RunStatus.RUNNING else "",
             "updated": time.time(),
         }
 
@@ -171,12 +172,12 @@ class Trainer:
 
     def _finished(self) -> bool:
         row = self._latest_row()
-        return (self.run_dir / MODEL_FILE).is_file() and (row is None or row["status"] == "finished")
+        return (self.run_dir / MODEL_FILE).is_file() and (row is None or row["status"] == RunStatus.FINISHED)
 
     def _complete_finished(self) -> bool:
         """``model.pt`` exists: append the "finished" row if a kill came before it; False if it was there."""
         row = self._latest_row()
-        if row is None or row["status"] == "finished" or not self.dist.is_main:
+        if row is None or row["status"] == RunStatus.FINISHED or not self.dist.is_main:
             return False
         if (self.run_dir / CHECKPOINT_FILE).is_file():
             ckpt = read_torch_file(self.run_dir / CHECKPOINT_FILE)
@@ -184,7 +185,7 @@ class Trainer:
             extra = row["total_train_seconds"] - row["train_seconds"]
             row.update(epochs_done=int(ckpt["epoch"]), train_seconds=float(ckpt["train_seconds"]),
                        total_train_seconds=float(ckpt["train_seconds"]) + extra)
-        row.update(status="finished", error="", end_time=_now(), updated=time.time())
+        row.update(status=RunStatus.FINISHED.value, error="", end_time=_now(), updated=time.time())
         self._append("runs", [row])
         return True
 
@@ -258,7 +259,7 @@ class Trainer:
                        "teacher_precision": frozen.precision if frozen else "",
                        "teacher_folded_batchnorms": frozen.folded if frozen else 0, "sync_bn": cfg.sync_bn,
                        "tf32": step.tf32, "warmup_seconds": 0.0}
-        self._append("runs", [self._run_row("running", state, teacher)])
+        self._append("runs", [self._run_row(RunStatus.RUNNING, state, teacher)])
         try:
             if cfg.compile and not is_folder_dataset(cfg.dataset):  # compile in undone, untimed steps, not epoch 1
                 self.engine["warmup_seconds"] = step.warm_up(warmup_batches(
@@ -269,11 +270,11 @@ class Trainer:
                 final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id)
                 final["state_dict"] = model.state_dict()
                 atomic_torch_save(final, self.run_dir / MODEL_FILE)
-                self._append("runs", [self._run_row("finished", state, teacher)])
+                self._append("runs", [self._run_row(RunStatus.FINISHED, state, teacher)])
         except BaseException as err:
             # SystemExit: submitit's requeue on a time limit or preemption exits the job mid-epoch.
             stop = (KeyboardInterrupt, SystemExit, DiskFull)
-            status = "interrupted" if isinstance(err, stop) else "failed"
+            status = RunStatus.INTERRUPTED if isinstance(err, stop) else RunStatus.FAILED
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
             full = err if isinstance(err, DiskFull) else None
             try:
@@ -282,7 +283,7 @@ class Trainer:
                 full = full or again
             if full is not None:
                 raise self._disk_full(full) from err
-            if status == "interrupted" and self.dist.is_main:  # the run id is printed only on success: name it here
+            if status == RunStatus.INTERRUPTED and self.dist.is_main:  # the run id is printed only on success: name it here
                 log.print(f"run {self.run_id} stopped after epoch {state.epoch}/{cfg.epochs}; "
                           f"continue it with `crt-bench run --resume {self.run_id}`", highlight=False, soft_wrap=True)
                 err.reported = True  # type: ignore[attr-defined]  (the CLI need not say it again)
@@ -301,8 +302,8 @@ class Trainer:
               state: _State) -> None:
         cfg, device = self.cfg, self.device
         model, optimizer, ctx = step.model, step.optimizer, step.ctx
-        profiler = (StepTracer(self.run_dir / "profile", cfg.profile_steps, device, skip=1 if len(sampler) > 1 else 0)
-                    if cfg.profile_steps > 0 else None)
+        profiler = (StepTracer(self.run_dir / "trace", cfg.trace_steps, device, skip=1 if len(sampler) > 1 else 0)
+                    if cfg.trace_steps > 0 else None)
         steps_per_epoch = len(sampler)
         with _progress(self.progress) as bar:
             task = bar.add_task(f"{cfg.method} {cfg.arch}", total=cfg.epochs * steps_per_epoch,
