@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from crt_bench.config.profiles import get_profile
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.errors import CrtBenchError, JobsFailed
 from crt_bench.core.provenance import pick_device
 from crt_bench.grid.chain import ChainSpec
 from crt_bench.grid.executors import make_executor
@@ -225,6 +225,6 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
         lines = "; ".join(f"{r.key}: {r.state}" + (f" - {r.error}" if r.error else "") + (f" (log: {r.log})" if r.log
                                                                                            else "")
                           for r in failed.itertuples())
-        raise CrtBenchError(f"{len(failed)} of {len(status)} jobs did not finish: {lines}. The report lists the "
+        raise JobsFailed(f"{len(failed)} of {len(status)} jobs did not finish: {lines}. The report lists the "
                             "missing cells; re-run the same command to retry them (finished work is kept).")
     return written
