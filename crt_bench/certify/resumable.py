@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -23,7 +24,6 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import torch
-from rich.console import Console
 
 from crt_bench.certify.driver import iter_certify
 from crt_bench.certify.precision import uses_tf32
@@ -47,7 +47,7 @@ FLUSH_IMAGES = 64
 FLUSH_SECONDS = 300.0
 """... and every this many seconds (at N = 100,000 one CIFAR-10 image takes seconds on a GPU)."""
 
-log = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -143,14 +143,14 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
     state = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,
              "images": len(indices), "shard": shard, "tf32": in_force_under(uses_tf32(key.precision), dev)}
     if not todo:
-        log.print(f"certification {cert_id}{' shard ' + shard if shard else ''} is complete ({len(indices)} images); "
-                  "nothing to do", highlight=False)
+        log.info(f"certification {cert_id}{' shard ' + shard if shard else ''} is complete ({len(indices)} images); "
+                 "nothing to do")
         if not shard and _latest_status(store, cert_id) != "finished":  # its shards certified every image
             _state_row(store, state, "finished", len(indices))
         return cert_id, _ordered(_rows_of(store, cert_id), indices)
     if done:
-        log.print(f"certification {cert_id}: {len(done)} of {len(indices)} images already certified; "
-                  f"continuing with the other {len(todo)}", highlight=False, soft_wrap=True)
+        log.info(f"certification {cert_id}: {len(done)} of {len(indices)} images already certified; "
+                 f"continuing with the other {len(todo)}")
     model = loaded.model.to(dev).eval()
     env = environment(dev)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -166,8 +166,7 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
             store.append("certify", part)
             written += len(part)
             if not progress:  # no bar (a grid job): a line per part, which the grid's console follows
-                log.print(f"  certified {written}/{len(indices)} images ({cert_id})", highlight=False, markup=False,
-                          soft_wrap=True)
+                log.info(f"  certified {written}/{len(indices)} images ({cert_id})")
         pending, last_flush = [], time.monotonic()
 
     try:
@@ -195,8 +194,8 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
         _state_row(store, state, status, written, detail)
         if status == "interrupted":
-            log.print(f"certification {cert_id} stopped after {written} of {len(indices)} images; run the same "
-                      "`crt-bench certify` command again to continue", highlight=False, soft_wrap=True)
+            log.warning(f"certification {cert_id} stopped after {written} of {len(indices)} images; run the same "
+                        "`crt-bench certify` command again to continue")
             err.reported = True  # type: ignore[attr-defined]
         raise
     _state_row(store, state, "finished", written)

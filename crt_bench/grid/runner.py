@@ -9,6 +9,7 @@ stopped. Failed jobs are reported with their log path. submitit is imported only
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from importlib import import_module
@@ -16,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from rich.console import Console
-from rich.text import Text
 
+from crt_bench.core.console import stderr_console
 from crt_bench.core.signals import interruptible
 from crt_bench.grid import execute
 from crt_bench.grid.execute import run_certified
@@ -28,7 +28,7 @@ from crt_bench.grid.watch import JobWatch
 from crt_bench.store.grid_status import save_grid_status
 from crt_bench.store.store import ResultsStore, finished_run
 
-log = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_parallel: int = 1,
@@ -50,7 +50,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
         certified = done is not None and (not job.certify or run_certified(store, done))
         state[job.key] = {"key": job.key, "state": "skipped (finished)" if certified else "pending",
                           "run_id": done if certified else "", "error": "", "log": ""}
-    watch = JobWatch(log)
+    watch = JobWatch(stderr_console())
     running: dict[str, Any] = {}
     try:
         with interruptible():
@@ -70,7 +70,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     running[job.key] = executor.submit(task, job, results)
                     watch.add(job.key, running[job.key], label=job.label)
                     s["state"] = "running"
-                    log.print(Text.assemble(("submitted ", "bold"), job.key), soft_wrap=True, highlight=False)
+                    log.info(f"submitted {job.key}")
                 watch.pump()
                 for key, handle in list(running.items()):
                     raised: Exception | None = None
@@ -95,8 +95,8 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
         for key in running:
             state[key]["state"], state[key]["error"] = "interrupted", "the grid was stopped (Ctrl-C or SIGTERM)"
         if stopped:
-            log.print(f"stopped {len(stopped)} running job(s): {', '.join(stopped)}; re-run the same command to "
-                      "resume them from their last checkpoint", markup=False, highlight=False, soft_wrap=True)
+            log.warning(f"stopped {len(stopped)} running job(s): {', '.join(stopped)}; re-run the same command to "
+                        "resume them from their last checkpoint")
         save_grid_status(results, state)
         raise
     status = pd.DataFrame(list(state.values()))
@@ -111,13 +111,12 @@ def _collect(s: dict[str, Any], key: str, handle: Any, raised: Exception | None 
             raise raised
         s["run_id"] = handle.results()[0]  # task 0 (rank 0) of a multi-task job speaks for it
         s["state"] = "finished"
-        log.print(Text.assemble(("finished ", "green"), f"{key}: {s['run_id']}"), soft_wrap=True, highlight=False)
+        log.info(f"finished {key}: {s['run_id']}")
     except Exception as err:  # the job's own exception, re-raised by submitit
         s["state"] = "failed"
         s["error"] = _error_line(err)
         s["log"] = str(getattr(handle, "paths", None) and handle.paths.stderr or "")
-        log.print(Text.assemble(("failed ", "bold red"), f"{key}: {s['error']}",
-                                (f" (log: {s['log']})" if s["log"] else "")), soft_wrap=True, highlight=False)
+        log.error(f"failed {key}: {s['error']}" + (f" (log: {s['log']})" if s["log"] else ""))
 
 
 def _block(s: dict[str, Any], job: Job, teacher_state: str) -> None:

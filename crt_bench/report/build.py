@@ -1,9 +1,9 @@
 """Everything ``crt-bench plot`` writes, from whatever a results directory holds."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from rich.console import Console
 
 from crt_bench.analysis.evidence import evidence_frame, student_evidence
 from crt_bench.analysis.summary import summary_table
@@ -17,7 +17,7 @@ from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table
 from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
 from crt_bench.store.store import ResultsStore
 
-log = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 def build_all(results: str | Path, out_dir: str | Path, *, sigma: float = 0.25, profile_note: str = "") -> dict:
@@ -44,7 +44,7 @@ def build_all(results: str | Path, out_dir: str | Path, *, sigma: float = 0.25, 
         save("summary.csv", summary.to_csv(index=False))
     written.update(_paper_outputs(store, out_dir, sigma, profile_note, written))
     for path in [p for paths in written.values() for p in paths]:
-        log.print(f"written {path}")
+        log.debug(f"written {path}")
     return written
 
 
