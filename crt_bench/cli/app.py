@@ -86,6 +86,18 @@ def _error(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _given(args: list[str], param: object) -> str | None:
+    """The value given on the command line for option ``param`` (its last occurrence), if any."""
+    value = None
+    for opt in getattr(param, "opts", ()):
+        for i, arg in enumerate(args):
+            if arg == opt and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(opt + "="):
+                value = arg.split("=", 1)[1]
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: bad input is one ``error:`` line and exit status 2 (see the module docstring)."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -95,7 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=args, prog_name="crt-bench", standalone_mode=False)
     except UsageError as e:  # unknown option, bad choice or number, missing argument: at parse time
         where = f" (crt-bench {e.ctx.info_name} --help)" if e.ctx is not None and e.ctx.parent is not None else ""
-        _error(e.format_message().replace("Value error, ", "") + where, 2)  # typer >= 0.23 words pydantic's
+        message = e.format_message().replace("Value error, ", "")  # typer >= 0.23 words pydantic's errors
+        given = _given(args, getattr(e, "param", None))
+        if given is not None and repr(given) not in message and f" {given} " not in message:
+            message += f" (got {given!r})"
+        _error(message + where, 2)
     except ClickException as e:
         _error(e.format_message(), e.exit_code)
     except typer.Abort:

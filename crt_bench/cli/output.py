@@ -24,21 +24,24 @@ def info(renderable: RenderableType) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-able: NaN/inf -> null, numpy scalars -> Python numbers, anything else unknown -> str."""
-    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
+    """JSON-able: NaN/inf -> null, numpy scalars -> Python numbers, mappings and sequences recursively, the rest
+    -> str."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):  # a numpy scalar
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
     return str(value)
 
 
 def print_json(records: Iterable[Mapping[str, Any]]) -> None:
     """``--json``: the rows of what the command would show as a table, one JSON list on stdout."""
-    rows = [{str(k): _plain(v) for k, v in r.items()} for r in records]
+    rows = [_plain(r) for r in records]
     print(json.dumps(rows, indent=1))
 
 
