@@ -200,7 +200,8 @@ START_UP = """
 import contextlib, io, json, sys
 from crt_bench.cli.app import main
 for argv in (["--help"], ["list", "methods"], ["list", "archs", "--json"], ["list", "profiles"], ["run", "--help"],
-             ["run", "--method", "smoothmix", "--help"], ["run", "--profile", "quick"], ["certify", "x", "--shards", "0"]):
+             ["run", "--method", "smoothmix", "--help"], ["run", "--profile", "quick"],
+             ["certify", "x", "--shards", "0"]):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             main(argv)

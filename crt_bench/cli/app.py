@@ -125,5 +125,4 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(exit_status(stop))
         err.print("interrupted; finished epochs are checkpointed (resume with `crt-bench run --resume RUN_ID`)")
         sys.exit(130)
-    if isinstance(code, int) and code:
-        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)  # as click's standalone mode: the entry point always exits

@@ -100,7 +100,8 @@ def sweep(
 
 def chain(
     teacher: Annotated[str, typer.Option(help="the root teacher: run id or model file (certified on the same images)")],
-    arch: Annotated[list[ArchName], typer.Option("--arch", metavar=ARCH_METAVAR, help="a generation's architecture (repeatable)")],
+    arch: Annotated[list[ArchName], typer.Option(
+        "--arch", metavar=ARCH_METAVAR, help="a generation's architecture (repeatable)")],
     profile: ProfileOpt = "smoke",
     order: Annotated[ChainOrder, typer.Option(help="release: the registry's generation year")] = "release",
     sigma: float = 0.25,
@@ -142,9 +143,11 @@ def chain(
 
 def time_cmd(
     profile: Annotated[ProbeProfile, typer.Option(help="probe size")] = "cpu",
-    method: Annotated[list[MethodName], typer.Option("--method", help="methods to time (repeatable; default: all)")] = [],
-    arch: Annotated[list[ArchName], typer.Option("--arch", metavar=ARCH_METAVAR, help="architectures (repeatable; default: the "
-                                                                          "generation registry plus resnet20/resnet110)")] = [],
+    method: Annotated[list[MethodName], typer.Option(
+        "--method", help="methods to time (repeatable; default: all)")] = [],
+    arch: Annotated[list[ArchName], typer.Option(
+        "--arch", metavar=ARCH_METAVAR,
+        help="architectures (repeatable; default: the generation registry plus resnet20/resnet110)")] = [],
     teacher: Annotated[list[ArchName], typer.Option("--teacher", metavar=ARCH_METAVAR, help="CRT teacher archs")] = [
         "resnet110", "resnet20"],
     sigma: float = 0.25,

@@ -18,7 +18,8 @@ log = logging.getLogger("crt_bench.cli")
 
 def run(
     method: Annotated[MethodName, typer.Option(help="training method (crt-bench list methods)")] = "gaussian",
-    arch: Annotated[ArchName, typer.Option(metavar=ARCH_METAVAR, help="architecture or alias (crt-bench list archs)")] = "resnet20",
+    arch: Annotated[ArchName, typer.Option(
+        metavar=ARCH_METAVAR, help="architecture or alias (crt-bench list archs)")] = "resnet20",
     profile: ProfileOpt = "smoke",
     dataset: Annotated[Optional[DatasetName], typer.Option(help="default: the profile's")] = None,
     sigma: Annotated[float, typer.Option(help="noise level in [0,1] pixel units")] = 0.25,

@@ -47,6 +47,10 @@ def setup_logging(verbosity: int = 0) -> None:
 
 
 def verbosity() -> int:
-    """The verbosity the ``crt_bench`` logger is set to (what a grid job hands on to its process)."""
-    level = logging.getLogger(LOGGER).getEffectiveLevel()
+    """The verbosity :func:`setup_logging` set (what a grid job hands on to its process); 0 (INFO) where logging
+    was never set up (a grid run from Python, not the CLI): its jobs still print their progress lines."""
+    logger = logging.getLogger(LOGGER)
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        return 0
+    level = logger.getEffectiveLevel()
     return -1 if level >= logging.WARNING else 1 if level <= logging.DEBUG else 0

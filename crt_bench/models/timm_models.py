@@ -15,7 +15,8 @@ block and head after it is timm's own model, built by ``timm.create_model``:
 
 The catalogue entries (:mod:`crt_bench.models.catalog`) are in release order; the name is timm's model
 name (the ViT, re-created with another patch size, is named for its patch and input size) and a
-lower-case family alias works too (``--arch densenet``). Weights are always randomly initialised: nothing is fetched from a hub.
+lower-case family alias works too (``--arch densenet``). Weights are always randomly initialised: nothing is
+fetched from a hub.
 """
 from __future__ import annotations
 
