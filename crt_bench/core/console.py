@@ -6,11 +6,13 @@ Outside a terminal (pipes, CI logs, a grid job's log) tables get 200 columns ins
 """
 from __future__ import annotations
 
+import logging
 import sys
 from functools import lru_cache
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 
 def _console(*, stderr: bool) -> Console:
@@ -31,8 +33,10 @@ def stderr_console() -> Console:
     return _console(stderr=True)
 
 
-def progress(*, enabled: bool = True, transient: bool = False) -> Progress:
-    """A progress bar on the stderr console (log lines print above it); ``enabled=False``: nothing shown."""
+def progress(*extra: ProgressColumn, enabled: bool = True, transient: bool = False) -> Progress:
+    """A progress bar on the stderr console (log lines print above it), ``extra`` columns last; nothing is shown when ``enabled`` is
+    False or when logging was set up quiet (``crt-bench -q``: the ``crt_bench`` logger's own level above INFO)."""
+    quiet = logging.getLogger("crt_bench").level > logging.INFO
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=stderr_console(), disable=not enabled,
+                    TextColumn("ETA"), TimeRemainingColumn(), *extra, console=stderr_console(), disable=not enabled or quiet,
                     transient=transient)

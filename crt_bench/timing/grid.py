@@ -78,7 +78,7 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
     if len(todo) < len(per_arch):
         log.info(f"skipping {len(per_arch) - len(todo)} architectures already timed (--force re-times)")
     rows = []
-    with progress(enabled=log.isEnabledFor(logging.INFO)) as bar:
+    with progress() as bar:
         task = bar.add_task("timing", total=len(todo))
         for arch, jobs in todo.items():
             bar.update(task, description=f"{arch}: {len(jobs)} methods, {cfg.repeats} interleaved rounds")

@@ -32,13 +32,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
 from torch import nn
 
 from crt_bench.config.run import RunConfig
 from crt_bench.config.schedule import lr_at_epoch
 from crt_bench.core.atomic import atomic_torch_save, atomic_write_bytes
-from crt_bench.core.console import stderr_console
+from crt_bench.core.console import progress
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.provenance import environment, synchronize
 from crt_bench.core.tf32 import check_tf32, tf32_mode
@@ -345,10 +345,7 @@ class _NoLock:
 
 
 def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}", style="bold"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    console=stderr_console(), disable=not enabled or not log.isEnabledFor(logging.INFO),
-                    transient=False)
+    return progress(TextColumn("{task.fields[info]}"), enabled=enabled)
 
 
 def train_run(cfg: RunConfig, store: ResultsStore, *, progress: bool = True) -> str:
