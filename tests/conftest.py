@@ -5,7 +5,6 @@ copy of it (``store_copy``), never on the shared store itself.
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -65,7 +64,7 @@ def patch_loss(monkeypatch: pytest.MonkeyPatch, fail_at_epoch: int, exc: BaseExc
                 raise exc
             return spec.loss(model, x, y, ctx)
 
-        return dataclasses.replace(spec, loss=loss)
+        return spec.with_loss(loss)
 
     monkeypatch.setattr(train_mod, "get_method", patched_get_method)
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_cli import assert_user_error, cli
 
+from crt_bench.cli.options import PLAN_PROFILES, PROBE_PROFILES
 from crt_bench.config.profiles import PROFILES
 from crt_bench.grid.reproduce import PLANS
 from crt_bench.timing.probe import PROBES
@@ -38,7 +39,7 @@ ASKS_FOR_CUDA = {
 def test_an_unknown_profile_is_one_line_before_any_work(command: str, tmp_path: Path) -> None:
     results = tmp_path / "results"
     code, out, err = cli(*UNKNOWN_PROFILE[command], "--profile", "quick", "--results", results)
-    line = assert_user_error(code, err, "unknown profile 'quick'", "smoke", "gpu-smoke")
+    line = assert_user_error(code, err, "'--profile'", "'quick' is not one of", "smoke", "gpu-smoke")
     assert out == "" and not results.exists()
     valid = PLANS if command == "reproduce" else PROBES if command == "time" else PROFILES
     assert all(name in line for name in valid)
@@ -76,3 +77,9 @@ def test_profile_help_and_list_name_every_profile() -> None:
     code, out, _ = cli("list", "profiles")
     assert code == 0 and all(name in out for name in PROFILES)
     assert "gpu-smoke" in PROFILES and "gpu-smoke" in PROBES and "gpu-smoke" in PLANS
+
+
+def test_the_cli_choices_of_time_and_reproduce_are_the_probes_and_plans() -> None:
+    """The CLI names them without importing timing.probe or grid.reproduce (torch): the lists must agree."""
+    assert PROBE_PROFILES == tuple(PROBES)
+    assert PLAN_PROFILES == ("auto", *PLANS)

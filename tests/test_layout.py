@@ -1,5 +1,6 @@
 """The package's layout: layers import only downward, no import cycles, crt_bench imports at module level
-(except in ``crt_bench/cli``), no module over 400 lines.
+(except in ``crt_bench/cli``), no module over 400 lines; the command line starts without torch, pandas or
+submitit, and every catalogue entry's loss or builder imports.
 
 The layers are those of ``[tool.importlinter]`` in ``pyproject.toml`` (``lint-imports`` checks the same
 contract where import-linter is installed); this test reads the source with :mod:`ast` only.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -190,3 +193,37 @@ def test_lint_imports_accepts_the_contract() -> None:
     done = subprocess.run([sys.executable, "-m", "importlinter.cli", "--config", "pyproject.toml"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+HEAVY = ("torch", "timm", "torchvision", "pandas", "pyarrow", "scipy", "matplotlib", "submitit")
+START_UP = """
+import contextlib, io, json, sys
+from crt_bench.cli.app import main
+for argv in (["--help"], ["list", "methods"], ["list", "archs", "--json"], ["list", "profiles"], ["run", "--help"],
+             ["run", "--method", "smoothmix", "--help"], ["run", "--profile", "quick"],
+             ["certify", "x", "--shards", "0"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit:
+            pass
+print(json.dumps(sorted(m for m in HEAVY if m in sys.modules)))
+"""
+
+
+def test_the_cli_starts_without_torch_pandas_or_submitit() -> None:
+    """``import crt_bench.cli``, ``--help``, ``list``, a method's help and bad input read only the torch-free
+    catalogues: none of the heavy modules is imported (they cost seconds of start-up)."""
+    done = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}" + START_UP], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+def test_every_catalogue_reference_imports() -> None:
+    """Each method's loss and each architecture's builder (``"module:function"``) resolves to a function."""
+    from crt_bench.methods.registry import list_methods
+    from crt_bench.models.registry import list_archs
+
+    assert all(callable(m.loss) for m in list_methods())
+    assert all(callable(a.constructor) for a in list_archs())

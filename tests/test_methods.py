@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from helpers import Recorder
 
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.methods.crt import transfer_distance
+from crt_bench.methods.losses.crt import transfer_distance
 from crt_bench.methods.registry import StepContext, get_method, list_methods
 
 SIGMA = 0.5

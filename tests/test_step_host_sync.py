@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from crt_bench.methods.registry import StepContext, get_method, list_methods
-from crt_bench.methods.smoothing import project_l2
+from crt_bench.methods.losses.common import project_l2
 from crt_bench.models.build import build_model
 from crt_bench.train.step import TrainStep
 from crt_bench.train.teacher import FrozenTeacher

@@ -153,7 +153,7 @@ def test_diverging_loss_fails_the_run(tmp_path: Path, monkeypatch: pytest.Monkey
 
     def patched_get_method(name: str):
         spec = get_method(name)
-        return dataclasses.replace(spec, loss=lambda model, x, y, ctx: spec.loss(model, x, y, ctx) * float("nan"))
+        return spec.with_loss(lambda model, x, y, ctx: spec.loss(model, x, y, ctx) * float("nan"))
 
     monkeypatch.setattr(train_mod, "get_method", patched_get_method)
     trainer = train_mod.Trainer(fast_config(epochs=1), store, progress=False)

@@ -18,6 +18,7 @@ import torch
 from crt_bench.certify.batching import forward_batch_sizes
 from crt_bench.certify.smooth import Smooth, batch_kwargs
 from crt_bench.certify.stats import check_settings
+from crt_bench.core.console import progress
 from crt_bench.core.errors import CrtBenchError
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "seconds", "n0", "n", "alpha", "sigma")
@@ -138,20 +139,10 @@ def _module_device(model: torch.nn.Module, default: torch.device) -> torch.devic
 
 @contextmanager
 def _progress_bar(enabled: bool, total: int, sigma: float) -> Iterator[Callable[..., None]]:
-    """Yield an ``advance(steps=1)`` callable; shows a transient rich progress bar when ``enabled``."""
+    """Yield an ``advance(steps=1)`` callable; shows a transient progress bar on stderr when ``enabled``."""
     if not enabled:
         yield lambda steps=1: None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(TextColumn(f"certify sigma={sigma:g}"), *columns, transient=True) as bar:
-        task = bar.add_task("certify", total=total)
+    with progress(transient=True) as bar:
+        task = bar.add_task(f"certify sigma={sigma:g}", total=total)
         yield lambda steps=1: bar.advance(task, steps)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import traceback
 from collections.abc import Callable
@@ -24,7 +25,6 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import torch
-from rich.console import Console
 
 from crt_bench.certify.driver import iter_certify
 from crt_bench.certify.precision import uses_tf32
@@ -51,7 +51,7 @@ FLUSH_SECONDS = 300.0
 COMPACTED = ("certify", "certifications")
 """The tables whose partition of the run is compacted when a certification finishes."""
 
-log = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -146,15 +146,15 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
     state = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,
              "images": len(indices), "shard": shard, "tf32": in_force_under(uses_tf32(key.precision), dev)}
     if not todo:
-        log.print(f"certification {cert_id}{' shard ' + shard if shard else ''} is complete ({len(indices)} images); "
-                  "nothing to do", highlight=False)
+        log.info(f"certification {cert_id}{' shard ' + shard if shard else ''} is complete ({len(indices)} images); "
+                 "nothing to do")
         if not shard and _latest_status(store, key) != RunStatus.FINISHED:  # its shards certified every image
             _state_row(store, state, RunStatus.FINISHED, len(indices))
             store.compact_run(key.run_id, COMPACTED)
         return cert_id, _ordered(store.certification_rows(cert_id), indices)
     if done:
-        log.print(f"certification {cert_id}: {len(done)} of {len(indices)} images already certified; "
-                  f"continuing with the other {len(todo)}", highlight=False, soft_wrap=True)
+        log.info(f"certification {cert_id}: {len(done)} of {len(indices)} images already certified; "
+                 f"continuing with the other {len(todo)}")
     model = loaded.model.to(dev).eval()
     env = environment(dev)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -170,8 +170,7 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
             store.append("certify", part)
             written += len(part)
             if not progress:  # no bar (a grid job): a line per part, which the grid's console follows
-                log.print(f"  certified {written}/{len(indices)} images ({cert_id})", highlight=False, markup=False,
-                          soft_wrap=True)
+                log.info(f"  certified {written}/{len(indices)} images ({cert_id})")
         pending, last_flush = [], time.monotonic()
 
     try:
@@ -204,8 +203,8 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
                                       f"{len(indices)} images; free space, then run the same `crt-bench certify` "
                                       "command") from err
         if status == RunStatus.INTERRUPTED:
-            log.print(f"certification {cert_id} stopped after {written} of {len(indices)} images; run the same "
-                      "`crt-bench certify` command again to continue", highlight=False, soft_wrap=True)
+            log.warning(f"certification {cert_id} stopped after {written} of {len(indices)} images; run the same "
+                        "`crt-bench certify` command again to continue")
             err.reported = True  # type: ignore[attr-defined]
         raise
     _state_row(store, state, RunStatus.FINISHED, written)

@@ -1,40 +1,44 @@
 """Commands about certifications: ``certify``, ``import-log``, ``export-log``."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from crt_bench.cli.options import DataDirOpt, DeviceOpt, ResultsOpt, check_inputs
-from crt_bench.cli.output import err
+from crt_bench.cli.options import DataDirOpt, DatasetName, DeviceOpt, ResultsOpt, ResultsReadOpt, check_inputs
+from crt_bench.cli.output import info
+from crt_bench.config.choices import InputLayer, Precision
+
+log = logging.getLogger("crt_bench.cli")
 
 
 def certify(
     run_id: Annotated[str, typer.Argument(help="run id or model checkpoint path")],
-    n0: Annotated[Optional[int], typer.Option("--n0", help="selection samples (default: profile's)")] = None,
+    n0: Annotated[Optional[int], typer.Option("--n0", min=1, help="selection samples (default: profile's)")] = None,
     n: Annotated[Optional[int], typer.Option(
-        "--n", "--num-samples", help="estimation samples (default: profile's); under torchrun write --num-samples "
+        "--n", "--num-samples", min=1, help="estimation samples (default: profile's); under torchrun write --num-samples "
         "(torchrun's parser takes --n for an abbreviation of its own options)")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="failure probability")] = None,
-    batch: Annotated[Optional[int], typer.Option(help="noisy samples per forward pass (default: chosen)")] = None,
-    precision: Annotated[Optional[str], typer.Option(
-        help="base classifier forward: fp32 | tf32 (Ampere+ GPUs) | bf16 | fp16 (noise stays float32; recorded)")] = None,
+    batch: Annotated[Optional[int], typer.Option(min=1, help="noisy samples per forward pass (default: chosen)")] = None,
+    precision: Annotated[Optional[Precision], typer.Option(
+        help="base classifier forward; tf32: Ampere+ GPUs (noise stays float32; recorded)")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model")] = None,
     subset: Annotated[Optional[str], typer.Option(help="all | skip:K | range:A:B[:K]")] = None,
     sigma: Annotated[Optional[float], typer.Option(help="smoothing noise (default: the run's)")] = None,
-    input_layer: Annotated[str, typer.Option(
+    input_layer: Annotated[InputLayer, typer.Option(
         help="reference checkpoints only: normalize (Cohen, Jeong) or center (Salman)")] = "normalize",
     seed: int = 0,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     progress: bool = True,
     flush_every: Annotated[int, typer.Option(
-        help="append the certified rows every this many images (a kill loses at most these)")] = 64,
+        min=1, help="append the certified rows every this many images (a kill loses at most these)")] = 64,
     shards: Annotated[int, typer.Option(
-        help="split the images over this many processes (local ones, one GPU each; under torchrun: the ranks)")] = 1,
+        min=1, help="split the images over this many processes (local ones, one GPU each; under torchrun: the ranks)")] = 1,
     shard: Annotated[Optional[int], typer.Option(
-        help="certify only shard I of --shards (a SLURM array task); default under torchrun: RANK of WORLD_SIZE")] = None,
+        min=0, help="certify only shard I of --shards (a SLURM array task); default under torchrun: RANK of WORLD_SIZE")] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """CERTIFY (Cohen et al.) every selected test image; one row per image in the certify table.
@@ -67,7 +71,7 @@ def certify(
 
     if uses_tf32(ccfg.precision):  # before any shard starts
         check_inputs(device=device, tf32_flag="--precision tf32")
-    err.print(f"certify {run_id}: N0={ccfg.n0} N={ccfg.n} alpha={ccfg.alpha} batch={ccfg.batch or 'auto'} "
+    log.info(f"certify {run_id}: N0={ccfg.n0} N={ccfg.n} alpha={ccfg.alpha} batch={ccfg.batch or 'auto'} "
               f"subset={ccfg.subset} precision={ccfg.precision}{' compiled' if ccfg.compile else ''}")
     from crt_bench.certify.shards import ShardSpec, launch_local, shard_from_env
     from crt_bench.core.signals import stop_on_signals
@@ -85,7 +89,7 @@ def certify(
                       *(["--batch", str(ccfg.batch)] if ccfg.batch else []),
                       *(["--sigma", str(sigma)] if sigma is not None else []),
                       *(["--data-dir", data_dir] if data_dir else [])]
-        err.print(f"certify {run_id}: {shards} shard processes", highlight=False)
+        log.info(f"certify {run_id}: {shards} shard processes")
         launch_local(child_args, shards)
     with stop_on_signals("stopped; run the same `crt-bench certify` command again to continue"):
         cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
@@ -97,7 +101,7 @@ def certify(
         cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
                                  progress=False, input_layer=input_layer, flush_images=flush_every)
     df = summary_table(store)
-    err.print(rich_summary(df[df["cert_id"] == cert_id]))
+    info(rich_summary(df[df["cert_id"] == cert_id]))
     print(cert_id)
 
 
@@ -114,14 +118,14 @@ def import_log_cmd(
     file: Annotated[Path, typer.Argument(help="Cohen-format TSV certify log")],
     name: Annotated[str, typer.Option(help="name of the imported certification")],
     sigma: Annotated[Optional[float], typer.Option(help="the log's smoothing sigma, if known")] = None,
-    n0: int = 100,
-    n: Annotated[int, typer.Option("--n")] = 100_000,
+    n0: Annotated[int, typer.Option(min=1)] = 100,
+    n: Annotated[int, typer.Option("--n", min=1)] = 100_000,
     alpha: float = 0.001,
     hours: Annotated[Optional[float], typer.Option(help="leaderboard: the model's reported training hours")] = None,
-    method: Annotated[Optional[str], typer.Option(help="leaderboard: how the model was trained")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="leaderboard: the model's architecture")] = None,
+    method: Annotated[Optional[str], typer.Option(help="leaderboard: how the model was trained (any name)")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="leaderboard: the model's architecture (any name)")] = None,
     teacher: Annotated[Optional[str], typer.Option(help="leaderboard: CRT's teacher, e.g. 'smoothmix resnet110'")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="leaderboard: the dataset certified (e.g. cifar10)")] = None,
+    dataset: Annotated[Optional[DatasetName], typer.Option(help="leaderboard: the dataset certified")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="leaderboard: the device that trained it")] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
@@ -135,17 +139,17 @@ def import_log_cmd(
     rows = import_log(file, name, ResultsStore(results), sigma=sigma, n0=n0, n=n, alpha=alpha)
     record_import_meta(results, name, hours=hours, method=method, arch=arch, teacher=teacher, dataset=dataset,
                        device=device)
-    err.print(f"imported {len(rows)} rows from {file} as {name!r}")
+    log.info(f"imported {len(rows)} rows from {file} as {name!r}")
 
 
 def export_log_cmd(
     cert_id: Annotated[str, typer.Argument(help="certification id (printed by crt-bench certify)")],
     file: Annotated[Path, typer.Argument(help="output TSV path")],
-    results: ResultsOpt = Path("results"),
+    results: ResultsReadOpt = Path("results"),
 ) -> None:
     """Write a certification as a Cohen-format TSV log (radius to 3 significant digits)."""
     from crt_bench.store.cohen_log import write_cohen_log
     from crt_bench.store.store import ResultsStore
 
     write_cohen_log(ResultsStore(results).certification_rows(cert_id), file)
-    err.print(f"written {file}")
+    log.info(f"written {file}")

@@ -1,43 +1,47 @@
 """Commands that run grids: ``sweep``, ``chain``, ``time``, ``reproduce``."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from crt_bench.cli.options import PROFILE_HELP, DataDirOpt, DeviceOpt, ResultsOpt, check_inputs
-from crt_bench.cli.output import banner, err, out
-from crt_bench.core.checks import check_count
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.cli.options import (ARCH_METAVAR, ArchName, DataDirOpt, DatasetName, DeviceOpt, JsonOpt, MethodName,
+                                   PlanProfile, ProbeProfile, ProfileOpt, ResultsOpt, check_inputs)
+from crt_bench.cli.output import banner, info, out, print_json
+from crt_bench.config.choices import ChainOrder, Executor
+from crt_bench.core.errors import JobsFailed
 from crt_bench.core.states import DONE_STATES, FAILED_STATES
-from crt_bench.grid.reproduce import PLANS
-from crt_bench.timing.probe import PROBES
+
+log = logging.getLogger("crt_bench.cli")
+EXECUTOR_HELP = "local: subprocesses; debug: in-process (submitit); inline: in-process, no submitit"
 
 
 def sweep(
-    method: Annotated[list[str], typer.Option("--method", help="repeatable")] = ["gaussian", "crt"],
-    arch: Annotated[list[str], typer.Option("--arch", help="repeatable")] = ["resnet20"],
+    method: Annotated[list[MethodName], typer.Option("--method", help="repeatable")] = ["gaussian", "crt"],
+    arch: Annotated[list[ArchName], typer.Option("--arch", metavar=ARCH_METAVAR, help="repeatable")] = ["resnet20"],
     sigma: Annotated[list[float], typer.Option("--sigma", help="repeatable")] = [0.25],
     seed: Annotated[list[int], typer.Option("--seed", help="repeatable")] = [0],
-    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "smoke",
-    teacher_method: Annotated[str, typer.Option(help="how CRT's teachers are trained")] = "smoothmix",
-    teacher_arch: Annotated[list[str], typer.Option("--teacher-arch", help="repeatable")] = ["resnet110"],
-    dataset: Optional[str] = None,
-    epochs: Optional[int] = None,
-    train_limit: Optional[int] = None,
+    profile: ProfileOpt = "smoke",
+    teacher_method: Annotated[MethodName, typer.Option(help="how CRT's teachers are trained")] = "smoothmix",
+    teacher_arch: Annotated[list[ArchName], typer.Option("--teacher-arch", metavar=ARCH_METAVAR, help="repeatable")] = [
+        "resnet110"],
+    dataset: Annotated[Optional[DatasetName], typer.Option(help="default: the profile's")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    train_limit: Annotated[Optional[int], typer.Option(min=1)] = None,
     certify: bool = True,
-    executor: Annotated[str, typer.Option(help="local (subprocesses) | slurm | debug (in-process) | inline (in-process, no submitit)")] = "local",
-    max_parallel: Annotated[int, typer.Option(help="jobs running at once (local: CPUs/GPUs to share)")] = 1,
-    nproc: Annotated[int, typer.Option(help="processes (ranks) per job: data-parallel training of each run")] = 1,
+    executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = "local",
+    max_parallel: Annotated[int, typer.Option(min=1, help="jobs running at once (local: CPUs/GPUs to share)")] = 1,
+    nproc: Annotated[int, typer.Option(min=1, help="processes (ranks) per job: data-parallel training of each run")] = 1,
     partition: Annotated[Optional[str], typer.Option(help="slurm partition")] = None,
-    gpus: Annotated[int, typer.Option(help="slurm: GPUs per job")] = 1,
-    time_min: Annotated[int, typer.Option(help="time limit per job, minutes")] = 24 * 60,
-    cpus_per_task: Annotated[Optional[int], typer.Option(help="slurm: CPUs per job")] = None,
-    array_parallelism: Annotated[int, typer.Option(help="slurm: jobs of an array running at once")] = 16,
+    gpus: Annotated[int, typer.Option(min=1, help="slurm: GPUs per job")] = 1,
+    time_min: Annotated[int, typer.Option(min=1, help="time limit per job, minutes")] = 24 * 60,
+    cpus_per_task: Annotated[Optional[int], typer.Option(min=1, help="slurm: CPUs per job")] = None,
+    array_parallelism: Annotated[int, typer.Option(min=1, help="slurm: jobs of an array running at once")] = 16,
     dry_run: Annotated[bool, typer.Option(help="list the jobs (and, for slurm, the sbatch script); run nothing")] = False,
+    json: Annotated[bool, typer.Option("--json", help="--dry-run: the jobs as JSON")] = False,
     data_dir: DataDirOpt = None,
     device: Annotated[str, typer.Option(help="where the jobs run: auto, cpu, cuda, cuda:N (checked here unless "
                                               "slurm)")] = "auto",
@@ -48,20 +52,23 @@ def sweep(
     from crt_bench.grid.jobs import GridSpec
     from crt_bench.grid.runner import GRID_STOPPED_HINT, run_grid
 
-    check_inputs(profile=profile, device=None if executor == "slurm" else device)
+    check_inputs(device=None if executor == "slurm" else device)
     spec = GridSpec(methods=method, archs=arch, sigmas=sigma, seeds=seed, profile=profile,
                     teacher_method=teacher_method, teacher_archs=teacher_arch, dataset=dataset, data_dir=data_dir,
                     epochs=epochs, train_limit=train_limit, certify=certify, device=device)
     jobs = spec.jobs()
-    check_count("--max-parallel", max_parallel)
     slurm = dict(partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
                  array_parallelism=array_parallelism)
     if dry_run:
+        sbatch = sbatch_preview(results / "submitit", **slurm_parameters(**slurm)) if executor == "slurm" else None
+        if json:
+            print_json([dict(key=j.key, method=j.method, arch=j.arch, sigma=j.sigma, seed=j.seed, profile=j.profile,
+                             teacher=j.teacher, **({"sbatch": sbatch} if sbatch else {})) for j in jobs])
+            return
         for job in jobs:
-            out.print(job.key, markup=False, highlight=False)
-        if executor == "slurm":
-            out.print(sbatch_preview(results / "submitit", **slurm_parameters(**slurm)), markup=False,
-                      highlight=False)
+            out.print(job.key)
+        if sbatch:
+            out.print(sbatch)
         return
     from crt_bench.config.profiles import get_profile
     from crt_bench.grid.preflight import preflight
@@ -75,7 +82,7 @@ def sweep(
         checks = preflight(datasets={job.dataset or get_profile(job.profile).dataset for job in jobs},
                            results=results, data_dir=data_dir, device=device, install_data=False).lines
     for line in checks:
-        err.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
+        log.info(f"preflight: {line}")
     ex = make_executor(executor, results / "submitit", nproc=nproc, **slurm)
     from crt_bench.core.signals import exit_on_stop
 
@@ -85,25 +92,25 @@ def sweep(
     for col in ("job", "state", "run id", "error / log"):
         table.add_column(col)
     for _, r in status.iterrows():
-        table.add_row(escape(r["key"]), escape(r["state"]), r["run_id"],
-                      escape(r["error"] + (f" ({r['log']})" if r["log"] else "")))
-    err.print(table)
+        table.add_row(r["key"], r["state"], r["run_id"], r["error"] + (f" ({r['log']})" if r["log"] else ""))
+    info(table)
     failed = status["state"].isin(FAILED_STATES)
     if failed.any():
-        raise CrtBenchError(f"{int(failed.sum())} of {len(status)} jobs failed or were blocked; see the table above")
+        raise JobsFailed(f"{int(failed.sum())} of {len(status)} jobs failed or were blocked; see the table above")
 
 
 def chain(
     teacher: Annotated[str, typer.Option(help="the root teacher: run id or model file (certified on the same images)")],
-    arch: Annotated[list[str], typer.Option("--arch", help="a generation's architecture (repeatable)")],
-    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "smoke",
-    order: Annotated[str, typer.Option(help="release (the registry's generation year) | given")] = "release",
+    arch: Annotated[list[ArchName], typer.Option(
+        "--arch", metavar=ARCH_METAVAR, help="a generation's architecture (repeatable)")],
+    profile: ProfileOpt = "smoke",
+    order: Annotated[ChainOrder, typer.Option(help="release: the registry's generation year")] = "release",
     sigma: float = 0.25,
     seed: int = 0,
-    dataset: Optional[str] = None,
-    epochs: Optional[int] = None,
-    train_limit: Optional[int] = None,
-    executor: Annotated[str, typer.Option(help="local (subprocesses) | slurm | debug (in-process) | inline (in-process, no submitit)")] = "local",
+    dataset: Annotated[Optional[DatasetName], typer.Option(help="default: the profile's")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    train_limit: Annotated[Optional[int], typer.Option(min=1)] = None,
+    executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = "local",
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     results: ResultsOpt = Path("results"),
@@ -117,7 +124,7 @@ def chain(
     from crt_bench.grid.executors import make_executor
     from crt_bench.report.chains import chain_markdown
 
-    check_inputs(profile=profile, device=None if executor == "slurm" else device)
+    check_inputs(device=None if executor == "slurm" else device)
     check_sigma(sigma)
     spec = ChainSpec(root=teacher, archs=tuple(arch), profile=profile, sigma=sigma, seed=seed, order=order,
                      dataset=dataset, data_dir=data_dir, epochs=epochs, train_limit=train_limit, device=device)
@@ -129,23 +136,26 @@ def chain(
     from crt_bench.store.store import ResultsStore
 
     saved = next(c for c in saved_chains(results) if c["name"] == spec.chain_name)
-    out.print(chain_markdown(chain_table(ResultsStore(results), saved)), markup=False, highlight=False)
+    out.print(chain_markdown(chain_table(ResultsStore(results), saved)))
     failed = status[~status["state"].isin(DONE_STATES)]
     if not failed.empty:
-        raise CrtBenchError(f"{len(failed)} link(s) did not finish: " + "; ".join(
+        raise JobsFailed(f"{len(failed)} link(s) did not finish: " + "; ".join(
             f"{r.key}: {r.state} {r.error}".strip() for r in failed.itertuples()) + "; re-run to continue")
 
 
 def time_cmd(
-    profile: Annotated[str, typer.Option(help=f"probe size: {' | '.join(PROBES)}")] = "cpu",
-    method: Annotated[list[str], typer.Option("--method", help="methods to time (repeatable; default: all)")] = [],
-    arch: Annotated[list[str], typer.Option("--arch", help="architectures (repeatable; default: the generation "
-                                                          "registry plus resnet20/resnet110)")] = [],
-    teacher: Annotated[list[str], typer.Option("--teacher", help="CRT teacher archs")] = ["resnet110", "resnet20"],
+    profile: Annotated[ProbeProfile, typer.Option(help="probe size")] = "cpu",
+    method: Annotated[list[MethodName], typer.Option(
+        "--method", help="methods to time (repeatable; default: all)")] = [],
+    arch: Annotated[list[ArchName], typer.Option(
+        "--arch", metavar=ARCH_METAVAR,
+        help="architectures (repeatable; default: the generation registry plus resnet20/resnet110)")] = [],
+    teacher: Annotated[list[ArchName], typer.Option("--teacher", metavar=ARCH_METAVAR, help="CRT teacher archs")] = [
+        "resnet110", "resnet20"],
     sigma: float = 0.25,
-    batches: Annotated[Optional[int], typer.Option(help="timed loader batches per repeat")] = None,
-    repeats: Optional[int] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="default: the profile's (paper: each recipe's)")] = None,
+    batches: Annotated[Optional[int], typer.Option(min=1, help="timed loader batches per repeat")] = None,
+    repeats: Annotated[Optional[int], typer.Option(min=1)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="default: the profile's (paper: each recipe's)")] = None,
     force: Annotated[bool, typer.Option(help="re-time probes already in the store")] = False,
     device: DeviceOpt = "auto",
     results: ResultsOpt = Path("results"),
@@ -160,14 +170,14 @@ def time_cmd(
     banner(profile, "timing probes: methods x architectures at the methods' paper hyper-parameters", device=device)
     df = run_timing_grid(results, profile=profile, methods=method, archs=arch, teachers=teacher, sigma=sigma,
                          batches=batches, repeats=repeats, batch_size=batch_size, force=force, device=device)
-    err.print(f"{len(df)} timing rows in {results}/tables/timing")
+    log.info(f"{len(df)} timing rows in {results}/tables/timing")
 
 
 def reproduce(
-    profile: Annotated[str, typer.Option(help=f"auto (paper on a GPU, cpu otherwise) | {' | '.join(PLANS)}")] = "auto",
-    executor: Annotated[str, typer.Option(help="local | slurm | debug | inline (see crt-bench sweep)")] = "local",
-    max_parallel: int = 1,
-    nproc: Annotated[int, typer.Option(help="processes (ranks) per job: data-parallel training of each run")] = 1,
+    profile: Annotated[PlanProfile, typer.Option(help="auto: paper on a GPU, cpu otherwise")] = "auto",
+    executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = "local",
+    max_parallel: Annotated[int, typer.Option(min=1)] = 1,
+    nproc: Annotated[int, typer.Option(min=1, help="processes (ranks) per job: data-parallel training of each run")] = 1,
     data_dir: DataDirOpt = None,
     install_data: Annotated[bool, typer.Option(
         "--install-data/--no-install-data",
@@ -198,4 +208,4 @@ def reproduce(
     df = summary_table(ResultsStore(results))
     if not df.empty:
         out.print(rich_summary(df))
-    err.print(f"report: {out_dir / 'REPORT.md'}")
+    log.info(f"report: {out_dir / 'REPORT.md'}")

@@ -1,31 +1,37 @@
 """Commands that train: ``run`` and ``proxy``."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from crt_bench.cli.options import PROFILE_HELP, DataDirOpt, DeviceOpt, ResultsOpt, check_inputs, parse_sets
-from crt_bench.cli.output import banner, err
+from crt_bench.cli.options import (ARCH_METAVAR, ArchName, DataDirOpt, DatasetName, DeviceOpt, MethodName,
+                                   ProfileOpt, ResultsOpt, check_inputs, parse_sets)
+from crt_bench.cli.output import banner
+from crt_bench.config.choices import InputLayer, TeacherPrecision
+
+log = logging.getLogger("crt_bench.cli")
 
 
 def run(
-    method: Annotated[str, typer.Option(help="training method (crt-bench list methods)")] = "gaussian",
-    arch: Annotated[str, typer.Option(help="architecture (crt-bench list archs)")] = "resnet20",
-    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "smoke",
-    dataset: Annotated[Optional[str], typer.Option(help="cifar10 | fashion-mnist | synthetic | imagenet | imagenet-small (default: profile's)")] = None,
+    method: Annotated[MethodName, typer.Option(help="training method (crt-bench list methods)")] = "gaussian",
+    arch: Annotated[ArchName, typer.Option(
+        metavar=ARCH_METAVAR, help="architecture or alias (crt-bench list archs)")] = "resnet20",
+    profile: ProfileOpt = "smoke",
+    dataset: Annotated[Optional[DatasetName], typer.Option(help="default: the profile's")] = None,
     sigma: Annotated[float, typer.Option(help="noise level in [0,1] pixel units")] = 0.25,
     teacher: Annotated[Optional[str], typer.Option(help="teacher run id or checkpoint path (crt)")] = None,
-    teacher_input_layer: Annotated[str, typer.Option(
+    teacher_input_layer: Annotated[InputLayer, typer.Option(
         help="reference checkpoints only: normalize (Cohen, Jeong) or center (Salman's InputCenterLayer)")] = "normalize",
-    epochs: Annotated[Optional[int], typer.Option(help="override the recipe/profile epochs")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="override the batch size")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="override the recipe/profile epochs")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="override the batch size")] = None,
     lr: Annotated[Optional[float], typer.Option(help="override the initial learning rate")] = None,
     seed: int = 0,
     set_: Annotated[list[str], typer.Option("--set", help="method hyper-parameter KEY=VALUE (repeatable)")] = [],
-    train_limit: Annotated[Optional[int], typer.Option(help="use only this many training images")] = None,
+    train_limit: Annotated[Optional[int], typer.Option(min=1, help="use only this many training images")] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     resume: Annotated[Optional[str], typer.Option(help="continue this run id from its last checkpoint")] = None,
@@ -33,14 +39,14 @@ def run(
         "--channels-last/--no-channels-last", help="NHWC student and batches (default: for conv nets)")] = None,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the student")] = False,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast of the training step on CUDA")] = True,
-    teacher_precision: Annotated[str, typer.Option(
-        help="CRT teacher forward: auto (bf16 where the device has native bf16) | fp32 | bf16")] = "auto",
+    teacher_precision: Annotated[TeacherPrecision, typer.Option(
+        help="CRT teacher forward: auto = bf16 where the device has native bf16")] = "auto",
     trace_steps: Annotated[int, typer.Option(
-        "--trace-steps", "--profile-steps",
+        "--trace-steps", "--profile-steps", min=0,
         help="record this many training steps with torch.profiler (in the run's trace/ folder)")] = 0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     nproc: Annotated[int, typer.Option(
-        help="data-parallel processes on this machine: relaunches this command under torchrun (one GPU each)")] = 1,
+        min=1, help="data-parallel processes on this machine: relaunches this command under torchrun (one GPU each)")] = 1,
     sync_bn: Annotated[bool, typer.Option(
         "--sync-bn/--no-sync-bn", help="data-parallel runs: batch norm over the global batch (CUDA)")] = False,
     tf32: Annotated[bool, typer.Option(
@@ -56,7 +62,7 @@ def run(
 
     from crt_bench.parallel.env import env_from
 
-    check_inputs(profile=profile, device=device, tf32_flag="--tf32" if tf32 else None)  # before torchrun children
+    check_inputs(device=device, tf32_flag="--tf32" if tf32 else None)  # before torchrun children
     ranks = env_from()
     if nproc > 1 and not ranks.launched:
         from crt_bench.parallel.torchrun import strip_option, torchrun_command
@@ -97,13 +103,14 @@ def run(
 
 
 def proxy_cmd(
-    student_arch: Annotated[str, typer.Option(help="the CRT student")] = "resnet110",
-    teacher_arch: Annotated[str, typer.Option(help="the small proxy teacher")] = "resnet20",
-    teacher_method: Annotated[str, typer.Option(help="certified training method of the proxy teacher")] = "smoothmix",
-    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "smoke",
-    dataset: Annotated[Optional[str], typer.Option(help="default: the profile's")] = None,
+    student_arch: Annotated[ArchName, typer.Option(metavar=ARCH_METAVAR, help="the CRT student")] = "resnet110",
+    teacher_arch: Annotated[ArchName, typer.Option(metavar=ARCH_METAVAR, help="the small proxy teacher")] = "resnet20",
+    teacher_method: Annotated[MethodName, typer.Option(
+        help="certified training method of the proxy teacher")] = "smoothmix",
+    profile: ProfileOpt = "smoke",
+    dataset: Annotated[Optional[DatasetName], typer.Option(help="default: the profile's")] = None,
     sigma: float = 0.25,
-    epochs: Annotated[Optional[int], typer.Option(help="override both runs' epochs")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="override both runs' epochs")] = None,
     seed: int = 0,
     set_: Annotated[list[str], typer.Option("--set", help="teacher hyper-parameter KEY=VALUE (repeatable)")] = [],
     certify: Annotated[bool, typer.Option(help="certify the student with the profile's settings")] = True,
@@ -122,7 +129,7 @@ def proxy_cmd(
     from crt_bench.grid.proxy import proxy_teacher_workflow
     from crt_bench.store.store import ResultsStore
 
-    check_inputs(profile=profile, device=device)
+    check_inputs(device=device)
     check_sigma(sigma)
     banner(profile, f"proxy-teacher workflow: {teacher_method} {teacher_arch} (teacher) -> crt {student_arch}",
             device=device)
@@ -135,7 +142,7 @@ def proxy_cmd(
         certify_run(student, store, get_profile(profile).certify, data_dir=data_dir, device=device, seed=seed,
                     progress=progress)
     t_row, s_row = store.get_run(teacher), store.get_run(student)
-    err.print(f"teacher {teacher}: {t_row['train_seconds'] / 3600:.4f} h\n"
+    log.info(f"teacher {teacher}: {t_row['train_seconds'] / 3600:.4f} h\n"
               f"student {student}: {s_row['train_seconds'] / 3600:.4f} h\n"
               f"total cost of the robust {student_arch}: {s_row['total_train_seconds'] / 3600:.4f} h")
     print(teacher)

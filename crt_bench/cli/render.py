@@ -22,27 +22,3 @@ def rich_summary(df: pd.DataFrame) -> Table:
                       *[f"{r[c]:.3f}" for c in acc_cols], f"{r['acr']:.3f}",
                       "" if pd.isna(r["train_hours"]) else f"{r['train_hours']:.3g}")
     return table
-
-
-
-def method_defaults_table(name: str) -> Table:
-    """A method's paper defaults (per sigma where the paper varies them) and its recipe."""
-    import dataclasses
-
-    from crt_bench.methods.registry import get_method
-
-    spec = get_method(name)
-    r = spec.recipe
-    per_sigma = hasattr(spec.hparams, "for_sigma")
-    sigmas = (0.25, 0.5, 1.0) if per_sigma else (None,)
-    table = Table(title=f"{name}: hyper-parameters (override with --set KEY=VALUE)",
-                  caption=f"recipe: {r.epochs} epochs, batch {r.batch_size}, lr {r.lr} x{r.gamma} at epochs "
-                          f"{list(r.milestones)} (0-based), momentum {r.momentum}, weight decay {r.weight_decay}; "
-                          f"{r.source}\n{spec.reference}")
-    table.add_column("hyper-parameter")
-    for sigma in sigmas:
-        table.add_column("default" if sigma is None else f"sigma={sigma}")
-    hps = [dataclasses.asdict(spec.make_hparams(sigma=sigma)) for sigma in sigmas]
-    for key in hps[0]:
-        table.add_row(key, *[str(hp[key]) for hp in hps])
-    return table

@@ -1,17 +1,79 @@
-"""Choices offered on the command line: precisions, teacher precisions, input layers."""
+"""Choices offered on the command line, as Enums (the CLI validates them at parse time and lists them in
+``--help``): precisions, teacher precisions, input layers, executors, chain orders, registries.
+
+The choices built from catalogues (profiles, datasets, methods, architectures) are made by the CLI from
+the catalogues themselves (:mod:`crt_bench.cli.options`).
+"""
 from __future__ import annotations
 
+from enum import Enum
+
 from crt_bench.core.checks import check_choice
+from crt_bench.core.errors import CrtBenchError
 
-INPUT_LAYERS = ("normalize", "center")
 
-TEACHER_PRECISIONS = ("auto", "fp32", "bf16")
+class Precision(str, Enum):
+    """The base classifier's forward pass during certification (:data:`PRECISIONS`)."""
+
+    FP32 = "fp32"
+    TF32 = "tf32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class TeacherPrecision(str, Enum):
+    """CRT's frozen teacher forward: ``auto`` = bf16 where the device has native bf16, else fp32."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+class InputLayer(str, Enum):
+    """The input layer of a reference checkpoint: normalize (Cohen, Jeong) or center (Salman)."""
+
+    NORMALIZE = "normalize"
+    CENTER = "center"
+
+
+class Executor(str, Enum):
+    """Where a grid's jobs run: local subprocesses, slurm, in-process through submitit (debug) or without it."""
+
+    LOCAL = "local"
+    SLURM = "slurm"
+    DEBUG = "debug"
+    INLINE = "inline"
+
+
+class ChainOrder(str, Enum):
+    """The order of a chain's links: release year of the architecture, or as given."""
+
+    RELEASE = "release"
+    GIVEN = "given"
+
+
+class Registry(str, Enum):
+    """What ``crt-bench list`` prints."""
+
+    ARCHS = "archs"
+    METHODS = "methods"
+    PROFILES = "profiles"
+
+
+def values(choices: type[Enum]) -> tuple[str, ...]:
+    """The values of an Enum of choices, in definition order."""
+    return tuple(member.value for member in choices)
+
+
+INPUT_LAYERS = values(InputLayer)
+
+TEACHER_PRECISIONS = values(TeacherPrecision)
 
 
 def check_teacher_precision(precision: str) -> str:
     return check_choice("--teacher-precision", precision, TEACHER_PRECISIONS)
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+PRECISIONS = values(Precision)
 """Precisions of the base classifier's forward pass: ``fp32`` (default, IEEE: TF32 off), ``tf32`` (the
 float32 forward with TF32 convolutions and matmuls, Ampere+ GPUs only) or autocast to bf16 / fp16 (TF32
 off for what autocast leaves in float32); see :mod:`crt_bench.core.tf32`."""

@@ -1,4 +1,4 @@
-"""The exception types users see: a clear message, printed by the CLI without a traceback."""
+"""The exceptions users see: a clear message, printed by the CLI as one line without a traceback."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 class CrtBenchError(Exception):
     """A problem with the user's input or environment (bad name, missing data, corrupt file, ...).
 
-    The CLI prints ``str(err)`` and exits with status :attr:`exit_code` (2); nothing else should be
+    The CLI prints ``str(err)`` and exits with :attr:`exit_code` (2: bad input); nothing else should be
     needed to act on it.
     """
 
@@ -26,6 +26,18 @@ class DiskFull(CrtBenchError):
     def __init__(self, path: str | Path, message: str | None = None) -> None:
         self.path = Path(path)
         super().__init__(message or f"disk full writing {self.path}; free space, then run the same command again")
+
+
+class JobsFailed(CrtBenchError):
+    """Jobs of a grid (sweep, chain, reproduce) failed or did not finish: exit status 1, not 2 (the input was
+    fine; the work was not done)."""
+
+    exit_code = 1
+
+
+def exit_code(err: BaseException) -> int:
+    """The exit status the CLI leaves with for ``err`` (2 unless the error says otherwise)."""
+    return int(getattr(err, "exit_code", 2))
 
 
 def one_line(err: BaseException | str, *, first: bool = False) -> str:

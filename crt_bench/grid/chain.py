@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from crt_bench.certify.resumable import certify_run
+from crt_bench.config.choices import ChainOrder, values
 from crt_bench.config.profiles import get_profile
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.grid.jobs import Job
@@ -38,7 +39,7 @@ from crt_bench.models.registry import get_arch
 from crt_bench.store.chains import save_chain
 from crt_bench.store.store import ResultsStore
 
-ORDERS = ("release", "given")
+ORDERS = values(ChainOrder)
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from crt_bench.config.choices import Executor, values
 from crt_bench.core.checks import check_choice, check_count
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.grid.inline import InlineExecutor
 
-EXECUTORS = ("local", "slurm", "debug", "inline")
+EXECUTORS = values(Executor)
 
 
 def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int = 1,

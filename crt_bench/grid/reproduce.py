@@ -16,11 +16,13 @@ minutes-long demonstration on synthetic data, ``gpu-smoke`` for the paper's code
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from crt_bench.config.profiles import get_profile
-from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.console import stderr_console
+from crt_bench.core.errors import CrtBenchError, JobsFailed
 from crt_bench.core.provenance import pick_device
 from crt_bench.core.states import DONE_STATES
 from crt_bench.grid.chain import ChainSpec
@@ -34,6 +36,8 @@ from crt_bench.report.build import build_all
 from crt_bench.store.chains import save_chain
 from crt_bench.timing.grid import run_timing_grid
 from crt_bench.train.resolve import describe_scale
+
+log = logging.getLogger(__name__)
 
 STUDENT_METHODS = ["gaussian", "smoothmix", "crt"]
 
@@ -195,12 +199,8 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
     Before any job starts, :func:`crt_bench.grid.preflight.preflight` checks (and where it can, obtains) the
     data, the device and the results folder, so a grid that could only fail stops in seconds. A failed
     job does not stop the others; its students are not started; the report lists the missing cells, and
-    the call ends with a :class:`CrtBenchError` naming every job that did not finish.
+    the call ends with :class:`~crt_bench.core.errors.JobsFailed` naming every job that did not finish.
     """
-    from rich.console import Console
-
-
-    console = Console(stderr=True)
     results = Path(results)
     jobs = plan.jobs()
     if plan.chain is not None:
@@ -209,23 +209,22 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
     datasets = {job.dataset or get_profile(job.profile).dataset for job in jobs}
     for line in preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir, device=plan.grid.device,
                           install_data=install_data).lines:
-        console.print(f"preflight: {line}", markup=False, highlight=False, soft_wrap=True)
+        log.info(f"preflight: {line}")
     ex = make_executor(executor, results / "submitit", nproc=nproc)
     status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel)
     failed = status[~status["state"].isin(DONE_STATES)]
     if len(failed) < len(status):
         # The timing probes run as one more job, so that on a cluster they run on a compute node too.
-        console.print("timing probes: every method on every architecture of the plan", highlight=False)
+        log.info("timing probes: every method on every architecture of the plan")
         follow(ex.submit(run_timing_grid, str(results), profile=plan.profile, archs=plan.timing_archs,
-                         teachers=plan.timing_teachers, device=plan.grid.device), "timing", console)
+                         teachers=plan.timing_teachers, device=plan.grid.device), "timing", stderr_console())
     else:
-        console.print("every training job failed: the timing probes are skipped (fix the cause above, then re-run)",
-                      markup=False, highlight=False)
+        log.warning("every training job failed: the timing probes are skipped (fix the cause above, then re-run)")
     written = build_all(results, Path(out_dir), profile_note=f"profile {plan.profile}: {plan.describe()}")
     if not failed.empty:
         lines = "; ".join(f"{r.key}: {r.state}" + (f" - {r.error}" if r.error else "") + (f" (log: {r.log})" if r.log
                                                                                            else "")
                           for r in failed.itertuples())
-        raise CrtBenchError(f"{len(failed)} of {len(status)} jobs did not finish: {lines}. The report lists the "
+        raise JobsFailed(f"{len(failed)} of {len(status)} jobs did not finish: {lines}. The report lists the "
                             "missing cells; re-run the same command to retry them (finished work is kept).")
     return written

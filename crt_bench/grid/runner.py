@@ -9,6 +9,7 @@ stopped. Failed jobs are reported with their log path. submitit is imported only
 """
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import time
@@ -17,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from rich.console import Console
-from rich.text import Text
 
+from crt_bench.core.console import stderr_console
 from crt_bench.core.signals import stop_signals
 from crt_bench.core.states import JobState, RunStatus
 from crt_bench.grid import execute
@@ -29,7 +29,7 @@ from crt_bench.grid.watch import JobWatch
 from crt_bench.store.grid_status import save_grid_status
 from crt_bench.store.store import ResultsStore
 
-log = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 GRID_STOPPED_HINT = ("stopped: the running jobs were stopped at their last checkpoint; run the same command again to "
                      "continue (finished work is kept)")
@@ -57,7 +57,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
         certified = done is not None and (not job.certify or done in certified_runs)
         state[job.key] = {"key": job.key, "state": JobState.SKIPPED if certified else JobState.PENDING,
                           "run_id": done if certified else "", "error": "", "log": ""}
-    watch = JobWatch(log)
+    watch = JobWatch(stderr_console())
     running: dict[str, Any] = {}
     try:
         with stop_signals((signal.SIGTERM,)):
@@ -80,7 +80,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     running[job.key] = executor.submit(task, job, results)
                     watch.add(job.key, running[job.key], label=job.label)
                     s["state"] = JobState.RUNNING
-                    log.print(Text.assemble(("submitted ", "bold"), job.key), soft_wrap=True, highlight=False)
+                    log.info(f"submitted {job.key}")
                 watch.pump()
                 for key, handle in list(running.items()):
                     raised: Exception | None = None
@@ -105,8 +105,8 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
         for key in running:
             state[key]["state"], state[key]["error"] = JobState.INTERRUPTED, "the grid was stopped (Ctrl-C or SIGTERM)"
         if stopped:
-            log.print(f"stopped {len(stopped)} running job(s): {', '.join(stopped)}; re-run the same command to "
-                      "resume them from their last checkpoint", markup=False, highlight=False, soft_wrap=True)
+            log.warning(f"stopped {len(stopped)} running job(s): {', '.join(stopped)}; re-run the same command to "
+                        "resume them from their last checkpoint")
         save_grid_status(results, state)
         raise
     status = pd.DataFrame(list(state.values()))
@@ -121,13 +121,12 @@ def _collect(s: dict[str, Any], key: str, handle: Any, raised: Exception | None 
             raise raised
         s["run_id"] = handle.results()[0]  # task 0 (rank 0) of a multi-task job speaks for it
         s["state"] = JobState.FINISHED
-        log.print(Text.assemble(("finished ", "green"), f"{key}: {s['run_id']}"), soft_wrap=True, highlight=False)
+        log.info(f"finished {key}: {s['run_id']}")
     except Exception as err:  # the job's own exception, re-raised by submitit
         s["state"] = JobState.FAILED
         s["error"] = _error_line(err)
         s["log"] = str(getattr(handle, "paths", None) and handle.paths.stderr or "")
-        log.print(Text.assemble(("failed ", "bold red"), f"{key}: {s['error']}",
-                                (f" (log: {s['log']})" if s["log"] else "")), soft_wrap=True, highlight=False)
+        log.error(f"failed {key}: {s['error']}" + (f" (log: {s['log']})" if s["log"] else ""))
 
 
 def _block(s: dict[str, Any], job: Job, teacher_state: str) -> None:

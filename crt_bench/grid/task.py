@@ -10,6 +10,7 @@ import os
 
 import submitit
 
+from crt_bench.core.logs import setup_logging, verbosity
 from crt_bench.core.signals import stop_on_signals
 from crt_bench.grid import execute
 from crt_bench.grid.jobs import Job
@@ -27,8 +28,11 @@ class GridTask(submitit.helpers.Checkpointable):
     stopped) marks the run interrupted and ends the job; on SLURM submitit keeps SIGTERM for itself.
     """
 
-    def __call__(self, job: Job, results: str) -> str:
+    def __init__(self) -> None:
+        self.verbosity = verbosity()  # the grid's -v/-q, for the job's own process
 
+    def __call__(self, job: Job, results: str) -> str:
+        setup_logging(self.verbosity)  # a job's process logs as the grid does (its lines reach the grid's console)
         if submitit.JobEnvironment().num_tasks > 1:  # --nproc: submitit's tasks become torch.distributed ranks
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 

@@ -25,13 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import torch.nn.functional as F
-from torch import Tensor, nn
-
 from crt_bench.core.checks import check_count
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.methods.registry import Recipe, StepContext, nearest_sigma, register_method
-from crt_bench.methods.smoothing import mean_softmax, noise_like_replicas, replicate
+from crt_bench.methods.registry import Recipe, nearest_sigma, register_method
+
 
 # Jeong et al.'s repos call StepLR(step_size=50).step(epoch) AFTER epoch `epoch` (0-based), so lr is 0.1 for
 # epochs 0-50, 0.01 for 51-100 and 0.001 for 101-149; our loop applies a milestone at the START of an epoch.
@@ -41,33 +38,6 @@ JEONG_SCHEDULE = ("150 epochs, batch 256, lr 0.1, StepLR(50, 0.1) stepped after 
 JEONG_RECIPE = Recipe(epochs=150, batch_size=256, lr=0.1, milestones=JEONG_MILESTONES, source=JEONG_SCHEDULE)
 """The recipe of Jeong et al.'s repositories (consistency, SmoothMix); each method names its own script."""
 LBD_PER_SIGMA = {0.25: 20.0, 0.5: 10.0, 1.0: 10.0}  # CAT-RS list; other sigmas take the nearest entry
-
-
-def kl_div_sum(logits: Tensor, target: Tensor) -> Tensor:
-    """KL(target || softmax(logits)) per row, summed over classes, in float32; ``[N]``.
-
-    Same value as ``F.kl_div(log_softmax(logits), target, reduction="none").sum(1)`` (the official form)
-    and the gradient also flows into ``target`` (which the methods do not detach). Unlike ``F.kl_div``,
-    whose target-gradient log(t) + 1 is NaN at t == 0 (a class whose softmax underflows in every draw),
-    log t is taken of max(t, 1e-20): identical gradients wherever t > 1e-20, finite everywhere.
-    """
-    target = target.float()
-    return (target * (target.clamp_min(1e-20).log() - F.log_softmax(logits.float(), dim=1))).sum(dim=1)
-
-
-def entropy(p: Tensor) -> Tensor:
-    """H(p) = -sum_c p_c log max(p_c, 1e-20) per row; ``[N]``."""
-    return -(p * p.clamp_min(1e-20).log()).sum(dim=1)
-
-
-def consistency_regularizer(logits: Tensor, m: int, lbd: float, eta: float) -> Tensor:
-    """mean_b [ lbd * (1/m) sum_i KL(p_hat || softmax(z_i)) + eta * H(p_hat) ] for noise-major logits ``[m*B, C]``.
-
-    p_hat = mean_i softmax(z_i) keeps its gradient (not detached), as in the official code.
-    """
-    p_hat = mean_softmax(logits, m)  # [B, C]
-    kl = kl_div_sum(logits, replicate(p_hat, m)).view(m, -1).mean(0)  # (1/m) sum_i KL_i, [B]
-    return (lbd * kl + eta * entropy(p_hat)).mean()
 
 
 @dataclass
@@ -90,17 +60,12 @@ class ConsistencyHParams:
             raise CrtBenchError(f"consistency: eta (entropy weight) must be >= 0, got {self.eta}")
 
 
-@register_method(
+register_method(
     "consistency",
+    loss="crt_bench.methods.losses.consistency:consistency_loss",
     hparams=ConsistencyHParams,
     recipe=replace(JEONG_RECIPE, source=f"jh-jeong/smoothing-consistency train_consistency.py: {JEONG_SCHEDULE}"),
     reference="Jeong, Shin. Consistency Regularization for Certified Robustness of Smoothed Classifiers. "
     "NeurIPS 2020",
     steps_per_batch=lambda hp: hp.m,
 )
-def consistency_loss(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor:
-    hp: ConsistencyHParams = ctx.hparams
-    noisy = replicate(x, hp.m) + noise_like_replicas(x, hp.m, ctx.sigma)  # [m*B, ...], noise-major
-    logits = model(noisy)
-    ce = F.cross_entropy(logits.float(), replicate(y, hp.m))
-    return ce + consistency_regularizer(logits, hp.m, hp.lbd, hp.eta)

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from crt_bench.methods.registry import Recipe, StepContext, gaussian_noise, register_method
+from crt_bench.methods.registry import Recipe, register_method
 
 
 @dataclass
@@ -19,12 +16,11 @@ class GaussianHParams:
     """No hyper-parameters beyond sigma."""
 
 
-@register_method(
+register_method(
     "gaussian",
+    loss="crt_bench.methods.losses.gaussian:gaussian_loss",
     hparams=GaussianHParams,
     recipe=Recipe(epochs=150, batch_size=256, lr=0.1, milestones=(50, 100),
                   source="Salman et al. 2019 / Jeong et al. re-runs of Cohen et al. (train_cohen.py)"),
     reference="Cohen, Rosenfeld, Kolter. Certified Adversarial Robustness via Randomized Smoothing. ICML 2019",
 )
-def gaussian_loss(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor:
-    return F.cross_entropy(model(gaussian_noise(x, ctx.sigma)), y)

@@ -1,22 +1,27 @@
-"""Training-method registry.
+"""Training-method registry (torch-free: ``crt-bench list methods`` and ``--help`` read it without torch).
 
 A method is a pure loss function ``loss(model, x, y, ctx) -> Tensor`` over one minibatch of clean
 images in [0, 1]; it draws its own noise. The training loop never branches on a method's name:
 everything a method needs beyond the batch (sigma, epoch, teacher, hyper-parameters) comes in ``ctx``,
 and everything the loop must know about a method (its paper recipe, whether it needs a teacher, how
-many optimizer steps it takes per loader batch) is declared here at registration.
+many optimizer steps it takes per loader batch) is declared at registration.
+
+Adding a method: ``methods/<name>.py`` holds its hyper-parameters dataclass, its recipe and one
+``register_method(name, loss="crt_bench.methods.losses.<name>:<function>", ...)`` call (no torch there);
+``methods/losses/<name>.py`` holds the loss. ``MethodSpec.loss`` imports the loss on first use.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, TypeVar
-
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, TypeVar
 
 from crt_bench.core.checks import check_choice
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.parallel.noise import standard_normal_like
+
+if TYPE_CHECKING:  # annotations only: the registry is read without torch
+    from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,16 @@ class LossFn(Protocol):
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor: ...
 
 
+def resolve_reference(ref: str) -> Any:
+    """The object a ``"package.module:name"`` reference names (imported on first use)."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    loss: LossFn
+    loss_ref: str  # "crt_bench.methods.losses.<name>:<function>": the loss, imported by ``loss``
     hparams: type  # a dataclass whose field defaults are the paper defaults
     recipe: Recipe
     reference: str
@@ -60,6 +71,16 @@ class MethodSpec:
     # Optimizer steps per loader batch: the batch is split into this many minibatches, each with its
     # own step (SmoothAdv/Consistency/SmoothMix with m noise samples). Called with the hparams.
     steps_per_batch: Callable[[Any], int] = field(default=lambda hp: 1)
+    loss_override: LossFn | None = field(default=None, repr=False, compare=False)  # a test's replacement
+
+    @property
+    def loss(self) -> LossFn:
+        """The loss function (its module, and torch, are imported on first use)."""
+        return self.loss_override if self.loss_override is not None else resolve_reference(self.loss_ref)
+
+    def with_loss(self, loss: LossFn) -> MethodSpec:
+        """This method with another loss function (tests wrap the real one)."""
+        return dataclasses.replace(self, loss_override=loss)
 
     def make_hparams(self, overrides: dict[str, str | float | int] | None = None, sigma: float | None = None) -> Any:
         """The paper defaults (for ``sigma``, where the paper varies them) with ``overrides`` applied.
@@ -112,20 +133,21 @@ _METHODS: dict[str, MethodSpec] = {}
 def register_method(
     name: str,
     *,
+    loss: str,
     hparams: type,
     recipe: Recipe,
     reference: str,
     needs_teacher: bool = False,
     steps_per_batch: Callable[[Any], int] | None = None,
-) -> Callable[[LossFn], LossFn]:
-    def decorator(fn: LossFn) -> LossFn:
-        if name in _METHODS:
-            raise ValueError(f"method {name!r} is registered twice")
-        extra = {"steps_per_batch": steps_per_batch} if steps_per_batch is not None else {}
-        _METHODS[name] = MethodSpec(name, fn, hparams, recipe, reference, needs_teacher, **extra)
-        return fn
-
-    return decorator
+) -> MethodSpec:
+    """Register method ``name``; ``loss`` is ``"module:function"`` (imported when the loss is first used)."""
+    if name in _METHODS:
+        raise ValueError(f"method {name!r} is registered twice")
+    if ":" not in loss:
+        raise ValueError(f"method {name!r}: loss must be 'module:function', got {loss!r}")
+    extra = {"steps_per_batch": steps_per_batch} if steps_per_batch is not None else {}
+    _METHODS[name] = MethodSpec(name, loss, hparams, recipe, reference, needs_teacher, **extra)
+    return _METHODS[name]
 
 
 def get_method(name: str) -> MethodSpec:
@@ -135,7 +157,3 @@ def get_method(name: str) -> MethodSpec:
 def list_methods() -> list[MethodSpec]:
     return [_METHODS[k] for k in sorted(_METHODS)]
 
-
-def gaussian_noise(x: Tensor, sigma: float) -> Tensor:
-    """x + N(0, sigma^2 I), one fresh draw per image, sampled in float32 in pixel space."""
-    return x + standard_normal_like(x) * sigma  # = torch.randn_like(x), or this rank's rows (crt_bench.parallel.noise)

@@ -5,6 +5,6 @@ families, ImageNet models), :mod:`~crt_bench.models.build` (normalisation in fro
 (:mod:`~crt_bench.models.files`), :mod:`~crt_bench.models.bn_fold` and :mod:`~crt_bench.models.stats`.
 May import: core, config, parallel, store.
 
-Importing the package registers every architecture.
+Importing the package registers every architecture (the torch-free :mod:`~crt_bench.models.catalog`).
 """
-from crt_bench.models import cifar_resnet, imagenet_models, timm_models  # noqa: F401  (registration side effects)
+from crt_bench.models import catalog  # noqa: F401  (registration; builders are imported when first used)

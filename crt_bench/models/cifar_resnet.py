@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from crt_bench.models.registry import register_arch
 
 
 class BasicBlock(nn.Module):
@@ -64,20 +63,14 @@ class CifarResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-@register_arch("resnet20", family="CIFAR ResNet", generation=2015, source="in-project",
-               description="CIFAR ResNet-20 (BasicBlock 3x3, 16/32/64), proxy teacher")
 def resnet20(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
     return CifarResNet(20, num_classes, in_chans)
 
 
-@register_arch("resnet110", family="CIFAR ResNet", generation=2015, source="in-project",
-               description="CIFAR ResNet-110 (BasicBlock 18x3, 16/32/64), the papers' base classifier")
 def resnet110(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
     return CifarResNet(110, num_classes, in_chans)
 
 
-@register_arch("tiny_cnn", family="test", generation=2012, source="in-project",
-               description="two-conv CNN for the smoke profile and tests (seconds on a CPU)")
 def tiny_cnn(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(in_chans, 16, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from crt_bench.models.registry import register_arch
 
 
 def _torchvision(name: str, num_classes: int, in_chans: int) -> nn.Module:
@@ -23,13 +22,9 @@ def _torchvision(name: str, num_classes: int, in_chans: int) -> nn.Module:
     return model
 
 
-@register_arch("resnet18_224", family="ResNet (ImageNet)", generation=2015, source="torchvision:resnet18",
-               input_size=224, description="torchvision ResNet-18, 224x224 ImageNet stem: the paper's ImageNet teacher")
 def resnet18_224(num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
     return _torchvision("resnet18", num_classes, in_chans)
 
 
-@register_arch("resnet50_224", family="ResNet (ImageNet)", generation=2015, source="torchvision:resnet50",
-               input_size=224, description="torchvision ResNet-50, 224x224 ImageNet stem: the paper's ImageNet student")
 def resnet50_224(num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
     return _torchvision("resnet50", num_classes, in_chans)

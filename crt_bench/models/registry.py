@@ -1,4 +1,5 @@
-"""Architecture registry: one decorator per architecture, as timm does with ``register_model``.
+"""Architecture registry (torch-free): one ``register_arch`` line per architecture in
+:mod:`crt_bench.models.catalog`.
 
 Every entry knows where it comes from (in-project or timm), which family and generation (release
 year) it belongs to, and builds a base classifier for a given number of classes and input channels.
@@ -7,24 +8,32 @@ that Gaussian noise is added before normalization, as in the randomized-smoothin
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
-
-from torch import nn
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from crt_bench.core.checks import check_choice
+
+if TYPE_CHECKING:  # annotations only: the catalogue is read without torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
 class ArchSpec:
     name: str
-    constructor: Callable[..., nn.Module]  # (num_classes=..., in_chans=...) -> nn.Module
+    builder: str  # "module:function", function(num_classes=..., in_chans=...) -> nn.Module
     family: str
     generation: int  # release year of the architecture family
     source: str  # "in-project" or "timm:<model name>"
     input_size: int = 32  # the square input size the adaptation is built for
     description: str = ""
     aliases: tuple[str, ...] = ()
+
+    @property
+    def constructor(self) -> Callable[..., nn.Module]:
+        """The builder function (its module, and torch, are imported on first use)."""
+        module, _, function = self.builder.partition(":")
+        return getattr(importlib.import_module(module), function)
 
 
 _ARCHS: dict[str, ArchSpec] = {}
@@ -34,24 +43,24 @@ _ALIASES: dict[str, str] = {}
 def register_arch(
     name: str,
     *,
+    builder: str,
     family: str,
     generation: int,
     source: str,
     input_size: int = 32,
     description: str = "",
     aliases: Sequence[str] = (),
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register ``fn(num_classes, in_chans) -> nn.Module`` under ``name`` (and its aliases)."""
-
-    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _ARCHS or name in _ALIASES:
-            raise ValueError(f"architecture {name!r} is registered twice")
-        _ARCHS[name] = ArchSpec(name, fn, family, generation, source, input_size, description, tuple(aliases))
-        for alias in aliases:
-            _ALIASES[alias] = name
-        return fn
-
-    return decorator
+) -> ArchSpec:
+    """Register ``builder`` (``"module:function"``, ``function(num_classes, in_chans) -> nn.Module``) under
+    ``name`` and its aliases."""
+    if name in _ARCHS or name in _ALIASES:
+        raise ValueError(f"architecture {name!r} is registered twice")
+    if ":" not in builder:
+        raise ValueError(f"architecture {name!r}: builder must be 'module:function', got {builder!r}")
+    _ARCHS[name] = ArchSpec(name, builder, family, generation, source, input_size, description, tuple(aliases))
+    for alias in aliases:
+        _ALIASES[alias] = name
+    return _ARCHS[name]
 
 
 def list_archs() -> list[ArchSpec]:
@@ -73,6 +82,6 @@ def is_generation(spec: ArchSpec) -> bool:
 
 def generations() -> list[ArchSpec]:
     """The generation entries, oldest release year first (same year: registration order, which
-    ``timm_models`` keeps in release order)."""
+    :mod:`crt_bench.models.catalog` keeps in release order)."""
     # _ARCHS keeps registration order; list_archs() breaks ties by name instead.
     return sorted((s for s in _ARCHS.values() if is_generation(s)), key=lambda s: s.generation)

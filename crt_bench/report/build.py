@@ -1,11 +1,11 @@
 """Everything ``crt-bench plot`` writes, from whatever a results directory holds."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from rich.console import Console
 
 from crt_bench.analysis.evidence import evidence_frame, student_evidence
 from crt_bench.analysis.summary import summary_table
@@ -19,7 +19,7 @@ from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table
 from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
 from crt_bench.store.store import ResultsStore
 
-log = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 class _Outputs:
@@ -57,7 +57,7 @@ def build_all(results: str | Path, out_dir: str | Path, *, sigma: float = 0.25, 
     if out.written:  # an empty store keeps the CLI's "nothing to plot" error
         out.written["report"] = [write_report(store, out_dir, figures=dict(out.written), profile_note=profile_note)]
     for path in [p for paths in out.written.values() for p in paths]:
-        log.print(f"written {path}")
+        log.debug(f"written {path}")
     return out.written
 
 

@@ -5,14 +5,14 @@ profile), so an interrupted grid continues where it stopped.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from crt_bench.core.checks import check_choice, check_count
+from crt_bench.core.console import progress, stderr_console
 from crt_bench.core.provenance import device_name, pick_device
 from crt_bench.methods.registry import get_method, list_methods
 from crt_bench.models.registry import generations, get_arch
@@ -20,7 +20,7 @@ from crt_bench.store.store import ResultsStore
 from crt_bench.timing.probe import PROBES, ProbeConfig
 from crt_bench.timing.rounds import interleaved_rows
 
-log = Console(stderr=True)
+log = logging.getLogger(__name__)
 TEACHERS = ("resnet20", "resnet110")  # the in-project teachers; also timed, for the paper's comparisons
 
 
@@ -76,10 +76,9 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
     per_arch = {arch: [(m, t) for m, a, t in grid(methods, archs, teachers) if a == arch] for arch in archs}
     todo = {arch: jobs for arch, jobs in per_arch.items() if any((m, arch, t) not in done for m, t in jobs)}
     if len(todo) < len(per_arch):
-        log.print(f"skipping {len(per_arch) - len(todo)} architectures already timed (--force re-times)")
+        log.info(f"skipping {len(per_arch) - len(todo)} architectures already timed (--force re-times)")
     rows = []
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=log) as bar:
+    with progress() as bar:
         task = bar.add_task("timing", total=len(todo))
         for arch, jobs in todo.items():
             bar.update(task, description=f"{arch}: {len(jobs)} methods, {cfg.repeats} interleaved rounds")
@@ -89,8 +88,7 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
             store.append("timing", timed)
             rows += timed
             bar.advance(task)
-            if not log.is_terminal:  # a grid job's log (and the console that follows it) gets a line per step
+            if not stderr_console().is_terminal:  # a grid job's log (and the console following it): a line per step
                 done_n = list(todo).index(arch) + 1
-                log.print(f"timed {arch} ({done_n}/{len(todo)}): {len(timed)} methods, {cfg.repeats} interleaved rounds",
-                          markup=False, highlight=False, soft_wrap=True)
+                log.info(f"timed {arch} ({done_n}/{len(todo)}): {len(timed)} methods, {cfg.repeats} interleaved rounds")
     return pd.DataFrame(rows)

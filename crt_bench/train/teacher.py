@@ -1,8 +1,8 @@
 """The frozen teacher of knowledge transfer (CRT): loading it and its forward pass."""
 from __future__ import annotations
 
+import logging
 import torch
-from rich.console import Console
 from torch import Tensor, nn
 from torch.profiler import record_function
 
@@ -12,7 +12,7 @@ from crt_bench.models.bn_fold import fold_batchnorm
 from crt_bench.models.files import LoadedModel, load_model
 from crt_bench.train.step import resolve_channels_last, resolve_teacher_precision
 
-log = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 
@@ -32,8 +32,8 @@ def load_teacher(source: str, results_root: str, info: DatasetInfo, device: torc
             f"{info.in_chans}x{info.image_size}x{info.image_size}: train the student on the teacher's data "
             f"(--dataset {meta.get('dataset')}, or the --profile the teacher used)")
     if meta.get("sigma") is not None and abs(float(meta["sigma"]) - sigma) > 1e-9:
-        log.print(f"[yellow]warning:[/] teacher {source!r} was trained at sigma {meta['sigma']}, the student "
-                  f"trains at sigma {sigma}; CRT uses the same sigma for both")
+        log.warning(f"teacher {source!r} was trained at sigma {meta['sigma']}, the student "
+                    f"trains at sigma {sigma}; CRT uses the same sigma for both")
     model = teacher.model.to(device).eval().requires_grad_(False)
     return LoadedModel(model, meta, teacher.path)
 

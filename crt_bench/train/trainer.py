@@ -23,6 +23,7 @@ crt_bench.train.step and recorded in the run's row; ``trace_steps`` adds a torch
 from __future__ import annotations
 
 import json
+import logging
 import time
 import traceback
 import uuid
@@ -31,13 +32,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
 from torch import nn
 
 from crt_bench.config.run import RunConfig
 from crt_bench.config.schedule import lr_at_epoch
 from crt_bench.core.atomic import atomic_torch_save, atomic_write_bytes
+from crt_bench.core.console import progress
 from crt_bench.core.errors import CrtBenchError, DiskFull
 from crt_bench.core.provenance import environment, synchronize
 from crt_bench.core.states import RunStatus
@@ -59,7 +60,7 @@ from crt_bench.train.step import TrainStep, warmup_batches
 from crt_bench.train.teacher import FrozenTeacher, load_teacher
 from crt_bench.train.trace import StepTracer
 
-log = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 def new_run_id(cfg: RunConfig) -> str:
@@ -284,8 +285,8 @@ class Trainer:
             if full is not None:
                 raise self._disk_full(full) from err
             if status == RunStatus.INTERRUPTED and self.dist.is_main:  # the run id is printed only on success: name it here
-                log.print(f"run {self.run_id} stopped after epoch {state.epoch}/{cfg.epochs}; "
-                          f"continue it with `crt-bench run --resume {self.run_id}`", highlight=False, soft_wrap=True)
+                log.warning(f"run {self.run_id} stopped after epoch {state.epoch}/{cfg.epochs}; "
+                            f"continue it with `crt-bench run --resume {self.run_id}`")
                 err.reported = True  # type: ignore[attr-defined]  (the CLI need not say it again)
             raise
         if self.dist.is_main:  # the run is whole: its parts become one (never fatal)
@@ -330,7 +331,7 @@ class Trainer:
                 if profiled:
                     profiler.stop()
                     for path in profiler.write():
-                        log.print(f"  profile of {profiler.recorded} step(s): {path}", highlight=False, soft_wrap=True)
+                        log.info(f"  profile of {profiler.recorded} step(s): {path}")
                 n_steps = ctx.step
                 mean_loss = all_reduce_mean(loss_sum, self.dist).item() / max(n_steps, 1)  # over ranks
                 if not torch.isfinite(torch.tensor(mean_loss)):
@@ -346,8 +347,8 @@ class Trainer:
                 self._checkpoint(model, optimizer, sampler_gen, state, row)  # first: it carries the row
                 self._append("epochs", [row])
                 bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} loss {mean_loss:.4f} noisy acc {acc:.3f}")
-                log.print(f"  epoch {epoch + 1:>3}/{cfg.epochs}  lr {lr:.4g}  loss {mean_loss:.4f}  "
-                          f"noisy test acc {acc:.3f}  {seconds:.1f}s  {len(sampler.split) / seconds:.0f} img/s", soft_wrap=True)
+                log.info(f"  epoch {epoch + 1:>3}/{cfg.epochs}  lr {lr:.4g}  loss {mean_loss:.4f}  "
+                         f"noisy test acc {acc:.3f}  {seconds:.1f}s  {len(sampler.split) / seconds:.0f} img/s")
 
 
 class _NoLock:
@@ -361,9 +362,7 @@ class _NoLock:
 
 
 def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    console=log, disable=not enabled, transient=False)
+    return progress(TextColumn("{task.fields[info]}"), enabled=enabled)
 
 
 def train_run(cfg: RunConfig, store: ResultsStore, *, progress: bool = True) -> str:

@@ -1,5 +1,5 @@
-"""Building blocks shared by the smoothed-classifier training methods (SmoothAdv, MACER, SmoothMix,
-Consistency): noisy replicas, the soft smoothed classifier, and running an attack on a frozen model.
+"""Building blocks shared by the methods' losses (Gaussian noise; for SmoothAdv, MACER, SmoothMix,
+Consistency: noisy replicas, the soft smoothed classifier, and running an attack on a frozen model.
 
 Row order convention for m noisy copies of a batch of B images: **noise-major**, i.e. rows
 ``[i * B, (i + 1) * B)`` hold noise draw ``i`` of every image, so ``logits.view(m, B, C)`` separates
@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crt_bench.parallel.noise import standard_normal_replicas
+from crt_bench.parallel.noise import standard_normal_like, standard_normal_replicas
+
+
+def gaussian_noise(x: Tensor, sigma: float) -> Tensor:
+    """x + N(0, sigma^2 I), one fresh draw per image, sampled in float32 in pixel space."""
+    return x + standard_normal_like(x) * sigma  # = torch.randn_like(x), or this rank's rows (crt_bench.parallel.noise)
 
 
 def noise_like_replicas(x: Tensor, m: int, sigma: float) -> Tensor:
