@@ -17,9 +17,6 @@ import pandas as pd
 from crt_bench.core.states import RunStatus
 from crt_bench.store.locks import lock_is_held
 
-RUNNING = RunStatus.RUNNING.value
-INTERRUPTED = RunStatus.INTERRUPTED.value
-
 
 def derive_status(frame: pd.DataFrame, lock_path_of: Callable[[Mapping[str, Any]], Path | None]) -> pd.DataFrame:
     """A copy of ``frame`` whose "running" rows read "interrupted" when their lock is free.
@@ -29,8 +26,8 @@ def derive_status(frame: pd.DataFrame, lock_path_of: Callable[[Mapping[str, Any]
     out = frame.copy()
     if out.empty or "status" not in out.columns:
         return out
-    for index in out.index[out["status"] == RUNNING]:
+    for index in out.index[out["status"] == RunStatus.RUNNING.value]:
         path = lock_path_of(out.loc[index])
         if path is not None and not lock_is_held(path):
-            out.loc[index, "status"] = INTERRUPTED
+            out.loc[index, "status"] = RunStatus.INTERRUPTED.value
     return out
