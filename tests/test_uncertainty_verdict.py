@@ -83,10 +83,10 @@ def test_verdict_holds_refuted_and_not_resolved():
     assert robustness(worse) == WORSE and judge_student(worse, "pretrained teacher").verdict == REFUTED
     wide = ev((-0.03, -0.12, 0.06))
     assert robustness(wide) == UNRESOLVED and judge_student(wide, "pretrained teacher").verdict == NOT_RESOLVED
-    # an under-trained model keeps robustness from deciding either way ...
-    assert judge_student(ev((-0.15, -0.20, -0.10), under=("CRT convnext_atto (rising)",)),
-                         "pretrained teacher").verdict == NOT_RESOLVED
-    # ... but a CRT that is not much faster refutes the claim regardless
+    # an under-trained cell is not resolved, whatever its robustness or speed ...
+    under = judge_student(ev((-0.15, -0.20, -0.10), sm_h=2.5, under=("Gaussian far below",)), "pretrained teacher")
+    assert under.verdict == NOT_RESOLVED and under.label == "not resolved (under-trained: Gaussian far below)"
+    # ... while a trained cell whose CRT is not much faster refutes the claim
     slow = ev((0.01, -0.02, 0.04), sm_h=2.5, crt_h=2.0)
     assert judge_student(slow, "pretrained teacher").verdict == REFUTED
     # the proxy setting counts the teacher: 10 / (2 + 4) = 1.67x still holds, 10 / (2 + 6) = 1.25x does not
@@ -100,6 +100,9 @@ def test_overall_verdict_over_students():
     assert out["pretrained teacher"][0] == HOLDS
     assert judge([ev((0.01, -0.02, 0.04)), ev((-0.03, -0.12, 0.06))])["pretrained teacher"][0] == NOT_RESOLVED
     assert judge([ev((0.01, -0.02, 0.04)), ev((-0.15, -0.2, -0.1))])["pretrained teacher"][0] == REFUTED
+    # only a resolved cell can refute: the same worse cell, under-trained, leaves the claim unresolved
+    assert judge([ev((0.01, -0.02, 0.04)), ev((-0.15, -0.2, -0.1), under=("x",))])["pretrained teacher"][0] \
+        == NOT_RESOLVED
     text = verdict_markdown([ev((0.01, -0.02, 0.04))])
     assert "claim HOLDS" in text and "+0.010 [-0.020, +0.040]" in text and "5.00x" in text
 

@@ -1,8 +1,11 @@
 """From the store to the verdict: per-student evidence with bootstrap intervals, and its REPORT.md section.
 
 For each (architecture, sigma, dataset, profile) with a certified CRT student and a certified SmoothMix
-model, the newest certification of each is paired with the CRT student's teacher (its
-``teacher_run_id``) and with the noisy-test-accuracy curves of the three runs (``epochs`` table).
+model, the newest certification of each training seed of each is taken (several seeds: intervals over seeds
+and images, :mod:`crt_bench.analysis.seeds`), with the CRT student's teacher (its ``teacher_run_id``; with
+several CRT seeds, that of the lowest seed), the under-training guard from the Gaussian-trained student of the
+same architecture (:mod:`crt_bench.analysis.training_check`) and the noisy-test-accuracy curves' plateaus
+(``epochs`` table; shown, not evidence).
 """
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from collections.abc import Sequence
 import pandas as pd
 
 from crt_bench.analysis.select import certifications, newest_per_line
-from crt_bench.analysis.uncertainty import acr_interval, paired_acr_difference, paired_images
+from crt_bench.analysis.seeds import common_images, seed_acrs, seeded_acr_difference, seeded_acr_interval
+from crt_bench.analysis.training_check import check_training, last_accuracies
+from crt_bench.analysis.uncertainty import acr_interval
 from crt_bench.analysis.verdict import SETTINGS, StudentEvidence
 from crt_bench.store.store import ResultsStore
 
@@ -31,9 +36,8 @@ def plateau_status(accuracy: Sequence[float], *, tail: float = PLATEAU_TAIL, gai
     return "rising" if max(acc[-k:]) - max(acc[:-k]) > gain else "plateaued"
 
 
-def run_plateaus(store: ResultsStore) -> dict[str, str]:
+def run_plateaus(epochs: pd.DataFrame) -> dict[str, str]:
     """run_id -> plateau status of its per-epoch noisy test accuracy (the store keeps the newest row per epoch)."""
-    epochs = store.read("epochs")
     if epochs.empty:
         return {}
     epochs = epochs.sort_values(["run_id", "epoch"])
@@ -44,42 +48,69 @@ def _triple(interval) -> tuple[float, float, float]:
     return (interval.estimate, interval.low, interval.high)
 
 
+def _seed_name(name: str, seed: float) -> str:
+    return name + (f" seed{int(seed)}" if not math.isnan(seed) and seed else "")
+
+
+def _gaussian_runs(runs: pd.DataFrame, arch: str, sigma: float, dataset: str, profile: str) -> list[str]:
+    """The newest Gaussian-trained run per seed of this architecture, sigma, dataset and profile."""
+    if runs.empty:
+        return []
+    same = runs[(runs["method"] == "gaussian") & (runs["arch"] == arch) & (runs["dataset"] == dataset)
+                & (runs["profile"] == profile) & ((runs["sigma"] - sigma).abs() < 1e-9)]
+    if same.empty:
+        return []
+    return same.sort_values("updated", kind="stable").groupby("seed", dropna=False).tail(1)["run_id"].tolist()
+
+
 def student_evidence(store: ResultsStore) -> list[StudentEvidence]:
     meta, rows = certifications(store)
-    lines = newest_per_line(meta)
+    lines = newest_per_line(meta, per_seed=True)
     if lines.empty:
         return []
     by_run = {r["run_id"]: r for _, r in meta.iterrows()}
-    plateaus = run_plateaus(store)
+    runs, epochs = store.runs(), store.read("epochs")
+    plateaus, accuracies = run_plateaus(epochs), last_accuracies(runs, epochs)
     out = []
     for (arch, sigma, dataset, profile), part in lines.groupby(["arch", "sigma", "dataset", "profile"], sort=False):
         # The claim is about CRT from a robust (SmoothMix) teacher; recursive chains (a CRT student as the
         # teacher) have a section of their own (crt_bench.grid.chain) and do not vote here.
         crt = part[(part["method"] == "crt") & (part["teacher_method"] != "crt")]
-        sm = part[part["method"] == "smoothmix"]
+        sm = part[part["method"] == "smoothmix"].sort_values("seed", kind="stable")
         if crt.empty or sm.empty:
             continue
-        s = sm.iloc[-1]
-        for _, c in crt.iterrows():
-            if paired_images(rows[c["cert_id"]], rows[s["cert_id"]]) == 0:
+        sm_certs = [rows[c] for c in sm["cert_id"]]
+        gaussian = [accuracies[r] for r in _gaussian_runs(runs, arch, sigma, dataset, profile) if r in accuracies]
+        teachers = crt.groupby("teacher", sort=False)
+        for _, cs in teachers:
+            cs = cs.sort_values("seed", kind="stable")
+            c_certs = [rows[c] for c in cs["cert_id"]]
+            if not common_images([*c_certs, *sm_certs]):
                 continue
+            c = cs.iloc[0]
             teacher = by_run.get(c["teacher_run_id"])
             teacher_acr = _triple(acr_interval(rows[teacher["cert_id"]])) if teacher is not None else None
             teacher_s = c["teacher_train_seconds"] if not math.isnan(c["teacher_train_seconds"]) else \
                 c["teacher_run_train_seconds"]
-            named = [(f"CRT {arch}", c["run_id"]), (f"SmoothMix {arch}", s["run_id"])]
+            teacher_name = f"teacher {c['teacher'] or c['teacher_run_id']}"
+            named = [(_seed_name(f"CRT {arch}", r["seed"]), r["run_id"]) for _, r in cs.iterrows()]
+            named += [(_seed_name(f"SmoothMix {arch}", r["seed"]), r["run_id"]) for _, r in sm.iterrows()]
             if c["teacher_run_id"]:
-                named.append((f"teacher {c['teacher'] or c['teacher_run_id']}", c["teacher_run_id"]))
-            under = tuple(f"{name} ({plateaus.get(run, 'no curve')})" for name, run in named
-                          if plateaus.get(run, "no curve") != "plateaued")
+                named.append((teacher_name, c["teacher_run_id"]))
+            rising = tuple(f"{name} ({plateaus.get(run, 'no curve')})" for name, run in named
+                           if plateaus.get(run, "no curve") != "plateaued")
+            check = check_training(arch, gaussian, accuracies.get(c["teacher_run_id"]), teacher_name)
+            difference, images = seeded_acr_difference(c_certs, sm_certs)
             out.append(StudentEvidence(
-                arch=arch if len(crt) == 1 else f"{arch} <- {c['teacher']}",
-                crt_acr=_triple(acr_interval(rows[c["cert_id"]])), smoothmix_acr=_triple(acr_interval(rows[s["cert_id"]])),
-                difference=_triple(paired_acr_difference(rows[c["cert_id"]], rows[s["cert_id"]])),
-                smoothmix_hours=float(s["train_seconds"]) / 3600, crt_hours=float(c["train_seconds"]) / 3600,
+                arch=arch if teachers.ngroups == 1 else f"{arch} <- {c['teacher']}",
+                crt_acr=_triple(seeded_acr_interval(c_certs)), smoothmix_acr=_triple(seeded_acr_interval(sm_certs)),
+                difference=_triple(difference),
+                smoothmix_hours=float(sm["train_seconds"].mean()) / 3600,
+                crt_hours=float(cs["train_seconds"].mean()) / 3600,
                 teacher_hours=float(teacher_s) / 3600 if not math.isnan(teacher_s) else float("nan"),
-                teacher_acr=teacher_acr, under_trained=under,
-                images=paired_images(rows[c["cert_id"]], rows[s["cert_id"]])))
+                teacher_acr=teacher_acr, under_trained=(check.text,) if check.under_trained else (), images=images,
+                training_check=check.text, not_plateaued=rising,
+                crt_seed_acrs=seed_acrs(c_certs), smoothmix_seed_acrs=seed_acrs(sm_certs)))
     return out
 
 
@@ -87,10 +118,15 @@ def evidence_frame(evidence: list[StudentEvidence]) -> pd.DataFrame:
     """The evidence as a flat table (CSV beside REPORT.md)."""
     rows = []
     for ev in evidence:
-        row = {"student": ev.arch, "images": ev.images, "smoothmix_hours": ev.smoothmix_hours,
+        row = {"student": ev.arch, "images": ev.images, "crt_seeds": ev.seeds[0], "smoothmix_seeds": ev.seeds[1],
+               "intervals_over": ev.interval_kind,
+               "crt_acr_per_seed": " ".join(f"{a:.6g}" for a in ev.crt_seed_acrs),
+               "smoothmix_acr_per_seed": " ".join(f"{a:.6g}" for a in ev.smoothmix_seed_acrs),
+               "smoothmix_hours": ev.smoothmix_hours,
                "crt_hours": ev.crt_hours, "teacher_hours": ev.teacher_hours, "crt_over_teacher_acr": ev.teacher_ratio,
                "speedup_pretrained": ev.speedup(SETTINGS[0]), "speedup_proxy": ev.speedup(SETTINGS[1]),
-               "not_plateaued": "; ".join(ev.under_trained)}
+               "under_trained": bool(ev.under_trained), "training_check": ev.training_check,
+               "not_plateaued": "; ".join(ev.not_plateaued)}
         for name, t in (("crt_acr", ev.crt_acr), ("smoothmix_acr", ev.smoothmix_acr), ("teacher_acr", ev.teacher_acr),
                         ("crt_minus_smoothmix", ev.difference)):
             t = t or (float("nan"),) * 3

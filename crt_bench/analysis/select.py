@@ -60,7 +60,7 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
     certifications of models that are not runs of this store), ``method, arch, dataset, teacher
     (the teacher's arch), teacher_method (looked up from the teacher run, "" if unknown),
     teacher_run_id, teacher_dedicated, train_seconds, teacher_train_seconds, total_train_seconds,
-    hours (total_train_seconds when present, else train_seconds, / 3600), profile, device (with the
+    hours (total_train_seconds when present, else train_seconds, / 3600), profile, seed (training seed), device (with the
     TF32 state on a GPU, :func:`~crt_bench.core.tf32.device_label`; ``cert_device`` likewise),
     git_commit, status``. ``rows[cert_id]`` is that certification's per-image frame.
     """
@@ -104,7 +104,8 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
             "teacher_run_train_seconds": _number(teacher_run.get("train_seconds")),
             "total_train_seconds": total_s,
             "hours": (total_s if not math.isnan(total_s) else train_s) / 3600,
-            "profile": _text(run.get("profile")), "device": device_label(_text(run.get("device")), run.get("tf32")),
+            "profile": _text(run.get("profile")), "seed": _number(run.get("seed")),
+            "device": device_label(_text(run.get("device")), run.get("tf32")),
             "git_commit": _text(run.get("git_commit")), "status": _text(run.get("status")),
         })
         if math.isnan(record["sigma"]) and run:
@@ -114,13 +115,14 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
     return meta.reset_index(drop=True), rows
 
 
-def newest_per_line(meta: pd.DataFrame) -> pd.DataFrame:
-    """Trained runs only, the newest certification per (method, teacher, teacher_method, arch, sigma, dataset, profile)."""
+def newest_per_line(meta: pd.DataFrame, *, per_seed: bool = False) -> pd.DataFrame:
+    """Trained runs only, the newest certification per (method, teacher, teacher_method, arch, sigma, dataset,
+    profile), and per training seed too when ``per_seed``."""
     if meta.empty or "method" not in meta:
         return meta.iloc[0:0]
     ours = meta[~meta["imported"] & (meta["method"] != "")]
     keys = ["method", "teacher", "teacher_method", "arch", "sigma", "dataset", "profile"]
-    return newest(ours, keys).reset_index(drop=True)
+    return newest(ours, keys + ["seed"] if per_seed else keys).reset_index(drop=True)
 
 
 def arch_generation(arch: str) -> int:

@@ -54,6 +54,10 @@ class GridSpec:
     archs: list[str]
     sigmas: list[float] = field(default_factory=lambda: [0.25])
     seeds: list[int] = field(default_factory=lambda: [0])
+    # None: each seed of ``seeds`` trains its teachers and its students. A list: every student method trains
+    # these seeds, each CRT student distilled from the teacher of each seed in ``seeds`` (one teacher reused by
+    # several student seeds); seed 0 keeps the job keys it had without the setting.
+    student_seeds: list[int] | None = None
     profile: str = "smoke"
     teacher_method: str = "smoothmix"
     teacher_archs: list[str] = field(default_factory=lambda: ["resnet110"])
@@ -89,13 +93,11 @@ class GridSpec:
                 if "crt" in self.methods:
                     for t in teachers:
                         out.setdefault(t.key, t)
-                for method in self.methods:
-                    for arch in archs:
-                        if get_method(method).needs_teacher:
-                            for t in teachers:
-                                job = Job(method, arch, sigma, seed, teacher=t, **self._certified(method, common))
+                for student_seed in (self.student_seeds if self.student_seeds is not None else [seed]):
+                    for method in self.methods:
+                        for arch in archs:
+                            kw = self._certified(method, common)
+                            for t in teachers if get_method(method).needs_teacher else [None]:
+                                job = Job(method, arch, sigma, student_seed, teacher=t, **kw)
                                 out.setdefault(job.key, job)
-                        else:
-                            job = Job(method, arch, sigma, seed, **self._certified(method, common))
-                            out.setdefault(job.key, job)
         return list(out.values())

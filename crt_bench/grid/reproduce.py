@@ -81,7 +81,8 @@ class Plan:
         return (f"students {', '.join(g.methods)} on {', '.join(g.archs)}; CRT teachers: {g.teacher_method} "
                 f"{', '.join(g.teacher_archs)}; sigma {', '.join(map(str, g.sigmas))}; "
                 f"{self.epochs_line()}; training images {g.train_limit or 'all'}; "
-                f"timing probes on {'the generation registry' if self.timing_archs is None else ', '.join(self.timing_archs)}"
+                + (f"student seeds {', '.join(map(str, g.student_seeds))}; " if g.student_seeds else "")
+                + f"timing probes on {'the generation registry' if self.timing_archs is None else ', '.join(self.timing_archs)}"
                 + (f"; recursive CRT chain {' -> '.join([g.teacher_archs[0], *self.chain.ordered_archs()])}"
                    if self.chain else "")
                 + f"\nexpected: {self.expected}" + "".join(f"\n- {note}" for note in self.notes))
@@ -177,11 +178,17 @@ CHAIN_ARCHS = ["regnetx_002", "efficientvit_b0", "mobilenetv4_conv_small"]
 CHAIN_PROFILES = ("cpu", "cpu-full")
 
 
+# Training seeds of every student (Gaussian, SmoothMix, CRT) per profile; the one teacher (seed 0) serves them
+# all. Two or more seeds of CRT and SmoothMix make the verdict's intervals cover seed-to-seed variation.
+CPU_STUDENT_SEEDS = {"cpu": [0], "cpu-full": [0, 1]}
+
+
 def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
 
     grid = GridSpec(methods=STUDENT_METHODS, archs=list(CPU_STUDENTS), profile=profile, teacher_method="smoothmix",
                     teacher_archs=["resnet20"], train_limit=get_profile(profile).train_limit,
-                    certify_methods=["smoothmix", "crt"], data_dir=data_dir)
+                    certify_methods=["smoothmix", "crt"], data_dir=data_dir,
+                    student_seeds=list(CPU_STUDENT_SEEDS[profile]))
     expected, notes = CPU_BUDGETS[profile]
     chain = None
     if profile in CHAIN_PROFILES:

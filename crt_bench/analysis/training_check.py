@@ -1,0 +1,103 @@
+"""The under-training guard of the verdict: can this budget train the student architecture at all?
+
+A step-decay schedule makes every noisy-accuracy curve look flat after its last decay, so a plateau is not
+evidence of a trained model. This rule can fail: the student architecture trained with plain Gaussian noise
+(same data, sigma, profile and epoch budget as the CRT and SmoothMix students) is compared with the teacher.
+Each model's noisy test accuracy is its last epoch's ``noisy_test_acc`` (``epochs`` table), measured on
+``min(test images, EVAL_IMAGES)`` test images under one noise draw (:func:`crt_bench.train.evaluate.noisy_accuracy`),
+so it is a proportion of that many images; several seeds of the Gaussian student pool their images.
+
+The cell is **under-trained** when the upper end of the 95% interval of (Gaussian student - teacher) noisy
+accuracy lies below ``-UNDER_TRAINED_MARGIN``: the student cannot reach within that margin of the teacher even
+with the easiest objective, so a CRT-SmoothMix comparison at this budget says more about the budget than the
+methods. The interval is Newcombe's hybrid score interval (method 10) from the two Wilson intervals.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from crt_bench.train.evaluate import EVAL_IMAGES
+
+UNDER_TRAINED_MARGIN = 0.05  # the Gaussian student's noisy accuracy this far below the teacher's: under-trained
+Z95 = 1.959963984540054
+
+
+def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``p`` of ``n`` trials."""
+    if n <= 0:
+        return (0.0, 1.0)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def newcombe_difference(p1: float, n1: int, p2: float, n2: int) -> tuple[float, float, float]:
+    """``p1 - p2`` with Newcombe's 95% hybrid score interval (independent samples)."""
+    l1, u1 = wilson(p1, n1)
+    l2, u2 = wilson(p2, n2)
+    d = p1 - p2
+    return (d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+
+
+@dataclass(frozen=True)
+class NoisyAccuracy:
+    """A model's last-epoch noisy test accuracy and the number of test images it was measured on."""
+
+    accuracy: float
+    images: int
+
+
+def eval_images(config: object) -> int:
+    """Test images of one per-epoch evaluation: the run's ``test_limit`` capped by ``EVAL_IMAGES``."""
+    try:
+        limit = json.loads(config).get("test_limit") if isinstance(config, str) and config else None
+    except ValueError:
+        limit = None
+    return min(int(limit), EVAL_IMAGES) if limit else EVAL_IMAGES
+
+
+def last_accuracies(runs: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, NoisyAccuracy]:
+    """run_id -> its last epoch's noisy test accuracy (runs without a measured epoch are left out)."""
+    if epochs.empty or runs.empty:
+        return {}
+    config = dict(zip(runs["run_id"], runs["config"] if "config" in runs else [None] * len(runs)))
+    out = {}
+    for run, part in epochs.dropna(subset=["noisy_test_acc"]).sort_values(["run_id", "epoch"]).groupby("run_id"):
+        out[run] = NoisyAccuracy(float(part["noisy_test_acc"].iloc[-1]), eval_images(config.get(run)))
+    return out
+
+
+def pooled(accs: list[NoisyAccuracy]) -> NoisyAccuracy:
+    """Several seeds' accuracies as one proportion of all their images."""
+    images = sum(a.images for a in accs)
+    return NoisyAccuracy(sum(a.accuracy * a.images for a in accs) / images, images)
+
+
+@dataclass(frozen=True)
+class TrainingCheck:
+    """The guard's numbers for one cell; ``under_trained`` is the decision, ``text`` says it with the numbers."""
+
+    under_trained: bool
+    text: str
+
+
+def check_training(arch: str, gaussian: list[NoisyAccuracy], teacher: NoisyAccuracy | None, teacher_name: str,
+                   margin: float = UNDER_TRAINED_MARGIN) -> TrainingCheck:
+    if not gaussian or teacher is None:
+        missing = "no Gaussian-trained " + arch if not gaussian else "no teacher curve"
+        return TrainingCheck(False, f"not checked ({missing})")
+    g = pooled(gaussian)
+    d, low, high = newcombe_difference(g.accuracy, g.images, teacher.accuracy, teacher.images)
+    under = high < -margin
+    seeds = f", {len(gaussian)} seeds" if len(gaussian) > 1 else ""
+    return TrainingCheck(under, f"Gaussian {arch} noisy acc {g.accuracy:.3f} ({g.images} images{seeds}) - "
+                                f"{teacher_name} {teacher.accuracy:.3f} ({teacher.images} images) = {d:+.3f} "
+                                f"[{low:+.3f}, {high:+.3f}] {'<' if under else '>='} -{margin:g}")
+
+
+__all__ = ["NoisyAccuracy", "TrainingCheck", "UNDER_TRAINED_MARGIN", "check_training", "eval_images",
+           "last_accuracies", "newcombe_difference", "pooled", "wilson"]
