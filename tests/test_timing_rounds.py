@@ -1,16 +1,21 @@
 """Interleaved timing: per-round ratios with an interval for their median, and flags on untrustworthy ratios."""
 import itertools
+import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.report.figures import cumulative_hours
 from crt_bench.report.slowdown import dominates, ratio_flags, slowdown_markdown, slowdown_table
 from crt_bench.store.store import ResultsStore
 from crt_bench.timing import probe as timing
-from crt_bench.timing.probe import ProbeConfig
-from crt_bench.timing.rounds import interleaved_rows, median_interval, median_interval_ranks
+from crt_bench.timing.probe import PROBES, ProbeConfig
+from crt_bench.timing.grid import run_timing_grid
+from crt_bench.timing.rounds import (enough_rounds, interleaved_rows, median_interval, median_interval_ranks,
+                                     relative_half_width, settled)
 from crt_bench.train.step import TrainStep
 
 
@@ -35,20 +40,94 @@ class StepClock:
         return self.now
 
 
+def in_timing_order(rounds: list[list[float]]) -> list[float]:
+    """Per-round, per-job seconds in the order the rounds time them (the order rotates by one a round)."""
+    jobs = len(rounds[0])
+    return [seconds[(i + r) % jobs] for r, seconds in enumerate(rounds) for i in range(jobs)]
+
+
 def test_rounds_rotate_and_same_round_ratios_cancel_a_load_change():
     cfg = ProbeConfig(batches=1, warmup=1, batch_size=4)
     # 3 jobs x 4 rounds. The machine gets 10x slower from round 3 on; within a round smoothmix is always
     # 3x gaussian and crt 1.5x: per-round ratios are exact although the medians of raw times are not.
     rounds = [[1.0, 3.0, 1.5], [1.0, 3.0, 1.5], [10.0, 30.0, 15.0], [10.0, 30.0, 15.0]]
-    order_by_round = [[(i + r) % 3 for i in range(3)] for r in range(4)]
-    durations = [rounds[r][i] for r in range(4) for i in order_by_round[r]]
     rows = interleaved_rows("tiny_cnn", [("gaussian", ""), ("smoothmix", ""), ("crt", "tiny_cnn")], cfg=cfg,
-                            rounds=4, clock=StepClock(durations))
+                            rounds=4, clock=StepClock(in_timing_order(rounds)))
     by = {r["method"]: r for r in rows}
     assert by["smoothmix"]["batch_ratio"] == pytest.approx(3.0)
     assert by["smoothmix"]["batch_ratio_low"] == pytest.approx(3.0) == by["smoothmix"]["batch_ratio_high"]
     assert by["crt"]["batch_ratio"] == pytest.approx(1.5) and by["gaussian"]["batch_ratio"] == pytest.approx(1.0)
     assert by["smoothmix"]["rounds"] == 4 and by["smoothmix"]["interleaved"] is True
+
+
+ADAPTIVE = ProbeConfig(batches=1, warmup=1, batch_size=4, repeats=3, target_half_width=0.05, max_repeats=12)
+JOBS = [("gaussian", ""), ("smoothmix", ""), ("consistency", "")]
+
+
+def adaptive_rows(ratios_by_round: list[tuple[float, float]]) -> tuple[dict, StepClock]:
+    """Interleaved rows of ``JOBS`` whose per-round seconds are Gaussian 1 s and the given ratios."""
+    clock = StepClock(in_timing_order([[1.0, *ratios] for ratios in ratios_by_round]))
+    return {r["method"]: r for r in interleaved_rows("tiny_cnn", JOBS, cfg=ADAPTIVE, clock=clock)}, clock
+
+
+def test_steady_rounds_stop_at_the_fewest_that_reach_the_interval_level():
+    by, clock = adaptive_rows([(3.0, 2.0)] * 12)
+    # 3 rounds are asked for, but [min, max] of 3 covers the median at 75% only: 6 rounds are the fewest at 95%
+    assert {r["rounds"] for r in by.values()} == {6} and clock.calls == 2 * 6 * len(JOBS)
+    assert by["smoothmix"]["ratio_level"] >= 0.95 and by["smoothmix"]["batch_ratio"] == pytest.approx(3.0)
+    assert by["smoothmix"]["rounds_max"] == 12 and by["consistency"]["ratio_target"] == 0.05
+    assert len(json.loads(by["smoothmix"]["round_seconds"])) == 6
+
+
+def test_noisy_rounds_run_to_the_cap_and_keep_their_wide_interval():
+    # smoothmix's ratio swings 2x <-> 4x from round to round; consistency's is steady
+    by, clock = adaptive_rows([(2.0 if r % 2 else 4.0, 2.0) for r in range(12)])
+    assert by["smoothmix"]["rounds"] == 12 == by["consistency"]["rounds"] and clock.calls == 2 * 12 * len(JOBS)
+    assert (by["smoothmix"]["batch_ratio_low"], by["smoothmix"]["batch_ratio_high"]) == (pytest.approx(2.0),
+                                                                                          pytest.approx(4.0))
+
+
+def test_rounds_stop_on_the_first_round_whose_intervals_are_tight():
+    # two outliers early: [min, max] (6-8 rounds) spans them; from 9 rounds the interval is the 2nd..8th values
+    ratios = [(5.0, 2.0), (1.0, 2.0)] + [(3.0, 2.0)] * 10
+    by, _ = adaptive_rows(ratios)
+    assert by["smoothmix"]["rounds"] == 9
+    assert by["smoothmix"]["batch_ratio_low"] == pytest.approx(3.0) == by["smoothmix"]["batch_ratio_high"]
+
+
+def test_the_stopping_rule_needs_the_level_and_every_ratio_within_the_target():
+    assert not settled([[1.0] * 5], 0.05)  # 5 rounds: [min, max] at 93.8%, below 95%
+    assert settled([[1.0] * 6, [2.0] * 6], 0.05)
+    assert not settled([[1.0] * 6, [2.0] * 5 + [2.5]], 0.05)  # one wide ratio keeps the architecture going
+    assert relative_half_width([2.0] * 5 + [2.5]) == pytest.approx(0.25 / 2.0)
+    with pytest.raises(ValueError):
+        settled([[1.0] * 6, [1.0] * 7], 0.05)
+
+
+def test_stopping_on_a_tight_interval_keeps_its_coverage():
+    # log-normal per-round ratios around a true median of 1 whose spread (5%) is the target's: about half
+    # of the architectures stop early, half run to the cap. An interval stopped on when it happens to be
+    # narrow could miss the median more often than its level says; it does not here (3 rounds would: 75%).
+    rng = np.random.default_rng(0)
+    covered, stops, trials = 0, set(), 2000
+    for _ in range(trials):
+        draws = list(np.exp(rng.normal(0.0, 0.05, 12)))
+        k = next((k for k in range(1, 12) if enough_rounds([draws[:k]], 3, 0.05)), 12)
+        stops.add(k)
+        _, low, high, _ = median_interval(draws[:k])
+        covered += low <= 1.0 <= high
+    assert covered / trials >= 0.94 and min(stops) == 6 and {7, 12} <= stops
+
+
+def test_adaptive_probe_settings_are_checked_and_the_cpu_profiles_use_them():
+    with pytest.raises(CrtBenchError, match="max repeats"):
+        ProbeConfig(repeats=6, target_half_width=0.05, max_repeats=4)
+    with pytest.raises(CrtBenchError, match="half-width"):
+        ProbeConfig(target_half_width=0.0)
+    assert ProbeConfig(repeats=3).round_cap == 3 and ProbeConfig(repeats=3, max_repeats=9).round_cap == 3
+    for profile in ("cpu", "cpu-full"):
+        assert (PROBES[profile].repeats, PROBES[profile].round_cap, PROBES[profile].rounds_text()) == (6, 12, "6-12")
+    assert PROBES["smoke"].rounds_text() == "2"
 
 
 class FakeCudaMemory:
@@ -182,3 +261,15 @@ def test_figure1_data_carries_the_interval_and_the_flags(tmp_path):
     assert (sm["cumulative_low"] < sm["cumulative_hours"]).all() and (sm["cumulative_hours"] < sm["cumulative_high"]).all()
     crt = data[data["line"].str.startswith("CRT, pretrained")].set_index("arch")
     assert "despite more passes" in crt.loc["convnext_atto", "flag"]
+
+
+def test_the_grid_stores_the_rounds_run_and_repeats_raise_an_adaptive_cap(tmp_path):
+    rows = run_timing_grid(tmp_path, profile="cpu", methods=["gaussian", "consistency"], archs=["tiny_cnn"],
+                           repeats=7, batch_size=4, device="cpu")
+    stored = ResultsStore(tmp_path).read("timing").set_index("method")
+    assert len(rows) == 2 and set(stored["rounds_max"]) == {12} and set(stored["ratio_target"]) == {0.05}
+    assert 7 <= stored.loc["consistency", "rounds"] <= 12
+    assert stored.loc["consistency", "rounds"] == len(json.loads(stored.loc["consistency", "round_seconds"]))
+    fixed = run_timing_grid(tmp_path / "smoke", profile="smoke", methods=["gaussian"], archs=["tiny_cnn"], repeats=3,
+                            device="cpu")
+    assert list(fixed["rounds"]) == [3] and list(fixed["rounds_max"]) == [3] and fixed["ratio_target"].isna().all()

@@ -144,8 +144,8 @@ CPU_TIMING_ARCHS = ["resnet20", "resnet110", "convnext_atto", *CPU_STUDENTS]  # 
 # 2.2-2.8 s (ResNet-20 2.5). Minutes below follow from these and each profile's sizes.
 CPU_BUDGETS = {
     "cpu": ("under an hour on 2 CPU cores: the grid, its certification of 5 models x 100 images, timing probes "
-            "(5 architectures, 6 interleaved rounds), install and report measured 40 min from a bare clone; a "
-            "3-link recursive-CRT chain (3 students trained, 3 x 100 images certified) about 15 more",
+            "(5 architectures, 6-12 adaptive interleaved rounds), install and report measured 40 min from a bare "
+            "clone; a 3-link recursive-CRT chain (3 students trained, 3 x 100 images certified) about 15 more",
             ["meets: Fashion-MNIST; one SmoothMix ResNet-20 teacher reused by every CRT student, pretrained and "
              "proxy accounting; two new-generation students each trained with Gaussian, SmoothMix and CRT; "
              "N = 10,000",

@@ -81,7 +81,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("device_count", _I64), ("torch_version", _STR), ("cuda_version", _STR), ("git_commit", _STR),
         ("time", _STR), ("interleaved", _BOOL), ("rounds", _I64), ("round_seconds", _STR), ("batch_ratio", _F64),
         ("batch_ratio_low", _F64), ("batch_ratio_high", _F64), ("epoch_ratio", _F64), ("epoch_ratio_low", _F64),
-        ("epoch_ratio_high", _F64), ("ratio_level", _F64), ("profile", _STR)),
+        ("epoch_ratio_high", _F64), ("ratio_level", _F64), ("profile", _STR), ("rounds_max", _I64),
+        ("ratio_target", _F64)),
 }
 _SOURCE = __name__.replace(".", "/") + ".py"
 

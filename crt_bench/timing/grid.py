@@ -50,10 +50,11 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
                     batches: int | None = None, repeats: int | None = None, batch_size: int | None = None,
                     force: bool = False, device: str = "auto") -> pd.DataFrame:
     cfg = probe_config(profile)
-    cfg = replace(cfg, batches=batches or cfg.batches, repeats=repeats or cfg.repeats,
-                  batch_size=batch_size or cfg.batch_size)
+    if repeats is not None:
+        check_count("repeats", repeats)  # at least these rounds; an adaptive profile's cap rises to them
+        cfg = replace(cfg, repeats=repeats, max_repeats=max(repeats, cfg.max_repeats or 0))
+    cfg = replace(cfg, batches=batches or cfg.batches, batch_size=batch_size or cfg.batch_size)
     check_count("batches", cfg.batches)
-    check_count("repeats", cfg.repeats)
     if cfg.batch_size is not None:
         check_count("batch size", cfg.batch_size)
     methods = methods or [m.name for m in list_methods()]
@@ -81,8 +82,8 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
     with progress() as bar:
         task = bar.add_task("timing", total=len(todo))
         for arch, jobs in todo.items():
-            bar.update(task, description=f"{arch}: {len(jobs)} methods, {cfg.repeats} interleaved rounds")
-            timed = interleaved_rows(arch, jobs, sigma=sigma, cfg=cfg, rounds=cfg.repeats, device=dev)
+            bar.update(task, description=f"{arch}: {len(jobs)} methods, {cfg.rounds_text()} interleaved rounds")
+            timed = interleaved_rows(arch, jobs, sigma=sigma, cfg=cfg, device=dev)
             timed = [dict(row, profile=profile) for row in timed
                      if (row["method"], row["teacher_arch"]) in jobs]  # gaussian only if asked for
             store.append("timing", timed)
@@ -90,5 +91,6 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
             bar.advance(task)
             if not stderr_console().is_terminal:  # a grid job's log (and the console following it): a line per step
                 done_n = list(todo).index(arch) + 1
-                log.info(f"timed {arch} ({done_n}/{len(todo)}): {len(timed)} methods, {cfg.repeats} interleaved rounds")
+                log.info(f"timed {arch} ({done_n}/{len(todo)}): {len(timed)} methods, "
+                         f"{timed[0]['rounds']} interleaved rounds")
     return pd.DataFrame(rows)

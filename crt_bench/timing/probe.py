@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from crt_bench.config.engine import EngineOptions
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.provenance import environment, synchronize
 from crt_bench.methods.registry import StepContext, get_method
 from crt_bench.models.build import build_model
@@ -40,7 +41,12 @@ CIFAR10_TRAIN_IMAGES = 50_000
 class ProbeConfig:
     batches: int = 20  # timed loader batches per repeat
     warmup: int = 2  # untimed loader batches first (allocator, cuDNN autotuning); at least 1
-    repeats: int = 3  # timed repeats; the interleaved grid's rounds (crt_bench.timing.rounds)
+    repeats: int = 3  # timed repeats; the interleaved grid's rounds (crt_bench.timing.rounds): at least these
+    # Adaptive rounds (crt_bench.timing.rounds.settled): with a target, the interleaved grid keeps timing rounds
+    # after ``repeats`` until every ratio's interval reaches INTERVAL_LEVEL and its half-width is at most
+    # ``target_half_width`` of the ratio, or ``max_repeats`` rounds ran. None: exactly ``repeats`` rounds.
+    target_half_width: float | None = None
+    max_repeats: int | None = None  # None: ``repeats`` (no extra rounds)
     batch_size: int | None = None  # None: the method's recipe batch size
     image_size: int = 32
     in_chans: int = 3
@@ -53,6 +59,22 @@ class ProbeConfig:
     fold_teacher: bool = True
     tf32: bool = False  # TF32 in the step (Ampere+ GPUs); off: IEEE float32, as training by default
 
+    def __post_init__(self) -> None:
+        if self.target_half_width is not None and not self.target_half_width > 0:
+            raise CrtBenchError(f"target half-width must be > 0 (a fraction of the ratio), "
+                                f"got {self.target_half_width}")
+        if self.max_repeats is not None and self.max_repeats < self.repeats:
+            raise CrtBenchError(f"max repeats ({self.max_repeats}) is below repeats ({self.repeats})")
+
+    @property
+    def round_cap(self) -> int:
+        """The most interleaved rounds an architecture gets."""
+        return self.repeats if self.target_half_width is None else max(self.max_repeats or 0, self.repeats)
+
+    def rounds_text(self) -> str:
+        """``"6"`` (fixed) or ``"6-12"`` (adaptive), for progress lines."""
+        return str(self.repeats) if self.round_cap == self.repeats else f"{self.repeats}-{self.round_cap}"
+
     def engine_options(self) -> EngineOptions:
         return EngineOptions(amp=self.amp, channels_last=self.channels_last, compile=self.compile,
                              teacher_precision=self.teacher_precision, fold_teacher=self.fold_teacher, tf32=self.tf32)
@@ -60,12 +82,15 @@ class ProbeConfig:
 
 # Probe sizes per profile: the paper profile times a few hundred optimizer steps at the recipe's
 # batch size; the CPU profiles time small batches so that the whole methods x architectures grid fits
-# in minutes (per-image costs, hence ratios, carry over; absolute hours are this CPU's).
+# in minutes (per-image costs, hence ratios, carry over; absolute hours are this CPU's). The CPU profiles'
+# rounds are adaptive: 6 (the fewest whose interval reaches the 95% level) while every ratio is within +-5%,
+# up to 12 where a shared machine's load makes them noisy (a round costs 2-10 s per architecture there).
 PROBES: dict[str, ProbeConfig] = {
     "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8),
     "gpu-smoke": ProbeConfig(batches=2, warmup=1, repeats=2, batch_size=None),  # the paper's probe, shortest
-    "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16),
-    "cpu-full": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16),  # the whole registry: ~25 min
+    "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16, target_half_width=0.05, max_repeats=12),
+    "cpu-full": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16, target_half_width=0.05,
+                            max_repeats=12),  # the whole registry: ~25 min
     "paper": ProbeConfig(batches=50, warmup=5, repeats=3, batch_size=None),
 }
 
