@@ -94,6 +94,31 @@ def test_end_to_end_disagreements_are_counted_on_the_same_noisy_inputs() -> None
     assert again["disagreements"].tolist() == d.tolist(), "keyed noise: batching and order change nothing"
 
 
+class AutocastProbe(Threshold):
+    """:class:`Threshold` that records whether autocast was on in each of its forward passes."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.autocast: set[bool] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.autocast.add(torch.is_autocast_enabled(x.device.type))
+        return super().forward(x)
+
+
+def test_each_model_runs_at_its_own_precision() -> None:
+    """A bf16 student of an fp32 teacher: the teacher is evaluated as certified (no autocast), the student in bf16."""
+    x, y = _images(3)
+    teacher, student = AutocastProbe(), AutocastProbe()
+    rows = pd.DataFrame({"idx": range(3), "predict": 1, "radius": 0.5})
+    list(iter_transfer(teacher, student, x, y, rows, sigma=0.3, n_p=20, alpha_zeta=0.01, batch_size=16,
+                       indices=[0, 1, 2], seed=0, progress=False, precision="bf16", teacher_precision="fp32"))
+    assert teacher.autocast == {False} and student.autocast == {True}
+    with pytest.raises(CrtBenchError, match="TF32"):
+        next(iter_transfer(teacher, student, x, y, rows, sigma=0.3, n_p=20, alpha_zeta=0.01, batch_size=16,
+                           indices=[0], seed=0, progress=False, precision="fp32", teacher_precision="tf32"))
+
+
 # -- (b) transferred radii are no larger than the student's own ---------------------------------------
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import numpy as np
 import pandas as pd
@@ -26,9 +27,11 @@ from torch import nn
 
 from crt_bench.certify.batching import forward_batch_sizes
 from crt_bench.certify.driver import GROUP_BATCHES, MAX_GROUP, module_device, progress_bar
+from crt_bench.certify.precision import AUTOCAST_DTYPES, autocast, uses_tf32
 from crt_bench.certify.smooth import TRANSFER, Smooth
 from crt_bench.certify.stats import ABSTAIN, check_settings, p_lower_from_radius, transfer_radius, upper_confidence_bound
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.models.bn_fold import fold_batchnorm
 
 TRANSFER_COLUMNS = ("idx", "label", "predict", "radius", "correct", "seconds", "disagreements")
 """Columns of :func:`iter_transfer` frames, in order (``disagreements``: -1 where the teacher abstained)."""
@@ -36,15 +39,30 @@ TRANSFER_COLUMNS = ("idx", "label", "predict", "radius", "correct", "seconds", "
 
 class Disagreement(nn.Module):
     """Two "logits" per input: ``[agree, disagree]`` one-hot, so that ``argmax`` says whether ``f`` and ``f'``
-    predict differently on the same input (the sampling engine then counts disagreements as class 1)."""
+    predict differently on the same input (the sampling engine then counts disagreements as class 1).
 
-    def __init__(self, teacher: nn.Module, student: nn.Module) -> None:
+    Each model runs at its own forward precision (``fp32``/``tf32``: autocast off, ``bf16``/``fp16``: its
+    autocast), whatever the engine's autocast around the pair: the teacher is the function its
+    certification sampled, the student the one being certified (e.g. a bf16 copy of an fp32 teacher).
+    """
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, teacher_precision: str = "fp32",
+                 student_precision: str = "fp32") -> None:
         super().__init__()
         self.teacher, self.student = teacher, student
+        self.precisions = (teacher_precision, student_precision)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        differ = self.teacher(x).argmax(dim=1) != self.student(x).argmax(dim=1)
+        with _own_precision(self.precisions[0], x.device):
+            t = self.teacher(x).argmax(dim=1)
+        with _own_precision(self.precisions[1], x.device):
+            s = self.student(x).argmax(dim=1)
+        differ = t != s
         return torch.stack([~differ, differ], dim=1).to(torch.float32)
+
+
+def _own_precision(precision: str, device: torch.device) -> AbstractContextManager:
+    return autocast(precision, device) if precision in AUTOCAST_DTYPES else torch.autocast(device.type, enabled=False)
 
 
 def transfer_one(predict: int, radius: float, sigma: float, disagreements: int, n_p: int,
@@ -72,6 +90,7 @@ def iter_transfer(
     seed: int,
     progress: bool = True,
     precision: str = "fp32",
+    teacher_precision: str = "fp32",
     compile: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """Transfer the teacher's certificates (``teacher_rows``: ``idx``, ``predict``, ``radius``) to ``student``.
@@ -79,8 +98,14 @@ def iter_transfer(
     Columns :data:`TRANSFER_COLUMNS`; ``seconds`` is the group's wall time of the disagreement sampling
     divided by its images (teacher-abstained images draw nothing and cost 0).  Noise is keyed by
     (``seed``, image index, :data:`TRANSFER`): a row does not depend on grouping or resumption.  Frame
-    ``attrs`` hold the engine settings as :func:`~crt_bench.certify.driver.iter_certify`'s do.
+    ``attrs`` hold the engine settings as :func:`~crt_bench.certify.driver.iter_certify`'s do.  ``precision``
+    is the student's forward, ``teacher_precision`` the teacher certification's (:class:`Disagreement`); TF32
+    must be on for both or neither.  Batch norms are folded in each model on its own
+    (:func:`~crt_bench.models.bn_fold.fold_batchnorm`), never across the pair's precision contexts.
     """
+    if uses_tf32(precision) != uses_tf32(teacher_precision):
+        raise CrtBenchError(f"the teacher's certification ran at precision {teacher_precision}, the student's would "
+                            f"run at {precision}: TF32 must be on for both or for neither")
     check_settings(alpha_zeta, n_p=n_p)
     if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
         raise CrtBenchError(f"expected images [N, C, H, W] and labels [N], got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -88,8 +113,13 @@ def iter_transfer(
     missing = [i for i in indices if i not in by_idx.index]
     if missing:
         raise CrtBenchError(f"the teacher's certification has no row for images {missing[:5]}")
-    pair = Disagreement(teacher, student).eval()
-    smooth = Smooth(pair, 2, sigma, precision=precision, compile=compile, noise_seed=seed)
+    members, folded = [], 0
+    for model in (teacher.eval(), student.eval()):
+        copy, count = fold_batchnorm(model, tuple(x.shape[1:]))
+        members.append(model if copy is None else copy)
+        folded += count
+    pair = Disagreement(*members, teacher_precision, precision).eval()
+    smooth = Smooth(pair, 2, sigma, precision=precision, compile=compile, noise_seed=seed, fold_batchnorm=False)
     device = module_device(pair, default=x.device)
     batch = batch_size if batch_size is not None else smooth.auto_batch_size(x[indices[0]].to(device)) if indices else 1
     group = min(MAX_GROUP, max(1, math.ceil(GROUP_BATCHES * batch / n_p)))
@@ -100,7 +130,7 @@ def iter_transfer(
         smooth.warm_up(x[first].to(device), forward_batch_sizes((len(s) for s in sampled if s), n_p, batch))
     tf32 = smooth.tf32_in_force(device)
     attrs = dict(batch_size=int(batch), precision=smooth.precision, noise_dtype=smooth.noise_dtype,
-                 compile=smooth.compile, folded_batchnorms=smooth.folded_batchnorms, images_per_group=int(group),
+                 compile=smooth.compile, folded_batchnorms=folded, images_per_group=int(group),
                  tf32=tf32)
     with progress_bar(progress, len(indices), sigma) as advance:
         for chosen, sample in zip(groups, sampled):

@@ -7,7 +7,8 @@ certification; images are keyed as in CERTIFY, so the same command continues an 
 (:func:`crt_bench.certify.resumable.store_resumably`).  Everything that would make the transferred radii
 meaningless is refused with one line before anything is written: an unknown or unfinished teacher
 certification (or one that is itself a transfer), another dataset, sigma, subset or noise seed than the
-student's certification would use, another number of classes or input shape, ``n_p < 1``.
+student's certification would use, another number of classes or input shape, ``n_p < 1``, TF32 on for only
+one of the two.  The teacher runs at its certification's precision, the student at ``--precision``.
 """
 from __future__ import annotations
 
@@ -140,7 +141,10 @@ def transfer_run(
     if indices != parse_subset(str(state["key_subset"]), len(test)):
         raise CrtBenchError(f"--transfer-from: {transfer_from} certified subset {state['key_subset']!r}, this "
                             f"certification would use {tcfg.subset!r}; pass --subset {state['key_subset']}")
-    precision = check_precision(tcfg.precision)
+    precision, teacher_precision = check_precision(tcfg.precision), str(state["key_precision"])
+    if uses_tf32(precision) != uses_tf32(teacher_precision):
+        raise CrtBenchError(f"--transfer-from: {transfer_from} ran at precision {teacher_precision}; TF32 must be on "
+                            f"for teacher and student or for neither, not at --precision {precision}")
     dev = pick_device(device)
     check_tf32(uses_tf32(precision), dev, "--precision tf32")
     n_teacher = int(state["key_n"])
@@ -160,7 +164,8 @@ def transfer_run(
         for frame in iter_transfer(teacher.model.to(dev).eval(), student.model.to(dev).eval(), test.x, test.y,
                                    teacher_rows, sigma=sigma, n_p=key.n_p, alpha_zeta=key.alpha_zeta,
                                    batch_size=tcfg.batch, indices=todo, seed=key.seed, progress=progress,
-                                   precision=precision, compile=tcfg.compile):
+                                   precision=precision, teacher_precision=teacher_precision,
+                                   compile=tcfg.compile):
             yield stamped(frame, key.run_id, cert_id, env, n0=key.n0, n=key.n, alpha=key.alpha, sigma=key.sigma,
                           subset=key.subset, seed=key.seed, kind="transfer", transfer_from=transfer_from,
                           n_p=key.n_p, alpha_zeta=key.alpha_zeta, source=str(student.path), time=started)
