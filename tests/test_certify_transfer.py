@@ -17,6 +17,7 @@ from helpers import Killed, dies_after
 from scipy.stats import norm
 from test_cli import FAST_RUN, assert_user_error, cli
 
+from crt_bench.analysis.select import certifications
 from crt_bench.certify import transfer_run as transfer_run_mod
 from crt_bench.certify.driver import certify_dataset
 from crt_bench.certify.resumable import certify_run
@@ -284,3 +285,14 @@ def test_cli_trains_certifies_and_transfers(tmp_path: Path) -> None:
     code, _, err = cli("certify", student, "--transfer-from", cert_id, "--seed", "4", *args)
     assert_user_error(code, err, "seed")
     assert tables_snapshot(root) == before
+
+
+def test_a_transfer_is_not_the_runs_certification(pair_copy) -> None:
+    """The grid's "is this run certified?" and the report's choice of a run's certification mean CERTIFY."""
+    store, teacher, student, cert_id = pair_copy
+    plain_id, _ = certify_run(student, store, CCFG, device="cpu", progress=False)
+    moved_id, _ = transfer_run(student, store, cert_id, TCFG, device="cpu", progress=False)  # the newer one
+    assert store.certification_states(run_id=student)["cert_id"].tolist() == [plain_id]
+    assert set(store.certification_states(run_id=student, transfers=True)["cert_id"]) == {plain_id, moved_id}
+    meta, _ = certifications(store)
+    assert meta.set_index("run_id").loc[student, "cert_id"] == plain_id

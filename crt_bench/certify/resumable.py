@@ -244,7 +244,7 @@ def _state_row(store: ResultsStore, state: dict, status: RunStatus, done: int, e
 
 def _latest_status(store: ResultsStore, cert_id: str, run_id: str) -> str:
     """The latest unsharded state of a certification ('' when none was recorded)."""
-    states = store.certification_states(run_id=run_id)
+    states = store.certification_states(run_id=run_id, transfers=True)
     mine = states[states["cert_id"] == cert_id]
     return "" if mine.empty else str(mine["status"].iloc[-1])
 

@@ -89,7 +89,7 @@ class TransferKey:
 
 def teacher_state(store: ResultsStore, cert_id: str) -> dict[str, Any]:
     """The finished CERTIFY certification ``cert_id``'s state row, or CrtBenchError."""
-    states = store.certification_states(run_id=run_id_of(cert_id))
+    states = store.certification_states(run_id=run_id_of(cert_id), transfers=True)
     mine = states[states["cert_id"] == cert_id] if "cert_id" in states else states.iloc[0:0]
     if mine.empty:
         raise CrtBenchError(f"--transfer-from: no certification {cert_id!r} in {store.root} (give a cert id that "
