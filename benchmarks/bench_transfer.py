@@ -49,7 +49,8 @@ def measure(args: argparse.Namespace, root: Path) -> pd.DataFrame:
     _, moved = transfer_run(student, store, teacher_id,
                             TransferConfig(n_p=args.n_p, alpha_zeta=args.alpha_zeta, batch=args.batch,
                                            subset=ccfg.subset), **kw)
-    pairs = plain[["idx", "predict", "radius"]].merge(moved[["idx", "predict", "radius"]], on="idx", suffixes=("", "_t"))
+    columns = ["idx", "predict", "radius"]
+    pairs = plain[columns].merge(moved[columns], on="idx", suffixes=("", "_t"))
     radius_changed = float(np.mean(~np.isclose(pairs["radius"], pairs["radius_t"], rtol=0, atol=1e-12)))
     decision_changed = float(np.mean((pairs["predict"] == ABSTAIN) != (pairs["predict_t"] == ABSTAIN)))
     difference = paired_acr_difference(moved, plain)

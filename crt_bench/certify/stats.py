@@ -71,7 +71,8 @@ def upper_confidence_bound(k: int, n: int, alpha: float) -> float:
 
 
 def p_lower_from_radius(radius: float, sigma: float) -> float:
-    """The ``pA_lower`` behind a non-abstained CERTIFY radius: ``Phi(radius / sigma)`` (radius = sigma Phi^-1(pA_lower))."""
+    """The ``pA_lower`` behind a non-abstained CERTIFY radius: ``Phi(radius / sigma)``
+    (the inverse of ``radius = sigma * Phi^-1(pA_lower)``)."""
     return float(norm.cdf(radius / sigma))
 
 

@@ -29,7 +29,8 @@ from crt_bench.certify.batching import forward_batch_sizes
 from crt_bench.certify.driver import GROUP_BATCHES, MAX_GROUP, module_device, progress_bar
 from crt_bench.certify.precision import AUTOCAST_DTYPES, autocast, uses_tf32
 from crt_bench.certify.smooth import TRANSFER, Smooth
-from crt_bench.certify.stats import ABSTAIN, check_settings, p_lower_from_radius, transfer_radius, upper_confidence_bound
+from crt_bench.certify.stats import (ABSTAIN, check_settings, p_lower_from_radius, transfer_radius,
+                                    upper_confidence_bound)
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.models.bn_fold import fold_batchnorm
 

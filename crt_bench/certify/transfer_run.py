@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -46,7 +47,8 @@ SHAPE_KEYS = ("num_classes", "in_chans", "image_size")
 @dataclass(frozen=True)
 class TransferConfig:
     """How to transfer: ``n_p`` disagreement samples per image (None: a tenth of the teacher's N) at
-    ``alpha_zeta`` (None: the teacher's alpha); the engine settings as :class:`~crt_bench.config.certify.CertifyConfig`'s."""
+    ``alpha_zeta`` (None: the teacher's alpha); the engine settings as
+    :class:`~crt_bench.config.certify.CertifyConfig`'s."""
 
     n_p: int | None = None
     alpha_zeta: float | None = None
@@ -128,7 +130,8 @@ def transfer_run(
     tcfg.validate()
     state = teacher_state(store, transfer_from)
     student = load_model(source, store.root, input_layer)
-    teacher = load_model(str(state["key_run_id"]), store.root, input_layer)
+    teacher_rows = store.certification_rows(transfer_from)
+    teacher = load_model(_teacher_source(teacher_rows, str(state["key_run_id"])), store.root, input_layer)
     meta = student.meta
     if sigma is None and meta.get("sigma") is None:
         raise CrtBenchError(f"{source} does not record its noise level; pass --sigma")
@@ -153,7 +156,6 @@ def transfer_run(
                       subset=tcfg.subset, precision=precision, seed=int(seed),
                       n_p=tcfg.n_p if tcfg.n_p is not None else max(1, n_teacher // 10),
                       alpha_zeta=float(tcfg.alpha_zeta if tcfg.alpha_zeta is not None else state["key_alpha"]))
-    teacher_rows = store.certification_rows(transfer_from)
     cert_id = key.cert_id
     record = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,
               "images": len(indices), "shard": "", "tf32": in_force_under(uses_tf32(precision), dev)}
@@ -173,6 +175,12 @@ def transfer_run(
     with ProcessLock(store.certification_lock(key.run_id, cert_id), f"certification {cert_id}"):
         return store_resumably(store, record, indices, rows, progress=progress, flush_images=flush_images,
                                flush_seconds=flush_seconds)
+
+
+def _teacher_source(rows: pd.DataFrame, run_id: str) -> str:
+    """The model file the teacher's certification read (its rows' ``source``) while it exists, else its run id."""
+    source = str(rows["source"].iloc[0]) if "source" in rows and not rows.empty else ""
+    return source if source and Path(source).is_file() else run_id
 
 
 def _check_compatible(student: LoadedModel, teacher: LoadedModel, transfer_from: str, *, sigma: float, seed: int,
