@@ -53,7 +53,8 @@ def method_label(method: str, teacher: str = "", teacher_method: str = "") -> st
 
 
 def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """The newest certification per run id, with its run's columns; and the per-image rows per cert id.
+    """The newest CERTIFY certification per run id (not a transferred one), with its run's columns; and the
+    per-image rows per cert id.
 
     Returns ``(meta, rows)``. ``meta`` has one row per selected certification: ``cert_id, run_id,
     imported, time, sigma, N, images`` and, from the run (empty/NaN for imported logs and for
@@ -65,6 +66,8 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
     git_commit, status``. ``rows[cert_id]`` is that certification's per-image frame.
     """
     certs = store.read("certify") if certify is None else certify
+    if "kind" in certs:  # a run's certification is its CERTIFY; transferred ones (kind "transfer") are extra
+        certs = certs[certs["kind"].fillna("certify") != "transfer"]
     if certs.empty:
         return pd.DataFrame(columns=["cert_id", "run_id", "imported"]), {}
     runs = store.runs()

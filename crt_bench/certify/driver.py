@@ -24,10 +24,10 @@ from crt_bench.core.errors import CrtBenchError
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "seconds", "n0", "n", "alpha", "sigma")
 """Columns of :func:`certify_dataset` output, in order."""
 
-_GROUP_BATCHES = 16
+GROUP_BATCHES = 16
 """Images are certified in groups of about this many forward batches (see :func:`iter_certify`)."""
 
-_MAX_GROUP = 256
+MAX_GROUP = 256
 
 
 def iter_certify(
@@ -78,9 +78,9 @@ def iter_certify(
     check_settings(alpha, n0=n0, n=n, **batch_kwargs(batch_size))
     smooth = Smooth(model, num_classes, sigma, generator=generator, precision=precision, compile=compile,
                     noise_seed=seed)
-    device = _module_device(model, default=x.device)
+    device = module_device(model, default=x.device)
     batch = batch_size if batch_size is not None else smooth.auto_batch_size(x[0].to(device))
-    group = min(_MAX_GROUP, max(1, math.ceil(_GROUP_BATCHES * batch / (n0 + n))))
+    group = min(MAX_GROUP, max(1, math.ceil(GROUP_BATCHES * batch / (n0 + n))))
     groups = [[int(i) for i in indices[start : start + group]] for start in range(0, len(indices), group)]
     if groups:  # untimed: every forward shape of the groups below, before the first timer starts
         smooth.warm_up(x[groups[0][0]].to(device), forward_batch_sizes(map(len, groups), n0 + n, batch))
@@ -91,7 +91,7 @@ def iter_certify(
                     compile=smooth.compile, folded_batchnorms=smooth.folded_batchnorms, images_per_group=int(group),
                     tf32=tf32)
 
-    with _progress_bar(progress, len(indices), sigma) as advance:
+    with progress_bar(progress, len(indices), sigma) as advance:
         for chosen in groups:
             images = x[chosen].to(device)
             start = time.perf_counter()
@@ -131,14 +131,14 @@ def _frame(records: list[tuple[int, int, int, float, int, float]], n0: int, n: i
     return frame[list(CERTIFY_COLUMNS)]
 
 
-def _module_device(model: torch.nn.Module, default: torch.device) -> torch.device:
+def module_device(model: torch.nn.Module, default: torch.device) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return default
 
 
 @contextmanager
-def _progress_bar(enabled: bool, total: int, sigma: float) -> Iterator[Callable[..., None]]:
+def progress_bar(enabled: bool, total: int, sigma: float) -> Iterator[Callable[..., None]]:
     """Yield an ``advance(steps=1)`` callable; shows a transient progress bar on stderr when ``enabled``."""
     if not enabled:
         yield lambda steps=1: None

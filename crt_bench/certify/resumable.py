@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -141,23 +141,57 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
                     indices: list[int], dev: torch.device, *, progress: bool, compile: bool, flush_images: int,
                     flush_seconds: float, shard: str = "") -> tuple[str, pd.DataFrame]:
     meta, cert_id = loaded.meta, key.cert_id
-    done = set(store.certification_rows(cert_id, missing_ok=True)["idx"].tolist()) & set(indices)
-    todo = [i for i in indices if i not in done]
     state = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,
              "images": len(indices), "shard": shard, "tf32": in_force_under(uses_tf32(key.precision), dev)}
+
+    def rows(todo: list[int]) -> Iterator[pd.DataFrame]:
+        model = loaded.model.to(dev).eval()
+        env = environment(dev)
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for frame in iter_certify(model, test.x, test.y, sigma=key.sigma, num_classes=meta["num_classes"],
+                                  n0=key.n0, n=key.n, alpha=key.alpha, batch_size=ccfg.batch, indices=todo,
+                                  seed=key.seed, progress=progress, precision=key.precision, compile=compile):
+            yield stamped(frame, key.run_id, cert_id, env, subset=key.subset, seed=key.seed, kind="certify",
+                          source=str(loaded.path), time=started)
+
+    return store_resumably(store, state, indices, rows, progress=progress, flush_images=flush_images,
+                           flush_seconds=flush_seconds, shard=shard)
+
+
+def stamped(frame: pd.DataFrame, run_id: str, cert_id: str, env: dict, **columns: object) -> pd.DataFrame:
+    """A driver's frame as rows of the certify table: ids first, then the engine settings its ``attrs`` hold,
+    the device and commit of ``env`` (:func:`~crt_bench.core.provenance.environment`) and ``columns``."""
+    engine = frame.attrs
+    frame.insert(0, "cert_id", cert_id)
+    frame.insert(0, "run_id", run_id)
+    return frame.assign(precision=engine["precision"], noise_dtype=engine["noise_dtype"],
+                        compile=bool(engine["compile"]), batch=int(engine["batch_size"]), tf32=bool(engine["tf32"]),
+                        device=env["device"], git_commit=env["git_commit"], **columns)
+
+
+def store_resumably(store: ResultsStore, state: dict, indices: list[int],
+                    rows: Callable[[list[int]], Iterator[pd.DataFrame]], *, progress: bool, flush_images: int,
+                    flush_seconds: float, shard: str = "") -> tuple[str, pd.DataFrame]:
+    """Append ``rows(todo)`` (the images of ``indices`` not yet in the certify table) part by part; record states.
+
+    ``state`` is the certification's row of the certifications table less its status (``cert_id``, ``run_id``,
+    ``key_*``, ...).  Rows are appended every ``flush_images`` images or ``flush_seconds`` seconds; an
+    interruption keeps what was certified and records the certification as interrupted (the same command
+    continues), another error as failed.  Returns (cert_id, every row of ``indices`` in subset order).
+    """
+    cert_id, run_id = str(state["cert_id"]), str(state["run_id"])
+    done = set(store.certification_rows(cert_id, missing_ok=True)["idx"].tolist()) & set(indices)
+    todo = [i for i in indices if i not in done]
     if not todo:
         log.info(f"certification {cert_id}{' shard ' + shard if shard else ''} is complete ({len(indices)} images); "
                  "nothing to do")
-        if not shard and _latest_status(store, key) != RunStatus.FINISHED:  # its shards certified every image
+        if not shard and _latest_status(store, cert_id, run_id) != RunStatus.FINISHED:  # its shards did every image
             _state_row(store, state, RunStatus.FINISHED, len(indices))
-            store.compact_run(key.run_id, COMPACTED)
+            store.compact_run(run_id, COMPACTED)
         return cert_id, _ordered(store.certification_rows(cert_id), indices)
     if done:
         log.info(f"certification {cert_id}: {len(done)} of {len(indices)} images already certified; "
                  f"continuing with the other {len(todo)}")
-    model = loaded.model.to(dev).eval()
-    env = environment(dev)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _state_row(store, state, RunStatus.RUNNING, len(done))
     pending: list[pd.DataFrame] = []
     written = len(done)
@@ -174,20 +208,10 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
         pending, last_flush = [], time.monotonic()
 
     try:
-        groups = iter_certify(model, test.x, test.y, sigma=key.sigma, num_classes=meta["num_classes"], n0=key.n0,
-                              n=key.n, alpha=key.alpha, batch_size=ccfg.batch, indices=todo, seed=key.seed,
-                              progress=progress, precision=key.precision, compile=compile)
-        for frame in groups:
+        for frame in rows(todo):
             if frame.empty:
                 continue
-            engine = frame.attrs
-            frame.insert(0, "cert_id", cert_id)
-            frame.insert(0, "run_id", key.run_id)
-            pending.append(frame.assign(
-                subset=key.subset, seed=key.seed, precision=engine["precision"], noise_dtype=engine["noise_dtype"],
-                compile=bool(engine["compile"]), batch=int(engine["batch_size"]), tf32=bool(engine["tf32"]),
-                device=env["device"],
-                git_commit=env["git_commit"], source=str(loaded.path), time=started))
+            pending.append(frame)
             if sum(map(len, pending)) >= flush_images or time.monotonic() - last_flush >= flush_seconds:
                 flush()
         flush()
@@ -209,7 +233,7 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
         raise
     _state_row(store, state, RunStatus.FINISHED, written)
     if not shard:  # the certification is whole: its parts become one (shards: the closing pass does it)
-        store.compact_run(key.run_id, COMPACTED)
+        store.compact_run(run_id, COMPACTED)
     return cert_id, _ordered(store.certification_rows(cert_id), indices)
 
 
@@ -218,10 +242,10 @@ def _state_row(store: ResultsStore, state: dict, status: RunStatus, done: int, e
                                      "updated": time.time()}])
 
 
-def _latest_status(store: ResultsStore, key: CertKey) -> str:
+def _latest_status(store: ResultsStore, cert_id: str, run_id: str) -> str:
     """The latest unsharded state of a certification ('' when none was recorded)."""
-    states = store.certification_states(run_id=key.run_id)
-    mine = states[states["cert_id"] == key.cert_id]
+    states = store.certification_states(run_id=run_id, transfers=True)
+    mine = states[states["cert_id"] == cert_id]
     return "" if mine.empty else str(mine["status"].iloc[-1])
 
 

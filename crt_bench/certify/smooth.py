@@ -27,8 +27,8 @@ from crt_bench.core.seeding import mix_seed
 from crt_bench.core.tf32 import check_tf32, in_force_under, tf32_mode
 from crt_bench.models.bn_fold import fold_batchnorm
 
-SELECTION, ESTIMATION, SAMPLING = 0, 1, 2
-"""Segment kinds of keyed noise: an image's selection, estimation and PREDICT/sample_counts draws."""
+SELECTION, ESTIMATION, SAMPLING, TRANSFER = 0, 1, 2, 3
+"""Segment kinds of keyed noise: an image's selection, estimation, PREDICT/sample_counts and transfer draws."""
 
 
 class Smooth:
@@ -169,14 +169,15 @@ class Smooth:
 
     def sample_counts(
         self, images: torch.Tensor | Sequence[torch.Tensor], num: int, batch_size: int | None = None,
-        keys: Sequence[int] | None = None,
+        keys: Sequence[int] | None = None, kind: int = SAMPLING,
     ) -> np.ndarray:
-        """``[K, num_classes]`` class histograms of ``argmax f(x_k + eps)`` over ``num`` draws per image."""
+        """``[K, num_classes]`` class histograms of ``argmax f(x_k + eps)`` over ``num`` draws per image
+        (keyed noise of segment ``kind``: :data:`TRANSFER` for incremental smoothing's fresh draws)."""
         check_settings(0.5, num=num, **batch_kwargs(batch_size))
         stack = stack_images(images)
         k = stack.shape[0]
         return self._stream_counts(stack, [(i, num) for i in range(k)], batch_size,
-                                   self._segment_seeds(keys, k, (SAMPLING,)))
+                                   self._segment_seeds(keys, k, (kind,)))
 
     def _sample_counts(self, x: torch.Tensor, num: int, batch_size: int | None) -> np.ndarray:
         """Class histogram of ``argmax f(x + eps)`` over ``num`` noise draws for one image ``[C, H, W]``."""

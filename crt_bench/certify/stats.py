@@ -59,6 +59,36 @@ def counts_for_radius(radius: float, n: int, alpha: float, sigma: float) -> int:
     return lo
 
 
+def upper_confidence_bound(k: int, n: int, alpha: float) -> float:
+    """One-sided ``(1 - alpha)`` Clopper-Pearson upper bound on a binomial proportion from ``k`` of ``n``.
+
+    The mirror of :func:`lower_confidence_bound`: ``1 - lower(n - k, n)``, the ``1 - alpha`` quantile of
+    ``Beta(k + 1, n - k)``; ``k == n`` gives 1, ``k == 0`` gives ``1 - alpha ** (1 / n)``.
+    """
+    if n < 1 or not 0 <= k <= n:
+        raise CrtBenchError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    return 1.0 - lower_confidence_bound(n - k, n, alpha)
+
+
+def p_lower_from_radius(radius: float, sigma: float) -> float:
+    """The ``pA_lower`` behind a non-abstained CERTIFY radius: ``Phi(radius / sigma)``
+    (the inverse of ``radius = sigma * Phi^-1(pA_lower)``)."""
+    return float(norm.cdf(radius / sigma))
+
+
+def transfer_radius(p_a_lower: float, zeta: float, sigma: float) -> float | None:
+    """Incremental smoothing's radius ``sigma * Phi^-1(pA_lower - zeta)`` (Ugare et al. 2024, Theorem 1).
+
+    ``pA_lower`` bounds the teacher's top-class probability, ``zeta`` the probability that teacher and
+    student disagree under the noise; the student then says ``cA`` with probability at least their
+    difference.  ``None`` (abstain) unless that difference is above 1/2.
+    """
+    p = p_a_lower - zeta
+    if not p > 0.5:
+        return None
+    return float(sigma * norm.ppf(p))
+
+
 def predict_abstains(top_count: int, runner_up_count: int, alpha: float) -> bool:
     """PREDICT's decision: abstain unless the top class significantly beats the runner-up.
 

@@ -39,12 +39,20 @@ def certify(
         min=1, help="split the images over this many processes (local ones, one GPU each; under torchrun: the ranks)")] = 1,
     shard: Annotated[Optional[int], typer.Option(
         min=0, help="certify only shard I of --shards (a SLURM array task); default under torchrun: RANK of WORLD_SIZE")] = None,
+    transfer_from: Annotated[Optional[str], typer.Option(
+        help="certify by transfer (incremental smoothing) from this finished certification of a teacher "
+             "(cert id) on the same images, sigma, subset and seed")] = None,
+    transfer_n: Annotated[Optional[int], typer.Option(
+        help="with --transfer-from: disagreement samples n_p per image (default: the teacher's N / 10)")] = None,
+    transfer_alpha: Annotated[Optional[float], typer.Option(
+        help="with --transfer-from: alpha_zeta of the disagreement bound (default: the teacher's alpha)")] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """CERTIFY (Cohen et al.) every selected test image; one row per image in the certify table.
 
     Resumable: the same command again continues where an interrupted one stopped (same rows).
     Sharded (--shards K): the parts are one certification with the rows of an unsharded run.
+    --transfer-from CERT: certify by transferring CERT's certificates (Ugare et al. 2024), resumable too.
     """
     from dataclasses import replace
 
@@ -65,6 +73,13 @@ def certify(
     base = get_profile(profile).certify if profile else CertifyConfig()
     overrides = {k: v for k, v in dict(n0=n0, n=n, alpha=alpha, batch=batch, subset=subset, precision=precision,
                                         compile=compile).items() if v is not None}
+    if transfer_from is not None or transfer_n is not None or transfer_alpha is not None:
+        used = [flag for flag, value in (("--n0", n0), ("--n", n), ("--alpha", alpha), ("--shard", shard))
+                if value is not None] + (["--shards"] if shards > 1 else [])
+        _transfer(store, run_id, transfer_from, transfer_n, transfer_alpha, used, replace(base, **overrides),
+                  sigma=sigma, seed=seed, data_dir=data_dir, device=device, progress=progress,
+                  input_layer=input_layer, flush_every=flush_every)
+        return
     ccfg = replace(base, **overrides)
     ccfg.validate()
     from crt_bench.certify.precision import uses_tf32
@@ -100,6 +115,30 @@ def certify(
             return
         cert_id, _ = certify_run(run_id, store, ccfg, sigma=sigma, data_dir=data_dir, device=device, seed=seed,
                                  progress=False, input_layer=input_layer, flush_images=flush_every)
+    df = summary_table(store)
+    info(rich_summary(df[df["cert_id"] == cert_id]))
+    print(cert_id)
+
+
+def _transfer(store: "ResultsStore", run_id: str, transfer_from: str | None, n_p: int | None,  # noqa: F821
+              alpha_zeta: float | None, used: list[str], ccfg: "CertifyConfig", **kwargs: object) -> None:  # noqa: F821
+    """``certify --transfer-from``: refusals first (one line each), then the resumable transfer."""
+    from crt_bench.analysis.summary import summary_table
+    from crt_bench.certify.transfer_run import TransferConfig, transfer_run
+    from crt_bench.cli.render import rich_summary
+    from crt_bench.core.errors import CrtBenchError
+    from crt_bench.core.signals import stop_on_signals
+
+    if transfer_from is None:
+        raise CrtBenchError("--transfer-n and --transfer-alpha go with --transfer-from CERT")
+    if used:
+        raise CrtBenchError(f"--transfer-from takes no {', '.join(used)} (N0, N and alpha are the teacher "
+                            "certification's; a transfer runs in one process)")
+    tcfg = TransferConfig(n_p=n_p, alpha_zeta=alpha_zeta, batch=ccfg.batch, precision=ccfg.precision,
+                          compile=ccfg.compile, subset=ccfg.subset)
+    flush_every = kwargs.pop("flush_every")
+    with stop_on_signals("stopped; run the same `crt-bench certify` command again to continue"):
+        cert_id, _ = transfer_run(run_id, store, transfer_from, tcfg, flush_images=flush_every, **kwargs)
     df = summary_table(store)
     info(rich_summary(df[df["cert_id"] == cert_id]))
     print(cert_id)

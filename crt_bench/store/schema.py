@@ -25,7 +25,10 @@ from crt_bench.core.errors import CrtBenchError
 TABLES = ("runs", "epochs", "certify", "timing", "certifications")
 LEGACY_VERSION = 1
 """Rows of the flat layout (``tables/<table>/*.parquet``, no ``schema_version`` column)."""
-SCHEMA_VERSION: dict[str, int] = {table: 2 for table in TABLES}
+SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 3, "certifications": 3}
+"""2: the partitioned layout; 3 (``certify``, ``certifications``): transferred certificates' columns
+(``kind``, ``transfer_from``, ``n_p``, ``alpha_zeta``, ``disagreements``; ``key_transfer_from``, ``key_n_p``,
+``key_alpha_zeta``), absent from the rows of plain CERTIFY."""
 SCHEMA_FILE = "_schema.json"
 META_COLUMNS = ("schema_version", "written_ns")
 
@@ -64,12 +67,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("run_id", _STR), ("cert_id", _STR), ("idx", _I64), ("label", _I64), ("predict", _I64), ("radius", _F64),
         ("correct", _I64), ("seconds", _F64), ("n0", _I64), ("n", _I64), ("alpha", _F64), ("sigma", _F64),
         ("subset", _STR), ("seed", _I64), ("precision", _STR), ("noise_dtype", _STR), ("compile", _BOOL),
-        ("batch", _I64), ("tf32", _BOOL), ("device", _STR), ("git_commit", _STR), ("source", _STR), ("time", _STR)),
+        ("batch", _I64), ("tf32", _BOOL), ("device", _STR), ("git_commit", _STR), ("source", _STR), ("time", _STR),
+        ("kind", _STR), ("transfer_from", _STR), ("n_p", _I64), ("alpha_zeta", _F64), ("disagreements", _I64)),
     "certifications": _schema(
         ("key_run_id", _STR), ("key_n0", _I64), ("key_n", _I64), ("key_alpha", _F64), ("key_sigma", _F64),
         ("key_subset", _STR), ("key_precision", _STR), ("key_seed", _I64), ("cert_id", _STR), ("run_id", _STR),
         ("images", _I64), ("shard", _STR), ("tf32", _BOOL), ("status", _STR), ("images_done", _I64),
-        ("error", _STR), ("updated", _F64)),
+        ("error", _STR), ("updated", _F64), ("key_transfer_from", _STR), ("key_n_p", _I64), ("key_alpha_zeta", _F64)),
     "timing": _schema(
         ("method", _STR), ("arch", _STR), ("teacher_arch", _STR), ("sigma", _F64), ("batch_size", _I64),
         ("optimizer_steps_per_batch", _I64), ("hparams", _STR), ("kind", _STR), ("timed_batches", _I64),

@@ -112,17 +112,21 @@ class ResultsStore:
         return newest(rows, "run_id", order="updated" if "updated" in rows else None).reset_index(drop=True)
 
     # -- certifications -------------------------------------------------------------------------
-    def certification_states(self, *, run_id: str | None = None) -> pd.DataFrame:
+    def certification_states(self, *, run_id: str | None = None, transfers: bool = False) -> pd.DataFrame:
         """One row per certification (of ``run_id``, else of every run): its latest unsharded state.
 
         A shard's rows say how that shard went; the certification as a whole is what the unsharded rows
-        say.  A "running" certification whose lock is free reads "interrupted".
+        say.  A "running" certification whose lock is free reads "interrupted".  Transferred certificates
+        (``certify --transfer-from``, a ``key_transfer_from``) are left out unless ``transfers``: "is this
+        run certified?" means by CERTIFY.
         """
         states = self.read("certifications", where=None if run_id is None else {"run_id": run_id})
         if states.empty or "cert_id" not in states:
             return pd.DataFrame(columns=["cert_id", "run_id", "status"])
         if "shard" in states:
             states = states[states["shard"].fillna("") == ""]
+        if not transfers and "key_transfer_from" in states:
+            states = states[states["key_transfer_from"].fillna("") == ""]
         return derive_status(newest(states, "cert_id").reset_index(drop=True),
                              lambda row: self.certification_lock(str(row["run_id"]), str(row["cert_id"])))
 
