@@ -385,7 +385,8 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                                                                     subset="range:0:3"))
     monkeypatch.setitem(profiles.PROFILES, "smoke", tiny)
     grid = GridSpec(methods=["gaussian", "smoothmix", "crt"], archs=["tiny_cnn"], profile="smoke",
-                    teacher_method="smoothmix", teacher_archs=["tiny_cnn"], epochs=1, train_limit=128)
+                    teacher_method="smoothmix", teacher_archs=["tiny_cnn"], epochs=1, train_limit=128,
+                    transfer_methods=["crt"])
     plan = reproduce.Plan("smoke", grid, ["tiny_cnn"], "seconds")
     monkeypatch.setattr(reproduce, "plan_for", lambda profile, data_dir=None: plan)
     results, plots = tmp_path / "results", tmp_path / "plots"
@@ -398,11 +399,19 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (runs["status"] == "finished").all() and (runs["epochs_done"] == 1).all()
     assert runs.loc["crt", "teacher_run_id"] == runs.loc["smoothmix", "run_id"]
     certs = store.read("certify")
-    assert sorted(certs.groupby("run_id")["idx"].apply(sorted).map(tuple).unique()) == [(0, 1, 2)]
+    assert sorted(certs.groupby("cert_id")["idx"].apply(sorted).map(tuple).unique()) == [(0, 1, 2)]
     assert set(certs["run_id"]) == set(runs["run_id"])
     assert set(store.read("timing")["method"]) >= {"gaussian", "crt", "smoothadv", "macer", "smoothmix"}
     assert (plots / "slowdown.md").is_file() and (plots / "summary.csv").is_file()
     assert "ACR" in out and "crt" in out and "gaussian" in out
+    # The CRT student is also certified by transfer from its teacher's certification, side by side.
+    transferred = certs[certs["kind"] == "transfer"]
+    assert set(transferred["run_id"]) == {runs.loc["crt", "run_id"]} and sorted(transferred["idx"]) == [0, 1, 2]
+    teacher_cert = certs[(certs["run_id"] == runs.loc["smoothmix", "run_id"])]["cert_id"].iloc[0]
+    assert set(transferred["transfer_from"]) == {teacher_cert}
+    side = pd.read_csv(plots / "certificate_transfer.csv")
+    assert list(side["student"]) == ["tiny_cnn"] and side["images"].iloc[0] == 3
+    assert "## Certificate transfer" in (plots / "REPORT.md").read_text()
     # Started again: nothing is retrained, re-certified or re-timed.
     sizes = {p: p.stat().st_size for p in (results / "tables").rglob("*.parquet")}
     code, out, err = cli(*args)

@@ -58,6 +58,7 @@ class ChainSpec:
     train_limit: int | None = None
     name: str = ""
     device: str = "auto"  # where the links train and certify (not part of their keys)
+    transfer: bool = False  # each link also certified by transfer from the previous link's certification
 
     @property
     def chain_name(self) -> str:
@@ -87,7 +88,8 @@ class ChainSpec:
     def links(self) -> list[Job]:
         """One CRT job per generation, each the teacher of the next."""
         common = dict(sigma=self.sigma, seed=self.seed, profile=self.profile, dataset=self.dataset,
-                      data_dir=self.data_dir, epochs=self.epochs, train_limit=self.train_limit, device=self.device)
+                      data_dir=self.data_dir, epochs=self.epochs, train_limit=self.train_limit, device=self.device,
+                      transfer=self.transfer)
         jobs: list[Job] = []
         for arch in self.ordered_archs():
             if jobs:

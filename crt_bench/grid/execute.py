@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from crt_bench.certify.resumable import certify_run
+from crt_bench.certify.transfer_run import TransferConfig, transfer_run
 from crt_bench.config.profiles import get_profile
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.states import RunStatus
@@ -40,7 +41,33 @@ def execute_job(job: Job, results: str) -> str:
         # Resumable: a certification cut short (kill, requeue) continues with the images it lacks.
         certify_run(run_id, store, get_profile(job.profile).certify, data_dir=job.data_dir, seed=job.seed,
                     device=job.device, progress=False)
+    if job.certify and job.transfer and job.teacher is not None:
+        transfer_from_teacher(job, store, run_id)
     return run_id
+
+
+def transfer_from_teacher(job: Job, store: ResultsStore, run_id: str) -> str:
+    """Certify ``run_id`` by transfer from its teacher job's finished CERTIFY on the profile's images
+    (:mod:`crt_bench.certify.transfer_run`, resumable: a no-op when done); returns the transfer's cert id.
+
+    The transfer uses the teacher certification's noise seed (a student of another training seed is
+    compared with its teacher under the teacher's noise) and the profile's precision for the student.
+    """
+    ccfg = get_profile(job.profile).certify
+    teacher_run = store.finished_run(job.teacher.key)
+    states = store.certification_states(run_id=teacher_run) if teacher_run else None
+    if states is None or states.empty or "key_subset" not in states:
+        raise CrtBenchError(f"transfer for {job.label}: the teacher job {job.teacher.key} has no certification")
+    done = states[(states["status"] == RunStatus.FINISHED) & (states["key_subset"] == ccfg.subset)
+                  & (states["key_n"] == ccfg.n)]
+    if done.empty:
+        raise CrtBenchError(f"transfer for {job.label}: the teacher job {job.teacher.key} has no finished "
+                            f"certification of subset {ccfg.subset} at N={ccfg.n}")
+    source = done.iloc[-1]
+    tcfg = TransferConfig(subset=ccfg.subset, precision=ccfg.precision, compile=ccfg.compile, batch=ccfg.batch)
+    cert_id, _ = transfer_run(run_id, store, str(source["cert_id"]), tcfg, seed=int(source["key_seed"]),
+                              data_dir=job.data_dir, device=job.device, progress=False)
+    return cert_id
 
 
 def _decide(job: Job, store: ResultsStore, checkpoint_file: str) -> tuple[str, str | None]:

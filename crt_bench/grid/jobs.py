@@ -25,6 +25,7 @@ class Job:
     certify: bool = True
     teacher_ref: str | None = None  # a chain's root: an existing run id or model file as teacher (not a job)
     device: str = "auto"  # where the job trains and certifies; not part of its key (a run is a run anywhere)
+    transfer: bool = False  # also certify by transfer from the teacher's certification (not part of its key)
 
     @property
     def key(self) -> str:
@@ -68,10 +69,11 @@ class GridSpec:
     certify: bool = True
     certify_methods: list[str] | None = None  # None: certify every job; else only the teachers and these methods
     device: str = "auto"
+    transfer_methods: list[str] = field(default_factory=list)  # students also certified by transfer from the teacher
 
     def _certified(self, method: str, common: dict) -> dict:
         certify = self.certify and (self.certify_methods is None or method in self.certify_methods)
-        return dict(common, certify=certify)
+        return dict(common, certify=certify, transfer=certify and method in self.transfer_methods)
 
     def jobs(self) -> list[Job]:
         """Teachers first, then every (method, arch, sigma, seed); CRT once per teacher architecture."""

@@ -107,7 +107,7 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
     if profile == "smoke":
         grid = GridSpec(methods=STUDENT_METHODS, archs=["convnext_atto"], profile="smoke",
                         teacher_method="smoothmix", teacher_archs=["resnet20"], train_limit=512,
-                        data_dir=data_dir)
+                        data_dir=data_dir, transfer_methods=["crt"])
         return Plan("smoke", grid, ["resnet20", "resnet110", "convnext_atto", "mobilenetv4_conv_small"],
                     "a few minutes on a CPU")
     if profile == "gpu-smoke":
@@ -188,14 +188,14 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
     grid = GridSpec(methods=STUDENT_METHODS, archs=list(CPU_STUDENTS), profile=profile, teacher_method="smoothmix",
                     teacher_archs=["resnet20"], train_limit=get_profile(profile).train_limit,
                     certify_methods=["smoothmix", "crt"], data_dir=data_dir,
-                    student_seeds=list(CPU_STUDENT_SEEDS[profile]))
+                    student_seeds=list(CPU_STUDENT_SEEDS[profile]), transfer_methods=["crt"])
     expected, notes = CPU_BUDGETS[profile]
     chain = None
     if profile in CHAIN_PROFILES:
         root = next(j for j in grid.jobs() if j.teacher is None and j.arch == grid.teacher_archs[0]
                     and j.method == grid.teacher_method)
         chain = ChainSpec(root=root, archs=tuple(CHAIN_ARCHS), profile=profile, train_limit=grid.train_limit,
-                          data_dir=data_dir, name=f"chain-{root.method}-{root.arch}-{profile}")
+                          data_dir=data_dir, name=f"chain-{root.method}-{root.arch}-{profile}", transfer=True)
     return Plan(profile, grid, CPU_TIMING_ARCHS if profile == "cpu" else None, expected, list(notes), chain)
 
 
