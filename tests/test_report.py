@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from crt_bench.report.figures import LINES, cumulative_hours, plot_cumulative
+from crt_bench.report.figures import LINES, cumulative_hours, plot_costs, plot_cumulative
 from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
 from crt_bench.store.store import ResultsStore
 
@@ -77,6 +77,22 @@ def test_cumulative_hours_and_figure(store, tmp_path):
     assert {p.suffix for p in paths} == {".png", ".pdf"}
     for label, part in data.groupby("line"):
         assert drawn[label] == pytest.approx(part.sort_values("position")["cumulative_hours"].tolist())
+
+    # With measured costs, a second panel stacks each certified model's certification hours on its training
+    # hours: a transfer's bar is shorter than CERTIFY's by exactly the certification hours it saved.
+    costs = pd.DataFrame({"arch": ["convnext_atto"] * 2, "line": ["CRT (teacher resnet20)"] * 2,
+                          "method": ["crt"] * 2, "seed": [0.0, 0.0], "certification": ["CERTIFY", "transfer (n_p=1000)"],
+                          "train_hours": [0.5, 0.5], "certify_hours": [2.0, 0.25], "images": [500, 500],
+                          "seconds_per_image": [14.4, 1.8], "N": [10_000, 10_000]})
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plot_costs(costs, ax)
+    ends = sorted(round(p.get_x() + p.get_width(), 6) for p in ax.patches)
+    assert ends == [0.5, 0.5, 0.75, 2.5]
+    plt.close(fig)
+    two = plot_cumulative(data, tmp_path / "two", costs=costs)[0]
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in two)
 
 
 def test_plot_command_writes_table_and_figure(store, tmp_path, capsys):

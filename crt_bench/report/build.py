@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from crt_bench.analysis.costs import measured_costs
 from crt_bench.analysis.evidence import evidence_frame, student_evidence
 from crt_bench.analysis.summary import summary_table
 from crt_bench.core.atomic import atomic_write_bytes
@@ -50,8 +51,10 @@ def build_all(results: str | Path, out_dir: str | Path, *, sigma: float = 0.25, 
     slowdown = slowdown_table(store)
     if out.table("slowdown", slowdown, slowdown_markdown):
         data = cumulative_hours(slowdown, sigma=sigma)
+        costs = measured_costs(store)
+        out.table("measured_costs", costs)
         if out.table("cumulative_training_time", data):
-            out.written["figure1"] = plot_cumulative(data, out_dir)[0]
+            out.written["figure1"] = plot_cumulative(data, out_dir, costs=costs)[0]
     out.table("summary", summary_table(store))
     _paper_outputs(store, out, sigma)
     if out.written:  # an empty store keeps the CLI's "nothing to plot" error

@@ -31,7 +31,8 @@ from crt_bench.store.store import ResultsStore
 
 REPORT_FILE = "REPORT.md"
 FIGURE_TITLES = {
-    "figure1": ("Figure 1: cumulative training hours per new architecture",
+    "figure1": ("Figure 1: cumulative training hours per new architecture; measured training + certification hours "
+                "per certified model",
                 ("No data: Figure 1 was not drawn (it needs timing probes of every method for the architectures; "
                  "`crt-bench time`).")),
     "training_curves": ("Convergence: training loss and noisy test accuracy per epoch of every trained run",

@@ -6,6 +6,11 @@ about the cost of standard training per architecture; CRT with a ResNet-20 proxy
 the proxy's own SmoothMix training, once, at the start. Points built from projected hours are drawn
 hollow with a dashed line; measured ones solid. A shaded band is the cumulative interval of the
 interleaved probes' ratios; a red x marks a point whose ratio the slowdown table flags.
+
+Second panel (when the store holds certified models, :func:`crt_bench.analysis.costs.measured_costs`):
+each certified model's measured training hours and certification hours stacked, so that a method that
+moves its cost into certification (denoised smoothing; or a transferred certificate that saves it) is
+seen doing so.
 """
 from __future__ import annotations
 
@@ -78,15 +83,20 @@ def cumulative_hours(slowdown: pd.DataFrame, archs: list[str] | None = None, sig
     return pd.DataFrame(rows)
 
 
-def plot_cumulative(data: pd.DataFrame, out_dir: Path, stem: str = "cumulative_training_time"
-                    ) -> tuple[list[Path], dict[str, list[float]]]:
+def plot_cumulative(data: pd.DataFrame, out_dir: Path, stem: str = "cumulative_training_time",
+                    costs: pd.DataFrame | None = None) -> tuple[list[Path], dict[str, list[float]]]:
     """Draw the figure from ``cumulative_hours`` output; writes PNG and PDF.
 
     Returns the file paths and, per line label, the y values as drawn (read back from the figure).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     archs = data[data["position"] > 0].drop_duplicates("position").sort_values("position")["arch"].tolist()
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(archs) + 3), 4.8))
+    width = max(7.0, 0.75 * len(archs) + 3)
+    if costs is not None and not costs.empty:
+        fig, (ax, cost_ax) = plt.subplots(1, 2, figsize=(width + 7.5, 5.4), gridspec_kw={"width_ratios": [width, 7.5]})
+        plot_costs(costs, cost_ax)
+    else:
+        fig, ax = plt.subplots(figsize=(width, 4.8))
     for label, part in data.groupby("line", sort=False):
         part = part.sort_values("position")
         projected = (part["kind"] == "projected").any()
@@ -119,3 +129,21 @@ def plot_cumulative(data: pd.DataFrame, out_dir: Path, stem: str = "cumulative_t
              if not line.get_label().startswith("_") and not line.get_label().startswith("⚠")}
     plt.close(fig)
     return paths, drawn
+
+
+def plot_costs(costs: pd.DataFrame, ax: plt.Axes) -> None:
+    """Horizontal stacked bars: training hours then certification hours of each certified model (seed mean)."""
+    mean = (costs.groupby(["arch", "line", "certification"], sort=False)[["train_hours", "certify_hours", "images"]]
+            .mean().reset_index())
+    labels = [f"{r.arch}: {r.line}" + ("" if r.certification == "CERTIFY" else f", {r.certification}")
+              for r in mean.itertuples()]
+    y = range(len(mean))
+    ax.barh(y, mean["train_hours"], color="tab:blue", label="training hours")
+    ax.barh(y, mean["certify_hours"], left=mean["train_hours"], color="tab:orange",
+            label=f"certification hours ({int(mean['images'].max())} images)")
+    ax.set_yticks(list(y), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("measured hours per model (mean over seeds)")
+    ax.set_title("Measured: training + certification", fontsize=10)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=8)

@@ -1,0 +1,54 @@
+"""Measured cost of each certified model on both axes: its training hours and its certification hours.
+
+A method can move its cost out of training into certification (denoised smoothing pays a denoiser's
+forward on every noisy sample; a transferred certificate pays n_p samples of two models instead of N of
+one): Figure 1's second panel and the cost table show both. One row per certification of a trained run:
+the newest plain CERTIFY per run (:func:`~crt_bench.analysis.select.certifications`) and every
+transferred certificate (``kind == "transfer"``), with the run's training hours (a dedicated proxy
+teacher's included, as everywhere), the certification's hours (the sum of its per-image seconds: the
+images the profile certified) and the seconds per image.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from crt_bench.analysis.select import certifications, method_label
+from crt_bench.analysis.transfer import TRANSFER_KIND
+
+COST_COLUMNS = ["arch", "line", "method", "seed", "certification", "train_hours", "certify_hours", "images",
+                "seconds_per_image", "N"]
+
+
+def _seconds(rows: pd.DataFrame) -> pd.Series:
+    return pd.to_numeric(rows["seconds"], errors="coerce") if "seconds" in rows else pd.Series(dtype=float)
+
+
+def measured_costs(store) -> pd.DataFrame:
+    """Rows :data:`COST_COLUMNS`, students and teachers alike (teachers are models too), arch then line."""
+    certify = store.read("certify")
+    if certify.empty:
+        return pd.DataFrame(columns=COST_COLUMNS)
+    meta, rows = certifications(store, certify)
+    if meta.empty or "method" not in meta:
+        return pd.DataFrame(columns=COST_COLUMNS)
+    ours = meta[~meta["imported"] & (meta["method"] != "")]
+    by_run = {r["run_id"]: r for r in ours.to_dict("records")}
+    out = []
+    for r in ours.to_dict("records"):
+        seconds = _seconds(rows[r["cert_id"]])
+        out.append({"arch": r["arch"], "line": method_label(r["method"], r["teacher"], r["teacher_method"]),
+                    "method": r["method"], "seed": r["seed"], "certification": "CERTIFY", "train_hours": r["hours"],
+                    "certify_hours": float(seconds.sum()) / 3600, "images": len(seconds),
+                    "seconds_per_image": float(seconds.mean()), "N": r["N"]})
+    if "kind" in certify:
+        for cert_id, part in certify[certify["kind"].fillna("") == TRANSFER_KIND].groupby("cert_id", sort=False):
+            r = by_run.get(str(part["run_id"].iloc[0]))
+            if r is None:
+                continue
+            seconds = _seconds(part)
+            n_p = int(part["n_p"].iloc[0]) if "n_p" in part else -1
+            out.append({"arch": r["arch"], "line": method_label(r["method"], r["teacher"], r["teacher_method"]),
+                        "method": r["method"], "seed": r["seed"], "certification": f"transfer (n_p={n_p})",
+                        "train_hours": r["hours"], "certify_hours": float(seconds.sum()) / 3600,
+                        "images": len(seconds), "seconds_per_image": float(seconds.mean()), "N": r["N"]})
+    return pd.DataFrame(out, columns=COST_COLUMNS)
