@@ -49,14 +49,13 @@ from crt_bench.data.datasets import load_split
 from crt_bench.data.imagenet import FolderBatches, is_folder_dataset
 from crt_bench.data.split import Split
 from crt_bench.methods.registry import MethodSpec, StepContext, get_method
-from crt_bench.models.build import build_model
 from crt_bench.models.files import CHECKPOINT_FILE, MODEL_FILE, LoadedModel, model_metadata, read_torch_file
 from crt_bench.parallel.ddp import wrap_model
 from crt_bench.parallel.env import all_reduce_mean, broadcast_object, setup
 from crt_bench.store.locks import ProcessLock, run_lock
 from crt_bench.store.store import ResultsStore
 from crt_bench.train.evaluate import noisy_accuracy
-from crt_bench.train.step import TrainStep, warmup_batches
+from crt_bench.train.step import TrainStep, make_optimizer, trained_model, warmup_batches
 from crt_bench.train.teacher import FrozenTeacher, load_teacher
 from crt_bench.train.trace import StepTracer
 
@@ -96,11 +95,15 @@ class Trainer:
         self.env = environment(self.device)
         self.engine: dict[str, Any] = {}  # the engine settings as resolved (crt_bench.train.step); set by run()
         self.kept_epoch = 0  # the epoch of the checkpoint on disk (what a resume continues from)
+        self.init_run_id = ""  # the run whose weights the trained module starts from (MethodSpec.compose)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _teacher_seconds(self, teacher: LoadedModel | None) -> float:
         """The teacher run's training seconds, when it is a run of this store (NaN otherwise)."""
-        run_id = teacher.meta.get("run_id", "") if teacher else ""
+        return self._run_seconds(teacher.meta.get("run_id", "") if teacher else "")
+
+    def _run_seconds(self, run_id: str) -> float:
+        """A run's training seconds, when it is a run of this store (NaN otherwise)."""
         if not run_id:
             return float("nan")
         try:
@@ -127,6 +130,7 @@ class Trainer:
             "train_seconds": state.train_seconds, "teacher_train_seconds": teacher_seconds,
             "world_size": self.dist.world_size, "train_device_seconds": state.device_seconds or state.train_seconds,
             "teacher_dedicated": cfg.teacher_dedicated, "total_train_seconds": total,
+            "init_run_id": self.init_run_id, "init_train_seconds": self._run_seconds(self.init_run_id),
             **self.engine,
             "status": status.value, "error": error,
             "start_time": state.started, "end_time": _now() if status != RunStatus.RUNNING else "",
@@ -137,7 +141,8 @@ class Trainer:
                     state: _State, epoch_row: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        obj = model_metadata(self.cfg.arch, self.info, sigma=self.cfg.sigma, method=self.cfg.method, run_id=self.run_id)
+        obj = model_metadata(self.cfg.arch, self.info, sigma=self.cfg.sigma, method=self.cfg.method,
+                             run_id=self.run_id, model=model)
         obj.update(state_dict=model.state_dict(), optimizer=optimizer.state_dict(), epoch=state.epoch,
                    train_seconds=state.train_seconds, started=state.started, epoch_row=json.dumps(epoch_row),
                    device_seconds=state.device_seconds,
@@ -224,16 +229,16 @@ class Trainer:
         frozen = (FrozenTeacher(teacher.model, shape, device, precision=options.teacher_precision,
                                 channels_last=options.channels_last, fold=options.fold_teacher)
                   if teacher is not None else None)
-        model = build_model(cfg.arch, num_classes=self.info.num_classes, in_chans=self.info.in_chans,
-                            mean=self.info.mean, std=self.info.std).to(device)
+        model, self.init_run_id = trained_model(self.spec, cfg, self.info, self.hparams,
+                                                teacher.model if teacher else None, str(self.store.root))
+        model = model.to(device)
         if teacher is not None:
             with torch.no_grad():
                 out = teacher.model(train.x[:2])
             if out.shape != (min(2, len(train)), self.info.num_classes):
                 raise CrtBenchError(f"teacher output shape {tuple(out.shape)} does not match the student's "
                                     f"{self.info.num_classes} classes")
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(cfg, model)
         sampler_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         sampler = ResidentBatches(train, cfg.batch_size, shuffle=True, augment=self.info.augment,
                                drop_last=False, generator=sampler_gen)
@@ -268,7 +273,8 @@ class Trainer:
             with tf32_mode(cfg.tf32):  # the step sets it too; this covers the per-epoch noisy test accuracy
                 self._loop(step, sampler, sampler_gen, test, state)
             if self.dist.is_main:
-                final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id)
+                final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id,
+                                       model=model)
                 final["state_dict"] = model.state_dict()
                 atomic_torch_save(final, self.run_dir / MODEL_FILE)
                 self._append("runs", [self._run_row(RunStatus.FINISHED, state, teacher)])
