@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from crt_bench.config.engine import EngineOptions
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.provenance import environment, synchronize
 from crt_bench.methods.registry import StepContext, get_method
 from crt_bench.models.build import build_model
@@ -181,6 +182,9 @@ def prepare(
     device = torch.device(device)
     baseline = _start_peak(device)
     spec = get_method(method)
+    if spec.compose_ref:
+        raise CrtBenchError(f"method {method!r} trains a module composed around a trained classifier; the timing "
+                            f"probe builds fresh classifiers only: time it from its run's epochs table")
     hp = spec.make_hparams(sigma=sigma)
     batch = cfg.batch_size or spec.recipe.batch_size
     shape = dict(num_classes=cfg.num_classes, in_chans=cfg.in_chans, mean=[0.5] * cfg.in_chans,
