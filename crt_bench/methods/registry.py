@@ -73,7 +73,8 @@ class MethodSpec:
     # own step (SmoothAdv/Consistency/SmoothMix with m noise samples). Called with the hparams.
     steps_per_batch: Callable[[Any], int] = field(default=lambda hp: 1)
     # "module:function" building the trained module around the frozen teacher instead of a fresh classifier
-    # of the run's arch: ``compose(teacher, hparams, cfg, results_root) -> (module, init_run_id)``; only the
+    # of the run's arch: ``compose(teacher, hparams, *, sigma, profile, dataset, results_root)
+    # -> (module, init_run_id)``; only the
     # module's parameters that require gradients are optimized; ``init_run_id`` names the run whose trained
     # weights part of it starts from ("" if none; that run's hours are counted there, once).
     compose_ref: str = ""

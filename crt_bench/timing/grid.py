@@ -29,17 +29,13 @@ def default_archs() -> list[str]:
     return list(TEACHERS) + [s.name for s in generations()]
 
 
-def default_methods() -> list[str]:
-    """Every method the probe builds: not those whose trained module is composed around a trained
-    classifier (denoised smoothing; :attr:`crt_bench.methods.registry.MethodSpec.compose_ref`)."""
-    return [m.name for m in list_methods() if not m.compose_ref]
-
-
 def grid(methods: list[str], archs: list[str], teachers: list[str]) -> list[tuple[str, str, str]]:
     jobs = []
     for arch in archs:
         for method in methods:
-            if get_method(method).needs_teacher:
+            if get_method(method).compose_ref:  # trained around a classifier of ``arch`` itself (denoised)
+                jobs.append((method, arch, arch))
+            elif get_method(method).needs_teacher:
                 jobs += [(method, arch, t) for t in teachers]
             else:
                 jobs.append((method, arch, ""))
@@ -62,7 +58,7 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
     check_count("repeats", cfg.repeats)
     if cfg.batch_size is not None:
         check_count("batch size", cfg.batch_size)
-    methods = methods or default_methods()
+    methods = methods or [m.name for m in list_methods()]
     archs = archs or default_archs()
     teachers = teachers or ["resnet110"]
     for name in methods:

@@ -52,7 +52,8 @@ def trained_model(spec: MethodSpec, cfg: RunConfig, info: DatasetInfo, hparams: 
     if compose is None:
         return build_model(cfg.arch, num_classes=info.num_classes, in_chans=info.in_chans, mean=info.mean,
                            std=info.std), ""
-    return compose(teacher, hparams, cfg, results_root)
+    return compose(teacher, hparams, sigma=cfg.sigma, profile=cfg.profile, dataset=cfg.dataset,
+                   results_root=results_root)
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
