@@ -6,6 +6,10 @@ A crt-bench model file is a plain dict loadable with ``torch.load(..., weights_o
      "mean": [..], "std": [..], "dataset": str, "sigma": float, "method": str, "run_id": str,
      "state_dict": Sequential(NormalizeLayer, net).state_dict()}
 
+A denoised-smoothing run's file also has ``"denoiser": {depth, width, in_chans, sigma, objective}`` and the
+``state_dict`` of ``DenoisedClassifier(denoiser, classifier)`` (:mod:`crt_bench.models.denoiser`): it loads
+as classifier(denoiser(x)), a base classifier like any other.
+
 Training checkpoints (``checkpoint.pt``) carry the same keys plus optimizer and RNG state for resume.
 
 Checkpoints published with the randomized-smoothing papers (Cohen et al., Salman et al., Jeong et al.)

@@ -1,4 +1,4 @@
-"""The training loop: one method-agnostic SGD loop, timed per epoch, checkpointed every epoch.
+"""The training loop: one method-agnostic loop (SGD, or the recipe's Adam), timed per epoch, checkpointed every epoch.
 
     for epoch:                          lr from the step schedule
         for (x, y) in on-device batches:    (augmented on the device for CIFAR)
@@ -14,6 +14,10 @@ the checkpoint is written before the epoch row and carries it, so a kill between
 by the resume (which writes the row the checkpoint holds when the table lacks it) instead of leaving a
 duplicate (row before checkpoint: the epoch would be trained and written again) or a missing row.
 Likewise a kill between ``model.pt`` and the "finished" row is completed by ``--resume``.
+
+What is trained is a fresh classifier of the run's arch, or what the method's ``compose`` builds around
+its frozen teacher (denoised smoothing: a denoiser in front of the classifier), of which only the
+parameters that require gradients are optimized (crt_bench.train.step.trained_model).
 
 Loss sums are accumulated on the device and read once per epoch, so the step has no host sync.
 On CUDA the forward runs under bf16 autocast; noise is always sampled in float32. The engine's
@@ -223,7 +227,8 @@ class Trainer:
         train = load_split(cfg.dataset, "train", data_dir=cfg.data_dir, limit=cfg.train_limit, seed=cfg.seed).to(device)
         test = load_split(cfg.dataset, "test", data_dir=cfg.data_dir, limit=cfg.test_limit, seed=cfg.seed).to(device)
         teacher = (load_teacher(cfg.teacher, str(self.store.root), self.info, device, cfg.sigma,
-                                cfg.teacher_input_layer) if self.spec.needs_teacher else None)
+                                cfg.teacher_input_layer, same_sigma=not self.spec.compose_ref)
+                   if self.spec.needs_teacher else None)
         shape = (self.info.in_chans, self.info.image_size, self.info.image_size)
         options = cfg.engine_options()
         frozen = (FrozenTeacher(teacher.model, shape, device, precision=options.teacher_precision,
