@@ -91,9 +91,12 @@ def test_one_training_step_has_no_host_traffic(method: str) -> None:
     model = build_model("tiny_cnn", **shape).train()
     teacher = FrozenTeacher(build_model("tiny_cnn", **shape), (3, 8, 8), CPU) if spec.needs_teacher else None
     hp = spec.make_hparams(sigma=0.25)
+    if spec.compose is not None:  # a denoiser in front of the (frozen) classifier
+        model, _ = spec.compose(model, hp, sigma=0.25, profile="smoke", dataset="synthetic", results_root="")
+        model.train()
     ctx = StepContext(sigma=0.25, hparams=hp, epoch=spec.recipe.epochs - 1, epochs=spec.recipe.epochs,
                       teacher=teacher)
-    step = TrainStep(spec, model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), ctx, CPU)
+    step = TrainStep(spec, model, torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9), ctx, CPU)
     x, y = torch.rand(2 * step.chunks, 3, 8, 8), torch.randint(0, 10, (2 * step.chunks,))
     step(x, y)  # the momentum buffers exist from here on, as in every later step
     with HostTraffic() as traffic:

@@ -40,6 +40,7 @@ from crt_bench.core.states import RunStatus
 from crt_bench.core.tf32 import check_tf32, in_force_under
 from crt_bench.data.datasets import load_split
 from crt_bench.data.split import Split
+from crt_bench.models.denoiser import DenoiserConfig, check_denoiser_sigma
 from crt_bench.models.files import LoadedModel, load_model
 from crt_bench.store.locks import ProcessLock, cert_lock_name
 from crt_bench.store.store import ResultsStore
@@ -120,6 +121,8 @@ def certify_run(
     if sigma is None and meta.get("sigma") is None:
         raise CrtBenchError(f"{source} does not record its noise level; pass --sigma")
     sigma = check_sigma(sigma if sigma is not None else meta["sigma"])
+    if "denoiser" in meta:  # denoised smoothing: the denoiser removes the noise level it was trained on
+        check_denoiser_sigma(DenoiserConfig.from_meta(meta["denoiser"]), sigma, f"certifying {source} at sigma {sigma:g}")
     run_id = meta.get("run_id") or str(source)
     key = CertKey(run_id=run_id, n0=ccfg.n0, n=ccfg.n, alpha=float(ccfg.alpha), sigma=sigma, subset=ccfg.subset,
                   precision=precision, seed=int(seed))

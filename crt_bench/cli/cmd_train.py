@@ -23,7 +23,7 @@ def run(
     profile: ProfileOpt = "smoke",
     dataset: Annotated[Optional[DatasetName], typer.Option(help="default: the profile's")] = None,
     sigma: Annotated[float, typer.Option(help="noise level in [0,1] pixel units")] = 0.25,
-    teacher: Annotated[Optional[str], typer.Option(help="teacher run id or checkpoint path (crt)")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="teacher run id or checkpoint path (crt; denoised: the classifier)")] = None,
     teacher_input_layer: Annotated[InputLayer, typer.Option(
         help="reference checkpoints only: normalize (Cohen, Jeong) or center (Salman's InputCenterLayer)")] = "normalize",
     epochs: Annotated[Optional[int], typer.Option(min=1, help="override the recipe/profile epochs")] = None,

@@ -48,6 +48,7 @@ class RunConfig:
     recipe_epochs: int = 0  # the method's recipe epochs (0: not recorded, rows written before the field existed)
     sync_bn: bool = False  # data-parallel runs: batch-norm statistics over the global batch (crt_bench.parallel.env)
     tf32: bool = False  # TF32 float32 matmuls/convolutions in training (Ampere+ GPUs; crt_bench.core.tf32); off: IEEE
+    optimizer: str = "sgd"  # the recipe's: "sgd" (momentum) or "adam" (crt_bench.train.step.make_optimizer)
 
     def engine_options(self) -> EngineOptions:
 

@@ -4,4 +4,5 @@ Importing the package registers every method.
 
 May import: core, config, parallel, store.
 """
-from crt_bench.methods import consistency, crt, gaussian, macer, smoothadv, smoothmix  # noqa: F401  (registration)
+from crt_bench.methods import (consistency, crt, denoised, gaussian, macer, smoothadv, smoothmix,  # noqa: F401
+                               standard)  # (registration)

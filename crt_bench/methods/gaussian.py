@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from crt_bench.methods.registry import Recipe, register_method
 
+RECIPE = Recipe(epochs=150, batch_size=256, lr=0.1, milestones=(50, 100),
+                source="Salman et al. 2019 / Jeong et al. re-runs of Cohen et al. (train_cohen.py)")
 
 @dataclass
 class GaussianHParams:
@@ -20,7 +22,6 @@ register_method(
     "gaussian",
     loss="crt_bench.methods.losses.gaussian:gaussian_loss",
     hparams=GaussianHParams,
-    recipe=Recipe(epochs=150, batch_size=256, lr=0.1, milestones=(50, 100),
-                  source="Salman et al. 2019 / Jeong et al. re-runs of Cohen et al. (train_cohen.py)"),
+    recipe=RECIPE,
     reference="Cohen, Rosenfeld, Kolter. Certified Adversarial Robustness via Randomized Smoothing. ICML 2019",
 )

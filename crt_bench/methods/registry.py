@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # annotations only: the registry is read without torch
 
 @dataclass(frozen=True)
 class Recipe:
-    """A method's published CIFAR-10 training recipe (SGD, step schedule)."""
+    """A method's published CIFAR-10 training recipe (step schedule; SGD unless ``optimizer="adam"``)."""
 
     epochs: int
     batch_size: int
@@ -36,6 +36,7 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     source: str = ""
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adam" (momentum unused)
 
 
 @dataclass
@@ -71,12 +72,25 @@ class MethodSpec:
     # Optimizer steps per loader batch: the batch is split into this many minibatches, each with its
     # own step (SmoothAdv/Consistency/SmoothMix with m noise samples). Called with the hparams.
     steps_per_batch: Callable[[Any], int] = field(default=lambda hp: 1)
+    # "module:function" building the trained module around the frozen teacher instead of a fresh classifier
+    # of the run's arch: ``compose(teacher, hparams, *, sigma, profile, dataset, results_root)
+    # -> (module, init_run_id)``; only the
+    # module's parameters that require gradients are optimized; ``init_run_id`` names the run whose trained
+    # weights part of it starts from ("" if none; that run's hours are counted there, once).
+    compose_ref: str = ""
+    # Whether the hyper-parameters leave anything to train (False: the run assembles, 0 epochs).
+    trains: Callable[[Any], bool] = field(default=lambda hp: True)
     loss_override: LossFn | None = field(default=None, repr=False, compare=False)  # a test's replacement
 
     @property
     def loss(self) -> LossFn:
         """The loss function (its module, and torch, are imported on first use)."""
         return self.loss_override if self.loss_override is not None else resolve_reference(self.loss_ref)
+
+    @property
+    def compose(self) -> Callable[..., tuple[nn.Module, str]] | None:
+        """The ``compose`` function (imported on first use), or None: the run trains a fresh classifier."""
+        return resolve_reference(self.compose_ref) if self.compose_ref else None
 
     def with_loss(self, loss: LossFn) -> MethodSpec:
         """This method with another loss function (tests wrap the real one)."""
@@ -128,6 +142,7 @@ def nearest_sigma(table: Mapping[float, V], sigma: float) -> V:
 
 
 _METHODS: dict[str, MethodSpec] = {}
+OPTIMIZERS = ("sgd", "adam")
 
 
 def register_method(
@@ -139,14 +154,22 @@ def register_method(
     reference: str,
     needs_teacher: bool = False,
     steps_per_batch: Callable[[Any], int] | None = None,
+    compose: str = "",
+    trains: Callable[[Any], bool] | None = None,
 ) -> MethodSpec:
-    """Register method ``name``; ``loss`` is ``"module:function"`` (imported when the loss is first used)."""
+    """Register method ``name``; ``loss`` (and ``compose``, if given) is ``"module:function"``, imported on first use."""
     if name in _METHODS:
         raise ValueError(f"method {name!r} is registered twice")
     if ":" not in loss:
         raise ValueError(f"method {name!r}: loss must be 'module:function', got {loss!r}")
-    extra = {"steps_per_batch": steps_per_batch} if steps_per_batch is not None else {}
-    _METHODS[name] = MethodSpec(name, loss, hparams, recipe, reference, needs_teacher, **extra)
+    if compose and ":" not in compose:
+        raise ValueError(f"method {name!r}: compose must be 'module:function', got {compose!r}")
+    if recipe.optimizer not in OPTIMIZERS:
+        raise ValueError(f"method {name!r}: optimizer must be one of {OPTIMIZERS}, got {recipe.optimizer!r}")
+    extra: dict[str, Any] = {"steps_per_batch": steps_per_batch} if steps_per_batch is not None else {}
+    if trains is not None:
+        extra["trains"] = trains
+    _METHODS[name] = MethodSpec(name, loss, hparams, recipe, reference, needs_teacher, compose_ref=compose, **extra)
     return _METHODS[name]
 
 

@@ -6,6 +6,10 @@ A crt-bench model file is a plain dict loadable with ``torch.load(..., weights_o
      "mean": [..], "std": [..], "dataset": str, "sigma": float, "method": str, "run_id": str,
      "state_dict": Sequential(NormalizeLayer, net).state_dict()}
 
+A denoised-smoothing run's file also has ``"denoiser": {depth, width, in_chans, sigma, objective}`` and the
+``state_dict`` of ``DenoisedClassifier(denoiser, classifier)`` (:mod:`crt_bench.models.denoiser`): it loads
+as classifier(denoiser(x)), a base classifier like any other.
+
 Training checkpoints (``checkpoint.pt``) carry the same keys plus optimizer and RNG state for resume.
 
 Checkpoints published with the randomized-smoothing papers (Cohen et al., Salman et al., Jeong et al.)
@@ -31,6 +35,7 @@ from crt_bench.config.choices import INPUT_LAYERS
 from crt_bench.core.constants import CIFAR10_MEAN, CIFAR10_STD
 from crt_bench.core.errors import CrtBenchError, one_line
 from crt_bench.models.build import build_model
+from crt_bench.models.denoiser import DenoisedClassifier, DenoiserConfig, DnCNN
 
 FORMAT = "crt-bench/1"
 MODEL_FILE = "model.pt"
@@ -58,12 +63,17 @@ def read_torch_file(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def model_metadata(cfg_arch: str, info: Any, *, sigma: float, method: str, run_id: str) -> dict[str, Any]:
-    return {
+def model_metadata(cfg_arch: str, info: Any, *, sigma: float, method: str, run_id: str,
+                   model: nn.Module | None = None) -> dict[str, Any]:
+    """The metadata of ``model``'s file; a denoised classifier also records its denoiser."""
+    meta = {
         "format": FORMAT, "arch": cfg_arch, "num_classes": info.num_classes, "in_chans": info.in_chans,
         "image_size": info.image_size, "mean": list(info.mean), "std": list(info.std), "dataset": info.name,
         "sigma": sigma, "method": method, "run_id": run_id,
     }
+    if isinstance(model, DenoisedClassifier):
+        meta["denoiser"] = model.denoiser.config.to_meta()
+    return meta
 
 
 def model_from_dict(obj: dict[str, Any], path: Path, input_layer: str = "normalize") -> LoadedModel:
@@ -78,8 +88,10 @@ def model_from_dict(obj: dict[str, Any], path: Path, input_layer: str = "normali
     missing = [k for k in ("arch", "num_classes", "in_chans", "mean", "std", "state_dict") if k not in obj]
     if missing:
         raise CrtBenchError(f"checkpoint {path} lacks {', '.join(missing)}")
-    model = build_model(obj["arch"], num_classes=obj["num_classes"], in_chans=obj["in_chans"],
-                        mean=obj["mean"], std=obj["std"])
+    model: nn.Module = build_model(obj["arch"], num_classes=obj["num_classes"], in_chans=obj["in_chans"],
+                                   mean=obj["mean"], std=obj["std"])
+    if "denoiser" in obj:  # a denoised run: classifier(denoiser(x)) (crt_bench.models.denoiser)
+        model = DenoisedClassifier(DnCNN(DenoiserConfig.from_meta(obj["denoiser"])), model)
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as err:

@@ -140,6 +140,12 @@ class ResultsStore:
             raise CrtBenchError(f"no certification {cert_id!r} in {self.root}")
         return rows if not rows.empty else pd.DataFrame({"idx": pd.Series([], dtype="int64")})
 
+    def certification_seconds(self, run_id: str) -> float:
+        """Wall seconds spent certifying ``run_id``: its per-image ``seconds`` summed over all its certifications
+        (each image once per certification; 0.0 when it has none). Denoised smoothing's cost is mostly here."""
+        rows = self.read("certify", where={"run_id": run_id}, columns=["seconds"])
+        return float(rows["seconds"].sum()) if not rows.empty else 0.0
+
     def certification_lock(self, run_id: str, cert_id: str) -> Path:
         """The lock file of a certification: in its run's folder, else in ``RESULTS/locks``."""
         run_dir = self.run_dir(run_id)

@@ -58,6 +58,7 @@ class ProbeConfig:
     teacher_precision: str = "auto"
     fold_teacher: bool = True
     tf32: bool = False  # TF32 in the step (Ampere+ GPUs); off: IEEE float32, as training by default
+    profile: str = "paper"  # whose sizes a composed module takes (denoised smoothing's denoiser)
 
     def __post_init__(self) -> None:
         if self.target_half_width is not None and not self.target_half_width > 0:
@@ -86,11 +87,12 @@ class ProbeConfig:
 # rounds are adaptive: 6 (the fewest whose interval reaches the 95% level) while every ratio is within +-5%,
 # up to 12 where a shared machine's load makes them noisy (a round costs 2-10 s per architecture there).
 PROBES: dict[str, ProbeConfig] = {
-    "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8),
-    "gpu-smoke": ProbeConfig(batches=2, warmup=1, repeats=2, batch_size=None),  # the paper's probe, shortest
-    "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16, target_half_width=0.05, max_repeats=12),
+    "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8, profile="smoke"),
+    "gpu-smoke": ProbeConfig(batches=2, warmup=1, repeats=2, batch_size=None, profile="gpu-smoke"),  # the paper's probe
+    "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16, target_half_width=0.05, max_repeats=12,
+                       profile="cpu"),
     "cpu-full": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16, target_half_width=0.05,
-                            max_repeats=12),  # the whole registry: ~25 min
+                            max_repeats=12, profile="cpu-full"),  # the whole registry: ~25 min
     "paper": ProbeConfig(batches=50, warmup=5, repeats=3, batch_size=None),
 }
 
@@ -210,18 +212,24 @@ def prepare(
     batch = cfg.batch_size or spec.recipe.batch_size
     shape = dict(num_classes=cfg.num_classes, in_chans=cfg.in_chans, mean=[0.5] * cfg.in_chans,
                  std=[0.25] * cfg.in_chans)
-    model = build_model(arch, **shape).to(device).train()
+    model = build_model(arch, **shape)
+    frozen = None
+    compose = spec.compose
+    if compose is not None:  # e.g. a denoiser in front of a frozen classifier of ``arch``, also the teacher
+        teacher_arch, frozen = arch, model
+        model, _ = compose(frozen, hp, sigma=sigma, profile=cfg.profile, dataset="", results_root="")
+    model = model.to(device).train()
     options = cfg.engine_options()
     teacher = None
     if spec.needs_teacher:
-        teacher = FrozenTeacher(build_model(teacher_arch or "resnet110", **shape),
+        teacher = FrozenTeacher(frozen if frozen is not None else build_model(teacher_arch or "resnet110", **shape),
                                 (cfg.in_chans, cfg.image_size, cfg.image_size), device,
                                 precision=options.teacher_precision, channels_last=options.channels_last,
                                 fold=options.fold_teacher)
     # The last epoch: warm-ups (SmoothAdv epsilon, SmoothMix weight) are over, attacks at full strength.
     ctx = StepContext(sigma=sigma, hparams=hp, epoch=spec.recipe.epochs - 1, epochs=spec.recipe.epochs,
                       teacher=teacher)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     step = TrainStep(spec, model, optimizer, ctx, device, options)
     x = torch.rand(batch, cfg.in_chans, cfg.image_size, cfg.image_size, device=device)
     y = torch.randint(0, cfg.num_classes, (batch,), device=device)

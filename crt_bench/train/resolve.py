@@ -84,19 +84,22 @@ def resolve_run_config(
     if teacher and not spec.needs_teacher:
         raise CrtBenchError(f"method {method!r} takes no teacher (got --teacher {teacher})")
     recipe = spec.recipe
+    hp = spec.make_hparams(hparams, sigma=float(sigma))
     scale = None
-    if epochs is None:
+    if not spec.trains(hp):  # the hyper-parameters leave nothing to train: the run only assembles its model
+        epochs = 0
+    elif epochs is None:
         scale = float(epoch_scale if epoch_scale is not None else prof.epoch_scale)
         epochs = scaled_epochs(recipe.epochs, scale)
+    else:
+        check_count("epochs", epochs)
     batch_size = _first_given(batch_size, prof.batch_size, recipe.batch_size)
-    check_count("epochs", epochs)
     check_count("batch size", batch_size)
     if lr is not None:
         check_positive("learning rate", lr)
     check_count("--trace-steps", trace_steps, minimum=0)
 
     check_teacher_precision(teacher_precision)
-    hp = spec.make_hparams(hparams, sigma=float(sigma))
     return RunConfig(
         method=method,
         arch=arch,
@@ -128,4 +131,5 @@ def resolve_run_config(
         epoch_scale=scale,
         recipe_epochs=int(recipe.epochs),
         tf32=bool(tf32),
+        optimizer=recipe.optimizer,
     )

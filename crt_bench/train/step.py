@@ -34,9 +34,34 @@ from torch.profiler import record_function
 
 from crt_bench.config.choices import check_teacher_precision
 from crt_bench.config.engine import EngineOptions
+from crt_bench.config.run import RunConfig
 from crt_bench.core.provenance import synchronize
 from crt_bench.core.tf32 import check_tf32, in_force_under, tf32_mode
+from crt_bench.data.catalog import DatasetInfo
 from crt_bench.methods.registry import MethodSpec, StepContext
+from crt_bench.models.build import build_model
+
+
+def trained_model(spec: MethodSpec, cfg: RunConfig, info: DatasetInfo, hparams: object, teacher: nn.Module | None,
+                  results_root: str) -> tuple[nn.Module, str]:
+    """The module a run trains and saves, and the run its weights partly start from ("" if none).
+
+    A fresh classifier of the run's arch, or what the method's ``compose`` builds around the teacher.
+    """
+    compose = spec.compose
+    if compose is None:
+        return build_model(cfg.arch, num_classes=info.num_classes, in_chans=info.in_chans, mean=info.mean,
+                           std=info.std), ""
+    return compose(teacher, hparams, sigma=cfg.sigma, profile=cfg.profile, dataset=cfg.dataset,
+                   results_root=results_root)
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The run's optimizer over ``model``'s parameters that require gradients (a composed model's frozen part does not)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def has_conv(model: nn.Module) -> bool:

@@ -17,8 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def load_teacher(source: str, results_root: str, info: DatasetInfo, device: torch.device, sigma: float,
-                 input_layer: str = "normalize") -> LoadedModel:
-    """Load a frozen teacher and check it fits the student's data (classes, channels, image size)."""
+                 input_layer: str = "normalize", same_sigma: bool = True) -> LoadedModel:
+    """Load a frozen teacher and check it fits the student's data (classes, channels, image size).
+
+    ``same_sigma``: warn when it was trained at another sigma (CRT's teacher; not an off-the-shelf
+    classifier that a method composes its model around, whose training noise is its own affair).
+    """
     teacher = load_model(source, results_root, input_layer)
     meta = teacher.meta
     if meta["num_classes"] != info.num_classes:
@@ -31,7 +35,7 @@ def load_teacher(source: str, results_root: str, info: DatasetInfo, device: torc
             f"inputs ({meta.get('dataset')}) but the student's data ({info.name}) is "
             f"{info.in_chans}x{info.image_size}x{info.image_size}: train the student on the teacher's data "
             f"(--dataset {meta.get('dataset')}, or the --profile the teacher used)")
-    if meta.get("sigma") is not None and abs(float(meta["sigma"]) - sigma) > 1e-9:
+    if same_sigma and meta.get("sigma") is not None and abs(float(meta["sigma"]) - sigma) > 1e-9:
         log.warning(f"teacher {source!r} was trained at sigma {meta['sigma']}, the student "
                     f"trains at sigma {sigma}; CRT uses the same sigma for both")
     model = teacher.model.to(device).eval().requires_grad_(False)

@@ -1,4 +1,4 @@
-"""The training loop: one method-agnostic SGD loop, timed per epoch, checkpointed every epoch.
+"""The training loop: one method-agnostic loop (SGD, or the recipe's Adam), timed per epoch, checkpointed every epoch.
 
     for epoch:                          lr from the step schedule
         for (x, y) in on-device batches:    (augmented on the device for CIFAR)
@@ -14,6 +14,10 @@ the checkpoint is written before the epoch row and carries it, so a kill between
 by the resume (which writes the row the checkpoint holds when the table lacks it) instead of leaving a
 duplicate (row before checkpoint: the epoch would be trained and written again) or a missing row.
 Likewise a kill between ``model.pt`` and the "finished" row is completed by ``--resume``.
+
+What is trained is a fresh classifier of the run's arch, or what the method's ``compose`` builds around
+its frozen teacher (denoised smoothing: a denoiser in front of the classifier), of which only the
+parameters that require gradients are optimized (crt_bench.train.step.trained_model).
 
 Loss sums are accumulated on the device and read once per epoch, so the step has no host sync.
 On CUDA the forward runs under bf16 autocast; noise is always sampled in float32. The engine's
@@ -49,14 +53,13 @@ from crt_bench.data.datasets import load_split
 from crt_bench.data.imagenet import FolderBatches, is_folder_dataset
 from crt_bench.data.split import Split
 from crt_bench.methods.registry import MethodSpec, StepContext, get_method
-from crt_bench.models.build import build_model
 from crt_bench.models.files import CHECKPOINT_FILE, MODEL_FILE, LoadedModel, model_metadata, read_torch_file
 from crt_bench.parallel.ddp import wrap_model
 from crt_bench.parallel.env import all_reduce_mean, broadcast_object, setup
 from crt_bench.store.locks import ProcessLock, run_lock
 from crt_bench.store.store import ResultsStore
 from crt_bench.train.evaluate import noisy_accuracy
-from crt_bench.train.step import TrainStep, warmup_batches
+from crt_bench.train.step import TrainStep, make_optimizer, trained_model, warmup_batches
 from crt_bench.train.teacher import FrozenTeacher, load_teacher
 from crt_bench.train.trace import StepTracer
 
@@ -96,11 +99,15 @@ class Trainer:
         self.env = environment(self.device)
         self.engine: dict[str, Any] = {}  # the engine settings as resolved (crt_bench.train.step); set by run()
         self.kept_epoch = 0  # the epoch of the checkpoint on disk (what a resume continues from)
+        self.init_run_id = ""  # the run whose weights the trained module starts from (MethodSpec.compose)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _teacher_seconds(self, teacher: LoadedModel | None) -> float:
         """The teacher run's training seconds, when it is a run of this store (NaN otherwise)."""
-        run_id = teacher.meta.get("run_id", "") if teacher else ""
+        return self._run_seconds(teacher.meta.get("run_id", "") if teacher else "")
+
+    def _run_seconds(self, run_id: str) -> float:
+        """A run's training seconds, when it is a run of this store (NaN otherwise)."""
         if not run_id:
             return float("nan")
         try:
@@ -127,6 +134,7 @@ class Trainer:
             "train_seconds": state.train_seconds, "teacher_train_seconds": teacher_seconds,
             "world_size": self.dist.world_size, "train_device_seconds": state.device_seconds or state.train_seconds,
             "teacher_dedicated": cfg.teacher_dedicated, "total_train_seconds": total,
+            "init_run_id": self.init_run_id, "init_train_seconds": self._run_seconds(self.init_run_id),
             **self.engine,
             "status": status.value, "error": error,
             "start_time": state.started, "end_time": _now() if status != RunStatus.RUNNING else "",
@@ -137,7 +145,8 @@ class Trainer:
                     state: _State, epoch_row: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        obj = model_metadata(self.cfg.arch, self.info, sigma=self.cfg.sigma, method=self.cfg.method, run_id=self.run_id)
+        obj = model_metadata(self.cfg.arch, self.info, sigma=self.cfg.sigma, method=self.cfg.method,
+                             run_id=self.run_id, model=model)
         obj.update(state_dict=model.state_dict(), optimizer=optimizer.state_dict(), epoch=state.epoch,
                    train_seconds=state.train_seconds, started=state.started, epoch_row=json.dumps(epoch_row),
                    device_seconds=state.device_seconds,
@@ -218,22 +227,23 @@ class Trainer:
         train = load_split(cfg.dataset, "train", data_dir=cfg.data_dir, limit=cfg.train_limit, seed=cfg.seed).to(device)
         test = load_split(cfg.dataset, "test", data_dir=cfg.data_dir, limit=cfg.test_limit, seed=cfg.seed).to(device)
         teacher = (load_teacher(cfg.teacher, str(self.store.root), self.info, device, cfg.sigma,
-                                cfg.teacher_input_layer) if self.spec.needs_teacher else None)
+                                cfg.teacher_input_layer, same_sigma=not self.spec.compose_ref)
+                   if self.spec.needs_teacher else None)
         shape = (self.info.in_chans, self.info.image_size, self.info.image_size)
         options = cfg.engine_options()
         frozen = (FrozenTeacher(teacher.model, shape, device, precision=options.teacher_precision,
                                 channels_last=options.channels_last, fold=options.fold_teacher)
                   if teacher is not None else None)
-        model = build_model(cfg.arch, num_classes=self.info.num_classes, in_chans=self.info.in_chans,
-                            mean=self.info.mean, std=self.info.std).to(device)
+        model, self.init_run_id = trained_model(self.spec, cfg, self.info, self.hparams,
+                                                teacher.model if teacher else None, str(self.store.root))
+        model = model.to(device)
         if teacher is not None:
             with torch.no_grad():
                 out = teacher.model(train.x[:2])
             if out.shape != (min(2, len(train)), self.info.num_classes):
                 raise CrtBenchError(f"teacher output shape {tuple(out.shape)} does not match the student's "
                                     f"{self.info.num_classes} classes")
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(cfg, model)
         sampler_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         sampler = ResidentBatches(train, cfg.batch_size, shuffle=True, augment=self.info.augment,
                                drop_last=False, generator=sampler_gen)
@@ -268,7 +278,8 @@ class Trainer:
             with tf32_mode(cfg.tf32):  # the step sets it too; this covers the per-epoch noisy test accuracy
                 self._loop(step, sampler, sampler_gen, test, state)
             if self.dist.is_main:
-                final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id)
+                final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id,
+                                       model=model)
                 final["state_dict"] = model.state_dict()
                 atomic_torch_save(final, self.run_dir / MODEL_FILE)
                 self._append("runs", [self._run_row(RunStatus.FINISHED, state, teacher)])
