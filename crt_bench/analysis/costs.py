@@ -36,7 +36,7 @@ def measured_costs(store) -> pd.DataFrame:
     out = []
     for r in ours.to_dict("records"):
         seconds = _seconds(rows[r["cert_id"]])
-        out.append({"arch": r["arch"], "line": method_label(r["method"], r["teacher"], r["teacher_method"]),
+        out.append({"arch": r["arch"], "line": method_label(r["method"], r["teacher"], r["teacher_method"], r.get("variant", "")),
                     "method": r["method"], "seed": r["seed"], "certification": "CERTIFY", "train_hours": r["hours"],
                     "certify_hours": float(seconds.sum()) / 3600, "images": len(seconds),
                     "seconds_per_image": float(seconds.mean()), "N": r["N"]})
@@ -47,7 +47,7 @@ def measured_costs(store) -> pd.DataFrame:
                 continue
             seconds = _seconds(part)
             n_p = int(part["n_p"].iloc[0]) if "n_p" in part else -1
-            out.append({"arch": r["arch"], "line": method_label(r["method"], r["teacher"], r["teacher_method"]),
+            out.append({"arch": r["arch"], "line": method_label(r["method"], r["teacher"], r["teacher_method"], r.get("variant", "")),
                         "method": r["method"], "seed": r["seed"], "certification": f"transfer (n_p={n_p})",
                         "train_hours": r["hours"], "certify_hours": float(seconds.sum()) / 3600,
                         "images": len(seconds), "seconds_per_image": float(seconds.mean()), "N": r["N"]})

@@ -1,6 +1,7 @@
 """Selection of certifications for the tables: newest per line, method order and labels, generations."""
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -14,9 +15,9 @@ from crt_bench.models.registry import get_arch
 from crt_bench.store.query import newest
 from crt_bench.store.store import ResultsStore
 
-METHOD_ORDER = ["gaussian", "crt", "consistency", "smoothmix", "macer", "smoothadv"]
+METHOD_ORDER = ["gaussian", "crt", "consistency", "smoothmix", "macer", "smoothadv", "denoised", "standard"]
 METHOD_LABELS = {"gaussian": "Gaussian", "crt": "CRT", "consistency": "Consistency", "smoothmix": "SmoothMix",
-                 "macer": "MACER", "smoothadv": "SmoothAdv"}
+                 "macer": "MACER", "smoothadv": "SmoothAdv", "denoised": "Denoised smoothing", "standard": "Standard"}
 
 
 # -- selection -----------------------------------------------------------------------------------------
@@ -41,9 +42,21 @@ def _flag(value: Any) -> bool:
         return False
 
 
-def method_label(method: str, teacher: str = "", teacher_method: str = "") -> str:
-    """The display name of a line or row: ``SmoothMix``, ``CRT (teacher resnet20)``, ..."""
+def _variant(run: dict[str, Any]) -> str:
+    """A method's ``variant`` hyper-parameter (denoised smoothing: mse / stability), "" when it has none."""
+    try:
+        config = json.loads(_text(run.get("config")) or "{}")
+    except ValueError:
+        return ""
+    hparams = config.get("hparams") if isinstance(config, dict) else None
+    return str(hparams.get("variant", "")) if isinstance(hparams, dict) else ""
+
+
+def method_label(method: str, teacher: str = "", teacher_method: str = "", variant: str = "") -> str:
+    """The display name of a line or row: ``SmoothMix``, ``CRT (teacher resnet20)``, ``Denoised (mse)``, ..."""
     name = METHOD_LABELS.get(method, method)
+    if variant:
+        return f"{name} ({variant})"
     if method != "crt":
         return name
     detail = teacher or "unknown"
@@ -107,7 +120,7 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
             "teacher_run_train_seconds": _number(teacher_run.get("train_seconds")),
             "total_train_seconds": total_s,
             "hours": (total_s if not math.isnan(total_s) else train_s) / 3600,
-            "profile": _text(run.get("profile")), "seed": _number(run.get("seed")),
+            "profile": _text(run.get("profile")), "seed": _number(run.get("seed")), "variant": _variant(run),
             "device": device_label(_text(run.get("device")), run.get("tf32")),
             "git_commit": _text(run.get("git_commit")), "status": _text(run.get("status")),
         })
@@ -125,6 +138,7 @@ def newest_per_line(meta: pd.DataFrame, *, per_seed: bool = False) -> pd.DataFra
         return meta.iloc[0:0]
     ours = meta[~meta["imported"] & (meta["method"] != "")]
     keys = ["method", "teacher", "teacher_method", "arch", "sigma", "dataset", "profile"]
+    keys += ["variant"] if "variant" in ours else []
     return newest(ours, keys + ["seed"] if per_seed else keys).reset_index(drop=True)
 
 

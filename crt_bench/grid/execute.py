@@ -33,7 +33,7 @@ def execute_job(job: Job, results: str) -> str:
         cfg = resolve_run_config(job.method, job.arch, profile=job.profile, dataset=job.dataset, sigma=job.sigma,
                                  epochs=job.epochs, seed=job.seed, teacher=run_id, train_limit=job.train_limit,
                                  teacher_dedicated=job.teacher_dedicated, data_dir=job.data_dir, job_key=job.key,
-                                 device=job.device)
+                                 device=job.device, hparams=_hparams(job, store) or None)
         run_id = train_run(cfg, store, progress=False)
     if not ranks.is_main:
         return run_id
@@ -89,6 +89,17 @@ def _decide(job: Job, store: ResultsStore, checkpoint_file: str) -> tuple[str, s
         if teacher is None:
             raise CrtBenchError(f"teacher job {job.teacher.key} has no finished run")
     return "new", teacher
+
+
+def _hparams(job: Job, store: ResultsStore) -> dict[str, str]:
+    """The job's ``--set`` pairs, with ``denoiser`` the finished run of its denoiser job."""
+    hparams = dict(job.hparams)
+    if job.denoiser is not None:
+        run_id = store.finished_run(job.denoiser.key)
+        if run_id is None:
+            raise CrtBenchError(f"denoiser job {job.denoiser.key} has no finished run")
+        hparams["denoiser"] = run_id
+    return hparams
 
 
 def run_certified(store: ResultsStore, run_id: str) -> bool:

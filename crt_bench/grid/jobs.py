@@ -26,6 +26,13 @@ class Job:
     teacher_ref: str | None = None  # a chain's root: an existing run id or model file as teacher (not a job)
     device: str = "auto"  # where the job trains and certifies; not part of its key (a run is a run anywhere)
     transfer: bool = False  # also certify by transfer from the teacher's certification (not part of its key)
+    hparams: tuple[tuple[str, str], ...] = ()  # the method's --set KEY=VALUE pairs (part of the key)
+    denoiser: "Job | None" = None  # denoised smoothing: the job whose denoiser this run reuses or starts from
+
+    @property
+    def needs(self) -> list["Job"]:
+        """Jobs that must finish before this one starts: its teacher and the denoiser it reuses."""
+        return [j for j in (self.teacher, self.denoiser) if j is not None]
 
     @property
     def key(self) -> str:
@@ -37,7 +44,10 @@ class Job:
             parts.append(f"x{get_profile(self.profile).epoch_scale:g}")
         if self.train_limit is not None:
             parts.append(f"n{self.train_limit}")
+        parts += [f"{k}={v}" for k, v in self.hparams]
         key = "/".join(parts)
+        if self.denoiser is not None:
+            key += f"<~[{self.denoiser.key}]"
         if self.teacher_ref is not None:
             key += f"<-[{self.teacher_ref}]"
         return key + (f"<-[{self.teacher.key}]" if self.teacher else "")
@@ -45,7 +55,8 @@ class Job:
     @property
     def label(self) -> str:
         """A short name for console lines: method, arch, sigma, and the teacher's arch for CRT."""
-        return (f"{self.method} {self.arch} s{self.sigma:g}" + (f" seed{self.seed}" if self.seed else "")
+        return (f"{self.method} {self.arch} s{self.sigma:g}" + "".join(f" {v}" for _, v in self.hparams)
+                + (f" seed{self.seed}" if self.seed else "")
                 + (f" <- {self.teacher.method} {self.teacher.arch}" if self.teacher else ""))
 
 

@@ -67,16 +67,19 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     s = state[job.key]
                     if s["state"] != JobState.PENDING or len(running) >= max_parallel:
                         continue
-                    if job.teacher is not None:
-                        t = state.get(job.teacher.key)
+                    waiting = False
+                    for need in job.needs:  # the teacher, a shared denoiser: each must have finished first
+                        t = state.get(need.key)
                         if t is None:
                             outside = store.finished_runs() if outside is None else outside
-                            t = {"state": JobState.FINISHED if job.teacher.key in outside else JobState.MISSING}
+                            t = {"state": JobState.FINISHED if need.key in outside else JobState.MISSING}
                         if JobState(t["state"]).failed:
-                            _block(s, job, t["state"])
-                            continue
-                        if not JobState(t["state"]).done:
-                            continue
+                            _block(s, need, t["state"])
+                            waiting = True
+                            break
+                        waiting = waiting or not JobState(t["state"]).done
+                    if waiting:
+                        continue
                     running[job.key] = executor.submit(task, job, results)
                     watch.add(job.key, running[job.key], label=job.label)
                     s["state"] = JobState.RUNNING
@@ -96,7 +99,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                                            ((j, state[j.key]) for j in jobs)):
                     for job in jobs:
                         if state[job.key]["state"] == JobState.PENDING:
-                            _block(state[job.key], job, JobState.NOT_FINISHED)
+                            _block(state[job.key], job.teacher, JobState.NOT_FINISHED)
                     break
                 if running:
                     time.sleep(poll_s)
@@ -129,10 +132,10 @@ def _collect(s: dict[str, Any], key: str, handle: Any, raised: Exception | None 
         log.error(f"failed {key}: {s['error']}" + (f" (log: {s['log']})" if s["log"] else ""))
 
 
-def _block(s: dict[str, Any], job: Job, teacher_state: str) -> None:
+def _block(s: dict[str, Any], need: Job | None, need_state: str) -> None:
+    """``s``'s job cannot start: ``need`` (its teacher or another job it needs) did not finish."""
     s["state"] = JobState.BLOCKED
-    s["error"] = (f"not started: its teacher {job.teacher.key if job.teacher else '?'} did not finish "
-                  f"({teacher_state})")
+    s["error"] = f"not started: its teacher {need.key if need else '?'} did not finish ({need_state})"
 
 
 def _error_line(err: BaseException) -> str:
@@ -148,7 +151,4 @@ def _error_line(err: BaseException) -> str:
 
 
 def _ready(job: Job, state: dict[str, dict[str, Any]]) -> bool:
-    if job.teacher is None:
-        return True
-    t = state.get(job.teacher.key)
-    return t is None or JobState(t["state"]).done
+    return all(state.get(need.key) is None or JobState(state[need.key]["state"]).done for need in job.needs)

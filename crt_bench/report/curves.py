@@ -93,7 +93,7 @@ def certified_curves(store: ResultsStore, sigma: float | None = None, *, profile
         name = f"{arch}, sigma {sig:g}" + (f", {prof}" if many_profiles else "") + (f", {dataset}" if many_datasets else "")
         part = part.assign(_rank=part["method"].map({m: i for i, m in enumerate(methods)})).sort_values(
             ["_rank", "teacher", "teacher_method"], kind="stable")
-        members = [(method_label(m["method"], m["teacher"], m["teacher_method"]), "ours", m) for _, m in part.iterrows()]
+        members = [(method_label(m["method"], m["teacher"], m["teacher_method"], m.get("variant", "")), "ours", m) for _, m in part.iterrows()]
         if dataset in PUBLISHED_DATASETS or dataset == "":
             members += [(f"published: {str(p['run_id']).removeprefix(IMPORT_PREFIX)}", "published", p)
                         for _, p in published.iterrows() if not math.isnan(p["sigma"]) and np.isclose(p["sigma"], sig)]

@@ -100,7 +100,7 @@ def acr_markdown(df: pd.DataFrame) -> str:
     head = ["method", "arch", "sigma", "dataset", "N", "images", "ACR [95% CI]",
             *[f"acc@{float(c[4:]):g}" for c in acc_cols], "train h", "profile", "device"]
     lines = markdown_table(head, [
-        [method_label(r["method"], r["teacher"], r["teacher_method"]), r["arch"], f"{r['sigma']:g}", r["dataset"],
+        [method_label(r["method"], r["teacher"], r["teacher_method"], r.get("variant", "")), r["arch"], f"{r['sigma']:g}", r["dataset"],
          r["N"], r["images"], f"{r['ACR']:.3f} [{r['ACR_low']:.3f}, {r['ACR_high']:.3f}]",
          *[_with_band(r, c) for c in acc_cols], _fmt(r["train_hours"], ".4g"), r["profile"], r["device"]]
         for _, r in df.iterrows()])
