@@ -5,7 +5,7 @@
   (:class:`CastInput`; the noise itself stays float32), and ``torch.compile(dynamic=False)`` with
   inductor's *freezing* (weights folded into the graph as constants; passed as a compile option, so
   torch's global inductor config is untouched);
-* :func:`time_forward`: the seconds of one forward batch, best of a few, for :func:`fastest_precision`,
+* :func:`time_forwards`: the seconds of one forward batch, best of a few, for :func:`fastest_precision`,
   which picks bf16 only where it is measured faster than fp32.
 """
 from __future__ import annotations
@@ -97,18 +97,20 @@ def _version(tensor: torch.Tensor) -> int:
         return -1
 
 
-def time_forward(model: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor,
-                 context: AbstractContextManager, reps: int = 3) -> float:
-    """Best-of-``reps`` seconds of ``model(batch)`` under ``context`` (re-entrant), after one untimed call."""
-    best = float("inf")
+def time_forwards(models: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], AbstractContextManager]],
+                  batch: torch.Tensor, reps: int = 5) -> dict[str, float]:
+    """Best-of-``reps`` seconds of ``model(batch)`` under its context (re-entrant) for each named model, the
+    models taking turns (a load change on a shared machine hits all alike), after one untimed call each."""
+    best = {name: float("inf") for name in models}
     with torch.inference_mode():
         for rep in range(reps + 1):
-            start = time.perf_counter()
-            with context:
-                model(batch)
-            synchronize(batch.device)
-            if rep:
-                best = min(best, time.perf_counter() - start)
+            for name, (model, context) in models.items():
+                start = time.perf_counter()
+                with context:
+                    model(batch)
+                synchronize(batch.device)
+                if rep:
+                    best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 

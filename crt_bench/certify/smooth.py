@@ -21,7 +21,7 @@ from crt_bench.certify.batching import CPU_AUTO_BATCH, cuda_batch_from_memory, i
 from crt_bench.certify.early_stop import AbstainCheck
 from crt_bench.certify.precision import uses_tf32
 from crt_bench.certify.prepare import (PreparedModels, candidates, fastest_precision, forward_context,
-                                      time_forward)
+                                      time_forwards)
 from crt_bench.certify.stats import ABSTAIN, check_settings, predict_abstains, radius_from_counts
 from crt_bench.certify.stream import SampleStream, as_nchw, check_image, sample_storage, stack_images
 from crt_bench.config.choices import NOISE_DTYPE, Precision, check_precision
@@ -351,8 +351,8 @@ class Smooth:
         fmt = self._format(device, images)
         batch = as_nchw(sample_storage(b, shape, fmt, device).zero_(), fmt)
         with self._threads(device):
-            timings = {p: time_forward(model, batch, forward_context(p, device, self._models.casts(p)))
-                       for p, model in models.items()}
+            timings = time_forwards({p: (model, forward_context(p, device, self._models.casts(p)))
+                                     for p, model in models.items()}, batch)
         self._chosen, self.precision_timings = fastest_precision(timings), timings
         log.info("precision fastest: %s (one forward of %d: %s)", self._chosen, b,
                  ", ".join(f"{p} {1e3 * s:.1f} ms" for p, s in timings.items()))
