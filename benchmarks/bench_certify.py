@@ -350,7 +350,7 @@ def main() -> None:
                         help="also time IBM ART's certify (when installed)")
     parser.add_argument("--agree-arch", default="resnet20")
     parser.add_argument("--agree-steps", type=int, default=40)
-    parser.add_argument("--agree-images", type=int, default=10)
+    parser.add_argument("--agree-images", type=int, default=6)
     parser.add_argument("--agree-n", type=int, default=2000, help="N for the agreement check (default: 2000)")
     parser.add_argument("--skip-agreement", action="store_true")
     parser.add_argument("--seed", type=int, default=0)

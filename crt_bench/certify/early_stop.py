@@ -17,6 +17,10 @@ from crt_bench.certify.stats import min_certifying_count
 from crt_bench.certify.stream import SampleStream
 
 
+CUDA_CHECK_EVERY = 8
+"""On a GPU the check runs after every 8th batch (it copies the counts to the host)."""
+
+
 class AbstainCheck:
     """After each counted batch, cut the estimation segments of images that can no longer certify.
 
@@ -28,8 +32,13 @@ class AbstainCheck:
         self.needed = min_certifying_count(self.n, alpha)
         self.open = list(range(len(stream.segments) // 2))  # images whose estimation may still be cut
         self.stopped = 0
+        # reading the counts waits for the device: on a GPU only every few batches, so the queue stays full
+        self.every, self.calls = (1 if stream.counts.device.type == "cpu" else CUDA_CHECK_EVERY), 0
 
     def __call__(self) -> None:
+        self.calls += 1
+        if self.calls % self.every:
+            return
         stream = self.stream
         ready = [i for i in self.open if stream.counted[2 * i] >= self.n0]
         if not ready:
