@@ -47,7 +47,7 @@ gpu-check:
 	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh $(OUT)
 
 ## the speed benchmarks: certification vs the reference loop, then the training step per method,
-## reference design vs this engine; parquet under results/bench, ratios printed (CPU: under 10 minutes)
+## reference design vs this engine; parquet under results/bench, ratios printed (CPU: 10+ minutes)
 bench: install
 	$(PY) benchmarks/bench_certify.py --out $(RESULTS)/bench
 	$(PY) benchmarks/bench_train.py --out $(RESULTS)/bench

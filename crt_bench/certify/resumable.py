@@ -30,7 +30,7 @@ from crt_bench.certify.driver import iter_certify
 from crt_bench.certify.precision import uses_tf32
 from crt_bench.certify.shards import ShardSpec
 from crt_bench.config.certify import CertifyConfig
-from crt_bench.config.choices import check_precision
+from crt_bench.config.choices import Precision, check_precision
 from crt_bench.config.run import RunConfig
 from crt_bench.config.subsets import parse_subset
 from crt_bench.core.checks import check_sigma
@@ -144,6 +144,11 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
                     indices: list[int], dev: torch.device, *, progress: bool, compile: bool, flush_images: int,
                     flush_seconds: float, shard: str = "") -> tuple[str, pd.DataFrame]:
     meta, cert_id = loaded.meta, key.cert_id
+    precision = key.precision
+    if precision == Precision.FASTEST.value:  # a resumed run keeps the precision chosen before
+        stored = store.certification_rows(cert_id, missing_ok=True)
+        if len(stored) and "precision" in stored:
+            precision = str(stored["precision"].iloc[0])
     state = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,
              "images": len(indices), "shard": shard, "tf32": in_force_under(uses_tf32(key.precision), dev)}
 
@@ -153,7 +158,7 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for frame in iter_certify(model, test.x, test.y, sigma=key.sigma, num_classes=meta["num_classes"],
                                   n0=key.n0, n=key.n, alpha=key.alpha, batch_size=ccfg.batch, indices=todo,
-                                  seed=key.seed, progress=progress, precision=key.precision, compile=compile):
+                                  seed=key.seed, progress=progress, precision=precision, compile=compile):
             yield stamped(frame, key.run_id, cert_id, env, subset=key.subset, seed=key.seed, kind="certify",
                           source=str(loaded.path), time=started)
 

@@ -1,4 +1,5 @@
-"""The smoothed classifier: :class:`Smooth` with CERTIFY and PREDICT, and its batched sampling engine.
+"""The smoothed classifier: :class:`Smooth` with CERTIFY and PREDICT, and its batched sampling engine
+(described in :mod:`crt_bench.certify`).
 
 Cohen et al.'s ``core.py`` is the model: one class, ``certify`` and ``predict`` reading as the
 algorithm; the statistics live in :mod:`crt_bench.certify.stats`, the noisy-sample stream in
@@ -6,26 +7,31 @@ algorithm; the statistics live in :mod:`crt_bench.certify.stats`, the noisy-samp
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
 
 from crt_bench.certify.batching import CPU_AUTO_BATCH, cuda_batch_from_memory, intra_op_threads
-from crt_bench.certify.precision import autocast, uses_tf32
+from crt_bench.certify.early_stop import AbstainCheck
+from crt_bench.certify.precision import uses_tf32
+from crt_bench.certify.prepare import (PreparedModels, candidates, fastest_precision, forward_context,
+                                      time_forwards)
 from crt_bench.certify.stats import ABSTAIN, check_settings, predict_abstains, radius_from_counts
 from crt_bench.certify.stream import SampleStream, as_nchw, check_image, sample_storage, stack_images
-from crt_bench.config.choices import NOISE_DTYPE, check_precision
+from crt_bench.config.choices import NOISE_DTYPE, Precision, check_precision
 from crt_bench.core.checks import check_sigma
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.provenance import synchronize
 from crt_bench.core.seeding import mix_seed
 from crt_bench.core.tf32 import check_tf32, in_force_under, tf32_mode
-from crt_bench.models.bn_fold import fold_batchnorm
+
+log = logging.getLogger(__name__)
 
 SELECTION, ESTIMATION, SAMPLING, TRANSFER = 0, 1, 2, 3
 """Segment kinds of keyed noise: an image's selection, estimation, PREDICT/sample_counts and transfer draws."""
@@ -42,33 +48,9 @@ class Smooth:
     image's index given to :meth:`certify_many` (``keys``), so an image's result does not depend on
     which other images share the call or how they are batched (:mod:`crt_bench.certify.stream`).
 
-    Sampling engine (statistics unchanged: every noisy copy has its own fresh float32 Gaussian draw,
-    independent of every other copy's; only how the copies are packed and evaluated differs):
-
-    * the noise is drawn in place into a float32 buffer on the image's device (no ``repeat`` copies of
-      the image) and the image is added by broadcasting;
-    * :meth:`certify_many` / :meth:`sample_counts` fill each forward batch with noisy copies of several
-      images (and of an image's selection and estimation samples) and count per (image, class) with a
-      scatter-add over ``segment * num_classes + class``; counts stay on the device until the end;
-    * ``torch.inference_mode``; ``precision`` ``"bf16"`` / ``"fp16"`` autocasts the base classifier's
-      forward only (:data:`NOISE_DTYPE`); ``"tf32"`` is the float32 forward with TF32 on (Ampere+
-      GPUs), every other precision runs with TF32 off, set only while the engine samples
-      (:mod:`crt_bench.core.tf32`); ``compile=True`` wraps the model in ``torch.compile(dynamic=False)``:
-      one static graph per batch size, which :meth:`warm_up` compiles before timed work;
-    * ``fold_batchnorm`` (default on): eval-mode batch norms (``BatchNorm2d``, timm's
-      ``BatchNormAct2d``) that directly follow a ``Conv2d`` are folded into it in a private
-      ``torch.fx`` copy of the model (checked against the model on a probe batch; the model as given
-      is used when it cannot be traced or nothing can be folded; see :func:`fold_batchnorm`).  The copy
-      is rebuilt when the model's parameters or buffers change in place;
-    * ``channels_last`` (``None`` = automatic: on CUDA for models with a ``Conv2d``, and whenever the
-      engine has its own folded copy, which is then stored NHWC too) makes the noisy batches NHWC;
-    * ``cpu_workers`` (CPU only; ``None`` = automatic: ``torch.get_num_threads()`` workers for models
-      with a ``Conv2d`` unless ``compile``, else 1): forward passes run in that many threads with one
-      intra-op thread each (``torch.set_num_threads(1)`` for the duration of the call, restored
-      after), so the base classifier must tolerate being called from several threads at once (any
-      module in eval mode without Python-side state does); pass ``cpu_workers=1`` otherwise;
-    * ``batch_size=None`` picks the batch size: from free memory on CUDA (probe forward pass of 64
-      zeros), else :data:`CPU_AUTO_BATCH`.  A given batch size is used as given.
+    The sampling engine and its options (``precision`` including ``fastest``, ``compile``,
+    ``fold_batchnorm``, ``channels_last``, ``cpu_workers``, ``early_stop``, ``batch_size=None``) are
+    described in :mod:`crt_bench.certify` (package docstring); none changes the statistics.
     """
 
     ABSTAIN = ABSTAIN
@@ -86,28 +68,34 @@ class Smooth:
         fold_batchnorm: bool = True,
         cpu_workers: int | None = None,
         noise_seed: int | None = None,
+        early_stop: bool = True,
     ) -> None:
         if num_classes < 2:
             raise CrtBenchError(f"num_classes must be at least 2, got {num_classes}")
         check_sigma(sigma)
         if noise_seed is not None and generator is not None:
             raise CrtBenchError("give either a noise generator or a noise_seed, not both")
-        self.base_classifier = base_classifier
-        self.num_classes = int(num_classes)
-        self.sigma = float(sigma)
+        self.base_classifier, self.num_classes, self.sigma = base_classifier, int(num_classes), float(sigma)
         self.generator = generator
-        self.precision = check_precision(precision)
-        self.compile = bool(compile)
-        self.channels_last = channels_last
-        self.fold_batchnorm = bool(fold_batchnorm)
+        self.requested_precision = requested = check_precision(precision)
+        self._chosen: str | None = None if requested == Precision.FASTEST.value else requested
+        self.compile, self.channels_last, self.fold_batchnorm = bool(compile), channels_last, bool(fold_batchnorm)
         self.cpu_workers = cpu_workers
         self.noise_seed = None if noise_seed is None else int(noise_seed)
-        self._prepared_key: tuple | None = None
-        self._prepared: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self._folded = 0
+        self.early_stop = bool(early_stop)
+        self._models = PreparedModels(compile=self.compile, fold=self.fold_batchnorm, channels_last=channels_last)
+        self.precision_timings: dict[str, float] = {}
+        """Seconds of one forward batch per candidate precision, when ``fastest`` has chosen."""
+        self.last_samples = 0
+        """Noisy samples evaluated by the latest sampling call (fewer than asked when CERTIFY stopped early)."""
         self._auto_batch: dict[tuple, int] = {}
         self.last_batch_size: int | None = None
         """Batch size of the latest sampling call (the resolved one when ``batch_size=None``)."""
+
+    @property
+    def precision(self) -> str:
+        """The forward precision in use: as given, or what ``fastest`` chose (``fastest`` until it has)."""
+        return self._chosen or self.requested_precision
 
     @property
     def noise_dtype(self) -> str:
@@ -116,7 +104,7 @@ class Smooth:
     @property
     def folded_batchnorms(self) -> int:
         """How many BatchNorm2d layers the engine's model copy has folded (0: the model is used as given)."""
-        return self._folded
+        return self._models.folded
 
     # -- CERTIFY / PREDICT ------------------------------------------------------------------------
 
@@ -148,7 +136,8 @@ class Smooth:
         k = stack.shape[0]
         segments = [(i, num) for i in range(k) for num in (n0, n)]
         seeds = self._segment_seeds(keys, k, (SELECTION, ESTIMATION))
-        counts = self._stream_counts(stack, segments, batch_size, seeds)
+        stop = (lambda stream: AbstainCheck(stream, n0, n, alpha)) if self.early_stop and seeds else None
+        counts = self._stream_counts(stack, segments, batch_size, seeds, stop)
         results = []
         for i in range(k):
             selection, estimation = counts[2 * i], counts[2 * i + 1]
@@ -199,28 +188,29 @@ class Smooth:
         images = image.unsqueeze(0).to(dtype=torch.float32)
         with self._tf32(image.device):
             self.base_classifier.eval()
-            model = self._model(image.device, tuple(image.shape))
-            fmt = torch.channels_last if self._use_channels_last(image.device, images) else torch.contiguous_format
-            return self._choose_batch(model, images, fmt)
+            model = self._model(image.device, tuple(image.shape), self._chosen or "fp32")
+            return self._choose_batch(model, images, self._format(image.device, images))
 
     def warm_up(self, image: torch.Tensor, batch_sizes: Sequence[int]) -> None:
         """Untimed forward passes at each of ``batch_sizes`` (:func:`~crt_bench.certify.batching.forward_batch_sizes`).
 
         Builds the engine's model (folding, ``torch.compile`` of each batch shape, cuDNN's algorithm
         choice, the allocator) on zeros laid out as noisy copies of ``image`` ``[C, H, W]`` are, so that
-        timed sampling starts warm.  No noise is drawn (neither the generator, the global RNG nor the
-        keyed noise is touched): every row is what it is without the warm-up.
+        timed sampling starts warm; precision ``fastest`` chooses here (at the largest batch size).  No
+        noise is drawn (neither the generator, the global RNG nor the keyed noise is touched): every row
+        is what it is without the warm-up.
         """
         check_image(image)
         device, shape = image.device, tuple(image.shape)
+        images = image.unsqueeze(0).to(dtype=torch.float32)
         with self._tf32(device):
             self.base_classifier.eval()
-            model = self._model(device, shape)
-            fmt = (torch.channels_last if self._use_channels_last(device, image.unsqueeze(0))
-                   else torch.contiguous_format)
+            self._choose_precision(images, max(map(int, batch_sizes), default=1))
+            model = self._model(device, shape, self.precision)
+            fmt = self._format(device, images)
             try:
-                with torch.inference_mode():  # as the sampling's batches: inference tensors
-                    for b in batch_sizes:
+                with torch.inference_mode(), self._threads(device):  # as the sampling's batches: inference tensors
+                    for b in [max(batch_sizes)] if self.compile and batch_sizes else batch_sizes:  # padded
                         self._forward(model, as_nchw(sample_storage(int(b), shape, fmt, device).zero_(), fmt))
             except torch.cuda.OutOfMemoryError:  # the sampling itself shrinks an automatic batch, as without this
                 torch.cuda.empty_cache()
@@ -239,11 +229,13 @@ class Smooth:
 
     # -- the engine -------------------------------------------------------------------------------
 
-    def _stream_counts(self, images: torch.Tensor, segments: list[tuple[int, int]],
-                       batch_size: int | None, seeds: list[int] | None = None) -> np.ndarray:
+    def _stream_counts(self, images: torch.Tensor, segments: list[tuple[int, int]], batch_size: int | None,
+                       seeds: list[int] | None = None, stop: Callable[[SampleStream], Callable] | None = None
+                       ) -> np.ndarray:
         """Counts ``[len(segments), num_classes]``; segment ``(i, num)`` = ``num`` noisy copies of image i.
 
         The segments are laid end to end in one stream of noisy samples, cut into forward batches.
+        ``stop(stream)`` (optional) gives a check run after each counted batch that may cut segments short.
         """
         device = images.device
         if self.generator is not None and self.generator.device != device:
@@ -254,39 +246,50 @@ class Smooth:
         images = images.to(dtype=torch.float32)
         with self._tf32(device):
             self.base_classifier.eval()
-            model = self._model(device, tuple(images.shape[1:]))
-            fmt = torch.channels_last if self._use_channels_last(device, images) else torch.contiguous_format
             auto = batch_size is None
+            if self._chosen is None:
+                self._choose_precision(images[:1], CPU_AUTO_BATCH if auto else int(batch_size))
+            model = self._model(device, tuple(images.shape[1:]), self.precision)
+            fmt = self._format(device, images)
             b = self._choose_batch(model, images, fmt) if auto else int(batch_size)
             self.last_batch_size = b
             stream = SampleStream(images, segments, self.num_classes, self.sigma, self.generator, fmt, seeds)
-            self._sample(stream, model, b, auto, min(self._workers(device), math.ceil(stream.total / b)))
+            check = stop(stream) if stop is not None else None
+            with torch.inference_mode(), self._threads(device):
+                workers = min(self._workers(device), math.ceil(stream.total / b))
+                if workers > 1:
+                    self._run_parallel(stream, model, b, workers, check)
+                else:
+                    self._run_serial(stream, model, b, auto, check)
+            self.last_samples = stream.total
         return stream.counts.view(len(segments), self.num_classes).cpu().numpy()
 
-    def _sample(self, stream: SampleStream, model: Callable, b: int, auto: bool, workers: int) -> None:
-        """Every batch of ``stream`` through ``model``: ``workers`` CPU threads, or one (all threads on a batch)."""
-        with torch.inference_mode():
-            if workers > 1:
-                self._run_parallel(stream, model, b, workers)
-            else:
-                self._run_serial(stream, model, b, auto)
-
-    def _forward(self, model: Callable[[torch.Tensor], torch.Tensor], noisy: torch.Tensor) -> torch.Tensor:
-        """``argmax`` of the base classifier's logits; autocast covers this forward pass only."""
-        with torch.inference_mode(), self._autocast(noisy.device):
+    def _forward(self, model: Callable[[torch.Tensor], torch.Tensor], noisy: torch.Tensor, m: int | None = None
+                 ) -> torch.Tensor:
+        """``argmax`` of the base classifier's logits for the first ``m`` rows (default: all); autocast covers
+        this forward pass only.  A compiled model always gets the whole buffer (one static shape)."""
+        casts = self._models.casts(self.precision)
+        with torch.inference_mode(), forward_context(self.precision, noisy.device, casts):
             logits = model(noisy)
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise CrtBenchError(
                 f"base classifier returned shape {tuple(logits.shape)}, expected [batch, {self.num_classes}] logits"
             )
-        return logits.argmax(dim=1)
+        return logits.argmax(dim=1) if m is None else logits[:m].argmax(dim=1)
 
-    def _run_serial(self, stream: SampleStream, model: Callable, b: int, auto: bool) -> None:
+    def _next(self, stream: SampleStream, buffer: torch.Tensor, b: int) -> tuple[torch.Tensor, int | None, tuple]:
+        """The next batch as the model takes it: a compiled model the whole (padded) buffer."""
+        noisy, where = stream.next_batch(buffer, b)
+        if self.compile and where[1] < len(buffer):
+            return as_nchw(buffer, stream.fmt), where[1], where
+        return noisy, None, where
+
+    def _run_serial(self, stream: SampleStream, model: Callable, b: int, auto: bool, check: Callable | None) -> None:
         buffer = stream.buffer(b)  # reused: the noise is drawn into it in place, batch after batch
         while not stream.done:
-            noisy, where = stream.next_batch(buffer, b)
+            noisy, m, where = self._next(stream, buffer, b)
             try:
-                predictions = self._forward(model, noisy)
+                predictions = self._forward(model, noisy, m)
             except torch.cuda.OutOfMemoryError:
                 if not auto or b <= 8:
                     raise
@@ -297,8 +300,11 @@ class Smooth:
                 buffer = stream.buffer(b)
                 continue
             stream.count(predictions, where)
+            if check is not None:
+                check()
 
-    def _run_parallel(self, stream: SampleStream, model: Callable, b: int, workers: int) -> None:
+    def _run_parallel(self, stream: SampleStream, model: Callable, b: int, workers: int, check: Callable | None
+                      ) -> None:
         """CPU: ``workers`` threads with one intra-op thread each, each running whole forward passes.
 
         Small batches on one core each keep their activations in that core's cache and need no
@@ -307,20 +313,24 @@ class Smooth:
         reproducible counts.
         """
         pending: deque = deque()
-        with intra_op_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="crt-certify") as pool:
+        full = min(b, stream.total)
+        with ThreadPoolExecutor(workers, thread_name_prefix="crt-certify") as pool:
             try:
                 while not stream.done or pending:
                     while not stream.done and len(pending) < 2 * workers:
-                        noisy, where = stream.next_batch(stream.buffer(b), b)
-                        pending.append((pool.submit(self._forward, model, noisy), where))
+                        buffer = sample_storage(full, tuple(stream.images.shape[1:]), stream.fmt, stream.images.device)
+                        noisy, m, where = self._next(stream, buffer, b)
+                        pending.append((pool.submit(self._forward, model, noisy, m), where))
                     future, where = pending.popleft()
                     stream.count(future.result(), where)
+                    if check is not None:
+                        check()
             finally:
                 for future, _ in pending:
                     future.cancel()
 
     def _workers(self, device: torch.device) -> int:
-        if device.type != "cpu" or self.compile:
+        if device.type != "cpu":
             return 1
         if self.cpu_workers is not None:
             return max(1, int(self.cpu_workers))
@@ -328,48 +338,53 @@ class Smooth:
             return 1  # cheap models are dominated by per-call overhead; threads would not help
         return max(1, torch.get_num_threads())
 
-    def _autocast(self, device: torch.device):
-        return autocast(self.precision, device)
+    def _threads(self, device: torch.device):
+        """One intra-op thread while forward passes run in several CPU workers (also while compiling: inductor
+        fixes a kernel's thread count when it generates it); torch's setting otherwise."""
+        return intra_op_threads(1) if self._workers(device) > 1 else nullcontext()
 
-    def _use_channels_last(self, device: torch.device, images: torch.Tensor) -> bool:
+    def _choose_precision(self, images: torch.Tensor, b: int) -> None:
+        """Precision ``fastest``: time one forward batch of ``b`` zeros in each candidate, keep the fastest."""
+        if self._chosen is not None:
+            return
+        device, shape = images.device, tuple(images.shape[1:])
+        models = {precision: self._model(device, shape, precision) for precision in candidates(device)}
+        fmt = self._format(device, images)
+        batch = as_nchw(sample_storage(b, shape, fmt, device).zero_(), fmt)
+        with self._threads(device):
+            timings = time_forwards({p: (model, forward_context(p, device, self._models.casts(p)))
+                                     for p, model in models.items()}, batch)
+        self._chosen, self.precision_timings = fastest_precision(timings), timings
+        log.info("precision fastest: %s (one forward of %d: %s)", self._chosen, b,
+                 ", ".join(f"{p} {1e3 * s:.1f} ms" for p, s in timings.items()))
+
+    def _format(self, device: torch.device, images: torch.Tensor) -> torch.memory_format:
         """NHWC noisy batches: as configured; by default for conv nets on CUDA, and on a CPU when the
         engine has its own (folded, NHWC) copy of the model.  Call after :meth:`_model`."""
         if images.dim() != 4:
-            return False
+            return torch.contiguous_format
         if self.channels_last is not None:
-            return bool(self.channels_last)
-        if self._folded:
-            return True
-        return device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in self.base_classifier.modules())
+            nhwc = bool(self.channels_last)
+        elif self._models.folded:
+            nhwc = True
+        else:
+            nhwc = device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in self.base_classifier.modules())
+        return torch.channels_last if nhwc else torch.contiguous_format
 
-    def _model(self, device: torch.device, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The module the engine calls: folded / channels-last / compiled as configured; cached."""
-        base = self.base_classifier
-        tensors = (*base.parameters(), *base.buffers())
-        key = (id(base), str(device), shape, tuple((id(t), _version(t), t.device) for t in tensors))
-        if self._prepared_key == key and self._prepared is not None:
-            return self._prepared
-        model: torch.nn.Module = base
-        self._folded = 0
-        if self.fold_batchnorm:
-            folded, count = fold_batchnorm(base, shape)
-            if folded is not None:
-                model, self._folded = folded, count
-                if self.channels_last is not False:
-                    model = model.to(memory_format=torch.channels_last)  # our copy only
-        if self.compile:
-            model = torch.compile(model, dynamic=False)  # static shapes: warm_up compiles each batch size
-        self._prepared, self._prepared_key = model, key
-        return model
+    def _model(self, device: torch.device, shape: tuple[int, ...], precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The module the engine calls in ``precision`` (:class:`~crt_bench.certify.prepare.PreparedModels`)."""
+        return self._models.get(self.base_classifier, device, shape, precision)
 
     def _choose_batch(self, model: Callable, images: torch.Tensor, fmt: torch.memory_format) -> int:
         device = images.device
         if device.type != "cuda":
             return CPU_AUTO_BATCH
-        key = (self._prepared_key, tuple(images.shape[1:]), self.precision, str(fmt))
+        precision = self._chosen or "fp32"
+        key = (self._models.key, tuple(images.shape[1:]), precision, str(fmt))
         if key not in self._auto_batch:
             self._auto_batch[key] = cuda_batch_from_memory(
-                self.base_classifier if self.compile else model, images, fmt, self._autocast(device)
+                self.base_classifier if self.compile else model, images, fmt,
+                forward_context(precision, device, casts=False)
             )
         return self._auto_batch[key]
 
@@ -379,14 +394,6 @@ class Smooth:
         for key in [k for k in self._auto_batch if k[1] == tuple(images.shape[1:])]:
             self._auto_batch[key] = smaller
         return smaller
-
-
-def _version(tensor: torch.Tensor) -> int:
-    """In-place modification counter (inference tensors have none and cannot be modified outside it)."""
-    try:
-        return tensor._version
-    except RuntimeError:
-        return -1
 
 
 def batch_kwargs(batch_size: int | None) -> dict[str, int]:

@@ -6,6 +6,8 @@ Clopper-Pearson bound, ``norm.ppf`` for the radius, ``binomtest`` for PREDICT.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from scipy.stats import beta, binomtest, norm
 
 from crt_bench.core.checks import check_alpha, check_count
@@ -87,6 +89,15 @@ def transfer_radius(p_a_lower: float, zeta: float, sigma: float) -> float | None
     if not p > 0.5:
         return None
     return float(sigma * norm.ppf(p))
+
+
+@lru_cache(maxsize=64)
+def min_certifying_count(n: int, alpha: float) -> int:
+    """The smallest ``n_a`` with which CERTIFY does not abstain (``pA_lower >= 1/2``); ``n + 1`` when none
+    does.  Independent of sigma (the radius is ``sigma * Phi^-1(pA_lower)``, 0 at ``pA_lower = 1/2``)."""
+    if radius_from_counts(n, n, alpha, 1.0) is None:
+        return n + 1
+    return counts_for_radius(0.0, n, alpha, 1.0)
 
 
 def predict_abstains(top_count: int, runner_up_count: int, alpha: float) -> bool:

@@ -65,6 +65,7 @@ class SampleStream:
         self.first = 0  # first segment not yet finished
         device = images.device
         self.counts = torch.zeros(len(segments) * num_classes, dtype=torch.long, device=device)
+        self.counted = np.zeros(len(segments), dtype=np.int64)  # samples of each segment counted so far
         self._ones: torch.Tensor | None = None
         self.segment_seeds = segment_seeds
         self._keyed = torch.Generator(device=device) if segment_seeds is not None else None
@@ -128,6 +129,19 @@ class SampleStream:
         assert self._keyed is not None and self.segment_seeds is not None
         return self._keyed.manual_seed(mix_seed(self.segment_seeds[segment], chunk))
 
+    def truncate(self, segment: int) -> None:
+        """Draw no more samples of ``segment`` (those already handed out in batches stay).
+
+        The later segments move up in the stream; keyed noise depends on a sample's place in its own
+        segment only (chunks of the segment's full size), so their noise is unchanged.
+        """
+        cut = int(self.ends[segment]) - max(self.position, int(self.starts[segment]))
+        if cut <= 0:
+            return
+        self.ends[segment:] -= cut
+        self.starts[segment + 1:] -= cut
+        self.total -= cut
+
     def rewind(self, where: tuple) -> None:
         self.position = where[0]
 
@@ -139,6 +153,7 @@ class SampleStream:
         _, m, pieces = where
         bins = predictions.clone() if len(pieces) > 1 or pieces[0][0] else predictions
         for segment, lo, hi in pieces:
+            self.counted[segment] += hi - lo
             if segment:
                 bins[lo:hi] += segment * self.c
         if self._ones is None or len(self._ones) < m:

@@ -26,7 +26,7 @@ import pandas as pd
 from crt_bench.certify.precision import uses_tf32
 from crt_bench.certify.resumable import FLUSH_IMAGES, FLUSH_SECONDS, stamped, store_resumably
 from crt_bench.certify.transfer import iter_transfer
-from crt_bench.config.choices import check_precision
+from crt_bench.config.choices import Precision, check_precision
 from crt_bench.config.run import RunConfig
 from crt_bench.config.subsets import parse_subset
 from crt_bench.core.checks import check_alpha, check_count, check_sigma
@@ -145,6 +145,10 @@ def transfer_run(
         raise CrtBenchError(f"--transfer-from: {transfer_from} certified subset {state['key_subset']!r}, this "
                             f"certification would use {tcfg.subset!r}; pass --subset {state['key_subset']}")
     precision, teacher_precision = check_precision(tcfg.precision), str(state["key_precision"])
+    if teacher_precision == Precision.FASTEST.value and "precision" in teacher_rows and len(teacher_rows):
+        teacher_precision = str(teacher_rows["precision"].iloc[0])  # the precision its engine chose and used
+    if precision == Precision.FASTEST.value:  # the pair runs together: the student at the teacher's choice
+        precision = teacher_precision
     if uses_tf32(precision) != uses_tf32(teacher_precision):
         raise CrtBenchError(f"--transfer-from: {transfer_from} ran at precision {teacher_precision}; TF32 must be on "
                             f"for teacher and student or for neither, not at --precision {precision}")

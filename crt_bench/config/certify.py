@@ -15,7 +15,7 @@ class CertifyConfig:
     n: int = 100_000
     alpha: float = 0.001
     batch: int | None = None  # noisy samples per forward; None: the engine chooses (memory on GPU, 128 on CPU)
-    precision: str = "fp32"  # forward precision: fp32 | tf32 | bf16 | fp16 (noise is always float32)
+    precision: str = "fp32"  # forward precision: fp32 | tf32 | bf16 | fp16 | fastest (noise is always float32)
     compile: bool = False  # torch.compile the base classifier
     subset: str = "all"  # "all", "skip:K", "range:A:B" (see crt_bench.config.subsets.parse_subset)
 

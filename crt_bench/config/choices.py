@@ -19,6 +19,7 @@ class Precision(str, Enum):
     TF32 = "tf32"
     BF16 = "bf16"
     FP16 = "fp16"
+    FASTEST = "fastest"
 
 
 class TeacherPrecision(str, Enum):
@@ -75,8 +76,10 @@ def check_teacher_precision(precision: str) -> str:
 
 PRECISIONS = values(Precision)
 """Precisions of the base classifier's forward pass: ``fp32`` (default, IEEE: TF32 off), ``tf32`` (the
-float32 forward with TF32 convolutions and matmuls, Ampere+ GPUs only) or autocast to bf16 / fp16 (TF32
-off for what autocast leaves in float32); see :mod:`crt_bench.core.tf32`."""
+float32 forward with TF32 convolutions and matmuls, Ampere+ GPUs only), autocast to bf16 / fp16 (TF32
+off for what autocast leaves in float32; see :mod:`crt_bench.core.tf32`), or ``fastest``: the engine
+times one forward batch in fp32 and in bf16 before certifying and uses bf16 only where it is faster (the
+rows record the precision chosen)."""
 
 NOISE_DTYPE = "float32"
 """dtype of the Gaussian noise and of the noisy input, whatever the precision.

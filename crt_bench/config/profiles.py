@@ -45,20 +45,20 @@ PROFILES: dict[str, Profile] = {
         ),
         Profile(
             # Sized by measurement (2 shared cores, see crt_bench.grid.reproduce.plan_for): about 55 minutes of
-            # make reproduce. Cheaper choices: 4,000 training images, bf16 certification forward (the noise
-            # stays float32), 100 test images at N=10,000.
+            # make reproduce. Cheaper choices: 4,000 training images, the certification forward in the faster of
+            # fp32 and bf16 (precision "fastest"; the noise stays float32), 100 test images at N=10,000.
             "cpu", "fashion-mnist", "Fashion-MNIST, 0.055 x each recipe on 4,000 images, 100 test images at "
-            "N=10,000 (bf16 forward): under an hour on 2 cores",
+            "N=10,000 (fastest forward precision): under an hour on 2 cores",
             epoch_scale=0.055, batch_size=128, train_limit=4000, test_limit=None,
-            certify=CertifyConfig(n0=100, n=10_000, alpha=0.001, precision="bf16", subset="skip:100"),
+            certify=CertifyConfig(n0=100, n=10_000, alpha=0.001, precision="fastest", subset="skip:100"),
         ),
         Profile(
             # Meets the evidence targets: 500 test images at N=10,000; 12,000 training images
             # at 0.1 x each recipe (SmoothMix 15 epochs, CRT 20), enough for the step schedule's plateau.
             "cpu-full", "fashion-mnist", "Fashion-MNIST, 0.1 x each recipe on 12,000 images, 500 test images at "
-            "N=10,000 (bf16 forward), and a 3-link recursive-CRT chain: about 5.5 hours on 2 cores",
+            "N=10,000 (fastest forward precision), and a 3-link recursive-CRT chain: about 5.5 hours on 2 cores",
             epoch_scale=0.1, batch_size=128, train_limit=12_000, test_limit=None,
-            certify=CertifyConfig(n0=100, n=10_000, alpha=0.001, precision="bf16", subset="skip:20"),
+            certify=CertifyConfig(n0=100, n=10_000, alpha=0.001, precision="fastest", subset="skip:20"),
         ),
         Profile(
             "paper", "cifar10", "CIFAR-10 at the papers' recipes and CERTIFY N=100,000 (a GPU's work)",
