@@ -387,7 +387,9 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     grid = GridSpec(methods=["gaussian", "smoothmix", "crt"], archs=["tiny_cnn"], profile="smoke",
                     teacher_method="smoothmix", teacher_archs=["tiny_cnn"], epochs=1, train_limit=128,
                     transfer_methods=["crt"])
-    plan = reproduce.Plan("smoke", grid, ["tiny_cnn"], "seconds")
+    plan = reproduce.Plan("smoke", grid, ["tiny_cnn"], "seconds",
+                          extra=reproduce.denoised_jobs(["tiny_cnn"], ("mse",), profile="smoke", epochs=1,
+                                                        train_limit=128))
     monkeypatch.setattr(reproduce, "plan_for", lambda profile, data_dir=None: plan)
     results, plots = tmp_path / "results", tmp_path / "plots"
     args = ("reproduce", "--profile", "smoke", "--executor", "debug", "--results", results, "--out", plots)
@@ -395,12 +397,13 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert code == 0, err
     store = ResultsStore(results)
     runs = store.runs().set_index("method")
-    assert sorted(runs.index) == ["crt", "gaussian", "smoothmix"]
+    assert sorted(runs.index) == ["crt", "denoised", "gaussian", "smoothmix", "standard"]
+    assert runs.loc["denoised", "teacher_run_id"] == runs.loc["standard", "run_id"]
     assert (runs["status"] == "finished").all() and (runs["epochs_done"] == 1).all()
     assert runs.loc["crt", "teacher_run_id"] == runs.loc["smoothmix", "run_id"]
     certs = store.read("certify")
     assert sorted(certs.groupby("cert_id")["idx"].apply(sorted).map(tuple).unique()) == [(0, 1, 2)]
-    assert set(certs["run_id"]) == set(runs["run_id"])
+    assert set(certs["run_id"]) == set(runs["run_id"]) - {runs.loc["standard", "run_id"]}  # classifier: not certified
     assert set(store.read("timing")["method"]) >= {"gaussian", "crt", "smoothadv", "macer", "smoothmix"}
     assert (plots / "slowdown.md").is_file() and (plots / "summary.csv").is_file()
     assert "ACR" in out and "crt" in out and "gaussian" in out
@@ -411,7 +414,12 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert set(transferred["transfer_from"]) == {teacher_cert}
     side = pd.read_csv(plots / "certificate_transfer.csv")
     assert list(side["student"]) == ["tiny_cnn"] and side["images"].iloc[0] == 3
-    assert "## Certificate transfer" in (plots / "REPORT.md").read_text()
+    report = (plots / "REPORT.md").read_text()
+    assert "## Certificate transfer" in report
+    # Denoised smoothing beside CRT per student, and every certified model's cost on both axes.
+    assert "### Beside CRT: denoised smoothing" in report and "Denoised smoothing (mse)" in report
+    costs = pd.read_csv(plots / "measured_costs.csv")
+    assert {"Denoised smoothing (mse)", "SmoothMix"} <= set(costs["line"]) and (costs["certify_hours"] > 0).all()
     # Started again: nothing is retrained, re-certified or re-timed.
     sizes = {p: p.stat().st_size for p in (results / "tables").rglob("*.parquet")}
     code, out, err = cli(*args)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from crt_bench.analysis.select import certifications, method_label
+from crt_bench.analysis.select import certifications, method_label, newest_per_line
 from crt_bench.analysis.transfer import TRANSFER_KIND
+from crt_bench.analysis.uncertainty import acr_interval, paired_acr_difference
 
 COST_COLUMNS = ["arch", "line", "method", "seed", "certification", "train_hours", "certify_hours", "images",
                 "seconds_per_image", "N"]
@@ -52,3 +53,40 @@ def measured_costs(store) -> pd.DataFrame:
                         "train_hours": r["hours"], "certify_hours": float(seconds.sum()) / 3600,
                         "images": len(seconds), "seconds_per_image": float(seconds.mean()), "N": r["N"]})
     return pd.DataFrame(out, columns=COST_COLUMNS)
+
+
+REUSE_METHODS = ("crt", "smoothmix", "denoised")
+
+
+def reuse_competitors(store) -> pd.DataFrame:
+    """Per student architecture, CRT beside SmoothMix and denoised smoothing (each variant): ACR with its 95%
+    bootstrap interval, the difference to CRT paired over common images, training hours (the run's own; a
+    reused mse denoiser's hours are its own run's, counted once, shown as ``shared_hours``), and certification
+    seconds per image and hours. One (the newest, lowest seed) certification per line."""
+    meta, rows = certifications(store)
+    lines = newest_per_line(meta, per_seed=True)
+    if lines.empty:
+        return pd.DataFrame()
+    lines = lines[lines["method"].isin(REUSE_METHODS) & ~((lines["method"] == "crt") & (lines["teacher_method"] == "crt"))]
+    runs = store.runs()
+    init_of = dict(zip(runs["run_id"], runs.get("init_run_id", pd.Series([""] * len(runs))))) if not runs.empty else {}
+    seconds_of = dict(zip(runs["run_id"], runs["train_seconds"])) if not runs.empty else {}
+    out = []
+    for arch, part in lines.groupby("arch", sort=False):
+        if not {"crt", "denoised"} <= set(part["method"]):
+            continue
+        part = part.sort_values("seed", kind="stable").drop_duplicates(["method", "teacher", "variant"])
+        crt_rows = rows[part[part["method"] == "crt"]["cert_id"].iloc[0]]
+        for r in part.to_dict("records"):
+            cert = rows[r["cert_id"]]
+            seconds = _seconds(cert)
+            shared = init_of.get(r["run_id"]) or ""
+            shared_s = float(seconds_of.get(shared, float("nan"))) if shared else float("nan")
+            out.append({"arch": arch, "line": method_label(r["method"], r["teacher"], r["teacher_method"],
+                                                          r.get("variant", "")),
+                        "acr": acr_interval(cert), "minus_crt": paired_acr_difference(cert, crt_rows)
+                        if r["method"] != "crt" else None, "images": len(cert),
+                        "train_hours": float(r["train_seconds"]) / 3600, "shared_hours": shared_s / 3600,
+                        "certify_seconds_per_image": float(seconds.mean()),
+                        "certify_hours": float(seconds.sum()) / 3600})
+    return pd.DataFrame(out)

@@ -51,6 +51,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     chain: ChainSpec | None = None  # recursive CRT from the grid's teacher (crt_bench.grid.chain), in the same grid
     timing_teachers: list[str] = field(default_factory=lambda: ["resnet110", "resnet20"])  # CRT probes' teachers
+    extra: list[Job] = field(default_factory=list)  # jobs beside the grid: denoised smoothing's classifiers, denoisers
 
     def on_device(self, device: str) -> Plan:
         """The same plan with every job (grid, chain) training and certifying on ``device``; probes too."""
@@ -58,12 +59,15 @@ class Plan:
         if chain is not None:
             root = replace(chain.root, device=device) if isinstance(chain.root, Job) else chain.root
             chain = replace(chain, root=root, device=device)
-        return replace(self, grid=replace(self.grid, device=device), chain=chain)
+        extra = [replace(j, device=device) for j in self.extra]
+        return replace(self, grid=replace(self.grid, device=device), chain=chain, extra=extra)
 
     def jobs(self) -> list[Job]:
         """The grid's jobs, then the chain's links that are not grid jobs already (same key: reused)."""
         jobs = {job.key: job for job in self.grid.jobs()}
         for job in self.chain.links() if self.chain else []:
+            jobs.setdefault(job.key, job)
+        for job in self.extra:
             jobs.setdefault(job.key, job)
         return list(jobs.values())
 
@@ -109,7 +113,9 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
                         teacher_method="smoothmix", teacher_archs=["resnet20"], train_limit=512,
                         data_dir=data_dir, transfer_methods=["crt"])
         return Plan("smoke", grid, ["resnet20", "resnet110", "convnext_atto", "mobilenetv4_conv_small"],
-                    "a few minutes on a CPU")
+                    "a few minutes on a CPU",
+                    extra=denoised_jobs(["convnext_atto"], DENOISED_VARIANTS["smoke"], profile="smoke",
+                                        train_limit=512, data_dir=data_dir))
     if profile == "gpu-smoke":
 
         grid = GridSpec(methods=STUDENT_METHODS, archs=list(GPU_SMOKE_STUDENTS), profile="gpu-smoke",
@@ -183,6 +189,29 @@ CHAIN_PROFILES = ("cpu", "cpu-full")
 CPU_STUDENT_SEEDS = {"cpu": [0], "cpu-full": [0, 1]}
 
 
+def denoised_jobs(archs: list[str], variants: tuple[str, ...], **common) -> list[Job]:
+    """Denoised smoothing for each student architecture: a standard (noise-free) classifier, then per variant a
+    denoised run in front of it. ``mse``: the first architecture's run trains the denoiser, the others reuse it
+    (its hours counted once); ``stability``: fine-tuned per architecture from that mse denoiser."""
+    out: list[Job] = []
+    mse: Job | None = None
+    for arch in archs:
+        classifier = Job("standard", arch, **dict(common, certify=False))
+        out.append(classifier)
+        if "mse" in variants:
+            job = Job("denoised", arch, teacher=classifier, hparams=(("variant", "mse"),), denoiser=mse, **common)
+            mse = mse or job
+            out.append(job)
+        if "stability" in variants:
+            out.append(Job("denoised", arch, teacher=classifier, hparams=(("variant", "stability"),), denoiser=mse,
+                           **common))
+    return out
+
+
+# Denoised smoothing's variants per profile (the reuse competitor CRT must beat, crt_bench.methods.denoised).
+DENOISED_VARIANTS = {"smoke": ("mse",), "cpu": ("mse",), "cpu-full": ("mse", "stability")}
+
+
 def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
 
     grid = GridSpec(methods=STUDENT_METHODS, archs=list(CPU_STUDENTS), profile=profile, teacher_method="smoothmix",
@@ -196,7 +225,10 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
                     and j.method == grid.teacher_method)
         chain = ChainSpec(root=root, archs=tuple(CHAIN_ARCHS), profile=profile, train_limit=grid.train_limit,
                           data_dir=data_dir, name=f"chain-{root.method}-{root.arch}-{profile}", transfer=True)
-    return Plan(profile, grid, CPU_TIMING_ARCHS if profile == "cpu" else None, expected, list(notes), chain)
+    extra = denoised_jobs(list(CPU_STUDENTS), DENOISED_VARIANTS[profile], profile=profile,
+                          train_limit=grid.train_limit, data_dir=data_dir)
+    return Plan(profile, grid, CPU_TIMING_ARCHS if profile == "cpu" else None, expected, list(notes), chain,
+                extra=extra)
 
 
 def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",

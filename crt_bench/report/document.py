@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from crt_bench.analysis.costs import reuse_competitors
 from crt_bench.analysis.evidence import student_evidence
 from crt_bench.analysis.metrics import acr, certified_accuracy
 from crt_bench.analysis.select import certifications
@@ -26,7 +27,7 @@ from crt_bench.report.markdown import markdown_table
 from crt_bench.report.missing import missing_section
 from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table1_markdown
 from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
-from crt_bench.report.verdict_section import verdict_markdown
+from crt_bench.report.verdict_section import competitors_markdown, verdict_markdown
 from crt_bench.store.store import ResultsStore
 
 REPORT_FILE = "REPORT.md"
@@ -125,7 +126,9 @@ def _verdict_section(store: ResultsStore) -> list[str]:
     """The paper's claim, judged from this store's numbers (crt_bench.analysis.verdict)."""
 
     lines = ["## Verdict: does CRT match SmoothMix's certified robustness for much less training time?", ""]
-    return lines + [verdict_markdown(student_evidence(store)).rstrip(), ""]
+    lines += [verdict_markdown(student_evidence(store)).rstrip(), ""]
+    competitors = competitors_markdown(reuse_competitors(store))
+    return lines + ([competitors.rstrip(), ""] if competitors else [])
 
 
 def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[Path]], profile_note: str) -> Path:

@@ -1,6 +1,8 @@
 """The verdict section of REPORT.md."""
 from __future__ import annotations
 
+import pandas as pd
+
 from crt_bench.analysis.training_check import UNDER_TRAINED_MARGIN
 from crt_bench.analysis.verdict import SETTINGS, StudentEvidence, Thresholds, judge
 from crt_bench.report.markdown import markdown_table
@@ -63,3 +65,24 @@ def verdict_markdown(evidence: list[StudentEvidence], th: Thresholds = Threshold
             lines.append(f"- {v.arch}: {v.label} — " + "; ".join(v.reasons))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def competitors_markdown(table: pd.DataFrame) -> str:
+    """The reuse competitors beside CRT per student: robustness and cost on both axes."""
+    if table.empty:
+        return ""
+    lines = ["### Beside CRT: denoised smoothing, the reuse competitor", "",
+             "Denoised smoothing never trains the new architecture for robustness: a denoiser trained once per "
+             "noise level (mse; its hours are its first run's, counted once: \"shared h\") or fine-tuned through "
+             "the frozen classifier (stability: per architecture) is put in front of a standard-trained classifier, "
+             "and every noisy sample of CERTIFY pays the denoiser's forward too. ACR intervals: 95% bootstrap over "
+             "the certified images; the difference to CRT is paired over the images both certified. Training "
+             "hours are the run's own (a denoised run's classifier is a standard training, listed in its own "
+             "row of the ACR table).", ""]
+    lines += markdown_table(
+        ["student", "method", "images", "ACR [95% CI]", "minus CRT ACR (paired)", "training h", "shared h",
+         "certification s/image", "certification h"],
+        [[r.arch, r.line, r.images, r.acr.format(), "" if r.minus_crt is None else r.minus_crt.format("+.3f"),
+          f"{r.train_hours:.3g}", "" if r.shared_hours != r.shared_hours else f"{r.shared_hours:.3g}",
+          f"{r.certify_seconds_per_image:.2f}", f"{r.certify_hours:.3g}"] for r in table.itertuples()])
+    return "\n".join(lines) + "\n"
