@@ -133,7 +133,8 @@ def test_cpu_plans_run_a_three_link_chain_from_the_grid_teacher_in_the_same_grid
     links = plan.chain.links()
     assert len(links) == 3 and plan.chain.root.key in grid_keys  # the grid's SmoothMix ResNet-20 teacher
     assert [j.arch for j in links] == ["regnetx_002", "efficientvit_b0", "mobilenetv4_conv_small"]
-    assert [j.key for j in plan.jobs()] == [*grid_keys, *[j.key for j in links]]
+    assert [j.key for j in plan.jobs()] == [*grid_keys, *[j.key for j in links], *[j.key for j in plan.extra]]
+    assert all(link.transfer for link in links)  # each link is also certified by transfer from the previous one
     # The grid's direct CRT students are the chain's reference lines.
     assert {plan.chain.direct(a).key for a in ("efficientvit_b0", "mobilenetv4_conv_small")} <= set(grid_keys)
     assert "recursive CRT chain resnet20 -> regnetx_002" in plan.describe()
