@@ -44,12 +44,13 @@ PROFILES: dict[str, Profile] = {
             certify=CertifyConfig(n0=100, n=1_000, alpha=0.001, subset="range:0:8"),
         ),
         Profile(
-            # Sized by measurement (2 shared cores, see crt_bench.grid.reproduce.plan_for): about 55 minutes of
-            # make reproduce. Cheaper choices: 4,000 training images, the certification forward in the faster of
-            # fp32 and bf16 (precision "fastest"; the noise stays float32), 100 test images at N=10,000.
-            "cpu", "fashion-mnist", "Fashion-MNIST, 0.055 x each recipe on 4,000 images, 100 test images at "
-            "N=10,000 (fastest forward precision): under an hour on 2 cores",
-            epoch_scale=0.055, batch_size=128, train_limit=4000, test_limit=None,
+            # Sized by measurement (2 cores, see crt_bench.grid.reproduce.CPU_BUDGETS): at most 90 minutes of
+            # make reproduce with everything it runs (grid, denoised smoothing, transfers, chain, probes). What it
+            # buys: 6,000 training images; it cannot buy 500 certified images per model (about 2-4 s per image at
+            # N=10,000 on this CPU, 10 certified models): 100, the rest of the evidence bar is cpu-full's.
+            "cpu", "fashion-mnist", "Fashion-MNIST, 0.055 x each recipe on 6,000 images, 100 test images at "
+            "N=10,000 (fastest forward precision): at most 90 minutes on 2 cores",
+            epoch_scale=0.055, batch_size=128, train_limit=6000, test_limit=None,
             certify=CertifyConfig(n0=100, n=10_000, alpha=0.001, precision="fastest", subset="skip:100"),
         ),
         Profile(

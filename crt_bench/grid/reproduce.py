@@ -89,6 +89,9 @@ class Plan:
                 + f"timing probes on {'the generation registry' if self.timing_archs is None else ', '.join(self.timing_archs)}"
                 + (f"; recursive CRT chain {' -> '.join([g.teacher_archs[0], *self.chain.ordered_archs()])}"
                    if self.chain else "")
+                + (f"; denoised smoothing ({', '.join(dict.fromkeys(v for j in self.extra for _, v in j.hparams))}) "
+                   f"on {', '.join(dict.fromkeys(j.arch for j in self.extra if j.method == 'denoised'))}"
+                   if any(j.method == "denoised" for j in self.extra) else "")
                 + f"\nexpected: {self.expected}" + "".join(f"\n- {note}" for note in self.notes))
 
 
@@ -149,23 +152,23 @@ CPU_TIMING_ARCHS = ["resnet20", "resnet110", "convnext_atto", *CPU_STUDENTS]  # 
 # (ResNet-20 12.3, MobileNetV4 10.5, EfficientViT 11.1); CERTIFY at N=10,000 with a bf16 forward
 # 2.2-2.8 s (ResNet-20 2.5). Minutes below follow from these and each profile's sizes.
 CPU_BUDGETS = {
-    "cpu": ("under an hour on 2 CPU cores: the grid, its certification of 5 models x 100 images, timing probes "
-            "(5 architectures, 6-12 adaptive interleaved rounds), install and report measured 40 min from a bare "
-            "clone; a 3-link recursive-CRT chain (3 students trained, 3 x 100 images certified) about 15 more",
+    "cpu": ("at most 90 minutes on 2 CPU cores from a bare clone, install included: training (teacher, 6 students, "
+            "2 standard classifiers, 1 denoiser, 3 chain links), CERTIFY of 10 models x 100 images at N = 10,000, "
+            "5 transferred certificates, timing probes (5 architectures, 6-12 adaptive rounds), the report",
             ["meets: Fashion-MNIST; one SmoothMix ResNet-20 teacher reused by every CRT student, pretrained and "
              "proxy accounting; two new-generation students each trained with Gaussian, SmoothMix and CRT; "
-             "N = 10,000",
-             "does not meet (budget): 4,000 training images, 8-11 epochs (the teacher's plateau is shown, not "
-             "guaranteed), 100 certified images instead of 500, Gaussian students trained but not certified; "
-             "PROFILE=cpu-full meets every number"]),
-    "cpu-full": ("about 5.5 hours on 2 CPU cores: training 2 h, certification of 5 models x 500 images 1.7 h, "
-                 "timing probes over the whole registry 25 min, a 3-link recursive-CRT chain about 1.5 h "
-                 "(training 20 min, certification of 3 x 500 images 75 min)",
+             "denoised smoothing (mse) beside them; certificate transfer beside CERTIFY; the 3-link chain; "
+             "N = 10,000; the under-training guard",
+             "does not meet (budget): 6,000 training images at 0.055 x each recipe (SmoothMix 8 epochs, CRT 11), "
+             "100 certified images instead of 500, one seed per student; PROFILE=cpu-full meets every number"]),
+    "cpu-full": ("about 8 hours on 2 CPU cores (projected from measured steps): training 3 h (two seeds of every "
+                 "student), CERTIFY of 16 models x 500 images 5 h, timing probes over the whole registry 25 min",
                  ["meets every number of the evidence bar: 12,000 training images at 0.1 x each recipe "
                   "(SmoothMix teacher and students 15 epochs, lr decays at 5 and 10; CRT 20), 500 test images at "
-                  "N = 10,000, teacher reused (pretrained and proxy accounting), two new-generation students with "
-                  "Gaussian, SmoothMix and CRT",
-                  "cheaper choices: a training subset (12,000 of 60,000 images), bf16 certification forward "
+                  "N = 10,000, two seeds per student, teacher reused (pretrained and proxy accounting), two "
+                  "new-generation students with Gaussian, SmoothMix and CRT, denoised smoothing (mse and stability), "
+                  "the chain",
+                  "cheaper choices: a training subset (12,000 of 60,000 images), the faster certification forward "
                   "(noise float32), Gaussian students trained but not certified (the verdict does not use them)"]),
 }
 
