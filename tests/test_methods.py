@@ -129,3 +129,26 @@ def test_hparam_overrides_are_typed_and_validated():
         spec.make_hparams({"distance": "kl"})
     with pytest.raises(CrtBenchError, match="not a valid float"):
         spec.make_hparams({"ce_weight": "lots"})
+
+
+def test_noise_built_in_place_has_the_two_step_values_and_gradients():
+    """gaussian_noise / noisy_replicas / add_replicated: the official ``x + randn * sigma`` and
+    ``x.repeat(m) + noise``, without their temporaries (same draws, same values, same input gradient)."""
+    from crt_bench.methods.losses.common import add_replicated, gaussian_noise, noisy_replicas, replicate
+    x, _ = batch()
+    torch.manual_seed(3)
+    expected = x + torch.randn_like(x) * SIGMA
+    torch.manual_seed(3)
+    assert torch.equal(gaussian_noise(x, SIGMA), expected)
+    torch.manual_seed(4)
+    expected = replicate(x, 3) + torch.randn(3 * len(x), *x.shape[1:]) * SIGMA
+    torch.manual_seed(4)
+    got = noisy_replicas(x, 3, SIGMA)
+    assert torch.equal(got, expected)
+    noise = torch.randn(3 * len(x), *x.shape[1:])
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    weights = torch.rand_like(noise)
+    (add_replicated(a, noise) * weights).sum().backward()
+    ((replicate(b, 3) + noise) * weights).sum().backward()
+    assert torch.equal(add_replicated(x, noise), replicate(x, 3) + noise)
+    torch.testing.assert_close(a.grad, b.grad)

@@ -15,6 +15,7 @@ import torch
 from conftest import fast_config
 
 from crt_bench.config.engine import EngineOptions
+from crt_bench.core.bf16 import native_bf16
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.losses.crt import transfer_distance
 from crt_bench.methods.registry import StepContext, get_method
@@ -146,8 +147,8 @@ def _assert_same_update(a: dict, b: dict, initial: dict, within: float) -> None:
 
 
 def test_channels_last_training_follows_the_nchw_trajectory() -> None:
-    nchw, w_nchw, initial = _trajectory(EngineOptions(channels_last=False))
-    nhwc, w_nhwc, _ = _trajectory(EngineOptions(channels_last=True))
+    nchw, w_nchw, initial = _trajectory(EngineOptions(amp=False, channels_last=False))
+    nhwc, w_nhwc, _ = _trajectory(EngineOptions(amp=False, channels_last=True))
     assert nhwc[0] == pytest.approx(nchw[0], rel=1e-5)  # the same network on the same batch
     assert nhwc == pytest.approx(nchw, rel=1e-3)
     assert nchw[-1] < nchw[0]  # it trains
@@ -168,8 +169,8 @@ def test_step_counts_optimizer_steps_and_keeps_the_loss_on_the_device() -> None:
 
 
 def test_compiled_student_trains_the_same_weights_as_eager() -> None:
-    eager, w_eager, initial = _trajectory(EngineOptions(channels_last=False), steps=2)
-    compiled, w_compiled, _ = _trajectory(EngineOptions(channels_last=False, compile=True), steps=2)
+    eager, w_eager, initial = _trajectory(EngineOptions(amp=False, channels_last=False), steps=2)
+    compiled, w_compiled, _ = _trajectory(EngineOptions(amp=False, channels_last=False, compile=True), steps=2)
     assert compiled == pytest.approx(eager, rel=1e-3)
     assert set(w_compiled) == set(w_eager)  # no "_orig_mod." prefix: checkpoints stay loadable
     _assert_same_update(w_compiled, w_eager, initial, within=0.02)
@@ -199,7 +200,8 @@ def test_profiled_run_writes_a_trace_and_flags_only_the_profiled_epoch(tmp_path)
     epochs = epochs[epochs["run_id"] == run_id].sort_values("epoch")
     assert epochs["profiled"].tolist() == [True, False]
     row = store.get_run(run_id)
-    assert bool(row["channels_last"]) is True and row["precision"] == "fp32" and row["teacher_precision"] == ""
+    assert bool(row["channels_last"]) is True and row["teacher_precision"] == ""
+    assert row["precision"] == ("bf16" if native_bf16(CPU) else "fp32")  # autocast where the CPU computes bf16
 
 
 def test_crt_run_records_the_teachers_precision_and_folding(tmp_path) -> None:

@@ -38,7 +38,7 @@ def run(
     channels_last: Annotated[Optional[bool], typer.Option(
         "--channels-last/--no-channels-last", help="NHWC student and batches (default: for conv nets)")] = None,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the student")] = False,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast of the training step on CUDA")] = True,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast of the training step on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX); --no-amp: float32")] = True,
     teacher_precision: Annotated[TeacherPrecision, typer.Option(
         help="CRT teacher forward: auto = bf16 where the device has native bf16")] = "auto",
     trace_steps: Annotated[int, typer.Option(

@@ -8,7 +8,7 @@ from crt_bench.config.choices import check_teacher_precision
 
 @dataclass
 class EngineOptions:
-    amp: bool = True  # bf16 autocast of the step on CUDA
+    amp: bool = True  # bf16 autocast of the step on CUDA and native-bf16 CPUs (crt_bench.core.bf16)
     channels_last: bool | None = None  # None: for convolutional models
     compile: bool = False  # torch.compile the student's forward
     teacher_precision: str = "auto"  # auto | fp32 | bf16 (auto: bf16 where the device has native bf16)

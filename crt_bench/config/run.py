@@ -39,7 +39,7 @@ class RunConfig:
     test_limit: int | None = None
     data_dir: str | None = None
     device: str = "auto"
-    amp: bool = True  # bf16 autocast; only ever used on CUDA
+    amp: bool = True  # bf16 autocast where the device computes bf16 natively (crt_bench.core.bf16)
     channels_last: bool | None = None  # NHWC student and batches; None: for conv nets (crt_bench.train.step)
     compile: bool = False  # torch.compile the student's forward
     teacher_precision: str = "auto"  # CRT teacher forward: auto (bf16 where native) | fp32 | bf16

@@ -52,7 +52,7 @@ class ProbeConfig:
     in_chans: int = 3
     num_classes: int = 10
     train_images: int = CIFAR10_TRAIN_IMAGES
-    amp: bool = True  # bf16 autocast on CUDA, as the training loop
+    amp: bool = True  # bf16 autocast where native (CUDA, AVX512-BF16/AMX CPUs), as the training loop
     channels_last: bool | None = None  # the training engine's settings (crt_bench.config.engine.EngineOptions)
     compile: bool = False
     teacher_precision: str = "auto"

@@ -8,7 +8,9 @@ The training loop (:mod:`crt_bench.train.trainer`), the timing probes (:mod:`crt
 
 Engine settings (every one is recorded with the run):
 
-* ``amp``: the step runs under bf16 autocast on CUDA; on a CPU training stays float32.
+* ``amp``: the step runs under bf16 autocast on CUDA and on CPUs that compute bf16 natively
+  (AVX512-BF16, AMX: :mod:`crt_bench.core.bf16`); elsewhere (an emulating CPU) training stays float32.
+  The weights, the optimizer and the noise stay float32 either way.
 * ``channels_last``: the student's weights and batches in NHWC. ``None`` = for convolutional
   students (faster with cuDNN tensor cores and with oneDNN on CPUs). Numerically the same network.
 * ``compile``: ``torch.compile`` the student's forward (the weights stay in the uncompiled module).
@@ -35,6 +37,7 @@ from torch.profiler import record_function
 from crt_bench.config.choices import check_teacher_precision
 from crt_bench.config.engine import EngineOptions
 from crt_bench.config.run import RunConfig
+from crt_bench.core.bf16 import native_bf16
 from crt_bench.core.provenance import synchronize
 from crt_bench.core.tf32 import check_tf32, in_force_under, tf32_mode
 from crt_bench.data.catalog import DatasetInfo
@@ -68,18 +71,6 @@ def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 convolutions and matmuls natively (CUDA Ampere+, AVX512-BF16/AMX)."""
-    if device.type == "cuda":  # not emulated: torch >= 2.4 says True on a T4 or V100 by default
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
 def resolve_teacher_precision(precision: str, device: torch.device) -> str:
     if check_teacher_precision(precision) == "auto":
         return "bf16" if native_bf16(device) else "fp32"
@@ -108,7 +99,7 @@ class TrainStep:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
         net = wrap(model) if wrap is not None else model
         self.forward = torch.compile(net) if self.options.compile else net
-        self.amp = device.type == "cuda" and self.options.amp
+        self.amp = self.options.amp and (device.type == "cuda" or native_bf16(device))
 
     @property
     def precision(self) -> str:
@@ -122,7 +113,7 @@ class TrainStep:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         total = torch.zeros((), device=x.device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
         for xb, yb in zip(x.chunk(self.chunks), y.chunk(self.chunks)):
             with record_function("crt_bench.loss"), autocast:
                 loss = self.spec.loss(self.forward, xb, yb, self.ctx)

@@ -20,7 +20,8 @@ its frozen teacher (denoised smoothing: a denoiser in front of the classifier), 
 parameters that require gradients are optimized (crt_bench.train.step.trained_model).
 
 Loss sums are accumulated on the device and read once per epoch, so the step has no host sync.
-On CUDA the forward runs under bf16 autocast; noise is always sampled in float32. The engine's
+On CUDA and on CPUs with native bf16 (crt_bench.core.bf16) the forward runs under bf16 autocast
+(``--no-amp``: float32); noise is always sampled in float32. The engine's
 settings (channels-last, torch.compile, the CRT teacher's folding and precision) are resolved by
 crt_bench.train.step and recorded in the run's row; ``trace_steps`` adds a torch.profiler trace.
 """

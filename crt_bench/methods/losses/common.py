@@ -18,13 +18,34 @@ from crt_bench.parallel.noise import standard_normal_like, standard_normal_repli
 
 
 def gaussian_noise(x: Tensor, sigma: float) -> Tensor:
-    """x + N(0, sigma^2 I), one fresh draw per image, sampled in float32 in pixel space."""
-    return x + standard_normal_like(x) * sigma  # = torch.randn_like(x), or this rank's rows (crt_bench.parallel.noise)
+    """x + N(0, sigma^2 I), one fresh draw per image, sampled in float32 in pixel space.
+
+    Built in the draw's own buffer (scaled, then ``x`` added in place): one tensor, no temporaries,
+    the same values as ``x + noise * sigma``.
+    """
+    # = torch.randn_like(x) (x's memory format), or this rank's rows (crt_bench.parallel.noise)
+    return standard_normal_like(x).mul_(sigma).add_(x)
 
 
 def noise_like_replicas(x: Tensor, m: int, sigma: float) -> Tensor:
     """``m`` independent N(0, sigma^2 I) draws for each image: shape ``[m * B, *x.shape[1:]]``, float32."""
-    return standard_normal_replicas(x, m) * sigma  # under DDP: this rank's rows of the global draw
+    return standard_normal_replicas(x, m).mul_(sigma)  # a fresh buffer, scaled in place; under DDP: this rank's rows of the global draw
+
+
+def add_replicated(x: Tensor, noise: Tensor) -> Tensor:
+    """``replicate(x, m) + noise`` for noise-major ``noise`` of ``[m * B, ...]``, without the replicas' copy.
+
+    ``x`` is broadcast over the ``m`` draws (one kernel); values and gradients equal the two-step form.
+    """
+    m = noise.shape[0] // x.shape[0]
+    return (noise.view(m, *x.shape) + x).reshape(noise.shape)
+
+
+def noisy_replicas(x: Tensor, m: int, sigma: float) -> Tensor:
+    """``replicate(x, m) + noise_like_replicas(x, m, sigma)`` in the draw's own buffer (scaled, shifted in place)."""
+    noise = noise_like_replicas(x, m, sigma)
+    noise.view(m, *x.shape).add_(x)
+    return noise
 
 
 def replicate(x: Tensor, m: int) -> Tensor:

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crt_bench.methods.consistency import ConsistencyHParams
-from crt_bench.methods.losses.common import mean_softmax, noise_like_replicas, replicate
+from crt_bench.methods.losses.common import mean_softmax, noisy_replicas, replicate
 from crt_bench.methods.registry import StepContext
 
 
@@ -39,7 +39,7 @@ def consistency_regularizer(logits: Tensor, m: int, lbd: float, eta: float) -> T
 
 def consistency_loss(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor:
     hp: ConsistencyHParams = ctx.hparams
-    noisy = replicate(x, hp.m) + noise_like_replicas(x, hp.m, ctx.sigma)  # [m*B, ...], noise-major
+    noisy = noisy_replicas(x, hp.m, ctx.sigma)  # [m*B, ...], noise-major
     logits = model(noisy)
     ce = F.cross_entropy(logits.float(), replicate(y, hp.m))
     return ce + consistency_regularizer(logits, hp.m, hp.lbd, hp.eta)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crt_bench.methods.losses.common import mean_softmax, noise_like_replicas, replicate
+from crt_bench.methods.losses.common import mean_softmax, noisy_replicas
 from crt_bench.methods.macer import MACERHParams, first_decay_epoch
 from crt_bench.methods.registry import StepContext
 
@@ -41,7 +41,7 @@ def macer_loss_from_logits(
 
 def macer_loss(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor:
     hp: MACERHParams = ctx.hparams
-    noisy = replicate(x, hp.k) + noise_like_replicas(x, hp.k, ctx.sigma)
+    noisy = noisy_replicas(x, hp.k, ctx.sigma)
     logits = model(noisy)
     deferring = hp.deferred and ctx.epoch < first_decay_epoch(ctx.epochs)  # python ints: no host sync
     lbd = 0.0 if deferring else hp.lbd

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crt_bench.methods.losses.common import frozen, noise_like_replicas, project_l2, replicate, smoothed_nll, unit_l2
+from crt_bench.methods.losses.common import (add_replicated, frozen, noise_like_replicas, project_l2, replicate,
+                                            smoothed_nll, unit_l2)
 from crt_bench.methods.registry import StepContext
 from crt_bench.methods.smoothadv import SmoothAdvHParams, warmup_epsilon
 
@@ -31,7 +32,7 @@ def pgd_l2_smoothed(model: nn.Module, x: Tensor, y: Tensor, noise: Tensor, eps: 
     with frozen(model), torch.enable_grad():
         for _ in range(steps):
             delta.requires_grad_(True)
-            logits = model(replicate(x + delta, m) + noise)
+            logits = model(add_replicated(x + delta, noise))
             loss = (F.cross_entropy(logits.float(), y, reduction="sum") if m == 1
                     else smoothed_nll(logits, y, m, reduction="sum"))
             (grad,) = torch.autograd.grad(loss, delta)
@@ -47,5 +48,5 @@ def smoothadv_loss(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> 
     noise = noise_like_replicas(x, m, ctx.sigma)
     eps = warmup_epsilon(hp.epsilon, ctx.epoch, hp.warmup)
     delta = pgd_l2_smoothed(model, x, y, noise, eps, hp.num_steps, m)
-    logits = model(replicate(x + delta, m) + noise)
+    logits = model(add_replicated(x + delta, noise))
     return F.cross_entropy(logits, replicate(y, m))

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crt_bench.methods.losses.common import (frozen, mean_softmax, noise_like_replicas, project_l2, replicate,
-                                            smoothed_nll, unit_l2)
+from crt_bench.methods.losses.common import (add_replicated, frozen, mean_softmax, noise_like_replicas, project_l2,
+                                            replicate, smoothed_nll, unit_l2)
 from crt_bench.methods.losses.consistency import kl_div_sum
 from crt_bench.methods.registry import StepContext
 from crt_bench.methods.smoothmix import SmoothMixHParams, warmup_factor
@@ -36,7 +36,7 @@ def smoothmix_pgd(model: nn.Module, x: Tensor, y: Tensor, noises: Tensor, m: int
             if t == mix_step:
                 x_init = adv
             adv = adv.clone().requires_grad_(True)
-            loss = smoothed_nll(model(replicate(adv, m) + noises), y, m, reduction="sum")
+            loss = smoothed_nll(model(add_replicated(adv, noises)), y, m, reduction="sum")
             (grad,) = torch.autograd.grad(loss, [adv])
             adv = _project(adv.detach() + alpha * unit_l2(grad.float()), x, maxnorm)
     return _project(x_init, x, maxnorm_s).detach(), adv.detach()
@@ -64,10 +64,10 @@ def smoothmix_loss(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> 
     noises = noise_like_replicas(x, hp.m, ctx.sigma)
     x_init, adv = smoothmix_pgd(model, x, y, noises, hp.m, hp.steps, hp.alpha, hp.mix_step,
                                 maxnorm_s=hp.alpha * hp.mix_step * w)
-    logits = model(replicate(x_init, hp.m) + noises)
+    logits = model(add_replicated(x_init, noises))
     ce = F.cross_entropy(logits.float(), replicate(y, hp.m))
     p_hat = mean_softmax(logits, hp.m)  # not detached: y_mix carries its gradient
     lam = torch.rand(x.shape[0], device=x.device) / 2
     x_mix, y_mix = mix(x_init, adv, p_hat, lam, num_classes=logits.shape[1])
-    logits_mix = model(replicate(x_mix, hp.m) + noises)
+    logits_mix = model(add_replicated(x_mix, noises))
     return ce + hp.eta * w * mix_kl(logits_mix, y_mix, p_hat, y, hp.m)
