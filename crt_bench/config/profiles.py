@@ -45,12 +45,13 @@ PROFILES: dict[str, Profile] = {
         ),
         Profile(
             # Sized by measurement (2 cores, see crt_bench.grid.reproduce.CPU_BUDGETS): at most 90 minutes of
-            # make reproduce with everything it runs (grid, denoised smoothing, transfers, chain, probes). What it
-            # buys: 6,000 training images; it cannot buy 500 certified images per model (about 2-4 s per image at
-            # N=10,000 on this CPU, 10 certified models): 100, the rest of the evidence bar is cpu-full's.
-            "cpu", "fashion-mnist", "Fashion-MNIST, 0.055 x each recipe on 6,000 images, 100 test images at "
+            # make reproduce with everything it runs (grid, denoised smoothing, transfers, chain, probes). It
+            # cannot buy 500 certified images per model (2-4 s per image at N=10,000 on this CPU, 10 certified
+            # models: 100 images take ~45 minutes) nor 12,000 training images (SmoothMix ~8 ms per image-step);
+            # the rest of the evidence bar is cpu-full's.
+            "cpu", "fashion-mnist", "Fashion-MNIST, 0.055 x each recipe on 4,000 images, 100 test images at "
             "N=10,000 (fastest forward precision): at most 90 minutes on 2 cores",
-            epoch_scale=0.055, batch_size=128, train_limit=6000, test_limit=None,
+            epoch_scale=0.055, batch_size=128, train_limit=4000, test_limit=None,
             certify=CertifyConfig(n0=100, n=10_000, alpha=0.001, precision="fastest", subset="skip:100"),
         ),
         Profile(

@@ -159,7 +159,7 @@ CPU_BUDGETS = {
              "proxy accounting; two new-generation students each trained with Gaussian, SmoothMix and CRT; "
              "denoised smoothing (mse) beside them; certificate transfer beside CERTIFY; the 3-link chain; "
              "N = 10,000; the under-training guard",
-             "does not meet (budget): 6,000 training images at 0.055 x each recipe (SmoothMix 8 epochs, CRT 11), "
+             "does not meet (budget): 4,000 training images at 0.055 x each recipe (SmoothMix 8 epochs, CRT 11), "
              "100 certified images instead of 500, one seed per student; PROFILE=cpu-full meets every number"]),
     "cpu-full": ("about 8 hours on 2 CPU cores (projected from measured steps): training 3 h (two seeds of every "
                  "student), CERTIFY of 16 models x 500 images 5 h, timing probes over the whole registry 25 min",
