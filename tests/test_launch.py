@@ -276,7 +276,10 @@ def test_a_grid_job_with_two_tasks_trains_one_data_parallel_run(tmp_path):
     straight = execute_job(job, str(tmp_path / "one"))
     got = torch.load(store.run_dir(status["run_id"][0]) / "model.pt", weights_only=True)["state_dict"]
     want = torch.load(ResultsStore(tmp_path / "one").run_dir(straight) / "model.pt", weights_only=True)["state_dict"]
-    assert all(torch.allclose(got[k].float(), want[k].float(), atol=1e-5) for k in want)
+    # float32 steps agree to rounding; bf16 autocast (this CPU's default where it computes bf16) rounds each
+    # rank's half-batch activations apart from the whole batch's: a bf16-sized tolerance then
+    atol = 1e-5 if runs["precision"].iloc[0] == "fp32" else 2e-3
+    assert all(torch.allclose(got[k].float(), want[k].float(), atol=atol) for k in want)
 
 
 def test_nproc_needs_a_real_executor(tmp_path):

@@ -82,7 +82,7 @@ class FakeCompiled:
     def __init__(self, log: list[tuple[int, bool]], warming: list[bool]) -> None:
         self.log, self.warming = log, warming
 
-    def wrap(self, model, dynamic=None):
+    def wrap(self, model, dynamic=None, options=None):
         assert dynamic is False, "static shapes: the warm-up compiles every one"
         return lambda x: (self.log.append((x.shape[0], self.warming[0])), model(x))[1]
 
@@ -107,9 +107,10 @@ def test_a_compiled_certification_meets_every_batch_shape_in_the_warm_up_first(
     assert len(rows) == 10 and rows.attrs["compile"]
     warmed = [size for size, during in log if during]
     timed = [size for size, during in log if not during]
-    assert warmed == [16, 15, 3], "the warm-up comes first"
+    # A compiled engine pads a short last batch to the full size: one static shape, compiled in the warm-up.
+    assert warmed == [16], "the warm-up comes first"
     assert timed and set(timed) == set(warmed), "no timed forward meets a shape the warm-up did not compile"
-    assert log.index((16, False)) > log.index((3, True))
+    assert log.index((16, False)) > max(i for i, (_, during) in enumerate(log) if during)
 
 
 # -- training ----------------------------------------------------------------------------------------

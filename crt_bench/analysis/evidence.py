@@ -60,7 +60,11 @@ def _gaussian_runs(runs: pd.DataFrame, arch: str, sigma: float, dataset: str, pr
                 & (runs["profile"] == profile) & ((runs["sigma"] - sigma).abs() < 1e-9)]
     if same.empty:
         return []
-    return same.sort_values("updated", kind="stable").groupby("seed", dropna=False).tail(1)["run_id"].tolist()
+    if "updated" in same:
+        same = same.sort_values("updated", kind="stable")
+    if "seed" not in same:  # a store written before runs recorded their seed: its newest run
+        return same.tail(1)["run_id"].tolist()
+    return same.groupby("seed", dropna=False).tail(1)["run_id"].tolist()
 
 
 def student_evidence(store: ResultsStore) -> list[StudentEvidence]:
