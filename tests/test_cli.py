@@ -412,6 +412,8 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert set(transferred["run_id"]) == {runs.loc["crt", "run_id"]} and sorted(transferred["idx"]) == [0, 1, 2]
     teacher_cert = certs[(certs["run_id"] == runs.loc["smoothmix", "run_id"])]["cert_id"].iloc[0]
     assert set(transferred["transfer_from"]) == {teacher_cert}
+    summary = pd.read_csv(plots / "summary.csv")
+    assert sorted(summary[summary["method"] == "crt"]["certification"]) == ["CERTIFY", "transfer"]
     side = pd.read_csv(plots / "certificate_transfer.csv")
     assert list(side["student"]) == ["tiny_cnn"] and side["images"].iloc[0] == 3
     report = (plots / "REPORT.md").read_text()

@@ -14,6 +14,12 @@ def _cost_seconds(run: pd.Series) -> float:
     return float(total) if total is not None and not pd.isna(total) else float(run["train_seconds"])
 
 
+def _kind(rows: pd.DataFrame) -> str:
+    """``CERTIFY`` or ``transfer`` (a certificate transferred from a teacher's certification)."""
+    kind = str(rows["kind"].iloc[0]) if "kind" in rows and isinstance(rows["kind"].iloc[0], str) else ""
+    return "transfer" if kind == "transfer" else "CERTIFY"
+
+
 def summary_table(store: ResultsStore) -> pd.DataFrame:
     """One row per certification (trained runs and imported logs), oldest first."""
     certs = store.read("certify")
@@ -29,6 +35,7 @@ def summary_table(store: ResultsStore) -> pd.DataFrame:
             "cert_id": cert_id,
             "run_id": run_id,
             "method": run["method"] if run is not None else "imported",
+            "certification": _kind(rows),
             "arch": run["arch"] if run is not None else "",
             "dataset": run["dataset"] if run is not None else "",
             "sigma": float(rows["sigma"].iloc[0]),
