@@ -130,3 +130,25 @@ def test_compiled_engine_agrees_with_the_eager_one() -> None:
     b = compiled.sample_counts(x, 250, batch_size=100)
     assert np.abs(a - b).sum() <= 6, (a, b)  # rounding of the compiled kernels may flip a few argmaxes
     assert b.sum() == 750
+
+
+def test_a_cpu_conv_model_samples_in_one_worker_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's CPU mode: as many one-thread workers as torch has threads (the count is read before the
+    engine drops to one intra-op thread per worker, else it would sample on a single core)."""
+    seen: list[int] = []
+    real = Smooth._run_parallel
+
+    def spy(self, stream, model, b, workers, check):
+        seen.append(workers)
+        return real(self, stream, model, b, workers, check)
+
+    monkeypatch.setattr(Smooth, "_run_parallel", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3)).eval()
+        net(torch.zeros(1, 1, 6, 6))
+        Smooth(net, 3, 0.25, noise_seed=0).certify_many(torch.rand(2, 1, 6, 6), 10, 200, 0.01, batch_size=32)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2] and torch.get_num_threads() == before

@@ -255,8 +255,8 @@ class Smooth:
             self.last_batch_size = b
             stream = SampleStream(images, segments, self.num_classes, self.sigma, self.generator, fmt, seeds)
             check = stop(stream) if stop is not None else None
+            workers = min(self._workers(device), math.ceil(stream.total / b))  # before _threads sets 1 thread
             with torch.inference_mode(), self._threads(device):
-                workers = min(self._workers(device), math.ceil(stream.total / b))
                 if workers > 1:
                     self._run_parallel(stream, model, b, workers, check)
                 else:
