@@ -56,9 +56,17 @@ def _step(options: EngineOptions) -> tuple[TrainStep, list[torch.dtype]]:
     return step, seen
 
 
+def test_cpu_training_stays_float32_by_default_even_where_bf16_is_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The policy (step.CPU_TRAINING_AUTOCAST): bf16 training on CPUs failed its parity check (SmoothMix)."""
+    monkeypatch.setattr(step_module, "native_bf16", lambda device: True)
+    step, seen = _step(EngineOptions())
+    assert step.amp is False and step.precision == "fp32" and seen == [torch.float32]
+
+
 @pytest.mark.parametrize("native", [True, False])
-def test_the_cpu_step_autocasts_to_bf16_by_default_only_where_native(monkeypatch: pytest.MonkeyPatch,
-                                                                      native: bool) -> None:
+def test_the_cpu_step_autocasts_to_bf16_only_where_native_when_allowed(monkeypatch: pytest.MonkeyPatch,
+                                                                        native: bool) -> None:
+    monkeypatch.setattr(step_module, "CPU_TRAINING_AUTOCAST", True)
     monkeypatch.setattr(step_module, "native_bf16", lambda device: native)
     step, seen = _step(EngineOptions())
     assert step.amp is native and step.precision == ("bf16" if native else "fp32")

@@ -125,7 +125,7 @@ def test_cli_chain_from_a_run_id_certifies_the_root_and_prints_the_table(tmp_pat
     assert code == 2 and "'--order'" in stderr and "'random' is not one of" in stderr
 
 
-def test_cpu_plans_run_a_three_link_chain_from_the_grid_teacher_in_the_same_grid():
+def test_cpu_full_runs_a_three_link_chain_from_the_grid_teacher_in_the_same_grid():
     from crt_bench.grid.reproduce import plan_for
 
     plan = plan_for("cpu-full")
@@ -138,6 +138,4 @@ def test_cpu_plans_run_a_three_link_chain_from_the_grid_teacher_in_the_same_grid
     # The grid's direct CRT students are the chain's reference lines.
     assert {plan.chain.direct(a).key for a in ("efficientvit_b0", "mobilenetv4_conv_small")} <= set(grid_keys)
     assert "recursive CRT chain resnet20 -> regnetx_002" in plan.describe()
-    cpu = plan_for("cpu")  # the same links on the smaller profile
-    assert [j.arch for j in cpu.chain.links()] == [j.arch for j in links] and plan_for("smoke").chain is None
-    assert cpu.chain.root.key in [j.key for j in cpu.grid.jobs()]
+    assert plan_for("cpu").chain is None and plan_for("smoke").chain is None  # the default's 90 minutes

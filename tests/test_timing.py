@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from crt_bench.core.bf16 import native_bf16
 
 from crt_bench.methods.registry import get_method
 from crt_bench.timing.probe import ProbeConfig, probe, summarize
@@ -40,8 +39,7 @@ def test_probe_uses_the_clock_and_the_recipe():
     assert row["batches_per_epoch"] == 125
     assert row["epoch_seconds"] == pytest.approx(62.5)
     assert row["recipe_hours"] == pytest.approx(62.5 * recipe.epochs / 3600)
-    # the step's precision: bf16 autocast where the CPU computes bf16 natively, else float32
-    assert row["kind"] == "projected" and row["precision"] == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
+    assert row["kind"] == "projected" and row["precision"] == "fp32"  # CPUs train in float32 (step.CPU_TRAINING_AUTOCAST)
     assert row["device"].startswith("cpu")
     assert row["teacher_arch"] == ""
 
