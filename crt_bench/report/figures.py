@@ -147,3 +147,14 @@ def plot_costs(costs: pd.DataFrame, ax: plt.Axes) -> None:
     ax.set_title("Measured: training + certification", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def plot_costs_figure(costs: pd.DataFrame, out_dir: Path, stem: str = "cumulative_training_time") -> list[Path]:
+    """Figure 1's measured panel alone (a store without timing probes): PNG and PDF."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8.5, 0.45 * len(costs) + 2.5))
+    plot_costs(costs, ax)
+    fig.tight_layout()
+    paths = save_figure(fig, out_dir / stem)
+    plt.close(fig)
+    return paths
