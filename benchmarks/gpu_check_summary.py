@@ -155,6 +155,12 @@ def text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+def one_line(value: object, limit: int = 240) -> str:
+    """A table cell on one line: a failure's multi-line message would break the Markdown table."""
+    words = " ".join(text(value).split()).replace("|", "/")
+    return words if len(words) <= limit else words[: limit - 3] + "..."
+
+
 def tf32_used(r: pd.Series) -> str:
     conv, matmul = r.get("tf32_conv_used"), r.get("tf32_matmul_used")
     if not isinstance(conv, str):
@@ -182,7 +188,7 @@ def certify_section(df: pd.DataFrame, mode: str) -> list[str]:
              "and for +compile the compilation) is its own column, never in the timed figure.", ""]
     headers = ["variant", "status", "batch", "noisy forwards/s", "s/image at N=100,000", f"{unit}-h, 10,000 images",
                "peak memory", "warm-up s (+compile: the compilation)", "TF32 conv / matmul as used"]
-    rows = [[r["variant"], r["status"], num(r.get("batch_size"), "{:.0f}"), num(r.get("noisy_forwards_per_s"), "{:,.0f}"),
+    rows = [[r["variant"], one_line(r["status"]), num(r.get("batch_size"), "{:.0f}"), num(r.get("noisy_forwards_per_s"), "{:,.0f}"),
              num(r.get("seconds_per_image_n100k")), num(r.get("device_hours_test_set")),
              memory(r.get("peak_memory_bytes")), num(r.get("warmup_seconds"), "{:.1f}"), tf32_used(r)]
             for _, r in df.iterrows()]
@@ -206,7 +212,7 @@ def train_section(df: pd.DataFrame, mode: str) -> list[str]:
                "peak memory", "x Gaussian per batch", "recipe epochs", "x Gaussian, recipe", "paper (whole run)",
                "precision", "TF32 conv / matmul as used"]
     for arch, part in df.groupby("arch", sort=False):
-        rows = [[text(r.get("variant")), r["status"], num(r.get("batch_size"), "{:.0f}"),
+        rows = [[text(r.get("variant")), one_line(r["status"]), num(r.get("batch_size"), "{:.0f}"),
                  num(r.get("optimizer_steps_per_batch"), "{:.0f}"), num(r.get("fwd_bwd_passes"), "{:.2f}"),
                  num(r.get("seconds_per_batch"), "{:.4g}"), memory(r.get("peak_memory_bytes")),
                  ratio(r, "batch_ratio"), num(r.get("recipe_epochs"), "{:.0f}"), ratio(r, "recipe_ratio"),

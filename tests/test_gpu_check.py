@@ -60,3 +60,16 @@ def test_measurements_cover_precisions_and_methods(check: tuple[subprocess.Compl
     macer = train[train["method"] == "macer"].iloc[0]  # 440 recipe epochs against Gaussian's 150
     epochs = get_method("macer").recipe.epochs / get_method("gaussian").recipe.epochs
     assert macer["recipe_ratio"] == pytest.approx(macer["epoch_ratio"] * epochs)
+
+
+def test_a_failure_message_stays_on_one_table_row() -> None:
+    """The first GPU run's multi-line TypeError broke the summary's certification table."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from gpu_check_summary import one_line
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    cell = one_line("failed: TypeError: zeros() got:\n * (size | names)\n * (size, out)\n")
+    assert cell == "failed: TypeError: zeros() got: * (size / names) * (size, out)"
+    assert one_line("x" * 500).endswith("...") and len(one_line("x" * 500)) == 240
+    assert one_line(float("nan")) == ""

@@ -58,3 +58,17 @@ def test_inline_grid_runs_teacher_then_students_and_blocks_on_failure(monkeypatc
     assert sorted(states.values()) == ["failed", "finished", "finished"]
     failed = status[status["state"] == "failed"].iloc[0]
     assert "gaussian diverged" in failed["error"] and failed["log"] == ""
+
+
+def test_a_failed_jobs_error_keeps_its_type_and_every_line(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The first GPU run reported only the last line of a TypeError (one of torch's signature hints)."""
+    monkeypatch.setitem(sys.modules, "submitit", None)
+
+    def fake_execute(job, results):
+        raise TypeError("zeros() received an invalid combination of arguments:\n * (size, names)\n * (size, out)")
+
+    monkeypatch.setattr(execute_mod, "execute_job", fake_execute)
+    jobs = GridSpec(methods=["gaussian"], archs=["tiny_cnn"]).jobs()
+    status = run_grid(jobs, tmp_path, make_executor("inline", tmp_path), poll_s=0.0)
+    error = status.iloc[0]["error"]
+    assert error.startswith("TypeError: zeros() received") and "* (size, names)" in error and error.endswith("(size, out)")

@@ -42,6 +42,15 @@ def forward_batch_sizes(images_per_call: Iterable[int], samples_per_image: int, 
     return sorted(sizes, reverse=True)
 
 
+def probe_input(count: int, images: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """``count`` float32 zeros shaped like one of ``images`` each, on their device, laid out as ``fmt``.
+
+    ``torch.zeros`` takes no ``memory_format`` (the first GPU run failed on that): ``torch.empty`` does.
+    """
+    return torch.empty((count, *images.shape[1:]), dtype=torch.float32, device=images.device,
+                       memory_format=fmt).zero_()
+
+
 def cuda_batch_from_memory(model: Callable, images: torch.Tensor, fmt: torch.memory_format, autocast) -> int:
     """Batch size that uses about half of the free GPU memory, from one probe forward pass of 64 zeros."""
     device = images.device
@@ -50,7 +59,7 @@ def cuda_batch_from_memory(model: Callable, images: torch.Tensor, fmt: torch.mem
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     with torch.inference_mode(), autocast:
-        x = torch.zeros((probe, *images.shape[1:]), dtype=torch.float32, device=device, memory_format=fmt)
+        x = probe_input(probe, images, fmt)
         model(x)
         del x
     torch.cuda.synchronize(device)

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from crt_bench.core.console import stderr_console
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.signals import stop_signals
 from crt_bench.core.states import JobState, RunStatus
 from crt_bench.grid import execute
@@ -142,8 +143,9 @@ def _error_line(err: BaseException) -> str:
     """The job's own exception message out of submitit's report (which wraps the remote traceback), whole."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     raised = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
-    if not raised:
-        return lines[-1] if lines else type(err).__name__
+    if not raised:  # the exception itself (an in-process executor): its whole message, with its type
+        whole = " ".join(lines)  # unless it is one of crt-bench's own, written for the user
+        return whole if isinstance(err, CrtBenchError) and whole else f"{type(err).__name__}: {whole}".rstrip(": ")
     # A message may span lines: keep everything from the last exception line to submitit's own footer.
     message = lines[raised[-1]:]
     footer = next((i for i, line in enumerate(message) if line.startswith("-----")), len(message))
