@@ -300,7 +300,10 @@ def run_tiny_reproduce(argv: list[str]) -> int:
     def tiny(name: str, data_dir: str | None = None) -> reproduce.Plan:
         plan = real_plan(name, data_dir)
         grid = replace(plan.grid, archs=["tiny_cnn"], teacher_archs=["tiny_cnn"], train_limit=256)
-        return replace(plan, grid=grid, timing_archs=["tiny_cnn"], timing_teachers=["tiny_cnn"], chain=None)
+        extra = reproduce.denoised_jobs(["tiny_cnn"], reproduce.DENOISED_VARIANTS[name], profile=name,
+                                        train_limit=256, data_dir=data_dir)
+        return replace(plan, grid=grid, timing_archs=["tiny_cnn"], timing_teachers=["tiny_cnn"], chain=None,
+                       extra=extra)
 
     reproduce.plan_for = tiny
     timing.PROBES[profile] = replace(timing.PROBES[profile], batch_size=4, batches=1)

@@ -49,7 +49,9 @@ def test_reproduce_gpu_smoke_on_a_cpu_writes_the_report(tmp_path: Path, monkeypa
     def tiny(profile: str, data_dir: str | None = None) -> reproduce.Plan:
         plan = real(profile, data_dir)
         grid = replace(plan.grid, archs=["tiny_cnn"], teacher_archs=["tiny_cnn"], train_limit=256)
-        return replace(plan, grid=grid, timing_archs=["tiny_cnn"], timing_teachers=["tiny_cnn"])
+        extra = reproduce.denoised_jobs(["tiny_cnn"], reproduce.DENOISED_VARIANTS[profile], profile=profile,
+                                        train_limit=256, data_dir=data_dir)
+        return replace(plan, grid=grid, timing_archs=["tiny_cnn"], timing_teachers=["tiny_cnn"], extra=extra)
 
     monkeypatch.setattr(reproduce, "plan_for", tiny)
     # The probes' recipe batches (SmoothAdv: 44 passes of 256 images) would take minutes here: 16 images.
@@ -61,15 +63,21 @@ def test_reproduce_gpu_smoke_on_a_cpu_writes_the_report(tmp_path: Path, monkeypa
     report = (plots / "REPORT.md").read_text()
     assert "gpu-smoke" in report and "## Slowdown vs standard training" in report
     store = ResultsStore(results)
-    runs = store.runs().set_index("method")
-    assert sorted(runs.index) == ["crt", "gaussian", "smoothmix"]
+    runs = store.runs()
+    # the grid, denoised smoothing (a standard classifier, the mse and stability denoisers), as in the paper plan
+    assert sorted(runs["method"]) == ["crt", "denoised", "denoised", "gaussian", "smoothmix", "standard"]
     assert (runs["status"] == "finished").all() and (runs["profile"] == "gpu-smoke").all()
-    assert (runs["epochs"] == 1).all() and runs["device"].str.startswith("cpu").all()
-    for method, row in runs.iterrows():
-        assert row["batch_size"] == get_method(method).recipe.batch_size  # 256, 256, 128: no profile override
+    assert runs["device"].str.startswith("cpu").all()
+    grid_runs = runs[runs["method"].isin(["crt", "gaussian", "smoothmix"])]
+    assert (grid_runs["epochs"] == 1).all()
+    for _, row in runs.iterrows():  # 256, 256, 128, ...: no profile override
+        assert row["batch_size"] == get_method(row["method"]).recipe.batch_size
     certs = store.read("certify")
-    assert set(certs["run_id"]) == set(runs["run_id"]) and set(certs["n"]) == {1_000}
-    assert sorted(certs.groupby("run_id")["idx"].nunique().unique()) == [8]
+    certified = set(runs.loc[runs["method"] != "standard", "run_id"])
+    assert set(certs["run_id"]) == certified and set(certs["n"]) == {1_000}
+    assert sorted(certs.groupby(["run_id", "kind"])["idx"].nunique().unique()) == [8]
+    crt = runs.loc[runs["method"] == "crt", "run_id"].item()
+    assert set(certs.loc[certs["kind"] == "transfer", "run_id"]) == {crt}  # certified by transfer as well
     timing = store.read("timing")
     assert set(timing["profile"]) == {"gpu-smoke"} and set(timing["batch_size"]) == {16}
     assert set(timing["method"]) == {m.name for m in list_methods()}

@@ -120,23 +120,27 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
                     extra=denoised_jobs(["convnext_atto"], DENOISED_VARIANTS["smoke"], profile="smoke",
                                         train_limit=512, data_dir=data_dir))
     if profile == "gpu-smoke":
-
+        limit = get_profile("gpu-smoke").train_limit
         grid = GridSpec(methods=STUDENT_METHODS, archs=list(GPU_SMOKE_STUDENTS), profile="gpu-smoke",
-                        teacher_method="smoothmix", teacher_archs=["resnet110"],
-                        train_limit=get_profile("gpu-smoke").train_limit, data_dir=data_dir)
+                        teacher_method="smoothmix", teacher_archs=["resnet110"], train_limit=limit,
+                        data_dir=data_dir, transfer_methods=["crt"])
         return Plan("gpu-smoke", grid, ["resnet110", *GPU_SMOKE_STUDENTS],
                     "a few minutes on one GPU (the paper profile's code path at the smallest size)",
                     ["synthetic CIFAR-10-shaped data without augmentation; each recipe's batch size; CUDA engine "
                      "defaults (bf16 autocast, channels-last, folded bf16 teacher); timing probes at recipe batch"],
-                    timing_teachers=["resnet110"])
+                    timing_teachers=["resnet110"],
+                    extra=denoised_jobs(list(GPU_SMOKE_STUDENTS), DENOISED_VARIANTS["gpu-smoke"], profile="gpu-smoke",
+                                        train_limit=limit, data_dir=data_dir))
     if profile in ("cpu", "cpu-full"):
         return _cpu_plan(profile, data_dir)
     if profile == "paper":
 
-        grid = GridSpec(methods=STUDENT_METHODS, archs=[s.name for s in generations()], profile="paper",
-                        teacher_method="smoothmix", teacher_archs=["resnet110", "resnet20"], data_dir=data_dir)
+        archs = [s.name for s in generations()]
+        grid = GridSpec(methods=STUDENT_METHODS, archs=archs, profile="paper", teacher_method="smoothmix",
+                        teacher_archs=["resnet110", "resnet20"], data_dir=data_dir, transfer_methods=["crt"])
         return Plan("paper", grid, None, "GPU-days (the projected hours are in the timing table after step 2)",
-                    ["the certification of the full CIFAR-10 test set at N=100,000 dominates"])
+                    ["the certification of the full CIFAR-10 test set at N=100,000 dominates"],
+                    extra=denoised_jobs(archs, DENOISED_VARIANTS["paper"], profile="paper", data_dir=data_dir))
     raise CrtBenchError(f"unknown profile {profile!r} for reproduce; valid names: auto, {', '.join(PLANS)}")
 
 
@@ -213,7 +217,8 @@ def denoised_jobs(archs: list[str], variants: tuple[str, ...], **common) -> list
 
 
 # Denoised smoothing's variants per profile (the reuse competitor CRT must beat, crt_bench.methods.denoised).
-DENOISED_VARIANTS = {"smoke": ("mse",), "cpu": ("mse",), "cpu-full": ("mse", "stability")}
+DENOISED_VARIANTS = {"smoke": ("mse",), "gpu-smoke": ("mse", "stability"), "cpu": ("mse",),
+                     "cpu-full": ("mse", "stability"), "paper": ("mse", "stability")}
 
 
 def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
