@@ -83,7 +83,8 @@ def test_report_states_the_computed_verdict(store, tmp_path):
     assert ev.speedup("pretrained teacher") == pytest.approx(6.0) and ev.speedup("proxy teacher") == pytest.approx(1.5)
     # the rising curve is shown but no longer decides; no Gaussian student: the guard says it did not check
     assert ev.not_plateaued == ("CRT convnext_atto (rising)",) and ev.under_trained == ()
-    assert ev.training_check == "not checked (no Gaussian-trained convnext_atto)"
+    assert ev.training_check.startswith("not checked (no Gaussian-trained convnext_atto); teacher resnet20 noisy acc 0.760")
+    assert ev.training_check.endswith(">= chance 0.1 + 0.05")  # the teacher side is checked: far above chance
     text = write_report(store, tmp_path / "out", figures={}, profile_note="").read_text()
     assert "CRT convnext_atto (rising)" in text and "images only (one seed)" in text
 

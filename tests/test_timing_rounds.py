@@ -245,6 +245,16 @@ def test_a_consistent_table_is_not_flagged_and_crt_is_not_compared_with_other_te
     ])
     assert ratio_flags(macer) == ["", "", "faster than smoothmix despite more passes"]
     assert not dominates(part.iloc[2], part.iloc[1]) and dominates(part.iloc[1], part.iloc[0])
+    # The first GPU check: MACER at its recipe's 64 images per batch against Consistency's 256 is cheaper per
+    # loader batch (1.21x vs 2.09x) but not per epoch (5.12x vs 2.04x): the same images decide, no flag.
+    gpu = pd.DataFrame([
+        dict(method="consistency", teacher="", fwd_bwd_passes=2, fwd_only_passes=0, batch_ratio=2.09,
+             batch_ratio_low=2.0, batch_ratio_high=2.2, epoch_ratio=2.04),
+        dict(method="macer", teacher="", fwd_bwd_passes=16, fwd_only_passes=0, batch_ratio=1.21,
+             batch_ratio_low=1.1, batch_ratio_high=1.3, epoch_ratio=5.12),
+    ])
+    assert ratio_flags(gpu) == ["", ""]
+    assert ratio_flags(gpu.assign(epoch_ratio=[2.04, 1.9]))[1] == "faster than consistency despite more passes"
     timed_apart = part.assign(batch_ratio_low=float("nan"), batch_ratio_high=float("nan"))
     assert ratio_flags(timed_apart)[1] == "timed apart (no interval)"
 

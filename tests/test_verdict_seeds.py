@@ -10,6 +10,7 @@ from crt_bench.analysis.evidence import student_evidence
 from crt_bench.analysis.seeds import seeded_acr_difference, seeded_acr_interval
 from crt_bench.analysis.training_check import (
     NoisyAccuracy,
+    check_teacher,
     check_training,
     eval_images,
     newcombe_difference,
@@ -66,6 +67,27 @@ def test_wilson_and_newcombe_intervals():
     assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
     d, low, high = newcombe_difference(56 / 70, 70, 48 / 80, 80)  # Newcombe (1998), method 10: 0.2 [0.0524, 0.3339]
     assert d == pytest.approx(0.2) and low == pytest.approx(0.0524, abs=5e-4) and high == pytest.approx(0.3339, abs=5e-4)
+
+
+def test_a_teacher_at_chance_is_under_trained():
+    at_chance = check_teacher(NoisyAccuracy(0.100, 2000), "teacher resnet110", 10)  # the first GPU check's teacher
+    assert at_chance.under_trained and "< chance 0.1 + 0.05" in at_chance.text
+    assert not check_teacher(NoisyAccuracy(0.30, 2000), "t", 10).under_trained
+    assert not check_teacher(NoisyAccuracy(0.12, 40), "t", 10).under_trained  # 40 images: no evidence either way
+    assert check_teacher(None, "t", 10).text == "" and not check_teacher(NoisyAccuracy(0.1, 2000), "t", 0).under_trained
+
+
+def test_the_teacher_check_wrongly_flags_a_teacher_at_the_margin_rarely():
+    """A teacher whose true noisy accuracy is exactly chance + margin (0.15) is flagged at most ~2.5% of the
+    time (the upper end of a 95% Wilson interval lies below its value), whatever the number of images."""
+    rng = np.random.default_rng(0)
+    for images in (100, 500, 2000):
+        hits = rng.binomial(images, 0.15, size=4000)
+        rate = np.mean([check_teacher(NoisyAccuracy(h / images, images), "t", 10).under_trained for h in hits])
+        assert rate < 0.04, (images, rate)
+    # and one truly at chance is caught nearly always on 2,000 images
+    hits = rng.binomial(2000, 0.10, size=500)
+    assert np.mean([check_teacher(NoisyAccuracy(h / 2000, 2000), "t", 10).under_trained for h in hits]) > 0.99
 
 
 def test_under_training_guard_fails_only_far_below_the_teacher():

@@ -16,9 +16,11 @@ import pandas as pd
 
 from crt_bench.analysis.select import certifications, newest_per_line
 from crt_bench.analysis.seeds import common_images, seed_acrs, seeded_acr_difference, seeded_acr_interval
-from crt_bench.analysis.training_check import check_training, last_accuracies
+from crt_bench.analysis.training_check import check_teacher, check_training, last_accuracies
 from crt_bench.analysis.uncertainty import acr_interval
 from crt_bench.analysis.verdict import SETTINGS, StudentEvidence
+from crt_bench.core.errors import CrtBenchError
+from crt_bench.data.catalog import dataset_info
 from crt_bench.store.store import ResultsStore
 
 PLATEAU_TAIL = 0.25  # the last quarter of the epochs ...
@@ -67,6 +69,14 @@ def _gaussian_runs(runs: pd.DataFrame, arch: str, sigma: float, dataset: str, pr
     return same.groupby("seed", dropna=False).tail(1)["run_id"].tolist()
 
 
+def _classes(dataset: str) -> int:
+    """The dataset's number of classes; 0 for one the catalog does not know (the teacher is then not checked)."""
+    try:
+        return dataset_info(dataset).num_classes
+    except CrtBenchError:
+        return 0
+
+
 def student_evidence(store: ResultsStore) -> list[StudentEvidence]:
     meta, rows = certifications(store)
     lines = newest_per_line(meta, per_seed=True)
@@ -104,6 +114,8 @@ def student_evidence(store: ResultsStore) -> list[StudentEvidence]:
             rising = tuple(f"{name} ({plateaus.get(run, 'no curve')})" for name, run in named
                            if plateaus.get(run, "no curve") != "plateaued")
             check = check_training(arch, gaussian, accuracies.get(c["teacher_run_id"]), teacher_name)
+            teacher_check = check_teacher(accuracies.get(c["teacher_run_id"]), teacher_name, _classes(dataset))
+            flagged = tuple(k.text for k in (check, teacher_check) if k.under_trained)
             difference, images = seeded_acr_difference(c_certs, sm_certs)
             out.append(StudentEvidence(
                 arch=arch if teachers.ngroups == 1 else f"{arch} <- {c['teacher']}",
@@ -112,8 +124,8 @@ def student_evidence(store: ResultsStore) -> list[StudentEvidence]:
                 smoothmix_hours=float(sm["train_seconds"].mean()) / 3600,
                 crt_hours=float(cs["train_seconds"].mean()) / 3600,
                 teacher_hours=float(teacher_s) / 3600 if not math.isnan(teacher_s) else float("nan"),
-                teacher_acr=teacher_acr, under_trained=(check.text,) if check.under_trained else (), images=images,
-                training_check=check.text, not_plateaued=rising,
+                teacher_acr=teacher_acr, under_trained=flagged, images=images,
+                training_check="; ".join(k.text for k in (check, teacher_check) if k.text), not_plateaued=rising,
                 crt_seed_acrs=seed_acrs(c_certs), smoothmix_seed_acrs=seed_acrs(sm_certs)))
     return out
 

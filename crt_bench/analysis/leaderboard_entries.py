@@ -120,6 +120,8 @@ def entries_from_store(store: Any) -> list[Entry]:
             continue
         hours = m["hours"] if m["hours"] == m["hours"] and m["status"] == RunStatus.FINISHED else None
         teacher = f"{m['teacher_method'] or '?'} {m['teacher']}".strip() if m["teacher"] else ""
+        if m.get("variant"):  # denoised smoothing's mse and stability runs share method, arch and classifier
+            teacher = f"{teacher}; variant {m['variant']}".lstrip("; ")
         out.append(Entry(entry_id=str(m["cert_id"]), method=m["method"], arch=m["arch"], teacher=teacher,
                          dataset=m["dataset"], sigma=sigma, device=m["device"] or m["cert_device"], hours=hours,
                          hours_kind="measured" if hours is not None else "unknown",

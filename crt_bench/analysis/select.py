@@ -42,7 +42,7 @@ def _flag(value: Any) -> bool:
         return False
 
 
-def _variant(run: dict[str, Any]) -> str:
+def run_variant(run: Any) -> str:
     """A method's ``variant`` hyper-parameter (denoised smoothing: mse / stability), "" when it has none."""
     try:
         config = json.loads(_text(run.get("config")) or "{}")
@@ -120,7 +120,7 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
             "teacher_run_train_seconds": _number(teacher_run.get("train_seconds")),
             "total_train_seconds": total_s,
             "hours": (total_s if not math.isnan(total_s) else train_s) / 3600,
-            "profile": _text(run.get("profile")), "seed": _number(run.get("seed")), "variant": _variant(run),
+            "profile": _text(run.get("profile")), "seed": _number(run.get("seed")), "variant": run_variant(run),
             "device": device_label(_text(run.get("device")), run.get("tf32")),
             "git_commit": _text(run.get("git_commit")), "status": _text(run.get("status")),
         })

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from crt_bench.analysis.metrics import summary_row
+from crt_bench.analysis.select import run_variant
 from crt_bench.core.constants import SUMMARY_RADII
 from crt_bench.store.store import ResultsStore
 
@@ -35,6 +36,7 @@ def summary_table(store: ResultsStore) -> pd.DataFrame:
             "cert_id": cert_id,
             "run_id": run_id,
             "method": run["method"] if run is not None else "imported",
+            "variant": run_variant(run) if run is not None else "",
             "certification": _kind(rows),
             "arch": run["arch"] if run is not None else "",
             "dataset": run["dataset"] if run is not None else "",

@@ -99,5 +99,22 @@ def check_training(arch: str, gaussian: list[NoisyAccuracy], teacher: NoisyAccur
                                 f"[{low:+.3f}, {high:+.3f}] {'<' if under else '>='} -{margin:g}")
 
 
-__all__ = ["NoisyAccuracy", "TrainingCheck", "UNDER_TRAINED_MARGIN", "check_training", "eval_images",
+def check_teacher(teacher: NoisyAccuracy | None, teacher_name: str, classes: int,
+                  margin: float = UNDER_TRAINED_MARGIN) -> TrainingCheck:
+    """The other side: a teacher at chance has nothing to transfer, whatever its students do.
+
+    Under-trained when the upper end of the Wilson interval of the teacher's noisy accuracy lies below
+    ``1 / classes + margin`` (the first GPU check's one-epoch ResNet-110 teacher: 0.100 on 2,000 images,
+    which the student-side rule let through as "refuted" because its Gaussian student did better).
+    """
+    if teacher is None or classes < 2:
+        return TrainingCheck(False, "")
+    low, high = wilson(teacher.accuracy, teacher.images)
+    chance = 1.0 / classes
+    under = high < chance + margin
+    return TrainingCheck(under, f"{teacher_name} noisy acc {teacher.accuracy:.3f} [{low:.3f}, {high:.3f}] "
+                                f"({teacher.images} images) {'<' if under else '>='} chance {chance:.3g} + {margin:g}")
+
+
+__all__ = ["NoisyAccuracy", "TrainingCheck", "UNDER_TRAINED_MARGIN", "check_teacher", "check_training", "eval_images",
            "last_accuracies", "newcombe_difference", "pooled", "wilson"]

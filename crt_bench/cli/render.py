@@ -18,7 +18,9 @@ def rich_summary(df: pd.DataFrame) -> Table:
                          min_width=max([len(str(n)) for n in df["run_id"]], default=4) if col == "name" else None)
     for _, r in df.iterrows():
         name = r["run_id"].removeprefix(IMPORT_PREFIX)
-        method = r["method"] + (" (transfer)" if r.get("certification") == "transfer" else "")
+        variant = r.get("variant", "")
+        method = r["method"] + (f" ({variant})" if isinstance(variant, str) and variant else "")
+        method += " (transfer)" if r.get("certification") == "transfer" else ""
         table.add_row(name, method, r["arch"], f"{r['sigma']:.2f}", str(r["N"]), str(r["n_images"]),
                       *[f"{r[c]:.3f}" for c in acc_cols], f"{r['acr']:.3f}",
                       "" if pd.isna(r["train_hours"]) else f"{r['train_hours']:.3g}")

@@ -36,7 +36,7 @@ PAPER_TABLE1 = {
 }
 PAPER_SPEEDUP = PAPER_TABLE1["smoothmix"]["hours"] / PAPER_TABLE1["crt"]["hours"]
 
-ACR_COLUMNS = ["method", "teacher", "teacher_method", "arch", "sigma", "dataset", "N", "images", "ACR", "ACR_low",
+ACR_COLUMNS = ["method", "variant", "teacher", "teacher_method", "arch", "sigma", "dataset", "N", "images", "ACR", "ACR_low",
                "ACR_high",
                *[f"acc@{r:.2f}" for r in TABLE_RADII], *[f"acc@{r:.2f}_{end}" for r in TABLE_RADII for end in ("low", "high")],
                "train_hours", "hours_kind", "profile", "device",
@@ -65,7 +65,8 @@ def acr_table(store: ResultsStore) -> pd.DataFrame:
         interval = acr_interval(part)
         bands = certified_accuracy_intervals(part, TABLE_RADII).set_index("radius")
         out.append({
-            "method": m["method"], "teacher": m["teacher"], "teacher_method": m["teacher_method"], "arch": m["arch"],
+            "method": m["method"], "variant": m.get("variant", ""), "teacher": m["teacher"],
+            "teacher_method": m["teacher_method"], "arch": m["arch"],
             "sigma": m["sigma"], "dataset": m["dataset"], "N": m["N"], "images": m["images"], "ACR": acr(part),
             "ACR_low": interval.low, "ACR_high": interval.high,
             **{f"acc@{r:.2f}": float(v) for r, v in acc.items()},
@@ -76,7 +77,8 @@ def acr_table(store: ResultsStore) -> pd.DataFrame:
     df = pd.DataFrame(out, columns=ACR_COLUMNS)
     df["_rank"] = df["method"].map(_method_rank)
     df["_generation"] = df["arch"].map(arch_generation)
-    df = df.sort_values(["profile", "dataset", "_generation", "arch", "sigma", "_rank", "teacher"], kind="stable")
+    df = df.sort_values(["profile", "dataset", "_generation", "arch", "sigma", "_rank", "variant", "teacher"],
+                        kind="stable")
     return df.drop(columns=["_rank", "_generation"]).reset_index(drop=True)
 
 

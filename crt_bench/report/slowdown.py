@@ -78,6 +78,13 @@ def dominates(a: pd.Series, b: pd.Series) -> bool:
     return ge and a["fwd_bwd_passes"] >= OUTWORK_FACTOR * b["fwd_bwd_passes"]
 
 
+def _same_images(row: dict) -> float:
+    """The ratio over the same images: per epoch where the table has it (the passes count each loader batch's
+    images, and recipes' batches differ on a GPU: MACER's 64 against 256), per batch otherwise."""
+    epoch = row.get("epoch_ratio", float("nan"))
+    return row["batch_ratio"] if pd.isna(epoch) else epoch
+
+
 def ratio_flags(part: pd.DataFrame, wide: float = WIDE_RELATIVE) -> list[str]:
     """Why each row's ratio cannot be trusted ("" when nothing is wrong), for one (device, arch, sigma).
 
@@ -97,7 +104,7 @@ def ratio_flags(part: pd.DataFrame, wide: float = WIDE_RELATIVE) -> list[str]:
             elif ratio > 0 and (high - low) / ratio > wide:
                 why.append(f"wide interval (±{(high - low) / 2 / ratio:.0%})")
         faster = [b["method"] + (f" <- {b['teacher']}" if b["teacher"] else "") for b in rows
-                  if b is not a and dominates(pd.Series(a), pd.Series(b)) and ratio < b["batch_ratio"]]
+                  if b is not a and dominates(pd.Series(a), pd.Series(b)) and _same_images(a) < _same_images(b)]
         if faster:
             why.append(f"faster than {', '.join(faster)} despite more passes")
         out.append("; ".join(why))
