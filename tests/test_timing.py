@@ -57,6 +57,11 @@ def test_pass_counts_explain_the_cost():
     crt = probe("crt", "tiny_cnn", teacher_arch="tiny_cnn", cfg=cfg, clock=FakeClock([1.0, 0.0]))
     assert (gauss["fwd_bwd_passes"], gauss["fwd_only_passes"]) == (1.0, 0.0)
     assert (crt["fwd_bwd_passes"], crt["fwd_only_passes"]) == (1.0, 1.0)  # + the teacher's forward
+    # denoised smoothing (the probe's default variant, mse) trains the denoiser in front of a frozen classifier:
+    # its passes are the denoiser's (the first GPU check's table said 0.00: the counter watched the composed
+    # model, whose forward the mse loss never calls)
+    denoised = probe("denoised", "tiny_cnn", cfg=cfg, clock=FakeClock([1.0, 0.0]))
+    assert (denoised["fwd_bwd_passes"], denoised["fwd_only_passes"]) == (1.0, 0.0)
 
 
 def test_timing_grid_stores_rows_and_skips_done_probes(tmp_path):

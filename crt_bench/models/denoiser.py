@@ -109,6 +109,11 @@ class DenoisedClassifier(nn.Module):
         self.classifier.eval()  # its batch-norm statistics are the off-the-shelf classifier's
         return self
 
+    @property
+    def trained_part(self) -> nn.Module:
+        """The network a training step updates (what the timing probes count passes of): the denoiser."""
+        return self.denoiser
+
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.denoiser(x))
 

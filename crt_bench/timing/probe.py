@@ -233,7 +233,8 @@ def prepare(
     step = TrainStep(spec, model, optimizer, ctx, device, options)
     x = torch.rand(batch, cfg.in_chans, cfg.image_size, cfg.image_size, device=device)
     y = torch.randint(0, cfg.num_classes, (batch,), device=device)
-    counter = PassCounter(model, teacher)  # counts one (untimed) batch: what the time is made of
+    # counts one (untimed) batch: what the time is made of; a composed model's passes are its trained part's
+    counter = PassCounter(getattr(model, "trained_part", model), teacher)
     for _ in range(max(cfg.warmup, 1)):
         step(x, y)
         counter.remove()
