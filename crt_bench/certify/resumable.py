@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -68,10 +69,13 @@ class CertKey:
     precision: str
     seed: int
 
+    ID_TAG: ClassVar[str] = ""  # before the digest: "t" marks a transferred certification (TransferKey)
+
     @property
     def cert_id(self) -> str:
+        """``<run_id>@N<n>-<tag><digest>``: ``@N`` lets run_id_of find the run; the digest is over every field."""
         digest = hashlib.blake2b(json.dumps(asdict(self), sort_keys=True).encode(), digest_size=4).hexdigest()
-        return f"{self.run_id}@N{self.n}-{digest}"
+        return f"{self.run_id}@N{self.n}-{self.ID_TAG}{digest}"
 
     @property
     def lock_name(self) -> str:

@@ -12,19 +12,17 @@ one of the two.  The teacher runs at its certification's precision, the student 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
 from crt_bench.certify.precision import uses_tf32
-from crt_bench.certify.resumable import FLUSH_IMAGES, FLUSH_SECONDS, stamped, store_resumably
+from crt_bench.certify.resumable import FLUSH_IMAGES, FLUSH_SECONDS, CertKey, stamped, store_resumably
 from crt_bench.certify.transfer import iter_transfer
 from crt_bench.config.choices import Precision, check_precision
 from crt_bench.config.run import RunConfig
@@ -68,25 +66,15 @@ class TransferConfig:
 
 
 @dataclass(frozen=True)
-class TransferKey:
-    """What determines a transferred certification's rows (the teacher's settings come with its cert id)."""
+class TransferKey(CertKey):
+    """What determines a transferred certification's rows: the student's CERTIFY settings, the teacher's
+    certification (its own settings come with its cert id) and the disagreement samples' n_p and alpha."""
 
-    run_id: str
     transfer_from: str
-    n0: int
-    n: int
-    alpha: float
-    sigma: float
-    subset: str
-    precision: str
-    seed: int
     n_p: int
     alpha_zeta: float
 
-    @property
-    def cert_id(self) -> str:
-        digest = hashlib.blake2b(json.dumps(asdict(self), sort_keys=True).encode(), digest_size=4).hexdigest()
-        return f"{self.run_id}@N{self.n}-t{digest}"  # "@N": run_id_of finds the run; "t": a transfer
+    ID_TAG: ClassVar[str] = "t"
 
 
 def teacher_state(store: ResultsStore, cert_id: str) -> dict[str, Any]:
