@@ -145,7 +145,9 @@ def _error_line(err: BaseException) -> str:
     raised = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
     if not raised:  # the exception itself (an in-process executor): its whole message, with its type
         whole = " ".join(lines)  # unless it is one of crt-bench's own, written for the user
-        return whole if isinstance(err, CrtBenchError) and whole else f"{type(err).__name__}: {whole}".rstrip(": ")
+        if isinstance(err, CrtBenchError) and whole:
+            return whole
+        return f"{type(err).__name__}: {whole}" if whole else type(err).__name__
     # A message may span lines: keep everything from the last exception line to submitit's own footer.
     message = lines[raised[-1]:]
     footer = next((i for i, line in enumerate(message) if line.startswith("-----")), len(message))
