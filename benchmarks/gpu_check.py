@@ -298,12 +298,7 @@ def run_tiny_reproduce(argv: list[str]) -> int:
     real_plan = reproduce.plan_for
 
     def tiny(name: str, data_dir: str | None = None) -> reproduce.Plan:
-        plan = real_plan(name, data_dir)
-        grid = replace(plan.grid, archs=["tiny_cnn"], teacher_archs=["tiny_cnn"], train_limit=256)
-        extra = reproduce.denoised_jobs(["tiny_cnn"], reproduce.DENOISED_VARIANTS[name], profile=name,
-                                        train_limit=256, data_dir=data_dir)
-        return replace(plan, grid=grid, timing_archs=["tiny_cnn"], timing_teachers=["tiny_cnn"], chain=None,
-                       extra=extra)
+        return real_plan(name, data_dir).on_arch("tiny_cnn", train_limit=256)
 
     reproduce.plan_for = tiny
     timing.PROBES[profile] = replace(timing.PROBES[profile], batch_size=4, batches=1)

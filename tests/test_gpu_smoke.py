@@ -47,11 +47,7 @@ def test_reproduce_gpu_smoke_on_a_cpu_writes_the_report(tmp_path: Path, monkeypa
     real = reproduce.plan_for
 
     def tiny(profile: str, data_dir: str | None = None) -> reproduce.Plan:
-        plan = real(profile, data_dir)
-        grid = replace(plan.grid, archs=["tiny_cnn"], teacher_archs=["tiny_cnn"], train_limit=256)
-        extra = reproduce.denoised_jobs(["tiny_cnn"], reproduce.DENOISED_VARIANTS[profile], profile=profile,
-                                        train_limit=256, data_dir=data_dir)
-        return replace(plan, grid=grid, timing_archs=["tiny_cnn"], timing_teachers=["tiny_cnn"], extra=extra)
+        return real(profile, data_dir).on_arch("tiny_cnn", train_limit=256)
 
     monkeypatch.setattr(reproduce, "plan_for", tiny)
     # The probes' recipe batches (SmoothAdv: 44 passes of 256 images) would take minutes here: 16 images.

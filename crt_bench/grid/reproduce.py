@@ -62,6 +62,15 @@ class Plan:
         extra = [replace(j, device=device) for j in self.extra]
         return replace(self, grid=replace(self.grid, device=device), chain=chain, extra=extra)
 
+    def on_arch(self, arch: str, train_limit: int) -> Plan:
+        """The same plan with ``arch`` everywhere (teacher, students, denoised smoothing, probes) on
+        ``train_limit`` images and no chain: the GPU check's CPU mode and the tests run a profile's code
+        path this way in minutes."""
+        grid = replace(self.grid, archs=[arch], teacher_archs=[arch], train_limit=train_limit)
+        extra = denoised_jobs([arch], DENOISED_VARIANTS.get(self.profile, ()), profile=self.profile,
+                              train_limit=train_limit, data_dir=self.grid.data_dir) if self.extra else []
+        return replace(self, grid=grid, timing_archs=[arch], timing_teachers=[arch], chain=None, extra=extra)
+
     def jobs(self) -> list[Job]:
         """The grid's jobs, then the chain's links that are not grid jobs already (same key: reused)."""
         jobs = {job.key: job for job in self.grid.jobs()}
