@@ -382,10 +382,8 @@ class Smooth:
         precision = self._chosen or "fp32"
         key = (self._models.key, tuple(images.shape[1:]), precision, str(fmt))
         if key not in self._auto_batch:
-            self._auto_batch[key] = cuda_batch_from_memory(
-                self.base_classifier if self.compile else model, images, fmt,
-                forward_context(precision, device, casts=False)
-            )
+            self._auto_batch[key] = cuda_batch_from_memory(self.base_classifier if self.compile else model, images,
+                                                           fmt, forward_context(precision, device, casts=False))
         return self._auto_batch[key]
 
     def _shrink_batch(self, images: torch.Tensor, b: int) -> int:
