@@ -156,3 +156,21 @@ def test_runs_without_a_certification_are_listed_as_missing_with_the_reason(tmp_
     write_leaderboard([entry("a", 1.0, 0.3)], tmp_path / "board", missing)
     assert "| gaussian mobilenetv4_conv_small (g1) | trained but not certified" in (
         tmp_path / "board" / "LEADERBOARD.md").read_text()
+
+
+def test_a_run_certified_only_by_transfer_is_listed_as_missing_and_one_with_certify_is_not(tmp_path):
+    import time
+
+    from crt_bench.analysis.leaderboard_entries import missing_from_store
+    from crt_bench.store.store import ResultsStore
+
+    store = ResultsStore(tmp_path)
+    store.append("runs", [{"run_id": run, "method": "crt", "arch": "efficientvit_b0", "status": "finished",
+                           "updated": time.time()} for run in ("t1", "c1")])
+    rows = rows_with([0.2, 0.4])
+    store.append("certify", [dict(r, run_id="t1", cert_id="x", kind="transfer") for r in rows.to_dict("records")]
+                 + [dict(r, run_id="c1", cert_id="y", kind="transfer") for r in rows.to_dict("records")]
+                 + [dict(r, run_id="c1", cert_id="z", kind="certify") for r in rows.to_dict("records")])
+    missing = dict(missing_from_store(store))
+    assert list(missing) == ["crt efficientvit_b0 (t1)"]  # c1 has CERTIFY rows: an entry, not missing
+    assert "only by transfer" in missing["crt efficientvit_b0 (t1)"]

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from crt_bench.analysis.select import certifications, method_label, newest_per_line
-from crt_bench.analysis.transfer import TRANSFER_KIND
+from crt_bench.analysis.select import certifications, method_label, newest_per_line, transferred
 from crt_bench.analysis.uncertainty import acr_interval, paired_acr_difference
 
 COST_COLUMNS = ["arch", "line", "method", "seed", "certification", "train_hours", "certify_hours", "images",
@@ -41,17 +40,16 @@ def measured_costs(store) -> pd.DataFrame:
                     "method": r["method"], "seed": r["seed"], "certification": "CERTIFY", "train_hours": r["hours"],
                     "certify_hours": float(seconds.sum()) / 3600, "images": len(seconds),
                     "seconds_per_image": float(seconds.mean()), "N": r["N"]})
-    if "kind" in certify:
-        for cert_id, part in certify[certify["kind"].fillna("") == TRANSFER_KIND].groupby("cert_id", sort=False):
-            r = by_run.get(str(part["run_id"].iloc[0]))
-            if r is None:
-                continue
-            seconds = _seconds(part)
-            n_p = int(part["n_p"].iloc[0]) if "n_p" in part else -1
-            out.append({"arch": r["arch"], "line": method_label(r["method"], r["teacher"], r["teacher_method"], r.get("variant", "")),
-                        "method": r["method"], "seed": r["seed"], "certification": f"transfer (n_p={n_p})",
-                        "train_hours": r["hours"], "certify_hours": float(seconds.sum()) / 3600,
-                        "images": len(seconds), "seconds_per_image": float(seconds.mean()), "N": r["N"]})
+    for cert_id, part in certify[transferred(certify)].groupby("cert_id", sort=False):
+        r = by_run.get(str(part["run_id"].iloc[0]))
+        if r is None:
+            continue
+        seconds = _seconds(part)
+        n_p = int(part["n_p"].iloc[0]) if "n_p" in part else -1
+        out.append({"arch": r["arch"], "line": method_label(r["method"], r["teacher"], r["teacher_method"], r.get("variant", "")),
+                    "method": r["method"], "seed": r["seed"], "certification": f"transfer (n_p={n_p})",
+                    "train_hours": r["hours"], "certify_hours": float(seconds.sum()) / 3600,
+                    "images": len(seconds), "seconds_per_image": float(seconds.mean()), "N": r["N"]})
     return pd.DataFrame(out, columns=COST_COLUMNS)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from crt_bench.analysis.leaderboard import ROW_COLUMNS, SCHEMA, Entry, summary_of
-from crt_bench.analysis.select import certifications
+from crt_bench.analysis.select import certifications, transferred
 from crt_bench.core.atomic import atomic_write_bytes
 from crt_bench.core.constants import IMPORT_PREFIX
 from crt_bench.core.errors import CrtBenchError
@@ -135,13 +135,19 @@ def missing_from_store(store: Any) -> list[tuple[str, str]]:
     if runs.empty:
         return []
     certs = store.read("certify")
-    certified = set(certs["run_id"]) if not certs.empty else set()
+    is_transfer = transferred(certs)
+    certified = set(certs.loc[~is_transfer, "run_id"]) if not certs.empty else set()
+    by_transfer = set(certs.loc[is_transfer, "run_id"]) if not certs.empty else set()
     out = []
     for r in runs.to_dict("records"):
         if r["run_id"] in certified:
             continue
         status = str(r.get("status", ""))
-        reason = ("trained but not certified (no per-image rows; `crt-bench certify RUN`)" if status == RunStatus.FINISHED
-                  else f"run {status or 'unknown'}: not finished, not certified")
+        if status != RunStatus.FINISHED:
+            reason = f"run {status or 'unknown'}: not finished, not certified"
+        elif r["run_id"] in by_transfer:  # the board ranks CERTIFY results; a transferred certificate is no entry
+            reason = "certified only by transfer from its teacher (no CERTIFY rows; `crt-bench certify RUN`)"
+        else:
+            reason = "trained but not certified (no per-image rows; `crt-bench certify RUN`)"
         out.append((f"{r['method']} {r['arch']} ({r['run_id']})", reason))
     return out

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crt_bench.core.constants import IMPORT_PREFIX
+from crt_bench.core.constants import IMPORT_PREFIX, TRANSFER_KIND
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.tf32 import device_label
 from crt_bench.models.registry import get_arch
@@ -65,6 +65,13 @@ def method_label(method: str, teacher: str = "", teacher_method: str = "", varia
     return f"{name} (teacher {detail})"
 
 
+def transferred(certs: pd.DataFrame) -> pd.Series:
+    """Which certify rows are transferred certificates (``kind == TRANSFER_KIND``); older stores lack ``kind``."""
+    if "kind" not in certs:
+        return pd.Series(False, index=certs.index)
+    return certs["kind"].fillna("") == TRANSFER_KIND
+
+
 def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The newest CERTIFY certification per run id (not a transferred one), with its run's columns; and the
     per-image rows per cert id.
@@ -79,8 +86,7 @@ def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> 
     git_commit, status``. ``rows[cert_id]`` is that certification's per-image frame.
     """
     certs = store.read("certify") if certify is None else certify
-    if "kind" in certs:  # a run's certification is its CERTIFY; transferred ones (kind "transfer") are extra
-        certs = certs[certs["kind"].fillna("certify") != "transfer"]
+    certs = certs[~transferred(certs)]  # a run's certification is its CERTIFY; transferred ones are extra
     if certs.empty:
         return pd.DataFrame(columns=["cert_id", "run_id", "imported"]), {}
     runs = store.runs()

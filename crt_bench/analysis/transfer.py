@@ -12,11 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from crt_bench.analysis.select import certifications
+from crt_bench.analysis.select import certifications, transferred
 from crt_bench.analysis.uncertainty import acr_interval, paired_acr_difference
 from crt_bench.store.store import ResultsStore
 
-TRANSFER_KIND = "transfer"
 
 
 def _mean_seconds(rows: pd.DataFrame) -> float:
@@ -26,9 +25,7 @@ def _mean_seconds(rows: pd.DataFrame) -> float:
 def transfer_table(store: ResultsStore) -> pd.DataFrame:
     """The side-by-side table (empty when no student has both a transferred and a plain certification)."""
     certify = store.read("certify")
-    if certify.empty or "kind" not in certify:
-        return pd.DataFrame()
-    transfers = certify[certify["kind"].fillna("") == TRANSFER_KIND]
+    transfers = certify[transferred(certify)]
     if transfers.empty:
         return pd.DataFrame()
     meta, plain_rows = certifications(store, certify)
