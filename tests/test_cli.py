@@ -420,6 +420,9 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "## Certificate transfer" in report
     # Denoised smoothing beside CRT per student, and every certified model's cost on both axes.
     assert "### Beside CRT: denoised smoothing" in report and "Denoised smoothing (mse)" in report
+    beside = report.split("### Beside CRT: denoised smoothing")[1].split("\n## ")[0]
+    assert "| student | method | seed | images |" in beside and "lowest training seed" in beside
+    assert all(line.split("|")[3].strip() == "0" for line in beside.splitlines() if "Denoised smoothing (mse)" in line)
     costs = pd.read_csv(plots / "measured_costs.csv")
     assert {"Denoised smoothing (mse)", "SmoothMix"} <= set(costs["line"]) and (costs["certify_hours"] > 0).all()
     # Started again: nothing is retrained, re-certified or re-timed.

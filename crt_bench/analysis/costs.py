@@ -60,7 +60,7 @@ def reuse_competitors(store) -> pd.DataFrame:
     """Per student architecture, CRT beside SmoothMix and denoised smoothing (each variant): ACR with its 95%
     bootstrap interval, the difference to CRT paired over common images, training hours (the run's own; a
     reused mse denoiser's hours are its own run's, counted once, shown as ``shared_hours``), and certification
-    seconds per image and hours. One (the newest, lowest seed) certification per line."""
+    seconds per image and hours. One (the newest, lowest seed) certification per line, its ``seed`` shown."""
     meta, rows = certifications(store)
     lines = newest_per_line(meta, per_seed=True)
     if lines.empty:
@@ -81,7 +81,7 @@ def reuse_competitors(store) -> pd.DataFrame:
             shared = init_of.get(r["run_id"]) or ""
             shared_s = float(seconds_of.get(shared, float("nan"))) if shared else float("nan")
             out.append({"arch": arch, "line": method_label(r["method"], r["teacher"], r["teacher_method"],
-                                                          r.get("variant", "")),
+                                                          r.get("variant", "")), "seed": int(r["seed"]),
                         "acr": acr_interval(cert), "minus_crt": paired_acr_difference(cert, crt_rows)
                         if r["method"] != "crt" else None, "images": len(cert),
                         "train_hours": float(r["train_seconds"]) / 3600, "shared_hours": shared_s / 3600,

@@ -80,11 +80,12 @@ def competitors_markdown(table: pd.DataFrame) -> str:
              "and every noisy sample of CERTIFY pays the denoiser's forward too. ACR intervals: 95% bootstrap over "
              "the certified images; the difference to CRT is paired over the images both certified. Training "
              "hours are the run's own (a denoised run's classifier is a standard training, listed in its own "
-             "row of the ACR table).", ""]
+             "row of the ACR table). One model per line: its lowest training seed (the verdict above pools "
+             "the seeds).", ""]
     lines += markdown_table(
-        ["student", "method", "images", "ACR [95% CI]", "minus CRT ACR (paired)", "training h", "shared h",
+        ["student", "method", "seed", "images", "ACR [95% CI]", "minus CRT ACR (paired)", "training h", "shared h",
          "certification s/image", "certification h"],
-        [[r.arch, r.line, r.images, r.acr.format(), "" if r.minus_crt is None else r.minus_crt.format("+.3f"),
+        [[r.arch, r.line, r.seed, r.images, r.acr.format(), "" if r.minus_crt is None else r.minus_crt.format("+.3f"),
           f"{r.train_hours:.3g}", "" if r.shared_hours != r.shared_hours else f"{r.shared_hours:.3g}",
           f"{r.certify_seconds_per_image:.2f}", f"{r.certify_hours:.3g}"] for r in table.itertuples()])
     return "\n".join(lines) + "\n"
