@@ -80,8 +80,9 @@ def reuse_competitors(store) -> pd.DataFrame:
             seconds = _seconds(cert)
             shared = init_of.get(r["run_id"]) or ""
             shared_s = float(seconds_of.get(shared, float("nan"))) if shared else float("nan")
+            seed = int(r["seed"]) if r["seed"] == r["seed"] else ""  # NaN: a run stored without its seed
             out.append({"arch": arch, "line": method_label(r["method"], r["teacher"], r["teacher_method"],
-                                                          r.get("variant", "")), "seed": int(r["seed"]),
+                                                          r.get("variant", "")), "seed": seed,
                         "acr": acr_interval(cert), "minus_crt": paired_acr_difference(cert, crt_rows)
                         if r["method"] != "crt" else None, "images": len(cert),
                         "train_hours": float(r["train_seconds"]) / 3600, "shared_hours": shared_s / 3600,

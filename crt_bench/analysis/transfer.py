@@ -17,7 +17,6 @@ from crt_bench.analysis.uncertainty import acr_interval, paired_acr_difference
 from crt_bench.store.store import ResultsStore
 
 
-
 def _mean_seconds(rows: pd.DataFrame) -> float:
     return float(pd.to_numeric(rows["seconds"], errors="coerce").mean()) if "seconds" in rows else float("nan")
 
