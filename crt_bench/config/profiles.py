@@ -46,9 +46,9 @@ PROFILES: dict[str, Profile] = {
         Profile(
             # Sized by measurement (2 cores, see crt_bench.grid.reproduce.CPU_BUDGETS): at most 90 minutes of
             # make reproduce with everything it runs (grid, denoised smoothing, transfers, chain, probes). It
-            # cannot buy 500 certified images per model (2-4 s per image at N=10,000 on this CPU, 10 certified
-            # models: 100 images take ~45 minutes) nor 12,000 training images (SmoothMix ~8 ms per image-step);
-            # the rest of the evidence bar is cpu-full's.
+            # cannot buy 500 certified images per model (1.4-2.6 s per image at N=10,000 on this CPU, 11 certified
+            # models with two student seeds: 100 images took 37.8 minutes of the measured 89.6) nor 12,000
+            # training images (SmoothMix ~10 ms per image-step); the rest of the evidence bar is cpu-full's.
             "cpu", "fashion-mnist", "Fashion-MNIST, 0.055 x each recipe on 4,000 images, 100 test images at "
             "N=10,000 (fastest forward precision): at most 90 minutes on 2 cores",
             epoch_scale=0.055, batch_size=128, train_limit=4000, test_limit=None,
