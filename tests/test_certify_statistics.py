@@ -17,6 +17,7 @@ import torch
 from scipy.stats import beta, binom, norm
 
 from crt_bench.certify.driver import CERTIFY_COLUMNS, certify_dataset
+from crt_bench.store.schema import COUNT_COLUMNS
 from crt_bench.certify.smooth import Smooth
 from crt_bench.certify.stats import ABSTAIN, lower_confidence_bound, predict_abstains, radius_from_counts
 from crt_bench.config.subsets import parse_subset
@@ -325,8 +326,9 @@ def test_certify_dataset_rows() -> None:
         generator=torch.Generator().manual_seed(0),
         progress=False,
     )
-    assert tuple(frame.columns) == CERTIFY_COLUMNS
-    expected_dtypes = ["int64"] * 3 + ["float64", "int64", "float64", "int64", "int64", "float64", "float64"]
+    assert tuple(frame.columns) == (*CERTIFY_COLUMNS, *COUNT_COLUMNS)
+    expected_dtypes = ["int64"] * 3 + ["float64", "int64", "float64", "int64", "int64", "float64", "float64"] + \
+        ["int64"] * 3 + ["float64"]
     assert [str(t) for t in frame.dtypes] == expected_dtypes
     assert frame["idx"].tolist() == [4, 0, 2]  # split index, in the order given
     assert frame["label"].tolist() == [0, 1, 0]
@@ -336,6 +338,8 @@ def test_certify_dataset_rows() -> None:
     assert frame["radius"].tolist() == [cap, cap, cap]  # full precision, not 3 digits
     assert (frame["seconds"] > 0).all()
     assert frame[["n0", "n", "alpha", "sigma"]].drop_duplicates().values.tolist() == [[50, 200, 0.01, 0.1]]
+    assert frame["n_a"].tolist() == [200, 200, 200] and frame["n_counted"].tolist() == [200, 200, 200]
+    assert frame["selection_count"].tolist() == [50, 50, 50]  # the chosen class got every selection vote
 
 
 def test_certify_dataset_is_reproducible_and_checks_indices() -> None:

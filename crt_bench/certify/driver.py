@@ -17,12 +17,13 @@ import torch
 
 from crt_bench.certify.batching import forward_batch_sizes
 from crt_bench.certify.smooth import Smooth, batch_kwargs
-from crt_bench.certify.stats import check_settings
+from crt_bench.certify.stats import Certificate, check_settings
 from crt_bench.core.console import progress
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.store.schema import COUNT_COLUMNS
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "seconds", "n0", "n", "alpha", "sigma")
-"""Columns of :func:`certify_dataset` output, in order."""
+"""Columns of :func:`certify_dataset` output, in order, before :data:`COUNT_COLUMNS`."""
 
 GROUP_BATCHES = 16
 """Images are certified in groups of about this many forward batches (see :func:`iter_certify`)."""
@@ -50,7 +51,8 @@ def iter_certify(
 ) -> Iterator[pd.DataFrame]:
     """CERTIFY ``x[i]`` for each ``i`` in ``indices``, yielding one frame per group of images.
 
-    Columns (:data:`CERTIFY_COLUMNS`): ``idx`` (index into the split, not the position in the subset),
+    Columns (:data:`CERTIFY_COLUMNS`, then the counts behind the row,
+    :data:`~crt_bench.store.schema.COUNT_COLUMNS`): ``idx`` (index into the split, not the position in the subset),
     ``label``, ``predict`` (``-1`` = abstain), ``radius`` (full precision, 0.0 on abstain), ``correct``
     (1 iff predict == label), ``seconds`` (wall time of the certification, see below), and the settings
     ``n0, n, alpha, sigma``.  Images are moved to the model's device (that of its first parameter or
@@ -95,16 +97,16 @@ def iter_certify(
         for chosen in groups:
             images = x[chosen].to(device)
             start = time.perf_counter()
-            results = smooth.certify_many(images, n0, n, alpha, batch, keys=chosen)
+            results = smooth.certify_counts(images, n0, n, alpha, batch, keys=chosen)
             seconds = (time.perf_counter() - start) / len(chosen)
-            records = [(i, int(y[i]), prediction, radius, int(prediction == int(y[i])), seconds)
-                       for i, (prediction, radius) in zip(chosen, results)]
-            frame = _frame(records, n0, n, alpha, sigma)
+            records = [(i, int(y[i]), c.predict, c.radius, int(c.predict == int(y[i])), seconds)
+                       for i, c in zip(chosen, results)]
+            frame = _frame(records, n0, n, alpha, sigma, results)
             frame.attrs.update(engine())
             yield frame
             advance(len(chosen))
     if not indices:
-        empty = _frame([], n0, n, alpha, sigma)
+        empty = _frame([], n0, n, alpha, sigma, [])
         empty.attrs.update(engine())
         yield empty
 
@@ -118,7 +120,7 @@ def certify_dataset(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **
 
 
 def _frame(records: list[tuple[int, int, int, float, int, float]], n0: int, n: int, alpha: float,
-           sigma: float) -> pd.DataFrame:
+           sigma: float, certificates: list[Certificate]) -> pd.DataFrame:
     columns = list(zip(*records)) if records else [()] * 6
     dtypes = (np.int64, np.int64, np.int64, np.float64, np.int64, np.float64)
     frame = pd.DataFrame(
@@ -128,7 +130,10 @@ def _frame(records: list[tuple[int, int, int, float, int, float]], n0: int, n: i
     frame["n"] = np.int64(n)
     frame["alpha"] = np.float64(alpha)
     frame["sigma"] = np.float64(sigma)
-    return frame[list(CERTIFY_COLUMNS)]
+    for name in COUNT_COLUMNS:
+        frame[name] = np.asarray([getattr(c, name) for c in certificates],
+                                 dtype=np.float64 if name == "p_a_lower" else np.int64)
+    return frame[[*CERTIFY_COLUMNS, *COUNT_COLUMNS]]
 
 
 def module_device(model: torch.nn.Module, default: torch.device) -> torch.device:

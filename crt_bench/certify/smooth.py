@@ -22,7 +22,7 @@ from crt_bench.certify.early_stop import AbstainCheck
 from crt_bench.certify.precision import uses_tf32
 from crt_bench.certify.prepare import (PreparedModels, candidates, fastest_precision, forward_context,
                                       time_forwards)
-from crt_bench.certify.stats import ABSTAIN, check_settings, predict_abstains, radius_from_counts
+from crt_bench.certify.stats import ABSTAIN, Certificate, certificate, check_settings, predict_abstains
 from crt_bench.certify.stream import SampleStream, as_nchw, check_image, sample_storage, stack_images
 from crt_bench.config.choices import NOISE_DTYPE, Precision, check_precision
 from crt_bench.core.checks import check_sigma
@@ -88,6 +88,7 @@ class Smooth:
         """Seconds of one forward batch per candidate precision, when ``fastest`` has chosen."""
         self.last_samples = 0
         """Noisy samples evaluated by the latest sampling call (fewer than asked when CERTIFY stopped early)."""
+        self.last_counted = np.zeros(0, dtype=np.int64)  # samples counted per segment by the latest call
         self._auto_batch: dict[tuple, int] = {}
         self.last_batch_size: int | None = None
         """Batch size of the latest sampling call (the resolved one when ``batch_size=None``)."""
@@ -114,7 +115,7 @@ class Smooth:
         """CERTIFY: return ``(cA, radius)``, or ``(ABSTAIN, 0.0)``.
 
         ``n0`` selection samples pick ``cA``; ``n`` fresh estimation samples give ``nA``; the radius is
-        :func:`radius_from_counts` of those.
+        :func:`~crt_bench.certify.stats.certificate` of those.
         """
         check_settings(alpha, n0=n0, n=n, **batch_kwargs(batch_size))
         check_image(x)
@@ -131,6 +132,13 @@ class Smooth:
         batches is shared (a batch may hold the end of one image's samples and the start of the next's).
         ``keys`` (default ``0..K-1``) name the images for keyed noise (``noise_seed``).
         """
+        return [(c.predict, c.radius) for c in self.certify_counts(images, n0, n, alpha, batch_size, keys)]
+
+    def certify_counts(
+        self, images: torch.Tensor | Sequence[torch.Tensor], n0: int, n: int, alpha: float,
+        batch_size: int | None = None, keys: Sequence[int] | None = None,
+    ) -> list[Certificate]:
+        """:meth:`certify_many` with the counts behind each row (:class:`~crt_bench.certify.stats.Certificate`)."""
         check_settings(alpha, n0=n0, n=n, **batch_kwargs(batch_size))
         stack = stack_images(images)
         k = stack.shape[0]
@@ -138,13 +146,9 @@ class Smooth:
         seeds = self._segment_seeds(keys, k, (SELECTION, ESTIMATION))
         stop = (lambda stream: AbstainCheck(stream, n0, n, alpha)) if self.early_stop and seeds else None
         counts = self._stream_counts(stack, segments, batch_size, seeds, stop)
-        results = []
-        for i in range(k):
-            selection, estimation = counts[2 * i], counts[2 * i + 1]
-            c_a = int(selection.argmax())  # ties -> lowest class index
-            radius = radius_from_counts(int(estimation[c_a]), n, alpha, self.sigma)
-            results.append((ABSTAIN, 0.0) if radius is None else (c_a, radius))
-        return results
+        c_as, drawn = [int(counts[2 * i].argmax()) for i in range(k)], self.last_counted  # argmax ties: lowest class
+        return [certificate(c_a, int(counts[2 * i, c_a]), int(counts[2 * i + 1, c_a]), int(drawn[2 * i + 1]), n, alpha,
+                            self.sigma) for i, c_a in enumerate(c_as)]
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int | None = None) -> int:
         """PREDICT: the top class of ``n`` noisy samples, or ``ABSTAIN`` (see :func:`predict_abstains`)."""
@@ -152,9 +156,7 @@ class Smooth:
         counts = self._sample_counts(x, n, batch_size)
         order = np.argsort(-counts, kind="stable")  # ties -> lowest class index first
         top, runner_up = int(order[0]), int(order[1])
-        if predict_abstains(int(counts[top]), int(counts[runner_up]), alpha):
-            return ABSTAIN
-        return top
+        return ABSTAIN if predict_abstains(int(counts[top]), int(counts[runner_up]), alpha) else top
 
     def sample_counts(
         self, images: torch.Tensor | Sequence[torch.Tensor], num: int, batch_size: int | None = None,
@@ -261,7 +263,7 @@ class Smooth:
                     self._run_parallel(stream, model, b, workers, check)
                 else:
                     self._run_serial(stream, model, b, auto, check)
-            self.last_samples = stream.total
+            self.last_samples, self.last_counted = stream.total, stream.counted.copy()
         return stream.counts.view(len(segments), self.num_classes).cpu().numpy()
 
     def _forward(self, model: Callable[[torch.Tensor], torch.Tensor], noisy: torch.Tensor, m: int | None = None
@@ -389,8 +391,7 @@ class Smooth:
     def _shrink_batch(self, images: torch.Tensor, b: int) -> int:
         torch.cuda.empty_cache()
         smaller = max(8, b // 2)
-        for key in [k for k in self._auto_batch if k[1] == tuple(images.shape[1:])]:
-            self._auto_batch[key] = smaller
+        self._auto_batch.update({k: smaller for k in self._auto_batch if k[1] == tuple(images.shape[1:])})
         return smaller
 
 

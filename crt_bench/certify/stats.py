@@ -6,6 +6,7 @@ Clopper-Pearson bound, ``norm.ppf`` for the radius, ``binomtest`` for PREDICT.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 from scipy.stats import beta, binomtest, norm
@@ -41,7 +42,11 @@ def radius_from_counts(n_a: int, n: int, alpha: float, sigma: float) -> float | 
     Cohen's ``core.py``.  The largest possible radius is ``sigma * Phi^-1(alpha ** (1 / n))``
     (3.8115 * sigma for N=1e5, alpha=1e-3).
     """
-    p_lower = lower_confidence_bound(n_a, n, alpha)
+    return radius_from_lower(lower_confidence_bound(n_a, n, alpha), sigma)
+
+
+def radius_from_lower(p_lower: float, sigma: float) -> float | None:
+    """CERTIFY's radius ``sigma * Phi^-1(pA_lower)`` from the bound itself; ``None`` (abstain) below 1/2."""
     if p_lower < 0.5:
         return None
     return float(sigma * norm.ppf(p_lower))
@@ -59,6 +64,45 @@ def counts_for_radius(radius: float, n: int, alpha: float, sigma: float) -> int:
         else:
             lo = mid + 1
     return lo
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """One image's CERTIFY outcome and the counts it came from (the counts columns of a certify row).
+
+    ``c_a``: the class the ``n0`` selection samples chose (ties: lowest index); ``selection_count``: its votes
+    among them; ``n_a``: its votes among the ``n_counted`` estimation samples counted, of the ``n`` asked for
+    (``n_counted < n`` where exact early abstention stopped the image: its counts are then partial);
+    ``p_a_lower``: :func:`lower_confidence_bound` of ``n_a`` of ``n`` at ``alpha``; ``predict``/``radius``: the row.
+    """
+
+    c_a: int
+    selection_count: int
+    n_a: int
+    n_counted: int
+    n: int
+    p_a_lower: float
+    predict: int
+    radius: float
+
+    @property
+    def partial(self) -> bool:
+        return self.n_counted < self.n
+
+
+def certificate(c_a: int, selection_count: int, n_a: int, n_counted: int, n: int, alpha: float,
+                sigma: float) -> Certificate:
+    """CERTIFY's step 3-4 from the counts: ``(cA, radius)`` or ``(ABSTAIN, 0.0)``, with ``pA_lower``.
+
+    Partial counts (``n_counted < n``) are scored against ``n``, as CERTIFY does: early abstention stops an
+    image only when even the samples not drawn could not make it certify at ``alpha``.
+    """
+    if not 0 <= n_a <= n_counted <= n:
+        raise CrtBenchError(f"need 0 <= n_a <= n_counted <= n, got n_a={n_a}, n_counted={n_counted}, n={n}")
+    p_lower = lower_confidence_bound(n_a, n, alpha)
+    radius = radius_from_lower(p_lower, sigma)
+    predict, r = (ABSTAIN, 0.0) if radius is None else (int(c_a), radius)
+    return Certificate(int(c_a), int(selection_count), int(n_a), int(n_counted), int(n), p_lower, predict, r)
 
 
 def upper_confidence_bound(k: int, n: int, alpha: float) -> float:

@@ -36,7 +36,7 @@ from crt_bench.core.tf32 import check_tf32, in_force_under
 from crt_bench.data.datasets import load_split
 from crt_bench.models.files import LoadedModel, load_model
 from crt_bench.store.locks import ProcessLock
-from crt_bench.store.schema import run_id_of
+from crt_bench.store.schema import COUNT_COLUMNS, run_id_of
 from crt_bench.store.store import ResultsStore
 
 SHAPE_KEYS = ("num_classes", "in_chans", "image_size")
@@ -161,13 +161,24 @@ def transfer_run(
                                    batch_size=tcfg.batch, indices=todo, seed=key.seed, progress=progress,
                                    precision=precision, teacher_precision=teacher_precision,
                                    compile=tcfg.compile):
-            yield stamped(frame, key.run_id, cert_id, env, n0=key.n0, n=key.n, alpha=key.alpha, sigma=key.sigma,
+            yield stamped(_with_teacher_counts(frame, teacher_rows), key.run_id, cert_id, env, n0=key.n0, n=key.n, alpha=key.alpha, sigma=key.sigma,
                           subset=key.subset, seed=key.seed, kind=TRANSFER_KIND, transfer_from=transfer_from,
                           n_p=key.n_p, alpha_zeta=key.alpha_zeta, source=str(student.path), time=started)
 
     with ProcessLock(store.certification_lock(key.run_id, cert_id), f"certification {cert_id}"):
         return store_resumably(store, record, indices, rows, progress=progress, flush_images=flush_images,
                                flush_seconds=flush_seconds)
+
+
+def _with_teacher_counts(frame: pd.DataFrame, teacher_rows: pd.DataFrame) -> pd.DataFrame:
+    """The teacher's counts and ``pA_lower`` on each student row (as its ``n0``, ``n``, ``alpha``: they are what the
+    transferred radius starts from); none where the teacher's certification was written before they were kept."""
+    kept = [c for c in COUNT_COLUMNS if c in teacher_rows]
+    if kept and not frame.empty:
+        by_idx = teacher_rows.drop_duplicates("idx", keep="last").set_index("idx")
+        for column in kept:
+            frame[column] = frame["idx"].map(by_idx[column]).to_numpy()
+    return frame
 
 
 def _teacher_source(rows: pd.DataFrame, run_id: str) -> str:

@@ -25,10 +25,20 @@ from crt_bench.core.errors import CrtBenchError
 TABLES = ("runs", "epochs", "certify", "timing", "certifications")
 LEGACY_VERSION = 1
 """Rows of the flat layout (``tables/<table>/*.parquet``, no ``schema_version`` column)."""
-SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 3, "certifications": 3}
+SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 4, "certifications": 3}
 """2: the partitioned layout; 3 (``certify``, ``certifications``): transferred certificates' columns
 (``kind``, ``transfer_from``, ``n_p``, ``alpha_zeta``, ``disagreements``; ``key_transfer_from``, ``key_n_p``,
-``key_alpha_zeta``), absent from the rows of plain CERTIFY."""
+``key_alpha_zeta``), absent from the rows of plain CERTIFY; 4 (``certify``): the counts behind each row
+(:data:`COUNT_COLUMNS`), so a certificate can be recomputed at another alpha without sampling
+(:mod:`crt_bench.analysis.recertify`).  Rows written before version 4 (and imported logs, which never had
+them) read these columns as missing (null).  A transferred row keeps its teacher's counts and ``pA_lower``
+(as it keeps the teacher's ``n0``, ``n``, ``alpha``): with ``disagreements`` of ``n_p`` at ``alpha_zeta`` they
+give its radius."""
+COUNT_COLUMNS = ("selection_count", "n_a", "n_counted", "p_a_lower")
+"""``selection_count``: votes of the chosen class ``cA`` among the ``n0`` selection samples; ``n_a``: its votes
+among the ``n_counted`` estimation samples counted, ``n_counted < n`` where exact early abstention stopped the
+image (its counts are partial: :mod:`crt_bench.certify.early_stop`); ``p_a_lower``: the one-sided Clopper-Pearson
+lower bound of ``n_a`` of ``n`` at ``alpha``."""
 SCHEMA_FILE = "_schema.json"
 META_COLUMNS = ("schema_version", "written_ns")
 
@@ -69,7 +79,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("correct", _I64), ("seconds", _F64), ("n0", _I64), ("n", _I64), ("alpha", _F64), ("sigma", _F64),
         ("subset", _STR), ("seed", _I64), ("precision", _STR), ("noise_dtype", _STR), ("compile", _BOOL),
         ("batch", _I64), ("tf32", _BOOL), ("device", _STR), ("git_commit", _STR), ("source", _STR), ("time", _STR),
-        ("kind", _STR), ("transfer_from", _STR), ("n_p", _I64), ("alpha_zeta", _F64), ("disagreements", _I64)),
+        ("kind", _STR), ("transfer_from", _STR), ("n_p", _I64), ("alpha_zeta", _F64), ("disagreements", _I64),
+        ("selection_count", _I64), ("n_a", _I64), ("n_counted", _I64), ("p_a_lower", _F64)),
     "certifications": _schema(
         ("key_run_id", _STR), ("key_n0", _I64), ("key_n", _I64), ("key_alpha", _F64), ("key_sigma", _F64),
         ("key_subset", _STR), ("key_precision", _STR), ("key_seed", _I64), ("cert_id", _STR), ("run_id", _STR),
