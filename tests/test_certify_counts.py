@@ -42,7 +42,8 @@ def test_counts_give_the_row_back() -> None:
         assert 0 <= row.selection_count <= 20 and 0 <= row.n_a <= row.n_counted <= n
         assert row.p_a_lower == lower_confidence_bound(row.n_a, n, alpha)
         assert (row.predict == -1) == (row.n_a < needed)
-        again = certificate(row.predict if row.predict >= 0 else 0, row.selection_count, row.n_a, row.n_counted, n,
+        assert row.predict in (-1, row.c_a)
+        again = certificate(row.c_a, row.selection_count, row.n_a, row.n_counted, n,
                             alpha, sigma)
         assert (again.radius, again.p_a_lower) == (row.radius, row.p_a_lower)
 

@@ -328,7 +328,7 @@ def test_certify_dataset_rows() -> None:
     )
     assert tuple(frame.columns) == (*CERTIFY_COLUMNS, *COUNT_COLUMNS)
     expected_dtypes = ["int64"] * 3 + ["float64", "int64", "float64", "int64", "int64", "float64", "float64"] + \
-        ["int64"] * 3 + ["float64"]
+        ["int64"] * 4 + ["float64"]
     assert [str(t) for t in frame.dtypes] == expected_dtypes
     assert frame["idx"].tolist() == [4, 0, 2]  # split index, in the order given
     assert frame["label"].tolist() == [0, 1, 0]

@@ -1,6 +1,6 @@
 """The ``crt-bench`` command line.
 
-Commands: run, proxy (train); certify, import-log, export-log (certifications); summary, leaderboard, plot,
+Commands: run, proxy (train); certify, recertify, import-log, export-log (certifications); summary, leaderboard, plot,
 compact (read or tidy the results); list (registries); sweep, chain, time, reproduce (grids).
 
 Start-up reads only the torch-free catalogues (methods, architectures, datasets, profiles): each command
@@ -53,6 +53,7 @@ def _options(
 
 app.command()(plain_values(cmd_train.run))
 app.command()(plain_values(cmd_certify.certify))
+app.command("recertify")(plain_values(cmd_certify.recertify_cmd))
 app.command()(plain_values(cmd_results.summary))
 app.command("import-log")(plain_values(cmd_certify.import_log_cmd))
 app.command()(plain_values(cmd_results.leaderboard))

@@ -1,4 +1,4 @@
-"""Commands about certifications: ``certify``, ``import-log``, ``export-log``."""
+"""Commands about certifications: ``certify``, ``recertify``, ``import-log``, ``export-log``."""
 from __future__ import annotations
 
 import logging
@@ -179,6 +179,40 @@ def import_log_cmd(
     record_import_meta(results, name, hours=hours, method=method, arch=arch, teacher=teacher, dataset=dataset,
                        device=device)
     log.info(f"imported {len(rows)} rows from {file} as {name!r}")
+
+
+def recertify_cmd(
+    cert_id: Annotated[str, typer.Argument(help="a finished certification (cert id printed by crt-bench certify)")],
+    alpha: Annotated[float, typer.Option(help="the failure probability to recompute its certificates at")],
+    json_out: Annotated[bool, typer.Option("--json", help="the recomputed rows as JSON on stdout")] = False,
+    results: ResultsReadOpt = Path("results"),
+) -> None:
+    """Recompute a certification at another alpha from its stored counts, without sampling (printed, not stored).
+
+    Equal to a fresh certification with the same noise at that alpha; images whose sampling stopped early
+    (exact early abstention) are decided at a stricter alpha and named, not guessed, at a looser one.
+    """
+    from crt_bench.analysis.metrics import summary_row
+    from crt_bench.analysis.recertify import recertify
+    from crt_bench.cli.output import out, print_json
+    from crt_bench.store.store import ResultsStore
+
+    done = recertify(ResultsStore(results), cert_id, alpha)
+    if json_out:
+        print_json(done.rows.to_dict("records"))
+    else:
+        head = f"{done.source} recertified at alpha={done.alpha:g} (certified at alpha={done.source_alpha:g})"
+        if not done.rows.empty:
+            summary = summary_row(done.rows)
+            out.print(f"{head}: {summary['n_images']} images, " +
+                      ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if k != "n_images"), soft_wrap=True)
+        else:
+            out.print(f"{head}: no image decided", soft_wrap=True)
+    if done.undecided:
+        shown = ", ".join(map(str, done.undecided[:20])) + (" ..." if len(done.undecided) > 20 else "")
+        log.warning(f"{len(done.undecided)} image(s) left out: exact early abstention stopped their sampling at "
+                    f"alpha={done.source_alpha:g}, so their counts cannot decide the looser alpha={done.alpha:g} "
+                    f"(idx {shown}); certify again at that alpha for them")
 
 
 def export_log_cmd(

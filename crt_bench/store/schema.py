@@ -34,8 +34,9 @@ SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 4
 them) read these columns as missing (null).  A transferred row keeps its teacher's counts and ``pA_lower``
 (as it keeps the teacher's ``n0``, ``n``, ``alpha``): with ``disagreements`` of ``n_p`` at ``alpha_zeta`` they
 give its radius."""
-COUNT_COLUMNS = ("selection_count", "n_a", "n_counted", "p_a_lower")
-"""``selection_count``: votes of the chosen class ``cA`` among the ``n0`` selection samples; ``n_a``: its votes
+COUNT_COLUMNS = ("c_a", "selection_count", "n_a", "n_counted", "p_a_lower")
+"""``c_a``: the class the ``n0`` selection samples chose (kept where the row abstains too: a looser alpha may
+certify it); ``selection_count``: votes of the chosen class ``cA`` among the ``n0`` selection samples; ``n_a``: its votes
 among the ``n_counted`` estimation samples counted, ``n_counted < n`` where exact early abstention stopped the
 image (its counts are partial: :mod:`crt_bench.certify.early_stop`); ``p_a_lower``: the one-sided Clopper-Pearson
 lower bound of ``n_a`` of ``n`` at ``alpha``."""
@@ -80,7 +81,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("subset", _STR), ("seed", _I64), ("precision", _STR), ("noise_dtype", _STR), ("compile", _BOOL),
         ("batch", _I64), ("tf32", _BOOL), ("device", _STR), ("git_commit", _STR), ("source", _STR), ("time", _STR),
         ("kind", _STR), ("transfer_from", _STR), ("n_p", _I64), ("alpha_zeta", _F64), ("disagreements", _I64),
-        ("selection_count", _I64), ("n_a", _I64), ("n_counted", _I64), ("p_a_lower", _F64)),
+        ("c_a", _I64), ("selection_count", _I64), ("n_a", _I64), ("n_counted", _I64), ("p_a_lower", _F64)),
     "certifications": _schema(
         ("key_run_id", _STR), ("key_n0", _I64), ("key_n", _I64), ("key_alpha", _F64), ("key_sigma", _F64),
         ("key_subset", _STR), ("key_precision", _STR), ("key_seed", _I64), ("cert_id", _STR), ("run_id", _STR),
