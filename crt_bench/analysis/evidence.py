@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from crt_bench.analysis.fixed_radii import fixed_radii
 from crt_bench.analysis.select import certifications, newest_per_line
 from crt_bench.analysis.seeds import common_images, seed_acrs, seeded_acr_difference, seeded_acr_interval
 from crt_bench.analysis.training_check import check_teacher, check_training, last_accuracies
@@ -126,7 +127,8 @@ def student_evidence(store: ResultsStore) -> list[StudentEvidence]:
                 teacher_hours=float(teacher_s) / 3600 if not math.isnan(teacher_s) else float("nan"),
                 teacher_acr=teacher_acr, under_trained=flagged, images=images,
                 training_check="; ".join(k.text for k in (check, teacher_check) if k.text), not_plateaued=rising,
-                crt_seed_acrs=seed_acrs(c_certs), smoothmix_seed_acrs=seed_acrs(sm_certs)))
+                crt_seed_acrs=seed_acrs(c_certs), smoothmix_seed_acrs=seed_acrs(sm_certs),
+                certified=fixed_radii(c_certs, sm_certs)))
     return out
 
 

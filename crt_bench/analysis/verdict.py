@@ -58,6 +58,7 @@ class StudentEvidence:
     not_plateaued: tuple[str, ...] = ()  # models whose curve still rose at the end (shown, not evidence)
     crt_seed_acrs: tuple[float, ...] = ()  # each CRT seed's ACR
     smoothmix_seed_acrs: tuple[float, ...] = ()
+    certified: tuple[tuple[float, float, float], ...] = ()  # (radius, CRT, SmoothMix) certified accuracy: shown
 
     @property
     def seeds(self) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from crt_bench.report.convergence import plot_training_curves, training_curves
 from crt_bench.report.curves import certified_curves, plot_curves
 from crt_bench.report.document import write_report
 from crt_bench.report.figures import cumulative_hours, plot_costs_figure, plot_cumulative
+from crt_bench.report.pa_distribution import pa_distribution, plot_pa_ecdf
 from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table1_markdown
 from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
 from crt_bench.store.store import ResultsStore
@@ -71,6 +72,9 @@ def _paper_outputs(store: ResultsStore, out: _Outputs, sigma: float) -> None:
     curves = certified_curves(store, sigma=sigma)
     if out.table("certified_accuracy", curves):
         out.written["figure2"] = plot_curves(curves, out.out_dir)[0]
+    pa = pa_distribution(store)
+    if out.table("pa_lower", pa):
+        out.written["pa_ecdf"] = plot_pa_ecdf(pa, out.out_dir)
     out.table("acr", acr_table(store), acr_markdown)
     out.table("verdict_evidence", evidence_frame(student_evidence(store)))
     trained = training_curves(store)

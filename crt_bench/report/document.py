@@ -22,9 +22,11 @@ from crt_bench.core.atomic import atomic_write_bytes
 from crt_bench.core.constants import IMPORT_PREFIX, TABLE_RADII
 from crt_bench.core.tf32 import device_labels
 from crt_bench.report.beyond import FIGURE_KEYS, beyond_paper_sections
+from crt_bench.report.fixed_radii import fixed_radii_markdown
 from crt_bench.report.imagenet import imagenet_section
 from crt_bench.report.markdown import markdown_table
 from crt_bench.report.missing import missing_section
+from crt_bench.report.pa_distribution import PA_TITLE
 from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table1_markdown
 from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
 from crt_bench.report.verdict_section import competitors_markdown, verdict_markdown
@@ -41,6 +43,8 @@ FIGURE_TITLES = {
     "figure2": ("Figure 2: certified accuracy vs L2 radius, CRT students vs SmoothMix",
                 ("No data: Figure 2 was not drawn (it needs a certified CRT run and a certified SmoothMix run of the "
                  "same architecture).")),
+    "pa_ecdf": (PA_TITLE, "No data: no certification kept its per-image p_A lower bounds (certify rows of "
+                          "schema 4 onwards)."),
 }
 
 
@@ -126,7 +130,10 @@ def _verdict_section(store: ResultsStore) -> list[str]:
     """The paper's claim, judged from this store's numbers (crt_bench.analysis.verdict)."""
 
     lines = ["## Verdict: does CRT match SmoothMix's certified robustness for much less training time?", ""]
-    lines += [verdict_markdown(student_evidence(store)).rstrip(), ""]
+    evidence = student_evidence(store)
+    lines += [verdict_markdown(evidence).rstrip(), ""]
+    fixed = fixed_radii_markdown(evidence)
+    lines += [fixed.rstrip(), ""] if fixed else []
     competitors = competitors_markdown(reuse_competitors(store))
     return lines + ([competitors.rstrip(), ""] if competitors else [])
 
@@ -149,6 +156,7 @@ def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[
     lines += _slowdown_section(timing, slowdown)
     lines += _figure_lines("figure1", figures.get("figure1", []), out_dir)
     lines += _figure_lines("figure2", figures.get("figure2", []), out_dir)
+    lines += _figure_lines("pa_ecdf", figures.get("pa_ecdf", []), out_dir)
     lines += _figure_lines("training_curves", figures.get("training_curves", []), out_dir)
     lines += ["## Certified robustness per method and architecture (ACR)", "", acr_markdown(acr_table(store)).rstrip(), ""]
     lines += ["## Table 1: CRT with a proxy teacher vs SmoothMix", "", table1_markdown(table1(store)).rstrip(), ""]

@@ -84,7 +84,8 @@ def write_leaderboard(entries: list[Entry], out_dir: str | Path,
     lb = group_entries(entries)
     lines = ["Pareto frontier of (training hours, ACR) per dataset, sigma, device, N and certified images: a row is "
              "ranked when no other entry of its group trains in no more hours to no lower ACR. Rows whose 95% ACR "
-             "intervals overlap are tied. Every number is recomputed from the entries' per-image rows.", ""]
+             "intervals overlap are tied. ACR ranks; certified accuracy at fixed radii (acc@r) is shown beside it "
+             "and does not rank. Every number is recomputed from the entries' per-image rows.", ""]
     figures: list[Path] = []
     frames = []
     for k, (key, group) in enumerate(sorted(lb.groups.items(), key=lambda kv: str(kv[0])), 1):
