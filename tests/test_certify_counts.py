@@ -53,3 +53,25 @@ def test_certificate_refuses_impossible_counts() -> None:
 
     with pytest.raises(CrtBenchError, match="n_a <= n_counted"):
         certificate(0, 3, 50, 40, 100, 0.01, 0.25)
+
+
+def test_rows_written_before_the_counts_read_as_nulls_beside_new_ones(tmp_path: Path) -> None:
+    import json
+
+    from crt_bench.store.schema import SCHEMA_VERSION
+    from crt_bench.store.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results")
+    table = store.table_dir("certify")
+    table.mkdir(parents=True)
+    (table / "_schema.json").write_text(json.dumps({"schema_version": 3}))  # a store of the previous version
+    rows = _golden_module().golden_rows().head(4).assign(run_id="r", cert_id="r@N400-1")
+    store.append("certify", rows.drop(columns=list(COUNT_COLUMNS)).head(2))
+    store.append("certify", rows.tail(2))
+    assert json.loads((table / "_schema.json").read_text())["schema_version"] == SCHEMA_VERSION["certify"] == 4
+    for compacted in (False, True):
+        back = store.certification_rows("r@N400-1")
+        assert back["idx"].tolist() == [0, 1, 2, 3]
+        assert back.loc[:1, list(COUNT_COLUMNS)].isna().all().all()
+        assert back.loc[2:, "n_a"].tolist() == rows["n_a"].tail(2).tolist()
+        store.compact_run("r", ("certify",))
