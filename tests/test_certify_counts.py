@@ -5,11 +5,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from crt_bench.certify.batching import intra_op_threads
 from crt_bench.certify.driver import CERTIFY_COLUMNS
 from crt_bench.certify.stats import certificate, lower_confidence_bound, min_certifying_count
 from crt_bench.store.schema import COUNT_COLUMNS
 
 GOLDEN = Path(__file__).parent / "data" / "certify_golden"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread (two threads on two shared cores cost 20x at a high load)."""
+    with intra_op_threads(1):
+        yield
 
 
 def _golden_module():

@@ -13,12 +13,20 @@ import torch
 from scipy.stats import norm
 
 from crt_bench.certify import early_stop
+from crt_bench.certify.batching import intra_op_threads
 from crt_bench.certify.driver import certify_dataset
 from crt_bench.certify.smooth import Smooth
-from crt_bench.certify.stats import min_certifying_count, transfer_radius
+from crt_bench.certify.stats import transfer_radius
 from crt_bench.certify.transfer import iter_transfer
 
 SIGMA = 0.25
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread (two threads on two shared cores cost 20x at a high load)."""
+    with intra_op_threads(1):
+        yield
 
 
 class Threshold(torch.nn.Module):

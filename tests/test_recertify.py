@@ -10,11 +10,19 @@ from test_cli import assert_user_error, cli
 from test_certify_counts import _golden_module
 
 from crt_bench.analysis.recertify import recertify, recertify_rows
+from crt_bench.certify.batching import intra_op_threads
 from crt_bench.certify.driver import certify_dataset
 from crt_bench.store.schema import COUNT_COLUMNS
 from crt_bench.store.store import ResultsStore
 
 ROW = ["idx", "predict", "radius", "correct"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread (two threads on two shared cores cost 20x at a high load)."""
+    with intra_op_threads(1):
+        yield
 
 
 def certified(alpha: float, n: int = 1000) -> pd.DataFrame:
@@ -89,3 +97,22 @@ def test_recertify_bad_input_is_one_line(pair, tmp_path: Path) -> None:
     _, old = _store(tmp_path / "c", strict.drop(columns=list(COUNT_COLUMNS)))  # written before counts were kept
     assert_user_error(*cli("recertify", old, "--alpha", "0.01", "--results", tmp_path / "c")[::2],
                       "before certify rows kept their counts")
+
+
+def test_recertify_a_stored_certification_of_a_trained_run(store_copy) -> None:
+    """The production path end to end: certify_run at alpha 0.01 and at 0.001 (same seed, keyed noise, early
+    abstention); recertifying the stored first at 0.001 gives the stored second, row for row."""
+    from crt_bench.certify.resumable import certify_run
+    from crt_bench.config.certify import CertifyConfig
+
+    store, run_id = store_copy
+    ids = {}
+    for alpha in (0.01, 0.001):
+        ccfg = CertifyConfig(n0=20, n=300, alpha=alpha, batch=128, subset="range:0:16")
+        ids[alpha], _ = certify_run(run_id, store, ccfg, device="cpu", progress=False)
+    fresh = store.certification_rows(ids[0.001]).sort_values("idx").reset_index(drop=True)
+    done = recertify(store, ids[0.01], 0.001)
+    assert done.undecided == [] and len(done.rows) == 16
+    pd.testing.assert_frame_equal(done.rows.sort_values("idx").reset_index(drop=True)[ROW], fresh[ROW])
+    back = recertify(store, ids[0.001], 0.01)
+    assert back.undecided == fresh.loc[fresh["n_counted"] < 300, "idx"].tolist()
