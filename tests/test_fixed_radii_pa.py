@@ -67,3 +67,21 @@ def test_pa_distribution_per_model_from_the_store(tmp_path: Path) -> None:
     paths = plot_pa_ecdf(data, tmp_path / "plots")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
     assert plot_pa_ecdf(data.iloc[0:0], tmp_path / "none") == []
+
+
+def test_the_report_shows_both(tmp_path: Path) -> None:
+    from crt_bench.report.build import build_all
+
+    store = ResultsStore(tmp_path / "results")
+    base = dict(arch="tiny_cnn", dataset="synthetic", sigma=0.25, profile="smoke", status="finished", epochs=1,
+                train_seconds=60.0, seed=0, device="cpu")
+    store.append("runs", [{"run_id": "a", "method": "crt", "teacher": "resnet20", "teacher_train_seconds": 100.0,
+                           **base}, {"run_id": "b", "method": "smoothmix", **base}])
+    cert = dict(n0=10, n=100, alpha=0.001, sigma=0.25, label=0, predict=0, seconds=0.1)
+    store.append("certify", rows([0, 1, 2], [0.1, 0.0, 0.3], [1, 0, 1], [0.6, 0.3, 0.8])
+                 .assign(run_id="a", cert_id="a@N100-1", **cert))
+    store.append("certify", rows([0, 1], [0.2, 0.2], [1, 1], [0.7, 0.7]).assign(run_id="b", cert_id="b@N100-1", **cert))
+    written = build_all(tmp_path / "results", tmp_path / "plots")
+    report = (tmp_path / "plots" / "REPORT.md").read_text()
+    assert [p.name for p in written["pa_ecdf"]] == ["pa_ecdf.png", "pa_ecdf.pdf"] and "](pa_ecdf.png)" in report
+    assert "| tiny_cnn | 0.500 / 1.000 (-0.500) | 0.000 / 0.000 (+0.000) |" in report  # images 0, 1 in common

@@ -239,9 +239,9 @@ def test_empty_store_says_no_data(tmp_path):
     assert certified_curves(s).empty and acr_table(s).empty and table1(s).empty
     assert plot_curves(certified_curves(s), tmp_path / "p") == ([], {})
     text = write_report(s, tmp_path / "out", figures={}, profile_note="").read_text()
-    # one per section: verdict, slowdown, figure 1, figure 2, training curves, ACR, Table 1, chains,
-    # leaderboard, published logs
+    # one per section: verdict, slowdown, figure 1, figure 2, p_A distribution, training curves, ACR, Table 1,
+    # chains, leaderboard, published logs
     sections = [part for part in text.split("\n## ")[1:]]
-    assert len(sections) == text.count("No data") == 10
+    assert len(sections) == text.count("No data") == 11
     assert all(part.count("No data") == 1 for part in sections)
     assert "none recorded" in text and "18.98" in text  # Table 1's line still quotes the paper

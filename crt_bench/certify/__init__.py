@@ -58,7 +58,8 @@ and evaluated differs):
   pass ``cpu_workers=1`` otherwise;
 * ``early_stop`` (default on, with keyed noise): CERTIFY stops drawing an image's estimation samples
   once its row must be ABSTAIN whatever they show (:mod:`crt_bench.certify.early_stop`); the rows are
-  those of a run without stopping;
+  those of a run without stopping (:meth:`~crt_bench.certify.smooth.Smooth.certify_counts` returns each
+  row's counts too, stopped images' partial ones included: ``n_counted < n``);
 * ``batch_size=None`` picks the batch size: from free memory on CUDA (probe forward pass of 64 zeros),
   else ``CPU_AUTO_BATCH``.  A given batch size is used as given.
 

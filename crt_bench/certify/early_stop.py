@@ -6,6 +6,9 @@ image is counted, its class ``cA`` is fixed; when ``nA so far + samples not yet 
 of the remaining samples can certify, so the row is ``(ABSTAIN, 0.0)`` whatever they show and they are
 not drawn.  Votes of samples already in flight may still be counted: they cannot change that row either.
 
+An image stopped so keeps partial counts (``n_counted < n`` in its row): they decide it at this alpha and at
+every stricter one, not at a looser one (:mod:`crt_bench.analysis.recertify` names such images there).
+
 The rows equal a run without stopping only when an image's noise does not depend on which samples were
 drawn before it, i.e. with keyed noise (``Smooth(noise_seed=...)``), which is when the engine uses this.
 """

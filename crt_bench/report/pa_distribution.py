@@ -58,7 +58,7 @@ def plot_pa_ecdf(data: pd.DataFrame, out_dir: Path, stem: str = "pa_ecdf") -> li
     for ax, panel in zip(axes.flat, panels):
         for label, line in data[data["panel"] == panel].groupby("label", sort=False):
             x, y = ecdf(line["p_a_lower"].to_numpy())
-            ax.step(x, y, where="post", label=f"{label} ({len(x)} images)")
+            ax.step(np.r_[0.0, x, 1.0], np.r_[0.0, y, 1.0], where="post", label=f"{label} ({len(x)} images)")
         ax.axvline(0.5, color="0.4", linestyle=":", linewidth=1)
         ax.text(0.49, 0.97, "abstain", ha="right", va="top", fontsize=7, color="0.4")
         ax.set_xlim(0, 1)
