@@ -96,7 +96,7 @@ def test_recertify_bad_input_is_one_line(pair, tmp_path: Path) -> None:
                       "not finished")
     _, old = _store(tmp_path / "c", strict.drop(columns=list(COUNT_COLUMNS)))  # written before counts were kept
     assert_user_error(*cli("recertify", old, "--alpha", "0.01", "--results", tmp_path / "c")[::2],
-                      "before certify rows kept their counts")
+                      "has no stored counts", "before certify rows kept their counts")
 
 
 def test_recertify_a_stored_certification_of_a_trained_run(store_copy) -> None:
@@ -116,3 +116,11 @@ def test_recertify_a_stored_certification_of_a_trained_run(store_copy) -> None:
     pd.testing.assert_frame_equal(done.rows.sort_values("idx").reset_index(drop=True)[ROW], fresh[ROW])
     back = recertify(store, ids[0.001], 0.01)
     assert back.undecided == fresh.loc[fresh["n_counted"] < 300, "idx"].tolist()
+
+
+def test_an_imported_log_has_no_counts(pair, tmp_path: Path) -> None:
+    _, strict = pair
+    store = ResultsStore(tmp_path / "r")
+    store.append("certify", strict.drop(columns=list(COUNT_COLUMNS)).assign(run_id="import:pub", cert_id="pub"))
+    assert_user_error(*cli("recertify", "pub", "--alpha", "0.01", "--results", tmp_path / "r")[::2],
+                      "has no stored counts", "imported log")

@@ -51,8 +51,9 @@ def recertify_rows(rows: pd.DataFrame, alpha: float, source: str = "") -> Recert
         raise CrtBenchError(f"certification {source} has no rows to recertify")
     missing = [c for c in COUNT_COLUMNS if c not in rows or rows[c].isna().any()]
     if missing:
-        raise CrtBenchError(f"certification {source} was written before certify rows kept their counts (no "
-                            f"{', '.join(missing)}); certify it again to recertify it at another alpha")
+        raise CrtBenchError(f"certification {source} has no stored counts ({', '.join(missing)}): it was written "
+                            "before certify rows kept their counts, or is an imported log; certify it again to "
+                            "recertify it at another alpha")
     if "kind" in rows and (rows["kind"].fillna("certify") != "certify").any():
         raise CrtBenchError(f"certification {source} is transferred (incremental smoothing), not CERTIFY; "
                             "recertify its teacher's certification")
