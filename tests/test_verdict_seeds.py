@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from crt_bench.analysis.evidence import student_evidence
+from crt_bench.analysis.matching import radius_cap
 from crt_bench.analysis.seeds import crossed_interval, seeded_acr_difference, seeded_acr_interval
 from crt_bench.analysis.training_check import (
     NoisyAccuracy,
@@ -223,3 +224,35 @@ def test_evidence_from_a_store_with_two_seeds_and_the_guard(tmp_path, gaussian_a
         assert ev.under_trained and verdict[0] == NOT_RESOLVED and "not resolved (under-trained: Gaussian m" in text
     else:  # a trained cell: CRT far worse than SmoothMix refutes the claim
         assert not ev.under_trained and verdict[0] == "refuted" and "under-training check: Gaussian m" in text
+
+
+def test_the_verdict_compares_only_finished_matching_certifications(tmp_path):
+    """A newer re-certification of one SmoothMix seed at another N and an interrupted certification of one CRT
+    seed are left out and named (the newest certification per run used to become the evidence)."""
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.1, 0.7, 120)
+    s = ResultsStore(tmp_path / "r")
+    s.append("runs", [_run("t", "smoothmix", "resnet20", 0, 3600.0), _run("g0", "gaussian", "m", 0, 100.0),
+                      _run("sm0", "smoothmix", "m", 0, 7200.0), _run("sm1", "smoothmix", "m", 1, 7000.0),
+                      _run("crt0", "crt", "m", 0, 1000.0, "t"), _run("crt1", "crt", "m", 1, 1200.0, "t")])
+    s.append("epochs", _epochs("t", 0.85) + _epochs("g0", 0.84))
+    later = _certs("sm1", base + 0.3).assign(cert_id="sm1@N1000", n=1000, time="2026-02-01T00:00:00")
+    s.append("certify", pd.concat([_certs("t", base + 0.1), _certs("sm0", base), _certs("sm1", base + 0.05), later,
+                                   _certs("crt0", base), _certs("crt1", base + 0.01)]))
+    s.append("certifications", [{"cert_id": "crt1@c", "run_id": "crt1", "shard": "", "status": "interrupted",
+                                 "images": 120, "images_done": 60, "updated": 2.0}])
+    missing = []
+    (ev,) = student_evidence(s, missing)
+    assert ev.seeds == (1, 1)  # crt1 (interrupted) and sm1 (N=1000) left out; so is each one's other-method seed
+    assert ev.smoothmix_seed_acrs == pytest.approx((acr_interval(_certs("sm0", base)).estimate,))
+    text = "\n".join(missing)
+    assert "crt1@c is interrupted, not compared" in text and "n 1000 vs 10000" in text
+    assert "N=10000, alpha=0.001" in ev.certification and "radius cap 0.7996" in ev.certification
+    report = verdict_markdown([ev], missing=missing)
+    assert "Missing from the verdict:" in report and "crt1@c is interrupted" in report
+
+
+def test_the_largest_certifiable_radius():
+    assert radius_cap(0.25, 10_000, 0.001) == pytest.approx(0.7996, abs=1e-4)
+    assert radius_cap(0.25, 100_000, 0.001) == pytest.approx(0.9529, abs=1e-4)
+    assert radius_cap(0.5, 10_000, 0.001) == pytest.approx(2 * radius_cap(0.25, 10_000, 0.001))
