@@ -17,9 +17,9 @@ from crt_bench.analysis.training_check import (
     newcombe_difference,
     wilson,
 )
-from crt_bench.analysis.uncertainty import acr_interval, acr_values, paired_acr_difference
+from crt_bench.analysis.uncertainty import Interval, acr_interval, acr_values, paired_acr_difference
 from crt_bench.analysis.verdict import NOT_RESOLVED, judge
-from crt_bench.report.verdict_section import verdict_markdown
+from crt_bench.report.verdict_section import competitors_markdown, verdict_markdown
 from crt_bench.store.store import ResultsStore
 from crt_bench.train.evaluate import EVAL_IMAGES
 
@@ -256,3 +256,18 @@ def test_the_largest_certifiable_radius():
     assert radius_cap(0.25, 10_000, 0.001) == pytest.approx(0.7996, abs=1e-4)
     assert radius_cap(0.25, 100_000, 0.001) == pytest.approx(0.9529, abs=1e-4)
     assert radius_cap(0.5, 10_000, 0.001) == pytest.approx(2 * radius_cap(0.25, 10_000, 0.001))
+
+
+def test_the_competitor_table_names_a_certification_unlike_crts():
+    iv = Interval(0.4, 0.35, 0.45)
+    same, other = "N0=100, N=10000, alpha=0.001", "N0=100, N=1000, alpha=0.001"
+    row = {"arch": "m", "seed": 0, "images": 100, "acr": iv, "train_hours": 1.0, "shared_hours": float("nan"),
+           "certify_seconds_per_image": 1.0, "certify_hours": 0.1}
+    table = pd.DataFrame([{**row, "line": "CRT (teacher r)", "minus_crt": None, "certification": same},
+                          {**row, "line": "Denoised smoothing (mse)", "minus_crt": iv, "certification": other},
+                          {**row, "line": "SmoothMix", "minus_crt": iv, "certification": same}])
+    text = competitors_markdown(table)
+    assert "Missing (certifications that differ from CRT's):" in text
+    assert f"- m, Denoised smoothing (mse): certified with {other}, CRT with {same}" in text
+    assert "- m, SmoothMix" not in text
+    assert "Missing" not in competitors_markdown(table.assign(certification=same))

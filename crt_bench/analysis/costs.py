@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from crt_bench.analysis.matching import certification_key, describe_key
 from crt_bench.analysis.select import certifications, method_label, newest_per_line, transferred
 from crt_bench.analysis.uncertainty import acr_interval, paired_acr_difference
 
@@ -87,5 +88,6 @@ def reuse_competitors(store) -> pd.DataFrame:
                         if r["method"] != "crt" else None, "images": len(cert),
                         "train_hours": float(r["train_seconds"]) / 3600, "shared_hours": shared_s / 3600,
                         "certify_seconds_per_image": float(seconds.mean()),
-                        "certify_hours": float(seconds.sum()) / 3600})
+                        "certify_hours": float(seconds.sum()) / 3600,
+                        "certification": describe_key(certification_key(cert), float(r["sigma"]))})
     return pd.DataFrame(out)

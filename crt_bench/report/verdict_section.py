@@ -110,8 +110,12 @@ def competitors_markdown(table: pd.DataFrame) -> str:
              "the seeds).", ""]
     lines += markdown_table(
         ["student", "method", "seed", "images", "ACR [95% CI]", "minus CRT ACR (paired)", "training h", "shared h",
-         "certification s/image", "certification h"],
+         "certification s/image", "certification h", "certification"],
         [[r.arch, r.line, r.seed, r.images, r.acr.format(), "" if r.minus_crt is None else r.minus_crt.format("+.3f"),
           f"{r.train_hours:.3g}", "" if r.shared_hours != r.shared_hours else f"{r.shared_hours:.3g}",
-          f"{r.certify_seconds_per_image:.2f}", f"{r.certify_hours:.3g}"] for r in table.itertuples()])
+          f"{r.certify_seconds_per_image:.2f}", f"{r.certify_hours:.3g}", r.certification] for r in table.itertuples()])
+    crt = table[table["line"].str.startswith("CRT")].drop_duplicates("arch").set_index("arch")["certification"]
+    unlike = [f"- {r.arch}, {r.line}: certified with {r.certification}, CRT with {crt[r.arch]}: its difference to CRT "
+              "is not like for like" for r in table.itertuples() if r.arch in crt and r.certification != crt[r.arch]]
+    lines += ["", "Missing (certifications that differ from CRT's):", *unlike] if unlike else []
     return "\n".join(lines) + "\n"
