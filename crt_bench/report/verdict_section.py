@@ -5,6 +5,7 @@ import pandas as pd
 
 from collections.abc import Sequence
 
+from crt_bench.analysis.costs import CERTIFY_SECONDS_LABEL
 from crt_bench.analysis.seeds import METHOD
 from crt_bench.analysis.training_check import UNDER_TRAINED_MARGIN
 from crt_bench.analysis.verdict import SETTINGS, StudentEvidence, Thresholds, judge
@@ -105,15 +106,17 @@ def competitors_markdown(table: pd.DataFrame) -> str:
              "the frozen classifier (stability: per architecture) is put in front of a standard-trained classifier, "
              "and every noisy sample of CERTIFY pays the denoiser's forward too. ACR intervals: 95% bootstrap over "
              "the certified images; the difference to CRT is paired over the images both certified. Training "
-             "hours are the run's own (a denoised run's classifier is a standard training, listed in its own "
-             "row of the ACR table). One model per line: its lowest training seed (the verdict above pools "
+             "hours are the run's own; \"with classifier\" adds a denoised run's standard-trained classifier, "
+             "counted once per model (as in the cost figure and the leaderboard). One model per line: its lowest training seed (the verdict above pools "
              "the seeds).", ""]
     lines += markdown_table(
         ["student", "method", "seed", "images", "ACR [95% CI]", "minus CRT ACR (paired)", "training h", "shared h",
-         "certification s/image", "certification h", "certification"],
+         "training h with classifier", f"certification s/image ({CERTIFY_SECONDS_LABEL})", "abstained",
+         "certification h", "certification"],
         [[r.arch, r.line, r.seed, r.images, r.acr.format(), "" if r.minus_crt is None else r.minus_crt.format("+.3f"),
           f"{r.train_hours:.3g}", "" if r.shared_hours != r.shared_hours else f"{r.shared_hours:.3g}",
-          f"{r.certify_seconds_per_image:.2f}", f"{r.certify_hours:.3g}", r.certification] for r in table.itertuples()])
+          f"{r.pipeline_hours:.3g}", f"{r.certify_seconds_per_image:.2f}", f"{r.abstained:.0%}",
+          f"{r.certify_hours:.3g}", r.certification] for r in table.itertuples()])
     crt = table[table["line"].str.startswith("CRT")].drop_duplicates("arch").set_index("arch")["certification"]
     unlike = [f"- {r.arch}, {r.line}: certified with {r.certification}, CRT with {crt[r.arch]}: its difference to CRT "
               "is not like for like" for r in table.itertuples() if r.arch in crt and r.certification != crt[r.arch]]
