@@ -94,6 +94,7 @@ def test_verdict_holds_refuted_and_not_resolved():
     # ... but speed is judged on its own: a CRT that is not much faster refutes the claim, under-trained or not
     slow_under = judge_student(ev((0.01, -0.02, 0.04), sm_h=2.5, under=("Gaussian far below",)), "pretrained teacher")
     assert slow_under.verdict == REFUTED and slow_under.label == REFUTED
+    assert any(r.startswith("under-training check") for r in slow_under.reasons)  # the guard's numbers still shown
     slow = ev((0.01, -0.02, 0.04), sm_h=2.5, crt_h=2.0)
     assert judge_student(slow, "pretrained teacher").verdict == REFUTED
     # the proxy setting counts the teacher: 10 / (2 + 4) = 1.67x still holds, 10 / (2 + 6) = 1.25x does not
@@ -153,7 +154,7 @@ def test_speed_has_an_interval_over_the_seeds_runs_and_one_near_the_bar_is_not_r
         hits = 0
         for _ in range(2000):
             slow, fast = 10 * rng.lognormal(0, 0.1, k), 2 * rng.lognormal(0, 0.1, k)
-            _, lo, hi = speed_interval(list(slow), list(fast))
+            _, lo, hi = speed_interval(slow.tolist(), fast.tolist())
             hits += lo <= 5.0 * np.exp(0.005) <= hi  # the ratio of the means of the two log-normals
         assert 0.93 <= hits / 2000 <= 0.995, (k, hits)
 

@@ -261,7 +261,7 @@ def test_the_competitor_table_names_a_certification_unlike_crts():
     iv = Interval(0.4, 0.35, 0.45)
     same, other = "N0=100, N=10000, alpha=0.001", "N0=100, N=1000, alpha=0.001"
     row = {"arch": "m", "seed": 0, "images": 100, "acr": iv, "train_hours": 1.0, "shared_hours": float("nan"),
-           "certify_seconds_per_image": 1.0, "certify_hours": 0.1}
+           "certify_seconds_per_image": 1.0, "certify_hours": 0.1, "pipeline_hours": 1.0, "abstained": 0.25}
     table = pd.DataFrame([{**row, "line": "CRT (teacher r)", "minus_crt": None, "certification": same},
                           {**row, "line": "Denoised smoothing (mse)", "minus_crt": iv, "certification": other},
                           {**row, "line": "SmoothMix", "minus_crt": iv, "certification": same}])

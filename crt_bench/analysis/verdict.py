@@ -33,6 +33,7 @@ Overall: refuted if any student refutes it; holds if every student holds it; els
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -128,7 +129,7 @@ def speed_interval(slow: Sequence[float], fast: Sequence[float], fixed: float = 
     ms, mf = sum(slow) / len(slow), sum(fast) / len(fast) + fixed
     if not (ms > 0 and mf > 0):
         return None
-    terms = [(stats.tvar(xs) / len(xs) / m ** 2, len(xs) - 1) for xs, m in ((slow, ms), (fast, mf))]
+    terms = [(statistics.variance(xs) / len(xs) / m ** 2, len(xs) - 1) for xs, m in ((slow, ms), (fast, mf))]
     variance = sum(v for v, _ in terms)
     ratio = ms / mf
     if not variance > 0:
@@ -193,7 +194,7 @@ def judge_student(ev: StudentEvidence, setting: str, th: Thresholds = Thresholds
     speed, speed_text = speed_status(ev, setting, th)
     reasons = [f"CRT - SmoothMix ACR {ev.difference[0]:+.3f} [{ev.difference[1]:+.3f}, {ev.difference[2]:+.3f}] "
                f"vs margin -{th.margin * max(ev.smoothmix_acr[0], 0.0):.3f}: {rob}", speed_text]
-    if not ev.under_trained and not ev.guard_missing:  # the label gives the guard's numbers otherwise
+    if speed == SLOW or not (ev.under_trained or ev.guard_missing):  # else the label gives the guard's numbers
         reasons.append(f"under-training check: {ev.training_check}")
     if speed == SLOW:  # the speed ratio does not depend on the training budget: the guard does not override it
         verdict = REFUTED
