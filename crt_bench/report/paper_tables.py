@@ -44,7 +44,7 @@ ACR_COLUMNS = ["method", "variant", "teacher", "teacher_method", "arch", "sigma"
                "run_id", "cert_id", "certification"]
 TABLE1_COLUMNS = ["row", "method", "arch", "teacher", "sigma", "dataset", "profile", "device", "N", "images",
                   "student_hours", "teacher_hours", "hours", "ACR", "speedup", "paper_hours", "paper_ACR",
-                  "paper_speedup", "paper_setting", "run_id", "cert_id", "certification"]
+                  "paper_speedup", "paper_setting", "run_id", "cert_id", "certification", "seed", "status"]
 
 
 # -- the ACR table ---------------------------------------------------------------------------------------
@@ -166,6 +166,8 @@ def table1(store: ResultsStore, arch: str | None = None, sigma: float | None = N
     if not pairs:
         return pd.DataFrame(columns=TABLE1_COLUMNS)
     _, s, c = min(pairs, key=lambda p: p[0])
+    states = store.certification_states()
+    status_of = dict(zip(states["cert_id"], states["status"])) if not states.empty else {}
 
     def base(m: pd.Series, label: str) -> dict[str, Any]:
         part = rows[m["cert_id"]]
@@ -173,7 +175,8 @@ def table1(store: ResultsStore, arch: str | None = None, sigma: float | None = N
                 "dataset": m["dataset"], "profile": m["profile"], "device": m["device"], "N": m["N"],
                 "images": m["images"], "ACR": acr(part), "paper_setting": PAPER_TABLE1["setting"],
                 "run_id": m["run_id"], "cert_id": m["cert_id"],
-                "certification": describe_key(certification_key(part), float(m["sigma"]))}
+                "certification": describe_key(certification_key(part), float(m["sigma"])),
+                "seed": m["seed"], "status": str(status_of.get(m["cert_id"], "finished"))}
 
     s_row = base(s, f"SmoothMix {s['arch']}")
     s_row.update(student_hours=s["hours"], teacher_hours=float("nan"), hours=s["hours"], speedup=float("nan"),
@@ -211,6 +214,12 @@ def table1_markdown(df: pd.DataFrame) -> str:
     if len(set(df["certification"])) > 1:
         lines.append("Missing: a like-for-like ACR comparison: the two certifications differ ("
                      + " vs ".join(df["certification"]) + "); their ACRs are not comparable.")
+    if "status" in df and (df["status"] != "finished").any():
+        lines.append("Missing: finished certifications: " + ", ".join(
+            f"{r['row']} is {r['status']}" for _, r in df.iterrows() if r["status"] != "finished") + ".")
+    if "seed" in df and df["seed"].nunique(dropna=False) > 1:
+        lines.append("Missing: the same training seed: " + " vs ".join(
+            f"{r['row']} seed {r['seed']:g}" for _, r in df.iterrows()) + " (one model each, not a mean over seeds).")
     lines.append(f"The paper certified at N=100,000 (radius cap {radius_cap(0.25, 100_000, 0.001):.3f} at sigma 0.25, "
                  "alpha 0.001): ACRs at a smaller N are truncated at a lower cap.")
     if crt["arch"] != PAPER_TABLE1["arch"] or crt["dataset"] != PAPER_TABLE1["dataset"] or crt["profile"] != "paper":
