@@ -175,6 +175,9 @@ def evidence_frame(evidence: list[StudentEvidence]) -> pd.DataFrame:
                "certification": ev.certification, "guard_missing": ev.guard_missing,
                "under_trained": bool(ev.under_trained), "training_check": ev.training_check,
                "not_plateaued": "; ".join(ev.not_plateaued)}
+        for name, setting in (("speedup_pretrained", SETTINGS[0]), ("speedup_proxy", SETTINGS[1])):
+            iv = ev.speed_interval(setting)  # None: a point estimate (fewer than 2 runs of either)
+            row.update({f"{name}_low": iv[1] if iv else float("nan"), f"{name}_high": iv[2] if iv else float("nan")})
         for name, t in (("crt_acr", ev.crt_acr), ("smoothmix_acr", ev.smoothmix_acr), ("teacher_acr", ev.teacher_acr),
                         ("crt_minus_smoothmix", ev.difference)):
             t = t or (float("nan"),) * 3
