@@ -37,7 +37,15 @@ def train_and_certify_smoke(cfg: RunConfig, root, steps_per_epoch: int):
     assert len(rows) == 4
     assert ((rows["predict"] == -1) | rows["predict"].between(0, 9)).all()
     assert (rows["radius"] >= 0).all()
+    assert_not_all_abstained(rows)
     return rows
+
+
+def assert_not_all_abstained(rows) -> None:
+    """A smoke certification where every image abstained shows nothing about the method: at least one image
+    must get a prediction (and so a radius of its own)."""
+    answered = rows[rows["predict"] != -1]
+    assert len(answered) > 0, f"every one of the {len(rows)} images abstained"
 
 
 class Killed(BaseException):

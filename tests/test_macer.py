@@ -23,6 +23,7 @@ from crt_bench.methods.losses.common import smoothed_nll
 from crt_bench.store.store import ResultsStore
 from crt_bench.train.resolve import resolve_run_config
 from crt_bench.train.trainer import train_run
+from helpers import assert_not_all_abstained
 
 SIGMA = 0.5
 
@@ -260,6 +261,7 @@ def test_smoke_run_trains_and_certifies(tmp_path: Path):
     _, rows = certify_run(run_id, store, CertifyConfig(n0=20, n=100, alpha=0.001, batch=100, subset="range:0:4"),
                           device="cpu", progress=False)
     assert list(rows["idx"]) == [0, 1, 2, 3]
+    assert_not_all_abstained(rows)
     assert (rows["sigma"] == 0.25).all() and (rows["n"] == 100).all()
     assert ((rows["radius"] >= 0) & (rows["radius"] <= 0.25 * norm.ppf(0.001 ** (1 / 100)) + 1e-9)).all()
 

@@ -47,15 +47,20 @@ def test_newest_probe_wins_and_measured_hours_replace_projections(store):
     newer["epoch_seconds"] *= 2
     newer["recipe_hours"] *= 2
     store.append("timing", [newer])
-    store.append("runs", [{"run_id": "r1", "method": "gaussian", "arch": "resnet18", "sigma": 0.25,
-                           "teacher_arch": "", "status": "finished", "profile": "paper", "train_seconds": 3600.0,
-                           "updated": 1.0}])
+    run = {"run_id": "r1", "method": "gaussian", "arch": "resnet18", "sigma": 0.25, "teacher_arch": "",
+           "status": "finished", "profile": "paper", "train_seconds": 3600.0, "updated": 1.0, "device": DEVICE}
+    # a run on another device: its hours never stand beside this device's probes
+    store.append("runs", [run, {**run, "run_id": "r2", "arch": "convnext_atto", "device": "other-device"}])
     t = slowdown_table(store)
     r18 = t[t["arch"] == "resnet18"].set_index(["method", "teacher"])
     assert r18.loc[("smoothadv", ""), "epoch_ratio"] == pytest.approx(88.0)
     assert r18.loc[("gaussian", ""), "hours_kind"] == "measured" and r18.loc[("gaussian", ""), "hours"] == 1.0
-    smoothadv_hours = 2 * 440.0 * 150 / 3600
-    assert r18.loc[("smoothadv", ""), "recipe_ratio"] == pytest.approx(smoothadv_hours / 1.0)
+    # SmoothAdv's hours are projected: its recipe ratio is projected over projected (88 x 150 / 150 epochs), not
+    # its projected hours over Gaussian's measured hour (2 x 440 x 150 / 3600 = 36.7)
+    assert r18.loc[("smoothadv", ""), "hours_kind"] == "projected"
+    assert r18.loc[("smoothadv", ""), "recipe_ratio"] == pytest.approx(88.0)
+    atto = t[t["arch"] == "convnext_atto"].set_index(["method", "teacher"])
+    assert (atto["hours_kind"] == "projected").all()
 
 
 def test_cumulative_hours_and_figure(store, tmp_path):

@@ -245,3 +245,17 @@ def test_empty_store_says_no_data(tmp_path):
     assert len(sections) == text.count("No data") == 11
     assert all(part.count("No data") == 1 for part in sections)
     assert "none recorded" in text and "18.98" in text  # Table 1's line still quotes the paper
+
+
+def test_table1_states_each_certification_and_what_does_not_match(store):
+    md = table1_markdown(table1(store))
+    assert "N0=100, N=100000, alpha=0.001" in md and "radius cap 0.9529" in md  # each row's N, alpha and cap
+    assert "Missing" not in md  # the fixture's pair is certified alike, finished, seeds not recorded alike
+    # CRT re-certified at N=10,000, interrupted: both named under Missing
+    store.append("certify", cert_rows("crt110", "crt110@N10k", CERTS["crt110"], n=10_000,
+                                      time="2026-02-01T00:00:00+00:00"))
+    store.append("certifications", [{"cert_id": "crt110@N10k", "run_id": "crt110", "shard": "",
+                                     "status": "interrupted", "updated": 2.0}])
+    md = table1_markdown(table1(store))
+    assert "Missing: a like-for-like ACR comparison" in md and "radius cap 0.7996" in md
+    assert "Missing: finished certifications: CRT resnet110 with resnet20 proxy teacher is interrupted." in md

@@ -18,6 +18,7 @@ from crt_bench.methods.losses.common import noise_like_replicas, replicate, smoo
 from crt_bench.store.store import ResultsStore
 from crt_bench.train.resolve import resolve_run_config
 from crt_bench.train.trainer import train_run
+from helpers import assert_not_all_abstained
 
 SIGMA = 0.25
 CLASSES = 5
@@ -232,4 +233,5 @@ def test_smoke_run_trains_and_certifies(tmp_path):
     _, rows = certify_run(run_id, store, CertifyConfig(n0=20, n=100, alpha=0.001, batch=100, subset="range:0:4"),
                           device="cpu", progress=False)
     assert len(rows) == 4 and set(rows["run_id"]) == {run_id}
+    assert_not_all_abstained(rows)
     assert rows["radius"].ge(0).all()

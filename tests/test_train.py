@@ -18,7 +18,9 @@ from conftest import (
     tree_snapshot,
 )
 
+from crt_bench.analysis.training_check import last_accuracies
 from crt_bench.config.run import RunConfig
+from crt_bench.core.bits import unpack_bits
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.data.catalog import dataset_info
 from crt_bench.methods.registry import get_method
@@ -58,6 +60,12 @@ def test_finished_run_rows_and_files(gaussian_run) -> None:
     assert (epochs["samples_per_s"] > 0).all()
     assert (epochs["optimizer_steps"] == 4).all()  # 256 images / batch 64
     assert epochs["noisy_test_acc"].between(0, 1).all()
+    # each evaluation keeps its per-image correctness on the first 64 test images (test_limit), its mean the accuracy
+    assert (epochs["noisy_test_images"] == 64).all()
+    for row in epochs.itertuples():
+        assert unpack_bits(row.noisy_test_correct, 64).mean() == pytest.approx(row.noisy_test_acc)
+    (last,) = last_accuracies(store.runs(), epochs).values()
+    assert last.correct is not None and len(last.correct) == last.images == 64
 
     run_dir = store.run_dir(run_id)
     assert RunConfig.from_json((run_dir / "config.json").read_text()) == cfg

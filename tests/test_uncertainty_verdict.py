@@ -14,12 +14,14 @@ from crt_bench.analysis.verdict import (
     HOLDS,
     NOT_RESOLVED,
     REFUTED,
+    SLOW,
     UNRESOLVED,
     WORSE,
     StudentEvidence,
     judge,
     judge_student,
     robustness,
+    speed_interval,
 )
 from crt_bench.report.verdict_section import verdict_markdown
 
@@ -68,11 +70,14 @@ def test_paired_difference_is_narrower_than_unpaired_and_matches_by_image():
     assert paired_acr_difference(a, shuffled).estimate == pytest.approx(diff.estimate)
 
 
-def ev(diff, *, sm=0.40, sm_h=10.0, crt_h=2.0, teacher_h=4.0, under=()):
+def ev(diff, *, sm=0.40, sm_h=10.0, crt_h=2.0, teacher_h=4.0, under=(), guard_missing="", seed_hours=((), ()),
+       students=1):
     crt = sm + diff[0]
     return StudentEvidence("convnext_atto", (crt, crt - 0.05, crt + 0.05), (sm, sm - 0.05, sm + 0.05), diff,
                            smoothmix_hours=sm_h, crt_hours=crt_h, teacher_hours=teacher_h,
-                           teacher_acr=(0.5, 0.45, 0.55), under_trained=under, images=500)
+                           teacher_acr=(0.5, 0.45, 0.55), under_trained=under, images=500,
+                           guard_missing=guard_missing, smoothmix_seed_hours=seed_hours[0],
+                           crt_seed_hours=seed_hours[1], teacher_students=students)
 
 
 def test_verdict_holds_refuted_and_not_resolved():
@@ -83,10 +88,13 @@ def test_verdict_holds_refuted_and_not_resolved():
     assert robustness(worse) == WORSE and judge_student(worse, "pretrained teacher").verdict == REFUTED
     wide = ev((-0.03, -0.12, 0.06))
     assert robustness(wide) == UNRESOLVED and judge_student(wide, "pretrained teacher").verdict == NOT_RESOLVED
-    # an under-trained cell is not resolved, whatever its robustness or speed ...
-    under = judge_student(ev((-0.15, -0.20, -0.10), sm_h=2.5, under=("Gaussian far below",)), "pretrained teacher")
+    # an under-trained cell is not resolved, whatever its robustness ...
+    under = judge_student(ev((-0.15, -0.20, -0.10), under=("Gaussian far below",)), "pretrained teacher")
     assert under.verdict == NOT_RESOLVED and under.label == "not resolved (under-trained: Gaussian far below)"
-    # ... while a trained cell whose CRT is not much faster refutes the claim
+    # ... but speed is judged on its own: a CRT that is not much faster refutes the claim, under-trained or not
+    slow_under = judge_student(ev((0.01, -0.02, 0.04), sm_h=2.5, under=("Gaussian far below",)), "pretrained teacher")
+    assert slow_under.verdict == REFUTED and slow_under.label == REFUTED
+    assert any(r.startswith("under-training check") for r in slow_under.reasons)  # the guard's numbers still shown
     slow = ev((0.01, -0.02, 0.04), sm_h=2.5, crt_h=2.0)
     assert judge_student(slow, "pretrained teacher").verdict == REFUTED
     # the proxy setting counts the teacher: 10 / (2 + 4) = 1.67x still holds, 10 / (2 + 6) = 1.25x does not
@@ -100,7 +108,7 @@ def test_overall_verdict_over_students():
     assert out["pretrained teacher"][0] == HOLDS
     assert judge([ev((0.01, -0.02, 0.04)), ev((-0.03, -0.12, 0.06))])["pretrained teacher"][0] == NOT_RESOLVED
     assert judge([ev((0.01, -0.02, 0.04)), ev((-0.15, -0.2, -0.1))])["pretrained teacher"][0] == REFUTED
-    # only a resolved cell can refute: the same worse cell, under-trained, leaves the claim unresolved
+    # an under-trained cell does not refute on robustness: the same worse cell, under-trained, leaves it unresolved
     assert judge([ev((0.01, -0.02, 0.04)), ev((-0.15, -0.2, -0.1), under=("x",))])["pretrained teacher"][0] \
         == NOT_RESOLVED
     text = verdict_markdown([ev((0.01, -0.02, 0.04))])
@@ -111,4 +119,49 @@ def test_plateau_status():
     assert plateau_status([0.2, 0.4, 0.5, 0.55, 0.56, 0.56, 0.565, 0.56]) == "plateaued"
     assert plateau_status([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]) == "rising"
     assert plateau_status([0.2, 0.5]) == "too short"
-    assert math.isnan(ev((0, 0, 0)).speedup("proxy teacher") * float("nan"))
+    # no training hours: no speed-up, and a verdict that cannot hold on speed it does not know
+    no_hours = ev((0.01, -0.02, 0.04), sm_h=float("nan"), crt_h=float("nan"), teacher_h=float("nan"))
+    assert math.isnan(no_hours.speedup("proxy teacher")) and math.isnan(no_hours.speedup("pretrained teacher"))
+    assert judge_student(no_hours, "pretrained teacher").verdict == NOT_RESOLVED
+    assert ev((0, 0, 0), crt_h=0.0, teacher_h=0.0).speedup("pretrained teacher") != ev((0, 0, 0)).speedup(
+        "pretrained teacher") and math.isnan(ev((0, 0, 0), crt_h=0.0).speedup("pretrained teacher"))
+
+
+def test_a_cell_without_its_guard_evidence_is_not_resolved():
+    unchecked = ev((0.01, -0.02, 0.04), guard_missing="not checked (no Gaussian-trained convnext_atto)")
+    v = judge_student(unchecked, "pretrained teacher")
+    assert v.verdict == NOT_RESOLVED and v.label == "not resolved (unchecked: not checked (no Gaussian-trained " \
+        "convnext_atto))"
+    assert judge([unchecked])["pretrained teacher"][0] == NOT_RESOLVED  # holds on its numbers, but fails closed
+    assert "UNCHECKED: " in verdict_markdown([unchecked])
+
+
+def test_speed_has_an_interval_over_the_seeds_runs_and_one_near_the_bar_is_not_resolved():
+    # 1.55x on average, runs that vary by +-10%: the interval straddles 1.5x, so speed does not decide
+    near = ev((0.01, -0.02, 0.04), sm_h=3.1, crt_h=2.0, seed_hours=((2.8, 3.4), (1.8, 2.2)))
+    point, low, high = near.speed_interval("pretrained teacher")
+    assert point == pytest.approx(1.55) and low < 1.5 < high
+    v = judge_student(near, "pretrained teacher")
+    assert v.speed == UNRESOLVED and v.verdict == NOT_RESOLVED and "over the seeds' runs" in v.reasons[1]
+    # 1.49x as a point estimate (one run each) refutes; 1.4x from repeat runs that agree does too
+    assert judge_student(ev((0.01, -0.02, 0.04), sm_h=2.98, crt_h=2.0), "pretrained teacher").verdict == REFUTED
+    tight = ev((0.01, -0.02, 0.04), sm_h=2.8, crt_h=2.0, seed_hours=((2.79, 2.81), (1.99, 2.01)))
+    assert judge_student(tight, "pretrained teacher").speed == SLOW
+    assert "(point estimate" in judge_student(ev((0.01, -0.02, 0.04)), "pretrained teacher").reasons[1]
+    # the interval covers the true ratio at about its level (log-normal run-to-run noise, 2 and 3 runs)
+    rng = np.random.default_rng(0)
+    for k in (2, 3):
+        hits = 0
+        for _ in range(2000):
+            slow, fast = 10 * rng.lognormal(0, 0.1, k), 2 * rng.lognormal(0, 0.1, k)
+            _, lo, hi = speed_interval(slow.tolist(), fast.tolist())
+            hits += lo <= 5.0 * np.exp(0.005) <= hi  # the ratio of the means of the two log-normals
+        assert 0.93 <= hits / 2000 <= 0.995, (k, hits)
+
+
+def test_proxy_speed_up_per_student_and_amortised():
+    shared = ev((0.01, -0.02, 0.04), sm_h=10.0, crt_h=2.0, teacher_h=8.0, students=4)
+    assert shared.speedup("proxy teacher") == pytest.approx(1.0)  # 10 / (2 + 8): the teacher charged per student
+    assert shared.amortised_speedup == pytest.approx(2.5)  # 10 / (2 + 8 / 4)
+    text = verdict_markdown([shared])
+    assert "speed-up, proxy (per student)" in text and "2.50x over 4 student(s)" in text

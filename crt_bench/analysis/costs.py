@@ -12,11 +12,33 @@ from __future__ import annotations
 
 import pandas as pd
 
+from crt_bench.analysis.matching import certification_key, describe_key
 from crt_bench.analysis.select import certifications, method_label, newest_per_line, transferred
 from crt_bench.analysis.uncertainty import acr_interval, paired_acr_difference
 
 COST_COLUMNS = ["arch", "line", "method", "seed", "certification", "train_hours", "certify_hours", "images",
-                "seconds_per_image", "N"]
+                "seconds_per_image", "N", "abstained"]
+CERTIFY_SECONDS_LABEL = "with early abstention"
+"""CERTIFY seconds are measured with exact early abstention (an image that cannot certify stops sampling early),
+so they shrink with the share of images that abstain (``abstained``): say so wherever they are shown."""
+COMPOSED_METHODS = ("denoised",)  # methods whose model is composed around a separately trained classifier
+
+
+def pipeline_hours(record) -> float:
+    """A certified model's training hours: its own (with a dedicated teacher's, ``hours``), plus, for a method
+    composed around a classifier trained apart (denoised smoothing), that classifier's training hours, once."""
+    hours = float(record["hours"])
+    if record.get("method") in COMPOSED_METHODS and not record.get("teacher_dedicated"):
+        classifier = record.get("teacher_train_seconds")
+        if classifier is None or classifier != classifier:
+            classifier = record.get("teacher_run_train_seconds", float("nan"))
+        hours += float(classifier) / 3600  # NaN when the classifier's hours are unknown: not silently 0
+    return hours
+
+
+def abstained_share(rows: pd.DataFrame) -> float:
+    """The share of a certification's images that abstained (``predict == -1``)."""
+    return float((pd.to_numeric(rows["predict"], errors="coerce") == -1).mean()) if "predict" in rows else float("nan")
 
 
 def _seconds(rows: pd.DataFrame) -> pd.Series:
@@ -37,9 +59,10 @@ def measured_costs(store) -> pd.DataFrame:
     for r in ours.to_dict("records"):
         seconds = _seconds(rows[r["cert_id"]])
         out.append({"arch": r["arch"], "line": method_label(r["method"], r["teacher"], r["teacher_method"], r.get("variant", "")),
-                    "method": r["method"], "seed": r["seed"], "certification": "CERTIFY", "train_hours": r["hours"],
-                    "certify_hours": float(seconds.sum()) / 3600, "images": len(seconds),
-                    "seconds_per_image": float(seconds.mean()), "N": r["N"]})
+                    "method": r["method"], "seed": r["seed"], "certification": "CERTIFY",
+                    "train_hours": pipeline_hours(r), "certify_hours": float(seconds.sum()) / 3600,
+                    "images": len(seconds), "seconds_per_image": float(seconds.mean()), "N": r["N"],
+                    "abstained": abstained_share(rows[r["cert_id"]])})
     for cert_id, part in certify[transferred(certify)].groupby("cert_id", sort=False):
         r = by_run.get(str(part["run_id"].iloc[0]))
         if r is None:
@@ -48,8 +71,9 @@ def measured_costs(store) -> pd.DataFrame:
         n_p = int(part["n_p"].iloc[0]) if "n_p" in part else -1
         out.append({"arch": r["arch"], "line": method_label(r["method"], r["teacher"], r["teacher_method"], r.get("variant", "")),
                     "method": r["method"], "seed": r["seed"], "certification": f"transfer (n_p={n_p})",
-                    "train_hours": r["hours"], "certify_hours": float(seconds.sum()) / 3600,
-                    "images": len(seconds), "seconds_per_image": float(seconds.mean()), "N": r["N"]})
+                    "train_hours": pipeline_hours(r), "certify_hours": float(seconds.sum()) / 3600,
+                    "images": len(seconds), "seconds_per_image": float(seconds.mean()), "N": r["N"],
+                    "abstained": abstained_share(part)})
     return pd.DataFrame(out, columns=COST_COLUMNS)
 
 
@@ -86,6 +110,8 @@ def reuse_competitors(store) -> pd.DataFrame:
                         "acr": acr_interval(cert), "minus_crt": paired_acr_difference(cert, crt_rows)
                         if r["method"] != "crt" else None, "images": len(cert),
                         "train_hours": float(r["train_seconds"]) / 3600, "shared_hours": shared_s / 3600,
+                        "pipeline_hours": pipeline_hours(r), "abstained": abstained_share(cert),
                         "certify_seconds_per_image": float(seconds.mean()),
-                        "certify_hours": float(seconds.sum()) / 3600})
+                        "certify_hours": float(seconds.sum()) / 3600,
+                        "certification": describe_key(certification_key(cert), float(r["sigma"]))})
     return pd.DataFrame(out)

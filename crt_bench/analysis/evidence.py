@@ -2,7 +2,9 @@
 
 For each (architecture, sigma, dataset, profile) with a certified CRT student and a certified SmoothMix
 model, the newest certification of each training seed of each is taken (several seeds: intervals over seeds
-and images, :mod:`crt_bench.analysis.seeds`), with the CRT student's teacher (its ``teacher_run_id``; with
+and images, :mod:`crt_bench.analysis.seeds`), kept only when it matches the others
+(:mod:`crt_bench.analysis.matching`: finished, equal N0, N, alpha, precision, subset, seeds both methods have;
+what is left out is named in ``missing``), with the CRT student's teacher (its ``teacher_run_id``; with
 several CRT seeds, that of the lowest seed), the under-training guard from the Gaussian-trained student of the
 same architecture (:mod:`crt_bench.analysis.training_check`) and the noisy-test-accuracy curves' plateaus
 (``epochs`` table; shown, not evidence).
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from crt_bench.analysis.fixed_radii import fixed_radii
+from crt_bench.analysis.matching import Candidate, describe_key, match
 from crt_bench.analysis.select import certifications, newest_per_line
 from crt_bench.analysis.seeds import common_images, seed_acrs, seeded_acr_difference, seeded_acr_interval
 from crt_bench.analysis.training_check import check_teacher, check_training, last_accuracies
@@ -78,29 +81,51 @@ def _classes(dataset: str) -> int:
         return 0
 
 
-def student_evidence(store: ResultsStore) -> list[StudentEvidence]:
+def _states(store: ResultsStore) -> dict[str, str]:
+    states = store.certification_states()
+    return dict(zip(states["cert_id"], states["status"])) if not states.empty else {}
+
+
+def _candidates(part: pd.DataFrame, name: str, rows: dict, states: dict[str, str]) -> list[Candidate]:
+    return [Candidate(_seed_name(name, r["seed"]), r["method"], r["seed"], r["cert_id"], rows[r["cert_id"]],
+                      str(states.get(r["cert_id"], ""))) for _, r in part.iterrows()]
+
+
+def student_evidence(store: ResultsStore, missing: list[str] | None = None) -> list[StudentEvidence]:
+    """The verdict's evidence per cell; ``missing`` (when given) gains one line per certification left out."""
+    missing = [] if missing is None else missing
     meta, rows = certifications(store)
     lines = newest_per_line(meta, per_seed=True)
     if lines.empty:
         return []
     by_run = {r["run_id"]: r for _, r in meta.iterrows()}
     runs, epochs = store.runs(), store.read("epochs")
-    plateaus, accuracies = run_plateaus(epochs), last_accuracies(runs, epochs)
+    plateaus, accuracies, states = run_plateaus(epochs), last_accuracies(runs, epochs), _states(store)
+    students_of = runs[runs["method"] == "crt"].groupby("teacher_run_id")["run_id"].nunique().to_dict() \
+        if not runs.empty and "teacher_run_id" in runs else {}
     out = []
     for (arch, sigma, dataset, profile), part in lines.groupby(["arch", "sigma", "dataset", "profile"], sort=False):
         # The claim is about CRT from a robust (SmoothMix) teacher; recursive chains (a CRT student as the
         # teacher) have a section of their own (crt_bench.grid.chain) and do not vote here.
         crt = part[(part["method"] == "crt") & (part["teacher_method"] != "crt")]
-        sm = part[part["method"] == "smoothmix"].sort_values("seed", kind="stable")
-        if crt.empty or sm.empty:
+        sm_all = part[part["method"] == "smoothmix"].sort_values("seed", kind="stable")
+        if crt.empty or sm_all.empty:
             continue
-        sm_certs = [rows[c] for c in sm["cert_id"]]
         gaussian = [accuracies[r] for r in _gaussian_runs(runs, arch, sigma, dataset, profile) if r in accuracies]
         teachers = crt.groupby("teacher", sort=False)
-        for _, cs in teachers:
-            cs = cs.sort_values("seed", kind="stable")
-            c_certs = [rows[c] for c in cs["cert_id"]]
+        for _, cs_all in teachers:
+            cs_all = cs_all.sort_values("seed", kind="stable")
+            kept, key, left_out = match([*_candidates(sm_all, f"SmoothMix {arch}", rows, states),
+                                         *_candidates(cs_all, f"CRT {arch}", rows, states)], ["smoothmix", "crt"])
+            missing += [f"verdict, {arch}: {why}" for why in left_out]
+            ids = {c.cert_id for c in kept}
+            cs, sm = cs_all[cs_all["cert_id"].isin(ids)], sm_all[sm_all["cert_id"].isin(ids)]
+            if cs.empty or sm.empty:
+                missing.append(f"verdict, {arch}: no finished, matching CRT and SmoothMix certifications")
+                continue
+            c_certs, sm_certs = [rows[c] for c in cs["cert_id"]], [rows[c] for c in sm["cert_id"]]
             if not common_images([*c_certs, *sm_certs]):
+                missing.append(f"verdict, {arch}: the CRT and SmoothMix certifications share no image")
                 continue
             c = cs.iloc[0]
             teacher = by_run.get(c["teacher_run_id"])
@@ -128,6 +153,11 @@ def student_evidence(store: ResultsStore) -> list[StudentEvidence]:
                 teacher_acr=teacher_acr, under_trained=flagged, images=images,
                 training_check="; ".join(k.text for k in (check, teacher_check) if k.text), not_plateaued=rising,
                 crt_seed_acrs=seed_acrs(c_certs), smoothmix_seed_acrs=seed_acrs(sm_certs),
+                guard_missing="" if check.checked else check.text,
+                crt_seed_hours=tuple(float(h) / 3600 for h in cs["train_seconds"]),
+                smoothmix_seed_hours=tuple(float(h) / 3600 for h in sm["train_seconds"]),
+                teacher_students=int(students_of.get(c["teacher_run_id"], 1)) or 1,
+                certification=describe_key(key, float(sigma)),
                 certified=fixed_radii(c_certs, sm_certs)))
     return out
 
@@ -143,8 +173,13 @@ def evidence_frame(evidence: list[StudentEvidence]) -> pd.DataFrame:
                "smoothmix_hours": ev.smoothmix_hours,
                "crt_hours": ev.crt_hours, "teacher_hours": ev.teacher_hours, "crt_over_teacher_acr": ev.teacher_ratio,
                "speedup_pretrained": ev.speedup(SETTINGS[0]), "speedup_proxy": ev.speedup(SETTINGS[1]),
+               "speedup_proxy_amortised": ev.amortised_speedup, "teacher_students": ev.teacher_students,
+               "certification": ev.certification, "guard_missing": ev.guard_missing,
                "under_trained": bool(ev.under_trained), "training_check": ev.training_check,
                "not_plateaued": "; ".join(ev.not_plateaued)}
+        for name, setting in (("speedup_pretrained", SETTINGS[0]), ("speedup_proxy", SETTINGS[1])):
+            iv = ev.speed_interval(setting)  # None: a point estimate (fewer than 2 runs of either)
+            row.update({f"{name}_low": iv[1] if iv else float("nan"), f"{name}_high": iv[2] if iv else float("nan")})
         for name, t in (("crt_acr", ev.crt_acr), ("smoothmix_acr", ev.smoothmix_acr), ("teacher_acr", ev.teacher_acr),
                         ("crt_minus_smoothmix", ev.difference)):
             t = t or (float("nan"),) * 3

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crt_bench.analysis.costs import pipeline_hours
 from crt_bench.analysis.leaderboard import ROW_COLUMNS, SCHEMA, Entry, summary_of
 from crt_bench.analysis.select import certifications, transferred
 from crt_bench.core.atomic import atomic_write_bytes
@@ -118,7 +119,8 @@ def entries_from_store(store: Any) -> list[Entry]:
                              hours_kind="reported" if extra.get("hours") is not None else "unknown",
                              commit="", origin=str(first.get("source", "")), **common))
             continue
-        hours = m["hours"] if m["hours"] == m["hours"] and m["status"] == RunStatus.FINISHED else None
+        total = pipeline_hours(m)  # denoised smoothing: its classifier's hours too
+        hours = total if total == total and m["status"] == RunStatus.FINISHED else None
         teacher = f"{m['teacher_method'] or '?'} {m['teacher']}".strip() if m["teacher"] else ""
         if m.get("variant"):  # denoised smoothing's mse and stability runs share method, arch and classifier
             teacher = f"{teacher}; variant {m['variant']}".lstrip("; ")

@@ -3,14 +3,22 @@
 A step-decay schedule makes every noisy-accuracy curve look flat after its last decay, so a plateau is not
 evidence of a trained model. This rule can fail: the student architecture trained with plain Gaussian noise
 (same data, sigma, profile and epoch budget as the CRT and SmoothMix students) is compared with the teacher.
-Each model's noisy test accuracy is its last epoch's ``noisy_test_acc`` (``epochs`` table), measured on
-``min(test images, EVAL_IMAGES)`` test images under one noise draw (:func:`crt_bench.train.evaluate.noisy_accuracy`),
-so it is a proportion of that many images; several seeds of the Gaussian student pool their images.
+Each model's noisy test accuracy is its last epoch's ``noisy_test_acc`` (``epochs`` table), measured on the
+first ``min(test images, EVAL_IMAGES)`` test images under one noise draw (:func:`crt_bench.train.evaluate.noisy_correct`):
+every seed and the teacher are evaluated on the *same* images, so several seeds are that many distinct images,
+counted once, not a sum.
 
 The cell is **under-trained** when the upper end of the 95% interval of (Gaussian student - teacher) noisy
 accuracy lies below ``-UNDER_TRAINED_MARGIN``: the student cannot reach within that margin of the teacher even
 with the easiest objective, so a CRT-SmoothMix comparison at this budget says more about the budget than the
-methods. The interval is Newcombe's hybrid score interval (method 10) from the two Wilson intervals.
+methods. Where the store keeps each evaluation's per-image correctness (epochs schema 3) the interval is the seed
+x image interval of :func:`crt_bench.analysis.seeds.crossed_interval`: teacher and students paired on the same
+images, the Gaussian seeds' spread as its seed term, the teacher a fixed reference (the one the CRT students
+learn from). Older stores (accuracy only): Newcombe's hybrid score interval (method 10) from the two Wilson
+intervals, the seeds' mean accuracy a proportion of the distinct images (unpaired, no seed term: labelled).
+
+The guard fails closed: without a Gaussian student or a teacher curve the cell is not checked, and a cell
+that is not checked is not resolved (:mod:`crt_bench.analysis.verdict`).
 """
 from __future__ import annotations
 
@@ -18,8 +26,11 @@ import json
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from crt_bench.analysis.seeds import crossed_interval
+from crt_bench.core.bits import unpack_bits
 from crt_bench.train.evaluate import EVAL_IMAGES
 
 UNDER_TRAINED_MARGIN = 0.05  # the Gaussian student's noisy accuracy this far below the teacher's: under-trained
@@ -43,12 +54,14 @@ def newcombe_difference(p1: float, n1: int, p2: float, n2: int) -> tuple[float, 
     return (d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NoisyAccuracy:
-    """A model's last-epoch noisy test accuracy and the number of test images it was measured on."""
+    """A model's last-epoch noisy test accuracy, the number of (the first) test images it was measured on, and
+    each image's correctness where the store kept it (``None`` in older stores)."""
 
     accuracy: float
     images: int
+    correct: np.ndarray | None = None
 
 
 def eval_images(config: object) -> int:
@@ -67,14 +80,21 @@ def last_accuracies(runs: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, Noisy
     config = dict(zip(runs["run_id"], runs["config"] if "config" in runs else [None] * len(runs)))
     out = {}
     for run, part in epochs.dropna(subset=["noisy_test_acc"]).sort_values(["run_id", "epoch"]).groupby("run_id"):
-        out[run] = NoisyAccuracy(float(part["noisy_test_acc"].iloc[-1]), eval_images(config.get(run)))
+        last = part.iloc[-1]
+        packed, count = last.get("noisy_test_correct"), last.get("noisy_test_images")
+        if isinstance(packed, str) and packed and count == count and count is not None:
+            correct = unpack_bits(packed, int(count))
+            out[run] = NoisyAccuracy(float(last["noisy_test_acc"]), int(count), correct)
+        else:  # an epoch written before per-image correctness was kept
+            out[run] = NoisyAccuracy(float(last["noisy_test_acc"]), eval_images(config.get(run)))
     return out
 
 
-def pooled(accs: list[NoisyAccuracy]) -> NoisyAccuracy:
-    """Several seeds' accuracies as one proportion of all their images."""
-    images = sum(a.images for a in accs)
-    return NoisyAccuracy(sum(a.accuracy * a.images for a in accs) / images, images)
+def _per_image(accs: list[NoisyAccuracy], images: int) -> np.ndarray | None:
+    """``[seeds, images]`` correctness when every evaluation kept it on the same number of images, else None."""
+    if any(a.correct is None or len(a.correct) != images for a in accs):
+        return None
+    return np.stack([a.correct for a in accs]).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -83,20 +103,30 @@ class TrainingCheck:
 
     under_trained: bool
     text: str
+    checked: bool = True  # False: evidence missing, the cell cannot be resolved (the text says what is missing)
 
 
 def check_training(arch: str, gaussian: list[NoisyAccuracy], teacher: NoisyAccuracy | None, teacher_name: str,
                    margin: float = UNDER_TRAINED_MARGIN) -> TrainingCheck:
+    """The guard for one cell (module doc); ``checked=False`` when the Gaussian student or the teacher is missing."""
     if not gaussian or teacher is None:
-        missing = "no Gaussian-trained " + arch if not gaussian else "no teacher curve"
-        return TrainingCheck(False, f"not checked ({missing})")
-    g = pooled(gaussian)
-    d, low, high = newcombe_difference(g.accuracy, g.images, teacher.accuracy, teacher.images)
-    under = high < -margin
+        missing = "no Gaussian-trained " + arch if not gaussian else "no noisy-accuracy curve of the " + teacher_name
+        return TrainingCheck(False, f"not checked ({missing})", checked=False)
+    images = min(a.images for a in [*gaussian, teacher])  # the first test images: shared by every evaluation
+    g = float(np.mean([a.accuracy for a in gaussian]))
+    students, reference = _per_image(gaussian, images), _per_image([teacher], images)
     seeds = f", {len(gaussian)} seeds" if len(gaussian) > 1 else ""
-    return TrainingCheck(under, f"Gaussian {arch} noisy acc {g.accuracy:.3f} ({g.images} images{seeds}) - "
-                                f"{teacher_name} {teacher.accuracy:.3f} ({teacher.images} images) = {d:+.3f} "
-                                f"[{low:+.3f}, {high:+.3f}] {'<' if under else '>='} -{margin:g}")
+    if students is not None and reference is not None:
+        iv = crossed_interval([students, reference], [1.0, -1.0], borrow=False)
+        d, low, high, how = iv.estimate, iv.low, iv.high, "paired per image" + (", seeds resampled" if seeds else "")
+        g = float(students.mean())
+    else:
+        d, low, high = newcombe_difference(g, images, teacher.accuracy, images)
+        how = "Newcombe, unpaired: per-image correctness not stored" + (", no seed term" if seeds else "")
+    under = high < -margin
+    return TrainingCheck(under, f"Gaussian {arch} noisy acc {g:.3f} - {teacher_name} "
+                                f"{teacher.accuracy:.3f} = {d:+.3f} [{low:+.3f}, {high:+.3f}] "
+                                f"{'<' if under else '>='} -{margin:g} ({images} test images{seeds}; {how})")
 
 
 def check_teacher(teacher: NoisyAccuracy | None, teacher_name: str, classes: int,
@@ -117,4 +147,4 @@ def check_teacher(teacher: NoisyAccuracy | None, teacher_name: str, classes: int
 
 
 __all__ = ["NoisyAccuracy", "TrainingCheck", "UNDER_TRAINED_MARGIN", "check_teacher", "check_training", "eval_images",
-           "last_accuracies", "newcombe_difference", "pooled", "wilson"]
+           "last_accuracies", "newcombe_difference", "wilson"]

@@ -130,8 +130,9 @@ def _verdict_section(store: ResultsStore) -> list[str]:
     """The paper's claim, judged from this store's numbers (crt_bench.analysis.verdict)."""
 
     lines = ["## Verdict: does CRT match SmoothMix's certified robustness for much less training time?", ""]
-    evidence = student_evidence(store)
-    lines += [verdict_markdown(evidence).rstrip(), ""]
+    missing: list[str] = []
+    evidence = student_evidence(store, missing)
+    lines += [verdict_markdown(evidence, missing=missing).rstrip(), ""]
     fixed = fixed_radii_markdown(evidence)
     lines += [fixed.rstrip(), ""] if fixed else []
     competitors = competitors_markdown(reuse_competitors(store))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crt_bench.analysis.matching import certification_key, describe_key, radius_cap
 from crt_bench.analysis.metrics import acr, certified_accuracy
 from crt_bench.analysis.select import _method_rank, arch_generation, certifications, method_label, newest_per_line
 from crt_bench.analysis.uncertainty import acr_interval, certified_accuracy_intervals
@@ -40,10 +41,10 @@ ACR_COLUMNS = ["method", "variant", "teacher", "teacher_method", "arch", "sigma"
                "ACR_high",
                *[f"acc@{r:.2f}" for r in TABLE_RADII], *[f"acc@{r:.2f}_{end}" for r in TABLE_RADII for end in ("low", "high")],
                "train_hours", "hours_kind", "profile", "device",
-               "run_id", "cert_id"]
+               "run_id", "cert_id", "certification"]
 TABLE1_COLUMNS = ["row", "method", "arch", "teacher", "sigma", "dataset", "profile", "device", "N", "images",
                   "student_hours", "teacher_hours", "hours", "ACR", "speedup", "paper_hours", "paper_ACR",
-                  "paper_speedup", "paper_setting", "run_id", "cert_id"]
+                  "paper_speedup", "paper_setting", "run_id", "cert_id", "certification", "seed", "status"]
 
 
 # -- the ACR table ---------------------------------------------------------------------------------------
@@ -73,6 +74,7 @@ def acr_table(store: ResultsStore) -> pd.DataFrame:
             **{f"acc@{r:.2f}_{end}": float(bands.loc[float(r), end]) for r in TABLE_RADII for end in ("low", "high")},
             "train_hours": m["hours"], "hours_kind": "measured" if not math.isnan(m["hours"]) else "unknown",
             "profile": m["profile"], "device": m["device"], "run_id": m["run_id"], "cert_id": m["cert_id"],
+            "certification": describe_key(certification_key(part), float(m["sigma"])),
         })
     df = pd.DataFrame(out, columns=ACR_COLUMNS)
     df["_rank"] = df["method"].map(_method_rank)
@@ -100,16 +102,19 @@ def acr_markdown(df: pd.DataFrame) -> str:
         return "No data: no certified training run in the store (`crt-bench certify RUN_ID` first).\n"
     acc_cols = [c for c in df.columns if c.startswith("acc@") and not c.endswith(("_low", "_high"))]
     head = ["method", "arch", "sigma", "dataset", "N", "images", "ACR [95% CI]",
-            *[f"acc@{float(c[4:]):g}" for c in acc_cols], "train h", "profile", "device"]
+            *[f"acc@{float(c[4:]):g}" for c in acc_cols], "train h", "profile", "device", "certification"]
     lines = markdown_table(head, [
         [method_label(r["method"], r["teacher"], r["teacher_method"], r.get("variant", "")), r["arch"], f"{r['sigma']:g}", r["dataset"],
          r["N"], r["images"], f"{r['ACR']:.3f} [{r['ACR_low']:.3f}, {r['ACR_high']:.3f}]",
-         *[_with_band(r, c) for c in acc_cols], _fmt(r["train_hours"], ".4g"), r["profile"], r["device"]]
-        for _, r in df.iterrows()])
+         *[_with_band(r, c) for c in acc_cols], _fmt(r["train_hours"], ".4g"), r["profile"], r["device"],
+         r.get("certification", "")] for _, r in df.iterrows()])
     lines += ["", ("ACR and certified accuracy are fractions over all certified images (abstentions and wrong "
                    "predictions count 0); the intervals are 95% percentile bootstraps over the images. "
                    "Training hours are measured wall-clock of the run, including a dedicated "
-                   "proxy teacher's training where the run records one.")]
+                   "proxy teacher's training where the run records one. \"radius cap\": the largest radius "
+                   "CERTIFY can give at that N and alpha, sigma * Phi^-1(alpha^(1/N)) (0.7996 at N=10,000, "
+                   "alpha=0.001, sigma=0.25; 0.953 at the papers' N=100,000): no image certifies beyond it, so "
+                   "certified accuracy above it is 0 and ACR is truncated.")]
     return "\n".join(lines) + "\n"
 
 
@@ -161,13 +166,17 @@ def table1(store: ResultsStore, arch: str | None = None, sigma: float | None = N
     if not pairs:
         return pd.DataFrame(columns=TABLE1_COLUMNS)
     _, s, c = min(pairs, key=lambda p: p[0])
+    states = store.certification_states()
+    status_of = dict(zip(states["cert_id"], states["status"])) if not states.empty else {}
 
     def base(m: pd.Series, label: str) -> dict[str, Any]:
         part = rows[m["cert_id"]]
         return {"row": label, "method": m["method"], "arch": m["arch"], "teacher": m["teacher"], "sigma": m["sigma"],
                 "dataset": m["dataset"], "profile": m["profile"], "device": m["device"], "N": m["N"],
                 "images": m["images"], "ACR": acr(part), "paper_setting": PAPER_TABLE1["setting"],
-                "run_id": m["run_id"], "cert_id": m["cert_id"]}
+                "run_id": m["run_id"], "cert_id": m["cert_id"],
+                "certification": describe_key(certification_key(part), float(m["sigma"])),
+                "seed": m["seed"], "status": str(status_of.get(m["cert_id"], "finished"))}
 
     s_row = base(s, f"SmoothMix {s['arch']}")
     s_row.update(student_hours=s["hours"], teacher_hours=float("nan"), hours=s["hours"], speedup=float("nan"),
@@ -192,16 +201,27 @@ def table1_markdown(df: pd.DataFrame) -> str:
                 f"dataset and profile whose teacher is a dedicated proxy or a SmoothMix run (`crt-bench proxy`); "
                 f"{paper}.\n")
     crt = df[df["method"] == "crt"].iloc[0]
-    lines = markdown_table(["model", "our hours", "our ACR", "paper hours", "paper ACR"], [
-        *([r["row"], _fmt(r["hours"], ".4g"), f"{r['ACR']:.3f}", f"{r['paper_hours']:.2f}", f"{r['paper_ACR']:.3f}"]
-          for _, r in df.iterrows()),
-        ["speed-up (SmoothMix h / CRT h)", f"{_fmt(crt['speedup'], '.2f')}x", None, f"{crt['paper_speedup']:.2f}x",
-         None]])
+    lines = markdown_table(["model", "our hours", "our ACR", "our certification", "paper hours", "paper ACR"], [
+        *([r["row"], _fmt(r["hours"], ".4g"), f"{r['ACR']:.3f}", r.get("certification", ""), f"{r['paper_hours']:.2f}",
+           f"{r['paper_ACR']:.3f}"] for _, r in df.iterrows()),
+        ["speed-up (SmoothMix h / CRT h)", f"{_fmt(crt['speedup'], '.2f')}x", None, None,
+         f"{crt['paper_speedup']:.2f}x", None]])
     lines += ["", f"CRT hours = student {_fmt(crt['student_hours'], '.4g')} h + proxy teacher "
               f"{_fmt(crt['teacher_hours'], '.4g')} h"
               + (" (the teacher's training hours are not in the store)" if math.isnan(crt["teacher_hours"]) else "")
               + f". Ours: {crt['arch']}, sigma {crt['sigma']:g}, {crt['dataset']}, profile {crt['profile']}, "
               f"{crt['device']}, N={crt['N']}, {crt['images']} images. Paper: {PAPER_TABLE1['setting']}."]
+    if len(set(df["certification"])) > 1:
+        lines.append("Missing: a like-for-like ACR comparison: the two certifications differ ("
+                     + " vs ".join(df["certification"]) + "); their ACRs are not comparable.")
+    if "status" in df and (df["status"] != "finished").any():
+        lines.append("Missing: finished certifications: " + ", ".join(
+            f"{r['row']} is {r['status']}" for _, r in df.iterrows() if r["status"] != "finished") + ".")
+    if "seed" in df and df["seed"].nunique(dropna=False) > 1:
+        lines.append("Missing: the same training seed: " + " vs ".join(
+            f"{r['row']} seed {r['seed']:g}" for _, r in df.iterrows()) + " (one model each, not a mean over seeds).")
+    lines.append(f"The paper certified at N=100,000 (radius cap {radius_cap(0.25, 100_000, 0.001):.3f} at sigma 0.25, "
+                 "alpha 0.001): ACRs at a smaller N are truncated at a lower cap.")
     if crt["arch"] != PAPER_TABLE1["arch"] or crt["dataset"] != PAPER_TABLE1["dataset"] or crt["profile"] != "paper":
         lines.append("Our setting differs from the paper's: compare the speed-up ratio and the ACR gap, "
                      "not absolute hours or ACR.")

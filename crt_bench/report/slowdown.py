@@ -36,15 +36,24 @@ def latest_timings(store: ResultsStore) -> pd.DataFrame:
     return newest(df.assign(_rank=-rank), keys, order=["_rank", "time"]).drop(columns="_rank").reset_index(drop=True)
 
 
+MEASURED_KEYS = ["method", "arch", "sigma", "teacher_arch", "device"]
+
+
 def measured_hours(store: ResultsStore) -> pd.DataFrame:
-    """Finished paper-profile runs: (method, arch, sigma, teacher_arch) -> measured training hours."""
+    """Finished paper-profile runs: (method, arch, sigma, teacher_arch, device) -> measured training hours.
+
+    ``device`` is labelled as the timing rows' are (:func:`device_labels`): a run's hours stand beside the
+    probes of the device it ran on only, never another's.
+    """
     runs = store.runs()
     if runs.empty:
-        return pd.DataFrame(columns=["method", "arch", "sigma", "teacher_arch", "measured_hours"])
+        return pd.DataFrame(columns=[*MEASURED_KEYS, "measured_hours"])
     done = runs[(runs["status"] == RunStatus.FINISHED) & (runs["profile"] == "paper")]
-    out = done.assign(measured_hours=done["train_seconds"] / 3600)
-    return out[["method", "arch", "sigma", "teacher_arch", "measured_hours"]].groupby(
-        ["method", "arch", "sigma", "teacher_arch"], as_index=False).last()
+    if done.empty:
+        return pd.DataFrame(columns=[*MEASURED_KEYS, "measured_hours"])
+    devices = device_labels(done) if "device" in done else [""] * len(done)  # no device recorded: matches no probe
+    out = done.assign(measured_hours=done["train_seconds"] / 3600, device=devices)
+    return out[[*MEASURED_KEYS, "measured_hours"]].groupby(MEASURED_KEYS, as_index=False).last()
 
 
 WIDE_RELATIVE = 0.3  # a ratio whose interval is wider than this fraction of the ratio is flagged
@@ -122,7 +131,7 @@ def slowdown_table(store: ResultsStore) -> pd.DataFrame:
     if t.empty:
         return t
     measured = measured_hours(store)
-    t = t.merge(measured, on=["method", "arch", "sigma", "teacher_arch"], how="left")
+    t = t.merge(measured, on=MEASURED_KEYS, how="left")
     t["hours"] = t["measured_hours"].where(t["measured_hours"].notna(), t["recipe_hours"])
     t["hours_kind"] = t["measured_hours"].notna().map({True: "measured", False: "projected"})
     base = t[t["method"] == "gaussian"].set_index(["device", "arch", "sigma"])
@@ -142,7 +151,7 @@ def slowdown_table(store: ResultsStore) -> pd.DataFrame:
             batch = (quotient, float("nan"), float("nan"))
             epoch = (r["epoch_seconds"] / g["epoch_seconds"], float("nan"), float("nan"))
         epochs = int(r["recipe_epochs"]) / int(g["recipe_epochs"])
-        if r["hours_kind"] == "measured" or g["hours_kind"] == "measured":
+        if r["hours_kind"] == "measured" and g["hours_kind"] == "measured":  # never measured over projected
             recipe = (r["hours"] / g["hours"], float("nan"), float("nan"))
         else:
             recipe = tuple(v * epochs for v in epoch)
@@ -199,7 +208,9 @@ def slowdown_markdown(df: pd.DataFrame) -> str:
                   *markdown_table(SLOWDOWN_HEADER, [_slowdown_cells(r) for _, r in part.iterrows()]), ""]
     lines.append("fwd+bwd passes: forward+backward passes over the loader batch's images per loader batch; "
                  "fwd-only: forward passes without gradient (CRT's teacher). Hours are measured from full runs "
-                 "where they exist, else projected from timing probes (epoch time x the recipe's epochs). "
+                 "on the same device where they exist, else projected from timing probes (epoch time x the "
+                 "recipe's epochs); the recipe ratio divides measured by measured hours only, else projected by "
+                 "projected. "
                  "Interleaved probes time an architecture's methods round-robin in one process; a ratio is the "
                  "median over rounds of the same-round ratio to Gaussian, its CI a distribution-free interval for "
                  "that median (order statistics of the rounds). ⚠ marks a ratio that cannot be trusted: a wide "

@@ -25,8 +25,10 @@ from crt_bench.core.errors import CrtBenchError
 TABLES = ("runs", "epochs", "certify", "timing", "certifications")
 LEGACY_VERSION = 1
 """Rows of the flat layout (``tables/<table>/*.parquet``, no ``schema_version`` column)."""
-SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 4, "certifications": 3}
-"""2: the partitioned layout; 3 (``certify``, ``certifications``): transferred certificates' columns
+SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 4, "certifications": 3,
+                                  "epochs": 3}
+"""2: the partitioned layout; 3 (``epochs``): each evaluation's per-image correctness (``noisy_test_images``,
+``noisy_test_correct``: :func:`crt_bench.core.bits.pack_bits`), absent from older rows; 3 (``certify``, ``certifications``): transferred certificates' columns
 (``kind``, ``transfer_from``, ``n_p``, ``alpha_zeta``, ``disagreements``; ``key_transfer_from``, ``key_n_p``,
 ``key_alpha_zeta``), absent from the rows of plain CERTIFY; 4 (``certify``): the counts behind each row
 (:data:`COUNT_COLUMNS`), so a certificate can be recomputed at another alpha without sampling
@@ -74,7 +76,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("end_time", _STR), ("updated", _F64)),
     "epochs": _schema(
         ("run_id", _STR), ("epoch", _I64), ("lr", _F64), ("loss", _F64), ("seconds", _F64), ("samples_per_s", _F64),
-        ("optimizer_steps", _I64), ("noisy_test_acc", _F64), ("profiled", _BOOL), ("time", _STR)),
+        ("optimizer_steps", _I64), ("noisy_test_acc", _F64), ("profiled", _BOOL), ("time", _STR),
+        ("noisy_test_images", _I64), ("noisy_test_correct", _STR)),
     "certify": _schema(
         ("run_id", _STR), ("cert_id", _STR), ("idx", _I64), ("label", _I64), ("predict", _I64), ("radius", _F64),
         ("correct", _I64), ("seconds", _F64), ("n0", _I64), ("n", _I64), ("alpha", _F64), ("sigma", _F64),

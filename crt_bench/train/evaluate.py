@@ -10,13 +10,15 @@ EVAL_IMAGES = 2000  # noisy test accuracy per epoch is measured on at most this 
 
 
 @torch.no_grad()
-def noisy_accuracy(model: nn.Module, split: Split, sigma: float, batch_size: int = 500) -> float:
-    """Accuracy of the base classifier on one noisy draw of (at most EVAL_IMAGES) test images."""
+def noisy_correct(model: nn.Module, split: Split, sigma: float, batch_size: int = 500) -> torch.Tensor:
+    """Per-image correctness (bool, on the CPU) of the base classifier on one noisy draw of the first (at most
+    EVAL_IMAGES) test images: its mean is the epoch's noisy test accuracy, the images are the same every epoch
+    and every run, so evaluations pair over images."""
     model.eval()
     n = min(len(split), EVAL_IMAGES)
-    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
+    out = []
     for i in range(0, n, batch_size):
-        x, y = split.x[i:i + batch_size], split.y[i:i + batch_size]
+        x, y = split.x[i:min(i + batch_size, n)], split.y[i:min(i + batch_size, n)]
         noisy = x + torch.randn_like(x) * sigma
-        correct += (model(noisy).argmax(1) == y).sum()
-    return correct.item() / max(n, 1)
+        out.append(model(noisy).argmax(1) == y)
+    return torch.cat(out).cpu() if out else torch.zeros(0, dtype=torch.bool)

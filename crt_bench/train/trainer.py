@@ -43,6 +43,7 @@ from torch import nn
 from crt_bench.config.run import RunConfig
 from crt_bench.config.schedule import lr_at_epoch
 from crt_bench.core.atomic import atomic_torch_save, atomic_write_bytes
+from crt_bench.core.bits import pack_bits
 from crt_bench.core.console import progress
 from crt_bench.core.errors import CrtBenchError, DiskFull
 from crt_bench.core.provenance import environment, synchronize
@@ -59,7 +60,7 @@ from crt_bench.parallel.ddp import wrap_model
 from crt_bench.parallel.env import all_reduce_mean, broadcast_object, setup
 from crt_bench.store.locks import ProcessLock, run_lock
 from crt_bench.store.store import ResultsStore
-from crt_bench.train.evaluate import noisy_accuracy
+from crt_bench.train.evaluate import noisy_correct
 from crt_bench.train.step import TrainStep, make_optimizer, trained_model, warmup_batches
 from crt_bench.train.teacher import FrozenTeacher, load_teacher
 from crt_bench.train.trace import StepTracer
@@ -348,13 +349,15 @@ class Trainer:
                 mean_loss = all_reduce_mean(loss_sum, self.dist).item() / max(n_steps, 1)  # over ranks
                 if not torch.isfinite(torch.tensor(mean_loss)):
                     raise CrtBenchError(f"training diverged at epoch {epoch + 1}: loss is {mean_loss}")
-                acc = noisy_accuracy(model, test, cfg.sigma)
+                correct = noisy_correct(model, test, cfg.sigma)
+                acc = correct.float().mean().item() if len(correct) else 0.0
                 state.epoch, state.train_seconds = epoch + 1, state.train_seconds + seconds
                 state.device_seconds += seconds * self.dist.world_size
                 row = {
                     "run_id": self.run_id, "epoch": epoch + 1, "lr": lr, "loss": mean_loss, "seconds": seconds,
                     "samples_per_s": len(sampler.split) / seconds, "optimizer_steps": n_steps,
-                    "noisy_test_acc": acc, "profiled": bool(profiled), "time": _now(),
+                    "noisy_test_acc": acc, "noisy_test_images": len(correct),
+                    "noisy_test_correct": pack_bits(correct.numpy()), "profiled": bool(profiled), "time": _now(),
                 }
                 self._checkpoint(model, optimizer, sampler_gen, state, row)  # first: it carries the row
                 self._append("epochs", [row])
