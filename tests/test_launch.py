@@ -70,7 +70,8 @@ def test_slurm_executor_gets_the_parameters(tmp_path, monkeypatch):
     assert all(flag in script for flag in FLAGS)
 
 
-def test_slurm_without_srun_is_a_clear_error(tmp_path):
+def test_slurm_without_srun_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # no srun, whatever this machine has installed
     with pytest.raises(CrtBenchError, match="--dry-run"):
         make_executor("slurm", tmp_path, **SLURM)
 
