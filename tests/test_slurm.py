@@ -113,3 +113,35 @@ def test_slurm_where_no_controller_answers_is_one_line(slurm_cluster, tmp_path, 
     assert_user_error(code, err, "no SLURM scheduler answers", "sinfo", only_line=False)
     code, _, err = cli("sweep", *TINY, "--executor", "slurm", "--results", tmp_path / "r")  # no GPUs: sbatch asked
     assert_user_error(code, err, "SLURM refused the job", "Unable to contact slurm controller", only_line=False)
+
+
+@pytest.mark.slow  # 40-180 s on the shared 2-core machine (a 6-epoch job, requeued, then its inline twin)
+def test_scontrol_requeue_mid_training_resumes_with_every_row_once(slurm_cluster, tmp_path):
+    from crt_bench.models.files import CHECKPOINT_FILE
+
+    spec = dict(methods=["gaussian"], archs=["tiny_cnn"], profile="smoke", epochs=6, train_limit=128, device="cpu")
+    requeued: list[str] = []
+
+    def requeue_after_the_first_checkpoint() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not requeued:
+            running = [line.split()[0] for line in _queue() if line.endswith(" RUNNING")]
+            if running and any((tmp_path / "slurm").glob(f"runs/*/{CHECKPOINT_FILE}")):
+                subprocess.run(["scontrol", "requeue", running[0]], check=True)
+                requeued.append(running[0])
+            time.sleep(0.2)
+
+    requeuer = threading.Thread(target=requeue_after_the_first_checkpoint, daemon=True)
+    requeuer.start()
+    status = run_grid(GridSpec(**spec).jobs(), tmp_path / "slurm", make_executor(
+        "slurm", tmp_path / "slurm" / "submitit", partition="debug", device="cpu", time_min=10), poll_s=0.5)
+    requeuer.join()
+    assert requeued and list(status["state"]) == [JobState.FINISHED], status.to_dict("records")
+    inline = run_grid(GridSpec(**spec).jobs(), tmp_path / "inline", make_executor("inline", tmp_path))
+    assert list(inline["state"]) == [JobState.FINISHED]
+    epochs = ResultsStore(tmp_path / "slurm").read("epochs")
+    assert sorted(epochs["epoch"]) == list(range(1, 7))  # no epoch lost or doubled by the requeue
+    ref = ResultsStore(tmp_path / "inline").read("epochs")
+    loss = [c for c in ("train_loss", "loss") if c in epochs.columns][0]
+    assert list(epochs.sort_values("epoch")[loss]) == pytest.approx(list(ref.sort_values("epoch")[loss]), rel=1e-6)
+    assert _certified(tmp_path / "slurm") == _certified(tmp_path / "inline")
