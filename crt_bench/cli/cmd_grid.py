@@ -78,11 +78,12 @@ def sweep(
     from crt_bench.config.profiles import get_profile
     from crt_bench.grid.preflight import preflight
     from crt_bench.store.checks import check_results_dir
+    from crt_bench.store.locks import check_locks
 
     banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {max_parallel} at once",
             device=device if executor != "slurm" else "auto")
     if executor == "slurm":  # the data and the device are the compute nodes', not this machine's
-        checks = [check_results_dir(results)]
+        checks = [check_results_dir(results), check_locks(results)]
     else:
         checks = preflight(datasets={job.dataset or get_profile(job.profile).dataset for job in jobs},
                            results=results, data_dir=data_dir, device=device, install_data=False).lines
