@@ -341,3 +341,16 @@ def test_a_slurm_option_without_the_slurm_executor_is_one_line(tmp_path, command
     code, _, err = cli(*command, *option, "--executor", "local", "--results", tmp_path / "r")
     assert_user_error(code, err, option[0], "--executor slurm")
     assert not (tmp_path / "r").exists()
+
+
+def test_the_readme_s_slurm_dry_run_asks_a_cpu_job_for_no_gpu(tmp_path):
+    from test_cli import cli
+
+    code, out, err = cli("sweep", "--method", "gaussian", "--arch", "tiny_cnn", "--profile", "smoke", "--device", "cpu",
+                         "--executor", "slurm", "--partition", "p1", "--dry-run", "--results", tmp_path)
+    assert code == 0, err
+    assert "--partition=p1" in out and "gaussian/tiny_cnn" in out and "--gpus" not in out
+    code, out, err = cli("sweep", "--method", "gaussian", "--arch", "tiny_cnn", "--executor", "slurm", "--nproc", "2",
+                         "--dry-run", "--results", tmp_path)
+    assert code == 0, err
+    assert "--gpus-per-node=2" in out  # --nproc K on a GPU run: K GPUs per job

@@ -145,3 +145,19 @@ def test_scontrol_requeue_mid_training_resumes_with_every_row_once(slurm_cluster
     loss = [c for c in ("train_loss", "loss") if c in epochs.columns][0]
     assert list(epochs.sort_values("epoch")[loss]) == pytest.approx(list(ref.sort_values("epoch")[loss]), rel=1e-6)
     assert _certified(tmp_path / "slurm") == _certified(tmp_path / "inline")
+
+
+@pytest.mark.slow  # minutes: the smoke plan's six jobs, its timing probes and the report, twice
+def test_reproduce_smoke_on_slurm_gives_the_rows_of_an_inline_reproduce(slurm_cluster, tmp_path):
+    common = ["reproduce", "--profile", "smoke", "--device", "cpu", "--no-install-data"]
+    code, _, err = cli(*common, "--executor", "slurm", "--partition", "debug", "--time-min", "30",
+                       "--results", tmp_path / "slurm", "--out", tmp_path / "slurm-plots")
+    assert code == 0, err
+    code, _, err = cli(*common, "--executor", "inline", "--results", tmp_path / "inline",
+                       "--out", tmp_path / "inline-plots")
+    assert code == 0, err
+    assert (tmp_path / "slurm-plots" / "REPORT.md").is_file()
+    slurm_runs = ResultsStore(tmp_path / "slurm").runs()
+    assert set(slurm_runs["status"]) == {"finished"}
+    assert sorted(slurm_runs["job_key"]) == sorted(ResultsStore(tmp_path / "inline").runs()["job_key"])
+    assert _certified(tmp_path / "slurm") == _certified(tmp_path / "inline")
