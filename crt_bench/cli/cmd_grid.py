@@ -18,7 +18,7 @@ from crt_bench.core.errors import JobsFailed
 from crt_bench.core.states import DONE_STATES, FAILED_STATES
 
 log = logging.getLogger("crt_bench.cli")
-EXECUTOR_HELP = "local: subprocesses; debug: in-process (submitit); inline: in-process, no submitit"
+EXECUTOR_HELP = "local: subprocesses; slurm: sbatch; debug: in-process (submitit); inline: in-process, no submitit"
 
 
 def sweep(
@@ -137,7 +137,7 @@ def chain(
     banner(profile, f"chain {spec.chain_name}: {teacher} -> " + " -> ".join(spec.ordered_archs()),
             device=device if executor != "slurm" else "auto")
     with exit_on_stop(GRID_STOPPED_HINT):
-        status = run_chain(spec, results, make_executor(executor, results / "submitit"))
+        status = run_chain(spec, results, make_executor(executor, results / "submitit", device=device, profile=profile))
     from crt_bench.store.chains import saved_chains
     from crt_bench.store.store import ResultsStore
 
