@@ -106,7 +106,7 @@ def test_scancel_of_a_teacher_blocks_its_student_with_the_reason(slurm_cluster, 
 
 def test_slurm_where_no_controller_answers_is_one_line(slurm_cluster, tmp_path, monkeypatch):
     conf = tmp_path / "slurm.conf"  # the same cluster, at a port nobody listens on
-    conf.write_text((slurm_cluster / "slurm.conf").read_text() + "SlurmctldPort=6999\n")
+    conf.write_text((slurm_cluster / "slurm.conf").read_text() + "SlurmctldPort=6999\nMessageTimeout=2\n")  # 1 s, not 9
     monkeypatch.setenv("SLURM_CONF", str(conf))
     anywhere = [arg for arg in TINY if arg not in ("--device", "cpu")]  # GPUs or not: asks sinfo about the partition
     code, _, err = cli("sweep", *anywhere, "--executor", "slurm", "--results", tmp_path / "r")
