@@ -5,6 +5,7 @@ stopped after. Elsewhere these tests skip with the script's reason; with ``CRT_B
 skipping them."""
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import threading
@@ -161,3 +162,20 @@ def test_reproduce_smoke_on_slurm_gives_the_rows_of_an_inline_reproduce(slurm_cl
     assert set(slurm_runs["status"]) == {"finished"}
     assert sorted(slurm_runs["job_key"]) == sorted(ResultsStore(tmp_path / "inline").runs()["job_key"])
     assert _certified(tmp_path / "slurm") == _certified(tmp_path / "inline")
+
+
+def test_a_stopped_grid_cancels_its_slurm_jobs_without_waiting_out_the_grace(slurm_cluster, tmp_path):
+    from crt_bench.grid.watch import JobWatch
+    from rich.console import Console
+
+    ex = make_executor("slurm", tmp_path / "submitit", partition="debug", device="cpu", time_min=10)
+    handle = ex.submit(time.sleep, 300)
+    watch = JobWatch(Console(file=io.StringIO()))
+    watch.add("sleeper", handle, label="sleeper")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and f"{handle.job_id} RUNNING" not in _queue():
+        time.sleep(0.5)
+    started = time.monotonic()
+    assert watch.stop_all(grace_s=100) == ["sleeper"]
+    assert time.monotonic() - started < 60  # KillWait is 10 s; the grace alone would be 100
+    assert f"{handle.job_id} CANCELLED" in _queue()
