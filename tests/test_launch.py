@@ -70,7 +70,8 @@ def test_slurm_executor_gets_the_parameters(tmp_path, monkeypatch):
     assert all(flag in script for flag in FLAGS)
 
 
-def test_slurm_without_srun_is_a_clear_error(tmp_path):
+def test_slurm_without_srun_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # no srun, whatever this machine has installed
     with pytest.raises(CrtBenchError, match="--dry-run"):
         make_executor("slurm", tmp_path, **SLURM)
 
@@ -285,3 +286,71 @@ def test_a_grid_job_with_two_tasks_trains_one_data_parallel_run(tmp_path):
 def test_nproc_needs_a_real_executor(tmp_path):
     with pytest.raises(CrtBenchError, match="--nproc needs local or slurm"):
         make_executor("debug", tmp_path, nproc=2)
+
+
+def _fake_slurm(tmp_path: Path, monkeypatch, sinfo: str) -> None:
+    """srun and an sinfo that prints ``sinfo`` (partition and GRES lines) on a PATH of their own."""
+    bin_dir = tmp_path / "fake-slurm-bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sinfo").write_text(f"#!/bin/sh\nprintf '{sinfo}'\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+@pytest.mark.parametrize("partition, asked, device, profile, nproc, expected", [
+    ("gpu", None, "auto", "smoke", 1, 1),
+    ("gpu", None, "auto", "smoke", 4, 4),  # --nproc K: K ranks, one GPU each
+    ("gpu", None, "cpu", "smoke", 2, None),  # a CPU run asks for none
+    ("gpu", None, "auto", "cpu", 1, None),  # a CPU profile asks for none
+    ("debug", None, "auto", "smoke", 1, None),  # a partition without GPUs
+    (None, None, "auto", "smoke", 1, None),  # the default partition (debug*) has none
+    ("debug", 0, "auto", "smoke", 1, None),
+    ("gpu", 2, "cpu", "smoke", 1, 2),  # asked for: given
+])
+def test_slurm_jobs_ask_for_gpus_only_where_they_use_them(tmp_path, monkeypatch, partition, asked, device, profile,
+                                                         nproc, expected):
+    _fake_slurm(tmp_path, monkeypatch, "debug* (null)\\ngpu gpu:a100:4(S:0-1)\\n")
+    ex = make_executor("slurm", tmp_path, partition=partition, gpus=asked, device=device, profile=profile,
+                       nproc=nproc)
+    assert ex.parameters.get("gpus_per_node") == expected
+    script = ex._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    assert ("--gpus-per-node" in script) == (expected is not None)
+
+
+def test_an_unknown_partition_is_one_line_naming_the_cluster_s(tmp_path, monkeypatch):
+    _fake_slurm(tmp_path, monkeypatch, "debug* (null)\\n")
+    with pytest.raises(CrtBenchError, match=r"no partition 'gpu'; its partitions: debug$"):
+        make_executor("slurm", tmp_path, partition="gpu")
+
+
+def test_memory_and_pass_through_options_reach_the_sbatch_script(tmp_path):
+    script = sbatch_preview(tmp_path, **slurm_parameters(gpus=0, mem="16G", slurm_extra={"account": "proj",
+                                                                                         "qos": "long"}))
+    assert "--mem=16G" in script and "--account=proj" in script and "--qos=long" in script
+    assert "gpus" not in script
+
+
+@pytest.mark.parametrize("command", [["sweep", "--arch", "tiny_cnn"], ["reproduce", "--profile", "smoke"]])
+@pytest.mark.parametrize("option", [["--partition", "debug"], ["--gpus", "0"], ["--mem", "4G"],
+                                    ["--slurm-opt", "account=a"], ["--cpus-per-task", "2"]])
+def test_a_slurm_option_without_the_slurm_executor_is_one_line(tmp_path, command, option):
+    from test_cli import assert_user_error, cli
+
+    code, _, err = cli(*command, *option, "--executor", "local", "--results", tmp_path / "r")
+    assert_user_error(code, err, option[0], "--executor slurm")
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_readme_s_slurm_dry_run_asks_a_cpu_job_for_no_gpu(tmp_path):
+    from test_cli import cli
+
+    code, out, err = cli("sweep", "--method", "gaussian", "--arch", "tiny_cnn", "--profile", "smoke", "--device", "cpu",
+                         "--executor", "slurm", "--partition", "p1", "--dry-run", "--results", tmp_path)
+    assert code == 0, err
+    assert "--partition=p1" in out and "gaussian/tiny_cnn" in out and "--gpus" not in out
+    code, out, err = cli("sweep", "--method", "gaussian", "--arch", "tiny_cnn", "--executor", "slurm", "--nproc", "2",
+                         "--dry-run", "--results", tmp_path)
+    assert code == 0, err
+    assert "--gpus-per-node=2" in out  # --nproc K on a GPU run: K GPUs per job

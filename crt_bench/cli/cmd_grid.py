@@ -8,15 +8,17 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from crt_bench.cli.options import (ARCH_METAVAR, ArchName, DataDirOpt, DatasetName, DeviceOpt, JsonOpt, MethodName,
-                                   PlanProfile, ProbeProfile, ProfileOpt, ResultsOpt, check_inputs)
+from crt_bench.cli.options import (ARCH_METAVAR, ArchName, ArrayParallelismOpt, CpusPerTaskOpt, DataDirOpt,
+                                   DatasetName, DeviceOpt, GpusOpt, JsonOpt, MemOpt, MethodName, PartitionOpt,
+                                   PlanProfile, ProbeProfile, ProfileOpt, ResultsOpt, SlurmOptOpt, TimeMinOpt,
+                                   check_inputs, slurm_options)
 from crt_bench.cli.output import banner, info, out, print_json
 from crt_bench.config.choices import ChainOrder, Executor
 from crt_bench.core.errors import JobsFailed
 from crt_bench.core.states import DONE_STATES, FAILED_STATES
 
 log = logging.getLogger("crt_bench.cli")
-EXECUTOR_HELP = "local: subprocesses; debug: in-process (submitit); inline: in-process, no submitit"
+EXECUTOR_HELP = "local: subprocesses; slurm: sbatch; debug: in-process (submitit); inline: in-process, no submitit"
 
 
 def sweep(
@@ -35,11 +37,13 @@ def sweep(
     executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = "local",
     max_parallel: Annotated[int, typer.Option(min=1, help="jobs running at once (local: CPUs/GPUs to share)")] = 1,
     nproc: Annotated[int, typer.Option(min=1, help="processes (ranks) per job: data-parallel training of each run")] = 1,
-    partition: Annotated[Optional[str], typer.Option(help="slurm partition")] = None,
-    gpus: Annotated[int, typer.Option(min=1, help="slurm: GPUs per job")] = 1,
-    time_min: Annotated[int, typer.Option(min=1, help="time limit per job, minutes")] = 24 * 60,
-    cpus_per_task: Annotated[Optional[int], typer.Option(min=1, help="slurm: CPUs per job")] = None,
-    array_parallelism: Annotated[int, typer.Option(min=1, help="slurm: jobs of an array running at once")] = 16,
+    partition: PartitionOpt = None,
+    gpus: GpusOpt = None,
+    time_min: TimeMinOpt = 24 * 60,
+    cpus_per_task: CpusPerTaskOpt = None,
+    mem: MemOpt = None,
+    slurm_opt: SlurmOptOpt = [],
+    array_parallelism: ArrayParallelismOpt = None,
     dry_run: Annotated[bool, typer.Option(help="list the jobs (and, for slurm, the sbatch script); run nothing")] = False,
     json: Annotated[bool, typer.Option("--json", help="--dry-run: the jobs as JSON")] = False,
     data_dir: DataDirOpt = None,
@@ -52,15 +56,16 @@ def sweep(
     from crt_bench.grid.jobs import GridSpec
     from crt_bench.grid.runner import GRID_STOPPED_HINT, run_grid
 
+    slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
+                          mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
     check_inputs(device=None if executor == "slurm" else device)
     spec = GridSpec(methods=method, archs=arch, sigmas=sigma, seeds=seed, profile=profile,
                     teacher_method=teacher_method, teacher_archs=teacher_arch, dataset=dataset, data_dir=data_dir,
                     epochs=epochs, train_limit=train_limit, certify=certify, device=device)
     jobs = spec.jobs()
-    slurm = dict(partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
-                 array_parallelism=array_parallelism)
-    if dry_run:
-        sbatch = sbatch_preview(results / "submitit", **slurm_parameters(**slurm)) if executor == "slurm" else None
+    if dry_run:  # the GPU ask as it would be on a partition with GPUs (nothing asks the scheduler)
+        preview = {**slurm, "gpus": 0 if device == "cpu" else (nproc if gpus is None else gpus)}
+        sbatch = sbatch_preview(results / "submitit", **slurm_parameters(**preview)) if executor == "slurm" else None
         if json:
             print_json([dict(key=j.key, method=j.method, arch=j.arch, sigma=j.sigma, seed=j.seed, profile=j.profile,
                              teacher=j.teacher, **({"sbatch": sbatch} if sbatch else {})) for j in jobs])
@@ -73,17 +78,18 @@ def sweep(
     from crt_bench.config.profiles import get_profile
     from crt_bench.grid.preflight import preflight
     from crt_bench.store.checks import check_results_dir
+    from crt_bench.store.locks import check_locks
 
     banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {max_parallel} at once",
             device=device if executor != "slurm" else "auto")
     if executor == "slurm":  # the data and the device are the compute nodes', not this machine's
-        checks = [check_results_dir(results)]
+        checks = [check_results_dir(results), check_locks(results)]
     else:
         checks = preflight(datasets={job.dataset or get_profile(job.profile).dataset for job in jobs},
                            results=results, data_dir=data_dir, device=device, install_data=False).lines
     for line in checks:
         log.info(f"preflight: {line}")
-    ex = make_executor(executor, results / "submitit", nproc=nproc, **slurm)
+    ex = make_executor(executor, results / "submitit", nproc=nproc, device=device, profile=profile, **slurm)
     from crt_bench.core.signals import exit_on_stop
 
     with exit_on_stop(GRID_STOPPED_HINT):
@@ -131,7 +137,7 @@ def chain(
     banner(profile, f"chain {spec.chain_name}: {teacher} -> " + " -> ".join(spec.ordered_archs()),
             device=device if executor != "slurm" else "auto")
     with exit_on_stop(GRID_STOPPED_HINT):
-        status = run_chain(spec, results, make_executor(executor, results / "submitit"))
+        status = run_chain(spec, results, make_executor(executor, results / "submitit", device=device, profile=profile))
     from crt_bench.store.chains import saved_chains
     from crt_bench.store.store import ResultsStore
 
@@ -184,6 +190,13 @@ def reproduce(
         help="obtain a missing dataset: Debian's package via apt-get (as root), else torchvision's download")] = True,
     out_dir: Annotated[Path, typer.Option("--out", help="where tables, figures and REPORT.md go")] = Path("plots"),
     device: Annotated[str, typer.Option(help="where every job and probe runs: auto, cpu, cuda, cuda:N")] = "auto",
+    partition: PartitionOpt = None,
+    gpus: GpusOpt = None,
+    time_min: TimeMinOpt = 24 * 60,
+    cpus_per_task: CpusPerTaskOpt = None,
+    mem: MemOpt = None,
+    slurm_opt: SlurmOptOpt = [],
+    array_parallelism: ArrayParallelismOpt = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """The paper's experiments at the profile's size, resumably, then every table and figure.
@@ -196,6 +209,8 @@ def reproduce(
     from crt_bench.grid.reproduce import auto_profile, plan_for, run_reproduce
     from crt_bench.store.store import ResultsStore
 
+    slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
+                          mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
     check_inputs(device=device)
     plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
     banner(plan.profile, plan.describe(), device=device)
@@ -204,7 +219,7 @@ def reproduce(
 
     with exit_on_stop(GRID_STOPPED_HINT):
         run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel,
-                      install_data=install_data, nproc=nproc)
+                      install_data=install_data, nproc=nproc, slurm=slurm)
     df = summary_table(ResultsStore(results))
     if not df.empty:
         out.print(rich_summary(df))

@@ -98,11 +98,40 @@ def check_inputs(*, device: str | None = None, tf32_flag: str | None = None) -> 
             check_tf32(True, chosen, tf32_flag)
 
 
-def parse_sets(pairs: list[str]) -> dict[str, str]:
+def parse_sets(pairs: list[str], flag: str = "--set") -> dict[str, str]:
     parsed = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CrtBenchError(f"--set takes KEY=VALUE, got {pair!r}")
+            raise CrtBenchError(f"{flag} takes KEY=VALUE, got {pair!r}")
         parsed[key.strip()] = value.strip()
     return parsed
+
+
+# The SLURM options of the grid commands (sweep, reproduce): one definition each, checked by slurm_options.
+PartitionOpt = Annotated[Optional[str], typer.Option(help="slurm: partition (default: the cluster's)")]
+GpusOpt = Annotated[Optional[int], typer.Option(
+    min=0, help="slurm: GPUs per job (default: --nproc where the partition has GPUs and the jobs run on one, else 0)")]
+TimeMinOpt = Annotated[int, typer.Option(min=1, help="time limit per job, minutes")]
+CpusPerTaskOpt = Annotated[Optional[int], typer.Option(min=1, help="slurm: CPUs per task")]
+MemOpt = Annotated[Optional[str], typer.Option(help="slurm: memory per node, as sbatch's --mem (16G)")]
+SlurmOptOpt = Annotated[list[str], typer.Option(
+    "--slurm-opt", metavar="KEY=VALUE", help="slurm: any other sbatch option, e.g. account=A, qos=Q, constraint=C "
+    "(repeatable)")]
+ArrayParallelismOpt = Annotated[Optional[int], typer.Option(min=1, help="slurm: jobs of an array running at once "
+                                                                        "(default 16)")]
+
+
+def slurm_options(executor: str, *, partition: str | None, gpus: int | None, time_min: int,
+                  cpus_per_task: int | None, mem: str | None, slurm_opt: list[str],
+                  array_parallelism: int | None) -> dict[str, Any]:
+    """The keyword arguments of :func:`crt_bench.grid.executors.make_executor` for these options; a SLURM-only
+    option given with another executor is one clear line (nothing is run or submitted)."""
+    given = [flag for flag, value in (("--partition", partition), ("--gpus", gpus), ("--cpus-per-task", cpus_per_task),
+                                      ("--mem", mem), ("--slurm-opt", slurm_opt or None),
+                                      ("--array-parallelism", array_parallelism)) if value is not None]
+    if given and executor != "slurm":
+        raise CrtBenchError(f"{', '.join(given)} {'is a SLURM option' if len(given) == 1 else 'are SLURM options'}: "
+                            f"it needs --executor slurm (the {executor} executor runs on this machine)")
+    return dict(partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task, mem=mem,
+                slurm_extra=parse_sets(slurm_opt, "--slurm-opt"), array_parallelism=array_parallelism or 16)

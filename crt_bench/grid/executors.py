@@ -8,18 +8,23 @@ from crt_bench.config.choices import Executor, values
 from crt_bench.core.checks import check_choice, check_count
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.grid.inline import InlineExecutor
+from crt_bench.grid.slurm import SlurmSubmitter, job_gpus
 
 EXECUTORS = values(Executor)
 
 
-def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int = 1,
-                  time_min: int = 24 * 60, cpus_per_task: int | None = None, array_parallelism: int = 16,
-                  slurm_extra: dict[str, Any] | None = None, nproc: int = 1) -> Any:
+def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int | None = None,
+                  time_min: int = 24 * 60, cpus_per_task: int | None = None, mem: str | None = None,
+                  array_parallelism: int = 16, slurm_extra: dict[str, Any] | None = None, nproc: int = 1,
+                  device: str = "auto", profile: str | None = None) -> Any:
     """submitit's ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process), or ``inline`` (in-process,
     without submitit: :mod:`crt_bench.grid.inline`).
 
     ``nproc`` > 1: every job runs as that many tasks, which :class:`crt_bench.grid.task.GridTask` turns into
     the ranks of one data-parallel run (crt_bench.parallel.env); on SLURM the node's tasks (``--ntasks-per-node``).
+    SLURM: ``gpus`` None asks for GPUs only where the jobs use them (:func:`crt_bench.grid.slurm.job_gpus`);
+    ``slurm_extra`` goes to sbatch as ``--KEY=VALUE`` (account, qos, constraint, ...); a refused submission is
+    one CrtBenchError line (:class:`crt_bench.grid.slurm.SlurmSubmitter`).
     """
     check_count("--nproc", nproc)
     check_choice("executor", kind, EXECUTORS)
@@ -39,9 +44,12 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
         except RuntimeError as err:  # submitit checks for srun
             raise CrtBenchError(f"cannot submit to SLURM from here ({err}); `--dry-run` shows the sbatch script "
                                 "that would be submitted") from None
+        gpus = job_gpus(gpus, device=device, profile=profile, partition=partition, nproc=nproc)
         ex.update_parameters(**slurm_parameters(partition=partition, gpus=gpus, time_min=time_min,
-                                                cpus_per_task=cpus_per_task, array_parallelism=array_parallelism),
-                             ntasks_per_node=nproc, **(slurm_extra or {}))
+                                                cpus_per_task=cpus_per_task, mem=mem, slurm_extra=slurm_extra,
+                                                array_parallelism=array_parallelism),
+                             ntasks_per_node=nproc)
+        ex = SlurmSubmitter(ex)
     return ex
 
 
@@ -55,14 +63,21 @@ def import_submitit() -> Any:
     return submitit
 
 
-def slurm_parameters(*, partition: str | None = None, gpus: int = 1, time_min: int = 24 * 60,
-                     cpus_per_task: int | None = None, array_parallelism: int = 16) -> dict[str, Any]:
-    params: dict[str, Any] = dict(job_name="crt-bench", time=time_min, gpus_per_node=gpus,
-                                  array_parallelism=array_parallelism)
+def slurm_parameters(*, partition: str | None = None, gpus: int | None = 1, time_min: int = 24 * 60,
+                     cpus_per_task: int | None = None, mem: str | None = None,
+                     slurm_extra: dict[str, Any] | None = None, array_parallelism: int = 16) -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters; GPUs only when ``gpus`` > 0 (a CPU partition refuses any GPU ask)."""
+    params: dict[str, Any] = dict(job_name="crt-bench", time=time_min, array_parallelism=array_parallelism)
+    if gpus:
+        params["gpus_per_node"] = gpus
     if partition:
         params["partition"] = partition
     if cpus_per_task:
         params["cpus_per_task"] = cpus_per_task
+    if mem:
+        params["mem"] = mem
+    if slurm_extra:
+        params["additional_parameters"] = dict(slurm_extra)
     return params
 
 

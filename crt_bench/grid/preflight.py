@@ -23,6 +23,7 @@ from crt_bench.core.provenance import device_name, pick_device
 from crt_bench.data.catalog import dataset_info
 from crt_bench.data.datasets import load_split
 from crt_bench.store.checks import check_results_dir
+from crt_bench.store.locks import check_locks
 
 DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
 
@@ -110,6 +111,7 @@ def preflight(*, datasets: set[str], results: str | Path, data_dir: str | Path |
     """Every check a grid needs before its first job; raises the first failure as a CrtBenchError."""
     report = Preflight()
     report.note(check_results_dir(results))
+    report.note(check_locks(results))
     report.note(check_device(device))
     for name in sorted(datasets):
         report.note(ensure_dataset(name, data_dir, install=install_data))

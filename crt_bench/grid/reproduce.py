@@ -252,7 +252,8 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
 
 
 def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",
-                  max_parallel: int = 1, install_data: bool = True, nproc: int = 1) -> dict:
+                  max_parallel: int = 1, install_data: bool = True, nproc: int = 1,
+                  slurm: dict | None = None) -> dict:
     """Check, then run the plan's three steps; returns what the plot step wrote.
 
     Before any job starts, :func:`crt_bench.grid.preflight.preflight` checks (and where it can, obtains) the
@@ -269,7 +270,8 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
     for line in preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir, device=plan.grid.device,
                           install_data=install_data).lines:
         log.info(f"preflight: {line}")
-    ex = make_executor(executor, results / "submitit", nproc=nproc)
+    ex = make_executor(executor, results / "submitit", nproc=nproc, device=plan.grid.device, profile=plan.profile,
+                       **(slurm or {}))  # slurm: make_executor's SLURM keywords (crt_bench.cli.options.slurm_options)
     status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel)
     failed = status[~status["state"].isin(DONE_STATES)]
     if len(failed) < len(status):

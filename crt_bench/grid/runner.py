@@ -26,6 +26,7 @@ from crt_bench.core.states import JobState, RunStatus
 from crt_bench.grid import execute
 from crt_bench.grid.inline import InlineExecutor
 from crt_bench.grid.jobs import Job
+from crt_bench.grid.slurm import ended_without_result
 from crt_bench.grid.watch import JobWatch
 from crt_bench.store.grid_status import save_grid_status
 from crt_bench.store.store import ResultsStore
@@ -86,10 +87,13 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     s["state"] = JobState.RUNNING
                     log.info(f"submitted {job.key}")
                 watch.pump()
+                ended = ended_without_result(running)  # cancelled on the scheduler: submitit would wait forever
                 for key, handle in list(running.items()):
                     raised: Exception | None = None
                     try:
-                        if not handle.done():
+                        if key in ended:
+                            raised = CrtBenchError(ended[key])
+                        elif not handle.done():
                             continue
                     except Exception as err:  # the debug executor runs the job inside done()
                         raised = err
@@ -104,10 +108,11 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     break
                 if running:
                     time.sleep(poll_s)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, CrtBenchError) as err:  # stopped, or a submission refused: no job left behind
         stopped = watch.stop_all()
+        why = str(err) if isinstance(err, CrtBenchError) else "the grid was stopped (Ctrl-C or SIGTERM)"
         for key in running:
-            state[key]["state"], state[key]["error"] = JobState.INTERRUPTED, "the grid was stopped (Ctrl-C or SIGTERM)"
+            state[key]["state"], state[key]["error"] = JobState.INTERRUPTED, why
         if stopped:
             log.warning(f"stopped {len(stopped)} running job(s): {', '.join(stopped)}; re-run the same command to "
                         "resume them from their last checkpoint")

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from crt_bench.core.signals import stop_signals
+from crt_bench.grid.slurm import ended_without_result
 
 STOP_GRACE_S = 120.0  # a stopped job checkpoints and marks its run interrupted; then it is killed
 
@@ -87,7 +88,10 @@ class JobWatch:
         for handle in self.handles.values():
             _terminate(handle)
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(not _finished(h) for h in self.handles.values()):
+        while time.monotonic() < deadline:
+            left = {key: h for key, h in self.handles.items() if not _finished(h)}
+            if not left or len(ended_without_result(left)) == len(left):  # scancelled: no result will come
+                break
             self.pump()
             time.sleep(0.2)
         for handle in self.handles.values():

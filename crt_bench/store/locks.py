@@ -13,6 +13,7 @@ a writer that starts at that instant retries a few times before it refuses (:dat
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -36,6 +37,45 @@ class LockHeld(CrtBenchError):
     """Another live process holds the lock; the message names it."""
 
 
+class LocksUnsupported(CrtBenchError):
+    """The file system of a lock file refuses ``flock`` (ENOSYS, EOPNOTSUPP, ENOLCK); the message names the fix."""
+
+
+UNSUPPORTED = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK}
+
+
+def _unsupported(err: OSError, path: str | Path) -> LocksUnsupported:
+    return LocksUnsupported(
+        f"file locks do not work in {Path(path).parent} (flock: {err.strerror or errno.errorcode.get(err.errno)}), and "
+        "crt-bench needs them to keep one writer per run: on Lustre mount with `-o flock` (not localflock, "
+        "which holds on one node only), on NFS mount without `nolock` and with `local_lock=none`, on BeeGFS set "
+        "`tuneUseGlobalFileLocks=true`; or pass --results on a file system that has them (a local disk)")
+
+
+def flock(fd: int, operation: int, path: str | Path) -> None:
+    """``fcntl.flock``, with a file system that has no locks as one :class:`LocksUnsupported` line."""
+    try:
+        fcntl.flock(fd, operation)
+    except OSError as err:
+        if err.errno in UNSUPPORTED:
+            raise _unsupported(err, path) from None
+        raise
+
+
+def check_locks(results: str | Path) -> str:
+    """Preflight: a lock taken and released in the results folder (or its nearest existing parent, since
+    nothing is created here but a probe file that is removed at once); one clear line where locks fail."""
+    path = Path(results).expanduser()
+    folder = next(p for p in (path, *path.absolute().parents) if p.is_dir())
+    probe = folder / f".preflight-lock-{socket.gethostname()}-{os.getpid()}"
+    try:
+        with ProcessLock(probe, "the preflight's probe lock"):
+            pass
+    finally:
+        probe.unlink(missing_ok=True)
+    return f"locks: flock works in {folder} (taken and released)"
+
+
 class ProcessLock:
     """``with ProcessLock(path, "run X"):`` -- exclusive, non-blocking; refuses with :class:`LockHeld`."""
 
@@ -48,7 +88,7 @@ class ProcessLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            _lock_exclusive(fd)
+            _lock_exclusive(fd, self.path)
         except BlockingIOError:
             holder = _describe(_read_holder(fd))
             os.close(fd)
@@ -69,8 +109,10 @@ class ProcessLock:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.ftruncate(fd, 0)  # the holder is gone; the next reader should not name it
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            try:
+                flock(fd, fcntl.LOCK_UN, self.path)
+            finally:
+                os.close(fd)
 
     @property
     def held(self) -> bool:
@@ -84,10 +126,10 @@ class ProcessLock:
         self.release()
 
 
-def _lock_exclusive(fd: int) -> None:
+def _lock_exclusive(fd: int, path: str | Path) -> None:
     for attempt in range(ACQUIRE_TRIES):
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
             return
         except BlockingIOError:
             if attempt == ACQUIRE_TRIES - 1:
@@ -130,11 +172,11 @@ def lock_is_held(path: str | Path) -> bool:
     except FileNotFoundError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, path)
     except BlockingIOError:
         return True
     else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        flock(fd, fcntl.LOCK_UN, path)
         return False
     finally:
         os.close(fd)

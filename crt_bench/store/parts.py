@@ -36,6 +36,9 @@ from crt_bench.store.schema import (DEDUPE, KEYS, LEGACY_VERSION, META_COLUMNS, 
 
 NULL_DIR = "__HIVE_DEFAULT_PARTITION__"
 """The folder value of rows without a partition value (pyarrow's hive default)."""
+RELIST_TRIES = 5
+"""How often a read lists a table's parts again when one it listed was removed by a compaction (whose merged
+part, written before the removal, holds its rows)."""
 def part_name() -> str:
     """A new part's file name; names sort in write order (nanoseconds, then a random tail)."""
     ns = time.time_ns()
@@ -152,9 +155,17 @@ def read_parts(table_dir: Path, table: str, where: Mapping[str, object] | None =
         folders = partition_dirs(table_dir, table)
     wanted = None if columns is None else list(columns)
     needed = None if wanted is None else set(wanted) | set(META_COLUMNS) | set(KEYS[table])
-    frames = [_read_legacy(table_dir, table, conditions, needed)]
-    files = [part for folder in folders for part in parts_in(folder)]
-    partitioned = read_arrow(table_dir, table, files, {k: v for k, v in conditions.items() if k != key}, needed)
+    for attempt in range(RELIST_TRIES):  # a part compacted away between listing and reading: list again
+        files = [part for folder in folders for part in parts_in(folder)]
+        legacy = parts_in(table_dir)
+        try:
+            frames = [_read_legacy(table_dir, table, conditions, needed)]
+            partitioned = read_arrow(table_dir, table, files, {k: v for k, v in conditions.items() if k != key},
+                                     needed)
+            break
+        except CrtBenchError:
+            if attempt == RELIST_TRIES - 1 or all(part.exists() for part in files + legacy):
+                raise  # a part that is there and unreadable: named by the error
     frames.append(partitioned.to_pandas() if partitioned is not None else pd.DataFrame())
     frames = [f for f in frames if not f.empty]
     if not frames:

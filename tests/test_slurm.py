@@ -1,0 +1,181 @@
+"""Grids against a real scheduler: the one-node SLURM cluster of tests/slurm/cluster.sh (CPU partition ``debug``,
+no GPUs, no accounting), started once per session where it can be (root, Debian's slurm and munge packages) and
+stopped after. Elsewhere these tests skip with the script's reason; with ``CRT_BENCH_REQUIRE_SLURM=1`` (set by
+``.ci/run`` where it installed the packages) a cluster that does not start fails them, so CI cannot pass by
+skipping them."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import assert_user_error, cli
+
+from crt_bench.core.states import JobState
+from crt_bench.grid.executors import make_executor
+from crt_bench.grid.jobs import GridSpec
+from crt_bench.grid.runner import run_grid
+from crt_bench.store.store import ResultsStore
+
+SCRIPT = Path(__file__).resolve().parent / "slurm" / "cluster.sh"
+TINY = ["--method", "gaussian", "--arch", "tiny_cnn", "--profile", "smoke", "--epochs", "1", "--train-limit", "128",
+        "--device", "cpu"]
+pytestmark = pytest.mark.slurm
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CRT_BENCH_REQUIRE_SLURM") == "1":
+        pytest.fail(f"CRT_BENCH_REQUIRE_SLURM=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """The cluster's folder (slurm.conf, logs); SLURM_CONF points at it for the session."""
+    folder = tmp_path_factory.mktemp("slurm")
+    started = subprocess.run(["bash", str(SCRIPT), "start", str(folder)], capture_output=True, text=True, timeout=120)
+    if started.returncode != 0:
+        said = started.stderr.strip().splitlines()
+        _unavailable(f"no SLURM cluster: {said[-1] if said else f'exit status {started.returncode}'}")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLURM_CONF", str(folder / "slurm.conf"))
+        try:
+            yield folder
+        finally:
+            subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, timeout=120)
+
+
+def _queue() -> list[str]:
+    return subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T"], capture_output=True, text=True,
+                          check=True).stdout.split("\n")
+
+
+def _certified(results: Path) -> list[tuple]:
+    """Every certified image's outcome, without ids and times: equal for the same job run anywhere."""
+    df = ResultsStore(results).read("certify")
+    cols = [c for c in ("idx", "label", "predict", "radius", "correct") if c in df.columns]
+    return sorted(map(tuple, df[cols].itertuples(index=False)))
+
+
+def test_sweep_on_slurm_gives_the_rows_of_an_inline_run(slurm_cluster, tmp_path):
+    code, _, err = cli("sweep", *TINY, "--executor", "slurm", "--partition", "debug", "--time-min", "10",
+                       "--results", tmp_path / "slurm")
+    assert code == 0, err
+    code, _, err = cli("sweep", *TINY, "--executor", "inline", "--results", tmp_path / "inline")
+    assert code == 0, err
+    on_slurm = _certified(tmp_path / "slurm")
+    assert on_slurm and on_slurm == _certified(tmp_path / "inline")
+    assert list(ResultsStore(tmp_path / "slurm").runs()["status"]) == ["finished"]
+
+
+def test_a_refused_submission_is_one_line_with_sbatch_s_reason(slurm_cluster, tmp_path):
+    before = _queue()
+    code, _, err = cli("sweep", *TINY, "--executor", "slurm", "--gpus", "1", "--results", tmp_path)
+    assert_user_error(code, err, "SLURM refused the job", "Invalid generic resource", only_line=False)
+    assert _queue() == before  # nothing submitted
+
+
+def test_scancel_of_a_teacher_blocks_its_student_with_the_reason(slurm_cluster, tmp_path):
+    jobs = GridSpec(methods=["gaussian", "crt"], archs=["tiny_cnn"], teacher_method="gaussian",
+                    teacher_archs=["tiny_cnn"], profile="smoke", epochs=40, train_limit=256, device="cpu").jobs()
+    cancelled: list[str] = []
+
+    def cancel_the_first_running_job() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not cancelled:
+            running = [line.split()[0] for line in _queue() if line.endswith(" RUNNING")]
+            if running:
+                subprocess.run(["scancel", running[0]], check=True)
+                cancelled.append(running[0])
+            time.sleep(0.5)
+
+    killer = threading.Thread(target=cancel_the_first_running_job, daemon=True)
+    killer.start()
+    status = run_grid(jobs, tmp_path, make_executor("slurm", tmp_path / "submitit", partition="debug", device="cpu",
+                                                    time_min=10), poll_s=0.5)
+    killer.join()
+    assert cancelled
+    teacher, student = status.to_dict("records")
+    assert teacher["state"] == JobState.FAILED and f"SLURM job {cancelled[0]}" in teacher["error"]
+    assert "CANCELLED" in teacher["error"]
+    assert student["state"] == JobState.BLOCKED and teacher["key"] in student["error"]
+
+
+def test_slurm_where_no_controller_answers_is_one_line(slurm_cluster, tmp_path, monkeypatch):
+    conf = tmp_path / "slurm.conf"  # the same cluster, at a port nobody listens on
+    conf.write_text((slurm_cluster / "slurm.conf").read_text() + "SlurmctldPort=6999\nMessageTimeout=2\n")  # 1 s, not 9
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    anywhere = [arg for arg in TINY if arg not in ("--device", "cpu")]  # GPUs or not: asks sinfo about the partition
+    code, _, err = cli("sweep", *anywhere, "--executor", "slurm", "--results", tmp_path / "r")
+    assert_user_error(code, err, "no SLURM scheduler answers", "sinfo", only_line=False)
+    code, _, err = cli("sweep", *TINY, "--executor", "slurm", "--results", tmp_path / "r")  # no GPUs: sbatch asked
+    assert_user_error(code, err, "SLURM refused the job", "Unable to contact slurm controller", only_line=False)
+
+
+@pytest.mark.slow  # 40-180 s on the shared 2-core machine (a 6-epoch job, requeued, then its inline twin)
+def test_scontrol_requeue_mid_training_resumes_with_every_row_once(slurm_cluster, tmp_path):
+    from crt_bench.models.files import CHECKPOINT_FILE
+
+    spec = dict(methods=["gaussian"], archs=["tiny_cnn"], profile="smoke", epochs=6, train_limit=128, device="cpu")
+    requeued: list[str] = []
+
+    def requeue_after_the_first_checkpoint() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not requeued:
+            running = [line.split()[0] for line in _queue() if line.endswith(" RUNNING")]
+            if running and any((tmp_path / "slurm").glob(f"runs/*/{CHECKPOINT_FILE}")):
+                subprocess.run(["scontrol", "requeue", running[0]], check=True)
+                requeued.append(running[0])
+            time.sleep(0.2)
+
+    requeuer = threading.Thread(target=requeue_after_the_first_checkpoint, daemon=True)
+    requeuer.start()
+    status = run_grid(GridSpec(**spec).jobs(), tmp_path / "slurm", make_executor(
+        "slurm", tmp_path / "slurm" / "submitit", partition="debug", device="cpu", time_min=10), poll_s=0.5)
+    requeuer.join()
+    assert requeued and list(status["state"]) == [JobState.FINISHED], status.to_dict("records")
+    inline = run_grid(GridSpec(**spec).jobs(), tmp_path / "inline", make_executor("inline", tmp_path))
+    assert list(inline["state"]) == [JobState.FINISHED]
+    epochs = ResultsStore(tmp_path / "slurm").read("epochs")
+    assert sorted(epochs["epoch"]) == list(range(1, 7))  # no epoch lost or doubled by the requeue
+    ref = ResultsStore(tmp_path / "inline").read("epochs")
+    loss = [c for c in ("train_loss", "loss") if c in epochs.columns][0]
+    assert list(epochs.sort_values("epoch")[loss]) == pytest.approx(list(ref.sort_values("epoch")[loss]), rel=1e-6)
+    assert _certified(tmp_path / "slurm") == _certified(tmp_path / "inline")
+
+
+@pytest.mark.slow  # minutes: the smoke plan's six jobs, its timing probes and the report, twice
+def test_reproduce_smoke_on_slurm_gives_the_rows_of_an_inline_reproduce(slurm_cluster, tmp_path):
+    common = ["reproduce", "--profile", "smoke", "--device", "cpu", "--no-install-data"]
+    code, _, err = cli(*common, "--executor", "slurm", "--partition", "debug", "--time-min", "30",
+                       "--results", tmp_path / "slurm", "--out", tmp_path / "slurm-plots")
+    assert code == 0, err
+    code, _, err = cli(*common, "--executor", "inline", "--results", tmp_path / "inline",
+                       "--out", tmp_path / "inline-plots")
+    assert code == 0, err
+    assert (tmp_path / "slurm-plots" / "REPORT.md").is_file()
+    slurm_runs = ResultsStore(tmp_path / "slurm").runs()
+    assert set(slurm_runs["status"]) == {"finished"}
+    assert sorted(slurm_runs["job_key"]) == sorted(ResultsStore(tmp_path / "inline").runs()["job_key"])
+    assert _certified(tmp_path / "slurm") == _certified(tmp_path / "inline")
+
+
+def test_a_stopped_grid_cancels_its_slurm_jobs_without_waiting_out_the_grace(slurm_cluster, tmp_path):
+    from crt_bench.grid.watch import JobWatch
+    from rich.console import Console
+
+    ex = make_executor("slurm", tmp_path / "submitit", partition="debug", device="cpu", time_min=10)
+    handle = ex.submit(time.sleep, 300)
+    watch = JobWatch(Console(file=io.StringIO()))
+    watch.add("sleeper", handle, label="sleeper")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and f"{handle.job_id} RUNNING" not in _queue():
+        time.sleep(0.5)
+    started = time.monotonic()
+    assert watch.stop_all(grace_s=100) == ["sleeper"]
+    assert time.monotonic() - started < 60  # KillWait is 10 s; the grace alone would be 100
+    assert f"{handle.job_id} CANCELLED" in _queue()
