@@ -17,6 +17,8 @@ from crt_bench.core.states import DONE_STATES, FAILED_STATES
 
 log = logging.getLogger("crt_bench.cli")
 EXECUTOR_HELP = "local: subprocesses; debug: in-process (submitit); inline: in-process, no submitit"
+MAX_PARALLEL_HELP = ("jobs running at once (default: local with GPUs: one job per GPU, each with GPUs of its own; "
+                     "else 1); more than the GPUs share them")
 
 
 def sweep(
@@ -33,7 +35,7 @@ def sweep(
     train_limit: Annotated[Optional[int], typer.Option(min=1)] = None,
     certify: bool = True,
     executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = "local",
-    max_parallel: Annotated[int, typer.Option(min=1, help="jobs running at once (local: CPUs/GPUs to share)")] = 1,
+    max_parallel: Annotated[Optional[int], typer.Option(min=1, help=MAX_PARALLEL_HELP)] = None,
     nproc: Annotated[int, typer.Option(min=1, help="processes (ranks) per job: data-parallel training of each run")] = 1,
     partition: Annotated[Optional[str], typer.Option(help="slurm partition")] = None,
     gpus: Annotated[int, typer.Option(min=1, help="slurm: GPUs per job")] = 1,
@@ -74,7 +76,8 @@ def sweep(
     from crt_bench.grid.preflight import preflight
     from crt_bench.store.checks import check_results_dir
 
-    banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {max_parallel} at once",
+    at_once = max_parallel or "one per GPU (1 without a GPU)"
+    banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {at_once} at once",
             device=device if executor != "slurm" else "auto")
     if executor == "slurm":  # the data and the device are the compute nodes', not this machine's
         checks = [check_results_dir(results)]
@@ -83,7 +86,8 @@ def sweep(
                            results=results, data_dir=data_dir, device=device, install_data=False).lines
     for line in checks:
         log.info(f"preflight: {line}")
-    ex = make_executor(executor, results / "submitit", nproc=nproc, **slurm)
+    ex = make_executor(executor, results / "submitit", nproc=nproc, device=device if executor != "slurm" else "auto",
+                       max_parallel=max_parallel, **slurm)
     from crt_bench.core.signals import exit_on_stop
 
     with exit_on_stop(GRID_STOPPED_HINT):
@@ -131,7 +135,8 @@ def chain(
     banner(profile, f"chain {spec.chain_name}: {teacher} -> " + " -> ".join(spec.ordered_archs()),
             device=device if executor != "slurm" else "auto")
     with exit_on_stop(GRID_STOPPED_HINT):
-        status = run_chain(spec, results, make_executor(executor, results / "submitit"))
+        status = run_chain(spec, results, make_executor(executor, results / "submitit",
+                                                        device=device if executor != "slurm" else "auto"))
     from crt_bench.store.chains import saved_chains
     from crt_bench.store.store import ResultsStore
 
@@ -176,7 +181,7 @@ def time_cmd(
 def reproduce(
     profile: Annotated[PlanProfile, typer.Option(help="auto: paper on a GPU, cpu otherwise")] = "auto",
     executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = "local",
-    max_parallel: Annotated[int, typer.Option(min=1)] = 1,
+    max_parallel: Annotated[Optional[int], typer.Option(min=1, help=MAX_PARALLEL_HELP)] = None,
     nproc: Annotated[int, typer.Option(min=1, help="processes (ranks) per job: data-parallel training of each run")] = 1,
     data_dir: DataDirOpt = None,
     install_data: Annotated[bool, typer.Option(

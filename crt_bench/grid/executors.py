@@ -1,12 +1,14 @@
 """Executors of a grid: local, slurm (submitit) or inline."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from crt_bench.config.choices import Executor, values
 from crt_bench.core.checks import check_choice, check_count
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.grid.gpus import GpuPool, GpuPoolExecutor, visible_gpus
 from crt_bench.grid.inline import InlineExecutor
 
 EXECUTORS = values(Executor)
@@ -14,12 +16,17 @@ EXECUTORS = values(Executor)
 
 def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int = 1,
                   time_min: int = 24 * 60, cpus_per_task: int | None = None, array_parallelism: int = 16,
-                  slurm_extra: dict[str, Any] | None = None, nproc: int = 1) -> Any:
+                  slurm_extra: dict[str, Any] | None = None, nproc: int = 1, device: str = "auto",
+                  max_parallel: int | None = None, visible: Sequence[str] | None = None) -> Any:
     """submitit's ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process), or ``inline`` (in-process,
     without submitit: :mod:`crt_bench.grid.inline`).
 
     ``nproc`` > 1: every job runs as that many tasks, which :class:`crt_bench.grid.task.GridTask` turns into
     the ranks of one data-parallel run (crt_bench.parallel.env); on SLURM the node's tasks (``--ntasks-per-node``).
+
+    ``local`` on a machine with GPUs (``visible``: default the parent's, :func:`crt_bench.grid.gpus.visible_gpus`)
+    and ``device`` not ``cpu``: a :class:`~crt_bench.grid.gpus.GpuPoolExecutor`, each job on ``nproc`` GPUs of
+    its own, ``max_parallel`` jobs at once (default: as many as the GPUs hold, one job per GPU).
     """
     check_count("--nproc", nproc)
     check_choice("executor", kind, EXECUTORS)
@@ -29,8 +36,16 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
         return InlineExecutor()
     submitit = import_submitit()
     if kind == "local":
+        gpus = [] if device == "cpu" else list(visible_gpus() if visible is None else visible)
+        if gpus and device not in ("auto", "cuda"):
+            raise CrtBenchError(f"--device {device} with the local executor: every job gets GPUs of its own out of "
+                                f"the {len(gpus)} this machine shows; pick them with CUDA_VISIBLE_DEVICES=... and "
+                                "--device cuda (or auto)")
+        pool = GpuPool(gpus, per_job=nproc) if gpus else None  # before any folder is made: --nproc > GPUs
         ex = submitit.LocalExecutor(folder=str(folder))
         ex.update_parameters(timeout_min=time_min, tasks_per_node=nproc)
+        if pool is not None:
+            return GpuPoolExecutor(ex, pool, nproc=nproc, max_parallel=max_parallel)
     elif kind == "debug":
         ex = submitit.DebugExecutor(folder=str(folder))
     elif kind == "slurm":

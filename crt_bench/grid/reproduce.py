@@ -27,6 +27,7 @@ from crt_bench.core.provenance import pick_device
 from crt_bench.core.states import DONE_STATES
 from crt_bench.grid.chain import ChainSpec
 from crt_bench.grid.executors import make_executor
+from crt_bench.grid.gpus import submit_single
 from crt_bench.grid.jobs import GridSpec, Job
 from crt_bench.grid.preflight import preflight
 from crt_bench.grid.runner import run_grid
@@ -252,7 +253,7 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
 
 
 def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",
-                  max_parallel: int = 1, install_data: bool = True, nproc: int = 1) -> dict:
+                  max_parallel: int | None = None, install_data: bool = True, nproc: int = 1) -> dict:
     """Check, then run the plan's three steps; returns what the plot step wrote.
 
     Before any job starts, :func:`crt_bench.grid.preflight.preflight` checks (and where it can, obtains) the
@@ -269,13 +270,14 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
     for line in preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir, device=plan.grid.device,
                           install_data=install_data).lines:
         log.info(f"preflight: {line}")
-    ex = make_executor(executor, results / "submitit", nproc=nproc)
+    ex = make_executor(executor, results / "submitit", nproc=nproc, device=plan.grid.device, max_parallel=max_parallel)
     status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel)
     failed = status[~status["state"].isin(DONE_STATES)]
     if len(failed) < len(status):
-        # The timing probes run as one more job, so that on a cluster they run on a compute node too.
+        # The timing probes run as one more job, so that on a cluster they run on a compute node too; one
+        # process on one GPU (under --nproc K, K copies would time each other's contention).
         log.info("timing probes: every method on every architecture of the plan")
-        follow(ex.submit(run_timing_grid, str(results), profile=plan.profile, archs=plan.timing_archs,
+        follow(submit_single(ex, run_timing_grid, str(results), profile=plan.profile, archs=plan.timing_archs,
                          teachers=plan.timing_teachers, device=plan.grid.device), "timing", stderr_console())
     else:
         log.warning("every training job failed: the timing probes are skipped (fix the cause above, then re-run)")
