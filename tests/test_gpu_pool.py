@@ -95,3 +95,29 @@ def test_an_nproc_2_job_gets_two_gpus_shared_by_its_two_ranks(tmp_path: Path, wo
         by_job.setdefault(r["key"], set()).add(r["cuda"])
     assert all(len(cudas) == 1 and len(next(iter(cudas)).split(",")) == 2 for cudas in by_job.values())
     assert {c for cudas in by_job.values() for c in cudas} <= {"0,1", "2,3"}
+
+
+def test_a_job_on_another_device_than_the_preflight_announced_refuses_in_one_line(tmp_path: Path) -> None:
+    """The first GPU check's failure mode: the grid announced the GPU, the job resolved to the CPU."""
+    from crt_bench.grid.execute import check_job_device
+
+    status = run_grid(_jobs(1), tmp_path, make_executor("inline", tmp_path), poll_s=0.0,
+                      expect_device="NVIDIA H200")
+    error = status.iloc[0]["error"]
+    assert list(status["state"]) == ["failed"] and "\n" not in error
+    assert "refuses to start: it would run on cpu" in error and "announced NVIDIA H200" in error
+    assert not (tmp_path / "tables").exists(), "nothing written"
+    check_job_device(Job("gaussian", "tiny_cnn", device="cpu", expect_device="cpu"))  # the same device: it runs
+    status = run_grid(_jobs(1), tmp_path / "ok", make_executor("inline", tmp_path), poll_s=0.0, expect_device="cpu",
+                      task=lambda job, results: job.expect_device)
+    assert list(status["run_id"]) == ["cpu"]  # the job received what was announced
+
+
+def test_a_run_records_which_of_the_machines_gpus_it_ran_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from crt_bench.core.provenance import physical_gpu
+
+    assert physical_gpu(torch.device("cpu")) == ""
+    assert physical_gpu(torch.device("cuda", 1), {"CUDA_VISIBLE_DEVICES": "2,3"}) == "3"  # a job's own GPUs
+    assert physical_gpu(torch.device("cuda", 1), {}) == "1"

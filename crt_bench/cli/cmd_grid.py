@@ -79,11 +79,13 @@ def sweep(
     at_once = max_parallel or "one per GPU (1 without a GPU)"
     banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {at_once} at once",
             device=device if executor != "slurm" else "auto")
+    announced = None  # the device every job must run on (a job elsewhere refuses to start)
     if executor == "slurm":  # the data and the device are the compute nodes', not this machine's
         checks = [check_results_dir(results)]
     else:
-        checks = preflight(datasets={job.dataset or get_profile(job.profile).dataset for job in jobs},
-                           results=results, data_dir=data_dir, device=device, install_data=False).lines
+        report = preflight(datasets={job.dataset or get_profile(job.profile).dataset for job in jobs},
+                           results=results, data_dir=data_dir, device=device, install_data=False)
+        checks, announced = report.lines, report.device
     for line in checks:
         log.info(f"preflight: {line}")
     ex = make_executor(executor, results / "submitit", nproc=nproc, device=device if executor != "slurm" else "auto",
@@ -91,7 +93,8 @@ def sweep(
     from crt_bench.core.signals import exit_on_stop
 
     with exit_on_stop(GRID_STOPPED_HINT):
-        status = run_grid(jobs, results, ex, max_parallel=max_parallel if executor != "slurm" else len(jobs))
+        status = run_grid(jobs, results, ex, max_parallel=max_parallel if executor != "slurm" else len(jobs),
+                          expect_device=announced)
     table = Table(title="sweep")
     for col in ("job", "state", "run id", "error / log"):
         table.add_column(col)

@@ -267,11 +267,13 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
 
         save_chain(plan.chain.to_dict(), results)
     datasets = {job.dataset or get_profile(job.profile).dataset for job in jobs}
-    for line in preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir, device=plan.grid.device,
-                          install_data=install_data).lines:
+    checks = preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir, device=plan.grid.device,
+                       install_data=install_data)
+    for line in checks.lines:
         log.info(f"preflight: {line}")
     ex = make_executor(executor, results / "submitit", nproc=nproc, device=plan.grid.device, max_parallel=max_parallel)
-    status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel)
+    status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel,
+                      expect_device=None if executor == "slurm" else checks.device)
     failed = status[~status["state"].isin(DONE_STATES)]
     if len(failed) < len(status):
         # The timing probes run as one more job, so that on a cluster they run on a compute node too; one

@@ -13,6 +13,7 @@ import logging
 import re
 import signal
 import time
+from dataclasses import replace
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,14 @@ GRID_STOPPED_HINT = ("stopped: the running jobs were stopped at their last check
 
 
 def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_parallel: int | None = None,
-             poll_s: float = 1.0, task: Any = None) -> pd.DataFrame:
+             poll_s: float = 1.0, task: Any = None, expect_device: str | None = None) -> pd.DataFrame:
     """Submit jobs as their teachers finish, at most ``max_parallel`` at a time; one status row per job.
 
     ``max_parallel`` None: one job per GPU of a local executor's GPU pool (:mod:`crt_bench.grid.gpus`), else
     one at a time. A pooled job starts only when GPUs of its own are free, and gives them back when it ends.
     ``task``: what each job runs (default: :func:`~crt_bench.grid.execute.execute_job`, through
     :class:`~crt_bench.grid.task.GridTask` for submitit), called as ``task(job, results)``.
+    ``expect_device``: the device the grid's preflight announced; a job on another refuses to start.
 
     While jobs run, their output reaches the console line by line (:class:`JobWatch`). Ctrl-C or SIGTERM
     stops the running jobs (each checkpoints and marks its run interrupted) before re-raising, so no
@@ -90,7 +92,8 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                         waiting = waiting or not JobState(t["state"]).done
                     if waiting:
                         continue
-                    running[job.key] = executor.submit(task, job, results)
+                    sent = job if expect_device is None else replace(job, expect_device=expect_device)
+                    running[job.key] = executor.submit(task, sent, results)
                     watch.add(job.key, running[job.key], label=job.label)
                     s["state"] = JobState.RUNNING
                     log.info(f"submitted {job.key}")
