@@ -54,7 +54,7 @@ def sweep(
     from crt_bench.grid.jobs import GridSpec
     from crt_bench.grid.runner import GRID_STOPPED_HINT, run_grid
 
-    check_inputs(device=None if executor == "slurm" else device)
+    check_inputs(device=None if executor == "slurm" else device, profile=profile)
     spec = GridSpec(methods=method, archs=arch, sigmas=sigma, seeds=seed, profile=profile,
                     teacher_method=teacher_method, teacher_archs=teacher_arch, dataset=dataset, data_dir=data_dir,
                     epochs=epochs, train_limit=train_limit, certify=certify, device=device)
@@ -131,7 +131,7 @@ def chain(
     from crt_bench.grid.executors import make_executor
     from crt_bench.report.chains import chain_markdown
 
-    check_inputs(device=None if executor == "slurm" else device)
+    check_inputs(device=None if executor == "slurm" else device, profile=profile)
     check_sigma(sigma)
     spec = ChainSpec(root=teacher, archs=tuple(arch), profile=profile, sigma=sigma, seed=seed, order=order,
                      dataset=dataset, data_dir=data_dir, epochs=epochs, train_limit=train_limit, device=device)
@@ -204,7 +204,7 @@ def reproduce(
     from crt_bench.grid.reproduce import auto_profile, plan_for, run_reproduce
     from crt_bench.store.store import ResultsStore
 
-    check_inputs(device=device)
+    check_inputs(device=device, profile=None if executor == "slurm" else profile)
     plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
     banner(plan.profile, plan.describe(), device=device)
     from crt_bench.core.signals import exit_on_stop
