@@ -121,3 +121,20 @@ def test_a_run_records_which_of_the_machines_gpus_it_ran_on(monkeypatch: pytest.
     assert physical_gpu(torch.device("cpu")) == ""
     assert physical_gpu(torch.device("cuda", 1), {"CUDA_VISIBLE_DEVICES": "2,3"}) == "3"  # a job's own GPUs
     assert physical_gpu(torch.device("cuda", 1), {}) == "1"
+
+
+@pytest.mark.parametrize("command", [["sweep", "--method", "gaussian", "--arch", "tiny_cnn"],
+                                     ["reproduce", "--profile", "smoke"]])
+def test_nproc_above_the_gpus_is_one_line_and_submits_nothing(command: list[str], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from test_cli import assert_user_error, cli
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # four GPUs, faked
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    results = tmp_path / "results"
+    code, out, err = cli(*command, "--nproc", "5", "--results", results)
+    assert_user_error(code, err, "--nproc 5 gives each job 5 GPUs, but this machine shows 4")
+    assert out == "" and not results.exists()

@@ -55,6 +55,10 @@ def sweep(
     from crt_bench.grid.runner import GRID_STOPPED_HINT, run_grid
 
     check_inputs(device=None if executor == "slurm" else device, profile=profile)
+    if executor == "local":
+        from crt_bench.grid.gpus import local_pool
+
+        local_pool(device, nproc)  # --nproc above the GPUs: one line before anything is printed
     spec = GridSpec(methods=method, archs=arch, sigmas=sigma, seeds=seed, profile=profile,
                     teacher_method=teacher_method, teacher_archs=teacher_arch, dataset=dataset, data_dir=data_dir,
                     epochs=epochs, train_limit=train_limit, certify=certify, device=device)
@@ -205,6 +209,10 @@ def reproduce(
     from crt_bench.store.store import ResultsStore
 
     check_inputs(device=device, profile=None if executor == "slurm" else profile)
+    if executor == "local":
+        from crt_bench.grid.gpus import local_pool
+
+        local_pool(device, nproc)  # --nproc above the GPUs: one line before anything is printed
     plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
     banner(plan.profile, plan.describe(), device=device)
     from crt_bench.core.signals import exit_on_stop

@@ -8,7 +8,7 @@ from typing import Any
 from crt_bench.config.choices import Executor, values
 from crt_bench.core.checks import check_choice, check_count
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.grid.gpus import GpuPool, GpuPoolExecutor, visible_gpus
+from crt_bench.grid.gpus import GpuPoolExecutor, local_pool
 from crt_bench.grid.inline import InlineExecutor
 
 EXECUTORS = values(Executor)
@@ -25,7 +25,7 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
     the ranks of one data-parallel run (crt_bench.parallel.env); on SLURM the node's tasks (``--ntasks-per-node``).
 
     ``local`` on a machine with GPUs (``visible``: default the parent's, :func:`crt_bench.grid.gpus.visible_gpus`)
-    and ``device`` not ``cpu``: a :class:`~crt_bench.grid.gpus.GpuPoolExecutor`, each job on ``nproc`` GPUs of
+    and ``device`` not ``cpu``: a :class:`~crt_bench.grid.gpus.GpuPoolExecutor` (:func:`~crt_bench.grid.gpus.local_pool`), each job on ``nproc`` GPUs of
     its own, ``max_parallel`` jobs at once (default: as many as the GPUs hold, one job per GPU).
     """
     check_count("--nproc", nproc)
@@ -36,12 +36,7 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
         return InlineExecutor()
     submitit = import_submitit()
     if kind == "local":
-        gpus = [] if device == "cpu" else list(visible_gpus() if visible is None else visible)
-        if gpus and device not in ("auto", "cuda"):
-            raise CrtBenchError(f"--device {device} with the local executor: every job gets GPUs of its own out of "
-                                f"the {len(gpus)} this machine shows; pick them with CUDA_VISIBLE_DEVICES=... and "
-                                "--device cuda (or auto)")
-        pool = GpuPool(gpus, per_job=nproc) if gpus else None  # before any folder is made: --nproc > GPUs
+        pool = local_pool(device, nproc, visible)  # before any folder is made: --nproc above the GPUs
         ex = submitit.LocalExecutor(folder=str(folder))
         ex.update_parameters(timeout_min=time_min, tasks_per_node=nproc)
         if pool is not None:

@@ -68,6 +68,19 @@ class GpuPool:
             self.users[gpu] -= 1
 
 
+def local_pool(device: str = "auto", nproc: int = 1, visible: Sequence[str] | None = None) -> GpuPool | None:
+    """The GPU pool of a local grid on ``device`` (None: CPU jobs, no GPU or ``--device cpu``); raises a
+    :class:`CrtBenchError` for what it cannot give (``--nproc`` above the GPUs, one fixed ``cuda:N``)."""
+    gpus = [] if device == "cpu" else list(visible_gpus() if visible is None else visible)
+    if not gpus:
+        return None
+    if device not in ("auto", "cuda"):
+        raise CrtBenchError(f"--device {device} with the local executor: every job gets GPUs of its own out of the "
+                            f"{len(gpus)} this machine shows; pick them with CUDA_VISIBLE_DEVICES=... and --device "
+                            "cuda (or auto)")
+    return GpuPool(gpus, per_job=nproc)
+
+
 class GpuPoolExecutor:
     """submitit's local executor, each job started with its own GPUs from ``pool`` as CUDA_VISIBLE_DEVICES."""
 
