@@ -83,3 +83,19 @@ def test_the_cli_choices_of_time_and_reproduce_are_the_probes_and_plans() -> Non
     """The CLI names them without importing timing.probe or grid.reproduce (torch): the lists must agree."""
     assert PROBE_PROFILES == tuple(PROBES)
     assert PLAN_PROFILES == ("auto", *PLANS)
+
+
+@pytest.mark.parametrize("command", [["reproduce", "--profile", "gpu-smoke"], ["reproduce", "--profile", "paper"],
+                                     ["sweep", "--arch", "tiny_cnn", "--profile", "paper"],
+                                     ["chain", "--teacher", "some-run", "--arch", "tiny_cnn", "--profile", "imagenet"]])
+def test_a_gpu_profile_without_a_gpu_is_one_line_unless_device_cpu_says_so(command: list[str], tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from crt_bench.cli.options import check_inputs
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # so on a GPU machine too
+    results = tmp_path / "results"
+    code, out, err = cli(*command, "--results", results)
+    assert_user_error(code, err, "is sized for a GPU", "--device cpu")
+    assert out == "" and not results.exists()
+    check_inputs(device="cpu", profile=command[command.index("--profile") + 1])  # the CPU mode, asked for
+    check_inputs(device="auto", profile="cpu")

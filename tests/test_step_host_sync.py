@@ -119,3 +119,34 @@ def test_project_l2_takes_python_and_tensor_radii_alike() -> None:
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
     assert torch.allclose(by_float.flatten(1).norm(dim=1), torch.clamp(norms, max=radius), atol=1e-6)
+
+
+def test_the_trainers_batches_and_step_have_no_host_traffic_and_draw_on_the_datas_device() -> None:
+    """The trainer's own path (crt_bench.data.batches.epoch_batches, augmented, then the step): the epoch's
+    permutation and each batch's crops and flips come from a generator on the data's device (no host copy per
+    batch on a GPU); on the CPU the same seed gives the same batches, another seed others."""
+    from crt_bench.data.batches import epoch_batches
+    from crt_bench.data.catalog import dataset_info
+    from crt_bench.data.split import Split
+
+    spec = get_method("gaussian")
+    torch.manual_seed(0)
+    split = Split(torch.rand(48, 3, 8, 8), torch.randint(0, 10, (48,)), dataset_info("synthetic"))
+    sampler, generator = epoch_batches(split, 16, augment=True, seed=3)
+    assert generator.device == split.x.device
+    model = build_model("tiny_cnn", num_classes=10, in_chans=3, mean=[0.5] * 3, std=[0.25] * 3).train()
+    hp = spec.make_hparams(sigma=0.25)
+    ctx = StepContext(sigma=0.25, hparams=hp, epoch=0, epochs=spec.recipe.epochs)
+    step = TrainStep(spec, model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), ctx, CPU)
+    batches = iter(sampler)
+    step(*next(batches))
+    with HostTraffic() as traffic:
+        x, y = next(batches)
+        loss = step(x, y)
+    assert traffic.calls == [], traffic.calls
+    assert torch.isfinite(loss)
+    again = [b for b, _ in epoch_batches(split, 16, augment=True, seed=3)[0]]
+    other = [b for b, _ in epoch_batches(split, 16, augment=True, seed=4)[0]]
+    first = [b for b, _ in epoch_batches(split, 16, augment=True, seed=3)[0]]
+    assert all(torch.equal(a, b) for a, b in zip(again, first))
+    assert not all(torch.equal(a, b) for a, b in zip(again, other))

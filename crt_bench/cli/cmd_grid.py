@@ -19,6 +19,8 @@ from crt_bench.core.states import DONE_STATES, FAILED_STATES
 
 log = logging.getLogger("crt_bench.cli")
 EXECUTOR_HELP = "local: subprocesses; slurm: sbatch; debug: in-process (submitit); inline: in-process, no submitit"
+MAX_PARALLEL_HELP = ("jobs running at once (default: local with GPUs: one job per GPU, each with GPUs of its own; "
+                     "else 1); more than the GPUs share them")
 
 
 def sweep(
@@ -35,7 +37,7 @@ def sweep(
     train_limit: Annotated[Optional[int], typer.Option(min=1)] = None,
     certify: bool = True,
     executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = "local",
-    max_parallel: Annotated[int, typer.Option(min=1, help="jobs running at once (local: CPUs/GPUs to share)")] = 1,
+    max_parallel: Annotated[Optional[int], typer.Option(min=1, help=MAX_PARALLEL_HELP)] = None,
     nproc: Annotated[int, typer.Option(min=1, help="processes (ranks) per job: data-parallel training of each run")] = 1,
     partition: PartitionOpt = None,
     gpus: GpusOpt = None,
@@ -58,7 +60,11 @@ def sweep(
 
     slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
                           mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
-    check_inputs(device=None if executor == "slurm" else device)
+    check_inputs(device=None if executor == "slurm" else device, profile=None if executor == "slurm" else profile)
+    if executor == "local":
+        from crt_bench.grid.gpus import local_pool
+
+        local_pool(device, nproc)  # --nproc above the GPUs: one line before anything is printed
     spec = GridSpec(methods=method, archs=arch, sigmas=sigma, seeds=seed, profile=profile,
                     teacher_method=teacher_method, teacher_archs=teacher_arch, dataset=dataset, data_dir=data_dir,
                     epochs=epochs, train_limit=train_limit, certify=certify, device=device)
@@ -80,20 +86,25 @@ def sweep(
     from crt_bench.store.checks import check_results_dir
     from crt_bench.store.locks import check_locks
 
-    banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {max_parallel} at once",
+    at_once = max_parallel or "one per GPU (1 without a GPU)"
+    banner(profile, f"sweep: {len(jobs)} jobs via submitit's {executor} executor, at most {at_once} at once",
             device=device if executor != "slurm" else "auto")
+    announced = None  # the device every job must run on (a job elsewhere refuses to start)
     if executor == "slurm":  # the data and the device are the compute nodes', not this machine's
         checks = [check_results_dir(results), check_locks(results)]
     else:
-        checks = preflight(datasets={job.dataset or get_profile(job.profile).dataset for job in jobs},
-                           results=results, data_dir=data_dir, device=device, install_data=False).lines
+        report = preflight(datasets={job.dataset or get_profile(job.profile).dataset for job in jobs},
+                           results=results, data_dir=data_dir, device=device, install_data=False)
+        checks, announced = report.lines, report.device
     for line in checks:
         log.info(f"preflight: {line}")
-    ex = make_executor(executor, results / "submitit", nproc=nproc, device=device, profile=profile, **slurm)
+    ex = make_executor(executor, results / "submitit", nproc=nproc, device=device, profile=profile,
+                       max_parallel=max_parallel, **slurm)
     from crt_bench.core.signals import exit_on_stop
 
     with exit_on_stop(GRID_STOPPED_HINT):
-        status = run_grid(jobs, results, ex, max_parallel=max_parallel if executor != "slurm" else len(jobs))
+        status = run_grid(jobs, results, ex, max_parallel=max_parallel if executor != "slurm" else len(jobs),
+                          expect_device=announced)
     table = Table(title="sweep")
     for col in ("job", "state", "run id", "error / log"):
         table.add_column(col)
@@ -130,7 +141,7 @@ def chain(
     from crt_bench.grid.executors import make_executor
     from crt_bench.report.chains import chain_markdown
 
-    check_inputs(device=None if executor == "slurm" else device)
+    check_inputs(device=None if executor == "slurm" else device, profile=profile)
     check_sigma(sigma)
     spec = ChainSpec(root=teacher, archs=tuple(arch), profile=profile, sigma=sigma, seed=seed, order=order,
                      dataset=dataset, data_dir=data_dir, epochs=epochs, train_limit=train_limit, device=device)
@@ -182,7 +193,7 @@ def time_cmd(
 def reproduce(
     profile: Annotated[PlanProfile, typer.Option(help="auto: paper on a GPU, cpu otherwise")] = "auto",
     executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = "local",
-    max_parallel: Annotated[int, typer.Option(min=1)] = 1,
+    max_parallel: Annotated[Optional[int], typer.Option(min=1, help=MAX_PARALLEL_HELP)] = None,
     nproc: Annotated[int, typer.Option(min=1, help="processes (ranks) per job: data-parallel training of each run")] = 1,
     data_dir: DataDirOpt = None,
     install_data: Annotated[bool, typer.Option(
@@ -211,7 +222,11 @@ def reproduce(
 
     slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
                           mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
-    check_inputs(device=device)
+    check_inputs(device=device, profile=None if executor == "slurm" else profile)
+    if executor == "local":
+        from crt_bench.grid.gpus import local_pool
+
+        local_pool(device, nproc)  # --nproc above the GPUs: one line before anything is printed
     plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
     banner(plan.profile, plan.describe(), device=device)
     from crt_bench.core.signals import exit_on_stop

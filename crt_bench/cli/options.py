@@ -86,9 +86,12 @@ ProfileOpt = Annotated[ProfileName, typer.Option(help="experiment size (crt-benc
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the rows as JSON instead of a table")]
 
 
-def check_inputs(*, device: str | None = None, tf32_flag: str | None = None) -> None:
-    """An unusable device, or TF32 (``tf32_flag``: the flag that asked for it) on a device that cannot honour
-    it: one line and exit 2 before anything is printed or written (needs torch: called by the command)."""
+def check_inputs(*, device: str | None = None, tf32_flag: str | None = None, profile: str | None = None) -> None:
+    """An unusable device, TF32 (``tf32_flag``: the flag that asked for it) on a device that cannot honour
+    it, or a GPU profile (``profile``, :data:`~crt_bench.config.profiles.GPU_PROFILES`) on a machine without a
+    GPU unless ``--device cpu`` says so: one line and exit 2 before anything is printed or written (needs
+    torch: called by the command)."""
+    from crt_bench.config.profiles import GPU_PROFILES
     from crt_bench.core.provenance import pick_device
     from crt_bench.core.tf32 import check_tf32
 
@@ -96,6 +99,9 @@ def check_inputs(*, device: str | None = None, tf32_flag: str | None = None) -> 
         chosen = pick_device(device)
         if tf32_flag is not None:
             check_tf32(True, chosen, tf32_flag)
+        if profile in GPU_PROFILES and device != "cpu" and chosen.type != "cuda":
+            raise CrtBenchError(f"profile {profile} is sized for a GPU and this machine has none visible: use a CPU "
+                                f"profile (cpu, cpu-full, smoke), or --device cpu to run {profile} on the CPU anyway")
 
 
 def parse_sets(pairs: list[str], flag: str = "--set") -> dict[str, str]:

@@ -82,3 +82,7 @@ PROFILES: dict[str, Profile] = {
 
 def get_profile(name: str) -> Profile:
     return PROFILES[check_choice("profile", name, PROFILES)]
+
+
+GPU_PROFILES = frozenset({"gpu-smoke", "paper", "imagenet"})
+"""Profiles sized for a GPU: on a machine without one, a grid of them runs only with an explicit ``--device cpu``."""

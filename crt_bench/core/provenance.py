@@ -1,6 +1,7 @@
 """Where a result came from: device, library versions and the git commit, recorded with every run."""
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -52,9 +53,26 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def device_model(device: torch.device) -> str:
+    """What a grid's preflight announces and each of its jobs must run on: the GPU's name, or ``cpu``."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def physical_gpu(device: torch.device, environ: dict[str, str] | None = None) -> str:
+    """Which of the machine's GPUs ``device`` is: its entry of CUDA_VISIBLE_DEVICES (an index or a UUID);
+    ``""`` on the CPU. A grid's jobs each see GPUs of their own (crt_bench.grid.gpus), all as ``cuda:0..``."""
+    if device.type != "cuda":
+        return ""
+    index = torch.cuda.current_device() if device.index is None else device.index
+    visible = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    names = [name.strip() for name in visible.split(",") if name.strip()] if visible is not None else []
+    return names[index] if index < len(names) else str(index)
+
+
 def environment(device: torch.device) -> dict[str, str | int]:
     return {
         "device": device_name(device),
+        "gpu": physical_gpu(device),
         "device_count": torch.cuda.device_count() if device.type == "cuda" else 1,
         "torch": torch.__version__,
         "cuda": torch.version.cuda or "none",

@@ -151,3 +151,15 @@ class ResidentBatches:
             if self.augment:
                 xb = augment_batch(xb, generator=self.generator)
             yield xb, yb
+
+
+def epoch_batches(split: Split, batch_size: int, *, augment: bool, seed: int) -> tuple[ResidentBatches, torch.Generator]:
+    """The trainer's batches of a resident split and their generator, which lives on the split's device.
+
+    Each epoch's permutation and each batch's crops and flips are then drawn where the data is: on a
+    GPU no batch copies random numbers from the host (a CPU generator for CUDA data would). On the CPU
+    the stream is the seeded CPU generator's, as before. The generator's state goes into checkpoints.
+    """
+    generator = torch.Generator(device=split.x.device).manual_seed(seed)
+    return ResidentBatches(split, batch_size, shuffle=True, augment=augment, drop_last=False,
+                           generator=generator), generator

@@ -1,14 +1,17 @@
 """Running one job: train, resume or skip, then certify."""
 from __future__ import annotations
 
+import os
+
 from crt_bench.certify.resumable import certify_run
 from crt_bench.certify.transfer_run import TransferConfig, transfer_run
 from crt_bench.config.profiles import get_profile
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.provenance import device_model
 from crt_bench.core.states import RunStatus
 from crt_bench.grid.jobs import Job
 from crt_bench.models.files import CHECKPOINT_FILE
-from crt_bench.parallel.env import broadcast_object, env_from
+from crt_bench.parallel.env import DistEnv, broadcast_object, env_from, rank_device
 from crt_bench.store.store import ResultsStore
 from crt_bench.train.resolve import resolve_run_config
 from crt_bench.train.trainer import resume_run, train_run
@@ -16,8 +19,9 @@ from crt_bench.train.trainer import resume_run, train_run
 
 def execute_job(job: Job, results: str) -> str:
     """Run one job to completion (train, or resume, or skip; then certify); returns its run id."""
-    store = ResultsStore(results)
     ranks = env_from()  # a multi-task job (--nproc): rank 0 decides, every rank trains, rank 0 certifies
+    check_job_device(job, ranks)
+    store = ResultsStore(results)
     decision: tuple[str, str | None] | None = None
     if ranks.is_main:
         try:
@@ -44,6 +48,18 @@ def execute_job(job: Job, results: str) -> str:
     if job.certify and job.transfer and job.teacher is not None:
         transfer_from_teacher(job, store, run_id)
     return run_id
+
+
+def check_job_device(job: Job, ranks: DistEnv | None = None) -> None:
+    """A job whose device is not the one the grid's preflight announced refuses to start (before any row)."""
+    if job.expect_device is None:
+        return
+    actual = device_model(rank_device(job.device, env_from() if ranks is None else ranks))
+    if actual != job.expect_device:
+        cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise CrtBenchError(f"job {job.label} refuses to start: it would run on {actual} (CUDA_VISIBLE_DEVICES="
+                            f"{'unset' if cuda is None else repr(cuda)}), but the grid's preflight announced "
+                            f"{job.expect_device}; nothing was written")
 
 
 def transfer_from_teacher(job: Job, store: ResultsStore, run_id: str) -> str:

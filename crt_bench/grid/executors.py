@@ -1,12 +1,14 @@
 """Executors of a grid: local, slurm (submitit) or inline."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from crt_bench.config.choices import Executor, values
 from crt_bench.core.checks import check_choice, check_count
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.grid.gpus import GpuPoolExecutor, local_pool
 from crt_bench.grid.inline import InlineExecutor
 from crt_bench.grid.slurm import SlurmSubmitter, job_gpus
 
@@ -16,7 +18,8 @@ EXECUTORS = values(Executor)
 def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int | None = None,
                   time_min: int = 24 * 60, cpus_per_task: int | None = None, mem: str | None = None,
                   array_parallelism: int = 16, slurm_extra: dict[str, Any] | None = None, nproc: int = 1,
-                  device: str = "auto", profile: str | None = None) -> Any:
+                  device: str = "auto", profile: str | None = None, max_parallel: int | None = None,
+                  visible: Sequence[str] | None = None) -> Any:
     """submitit's ``local`` (subprocesses), ``slurm`` (sbatch), ``debug`` (in-process), or ``inline`` (in-process,
     without submitit: :mod:`crt_bench.grid.inline`).
 
@@ -25,6 +28,10 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
     SLURM: ``gpus`` None asks for GPUs only where the jobs use them (:func:`crt_bench.grid.slurm.job_gpus`);
     ``slurm_extra`` goes to sbatch as ``--KEY=VALUE`` (account, qos, constraint, ...); a refused submission is
     one CrtBenchError line (:class:`crt_bench.grid.slurm.SlurmSubmitter`).
+
+    ``local`` on a machine with GPUs (``visible``: default the parent's, :func:`crt_bench.grid.gpus.visible_gpus`)
+    and ``device`` not ``cpu``: a :class:`~crt_bench.grid.gpus.GpuPoolExecutor` (:func:`~crt_bench.grid.gpus.local_pool`), each job on ``nproc`` GPUs of
+    its own, ``max_parallel`` jobs at once (default: as many as the GPUs hold, one job per GPU).
     """
     check_count("--nproc", nproc)
     check_choice("executor", kind, EXECUTORS)
@@ -34,8 +41,11 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
         return InlineExecutor()
     submitit = import_submitit()
     if kind == "local":
+        pool = local_pool(device, nproc, visible)  # before any folder is made: --nproc above the GPUs
         ex = submitit.LocalExecutor(folder=str(folder))
         ex.update_parameters(timeout_min=time_min, tasks_per_node=nproc)
+        if pool is not None:
+            return GpuPoolExecutor(ex, pool, nproc=nproc, max_parallel=max_parallel)
     elif kind == "debug":
         ex = submitit.DebugExecutor(folder=str(folder))
     elif kind == "slurm":

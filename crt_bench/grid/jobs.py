@@ -28,6 +28,7 @@ class Job:
     transfer: bool = False  # also certify by transfer from the teacher's certification (not part of its key)
     hparams: tuple[tuple[str, str], ...] = ()  # the method's --set KEY=VALUE pairs (part of the key)
     denoiser: "Job | None" = None  # denoised smoothing: the job whose denoiser this run reuses or starts from
+    expect_device: str | None = None  # what the grid's preflight announced (device_model); not part of the key
 
     @property
     def needs(self) -> list["Job"]:

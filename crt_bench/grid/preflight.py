@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crt_bench.core.errors import CrtBenchError, one_line
-from crt_bench.core.provenance import device_name, pick_device
+from crt_bench.core.provenance import device_model, device_name, pick_device
 from crt_bench.data.catalog import dataset_info
 from crt_bench.data.datasets import load_split
 from crt_bench.store.checks import check_results_dir
@@ -33,6 +33,7 @@ class Preflight:
     """What was checked, one line each, for the banner."""
 
     lines: list[str] = field(default_factory=list)
+    device: str | None = None  # the device announced (crt_bench.core.provenance.device_model): every job's
 
     def note(self, line: str) -> None:
         self.lines.append(line)
@@ -113,6 +114,7 @@ def preflight(*, datasets: set[str], results: str | Path, data_dir: str | Path |
     report.note(check_results_dir(results))
     report.note(check_locks(results))
     report.note(check_device(device))
+    report.device = device_model(pick_device(device))
     for name in sorted(datasets):
         report.note(ensure_dataset(name, data_dir, install=install_data))
     return report

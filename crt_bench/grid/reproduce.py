@@ -27,6 +27,7 @@ from crt_bench.core.provenance import pick_device
 from crt_bench.core.states import DONE_STATES
 from crt_bench.grid.chain import ChainSpec
 from crt_bench.grid.executors import make_executor
+from crt_bench.grid.gpus import submit_single
 from crt_bench.grid.jobs import GridSpec, Job
 from crt_bench.grid.preflight import preflight
 from crt_bench.grid.runner import run_grid
@@ -252,7 +253,7 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
 
 
 def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",
-                  max_parallel: int = 1, install_data: bool = True, nproc: int = 1,
+                  max_parallel: int | None = None, install_data: bool = True, nproc: int = 1,
                   slurm: dict | None = None) -> dict:
     """Check, then run the plan's three steps; returns what the plot step wrote.
 
@@ -267,17 +268,21 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
 
         save_chain(plan.chain.to_dict(), results)
     datasets = {job.dataset or get_profile(job.profile).dataset for job in jobs}
-    for line in preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir, device=plan.grid.device,
-                          install_data=install_data).lines:
+    checks = preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir, device=plan.grid.device,
+                       install_data=install_data)
+    for line in checks.lines:
         log.info(f"preflight: {line}")
     ex = make_executor(executor, results / "submitit", nproc=nproc, device=plan.grid.device, profile=plan.profile,
+                       max_parallel=max_parallel,
                        **(slurm or {}))  # slurm: make_executor's SLURM keywords (crt_bench.cli.options.slurm_options)
-    status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel)
+    status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel,
+                      expect_device=None if executor == "slurm" else checks.device)
     failed = status[~status["state"].isin(DONE_STATES)]
     if len(failed) < len(status):
-        # The timing probes run as one more job, so that on a cluster they run on a compute node too.
+        # The timing probes run as one more job, so that on a cluster they run on a compute node too; one
+        # process on one GPU (under --nproc K, K copies would time each other's contention).
         log.info("timing probes: every method on every architecture of the plan")
-        follow(ex.submit(run_timing_grid, str(results), profile=plan.profile, archs=plan.timing_archs,
+        follow(submit_single(ex, run_timing_grid, str(results), profile=plan.profile, archs=plan.timing_archs,
                          teachers=plan.timing_teachers, device=plan.grid.device), "timing", stderr_console())
     else:
         log.warning("every training job failed: the timing probes are skipped (fix the cause above, then re-run)")

@@ -13,6 +13,7 @@ import logging
 import re
 import signal
 import time
+from dataclasses import replace
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.signals import stop_signals
 from crt_bench.core.states import JobState, RunStatus
 from crt_bench.grid import execute
+from crt_bench.grid.gpus import default_parallel, has_room, release
 from crt_bench.grid.inline import InlineExecutor
 from crt_bench.grid.jobs import Job
 from crt_bench.grid.slurm import ended_without_result
@@ -37,9 +39,15 @@ GRID_STOPPED_HINT = ("stopped: the running jobs were stopped at their last check
                      "continue (finished work is kept)")
 
 
-def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_parallel: int = 1,
-             poll_s: float = 1.0) -> pd.DataFrame:
+def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_parallel: int | None = None,
+             poll_s: float = 1.0, task: Any = None, expect_device: str | None = None) -> pd.DataFrame:
     """Submit jobs as their teachers finish, at most ``max_parallel`` at a time; one status row per job.
+
+    ``max_parallel`` None: one job per GPU of a local executor's GPU pool (:mod:`crt_bench.grid.gpus`), else
+    one at a time. A pooled job starts only when GPUs of its own are free, and gives them back when it ends.
+    ``task``: what each job runs (default: :func:`~crt_bench.grid.execute.execute_job`, through
+    :class:`~crt_bench.grid.task.GridTask` for submitit), called as ``task(job, results)``.
+    ``expect_device``: the device the grid's preflight announced; a job on another refuses to start.
 
     While jobs run, their output reaches the console line by line (:class:`JobWatch`). Ctrl-C or SIGTERM
     stops the running jobs (each checkpoints and marks its run interrupted) before re-raising, so no
@@ -47,7 +55,10 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
     to ``results/grid_status.json`` for the report. The store is read once to start and at most once
     per poll (teachers outside the grid), never once per job.
     """
-    task = execute.execute_job if isinstance(executor, InlineExecutor) else import_module("crt_bench.grid.task").GridTask()
+    if task is None:
+        task = (execute.execute_job if isinstance(executor, InlineExecutor)
+                else import_module("crt_bench.grid.task").GridTask())
+    max_parallel = default_parallel(executor) if max_parallel is None else max_parallel
 
     results = str(results)
     store = ResultsStore(results)
@@ -67,7 +78,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                 outside: dict[str, str] | None = None  # finished runs of teachers outside the grid, read once a poll
                 for job in jobs:
                     s = state[job.key]
-                    if s["state"] != JobState.PENDING or len(running) >= max_parallel:
+                    if s["state"] != JobState.PENDING or len(running) >= max_parallel or not has_room(executor):
                         continue
                     waiting = False
                     for need in job.needs:  # the teacher, a shared denoiser: each must have finished first
@@ -82,7 +93,8 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                         waiting = waiting or not JobState(t["state"]).done
                     if waiting:
                         continue
-                    running[job.key] = executor.submit(task, job, results)
+                    sent = job if expect_device is None else replace(job, expect_device=expect_device)
+                    running[job.key] = executor.submit(task, sent, results)
                     watch.add(job.key, running[job.key], label=job.label)
                     s["state"] = JobState.RUNNING
                     log.info(f"submitted {job.key}")
@@ -98,6 +110,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     except Exception as err:  # the debug executor runs the job inside done()
                         raised = err
                     del running[key]
+                    release(executor, handle)
                     watch.remove(key)
                     _collect(state[key], key, handle, raised)
                 if not running and not any(s["state"] == JobState.PENDING and _ready(job, state) for job, s in

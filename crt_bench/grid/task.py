@@ -34,9 +34,10 @@ class GridTask(submitit.helpers.Checkpointable):
     def __call__(self, job: Job, results: str) -> str:
         setup_logging(self.verbosity)  # a job's process logs as the grid does (its lines reach the grid's console)
         if submitit.JobEnvironment().num_tasks > 1:  # --nproc: submitit's tasks become torch.distributed ranks
+            # CUDA_VISIBLE_DEVICES is the job's own GPUs (crt_bench.grid.gpus): rank k uses the k-th of them
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
-            setup("auto")  # join the process group now: rank 0's train/resume decision is broadcast
+            setup(job.device)  # join the process group now: rank 0's train/resume decision is broadcast
         if os.environ.get("SUBMITIT_EXECUTOR") == "local":
             with stop_on_signals(f"job {job.key} stopped; re-run the grid to continue it"):
                 return execute.execute_job(job, results)

@@ -49,7 +49,7 @@ from crt_bench.core.errors import CrtBenchError, DiskFull
 from crt_bench.core.provenance import environment, synchronize
 from crt_bench.core.states import RunStatus
 from crt_bench.core.tf32 import check_tf32, tf32_mode
-from crt_bench.data.batches import RankBatches, ResidentBatches
+from crt_bench.data.batches import RankBatches, ResidentBatches, epoch_batches
 from crt_bench.data.catalog import dataset_info
 from crt_bench.data.datasets import load_split
 from crt_bench.data.imagenet import FolderBatches, is_folder_dataset
@@ -162,7 +162,12 @@ class Trainer:
         model.load_state_dict(obj["state_dict"])
         optimizer.load_state_dict(obj["optimizer"])
         torch.set_rng_state(obj["rng"]["torch"])
-        sampler_gen.set_state(obj["rng"]["sampler"])
+        try:
+            sampler_gen.set_state(obj["rng"]["sampler"])
+        except RuntimeError:  # a CPU generator's state, from before batches were drawn on the device
+            raise CrtBenchError(f"run {self.run_id}: its checkpoint holds a batch-sampler state of another device "
+                                f"than {sampler_gen.device} (written by an earlier crt-bench, which drew batches on "
+                                "the CPU): resume it with that version, or start the run again") from None
         if "cuda" in obj["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(obj["rng"]["cuda"], self.device)
         self._write_missing_epoch_row(obj)
@@ -246,14 +251,14 @@ class Trainer:
                 raise CrtBenchError(f"teacher output shape {tuple(out.shape)} does not match the student's "
                                     f"{self.info.num_classes} classes")
         optimizer = make_optimizer(cfg, model)
-        sampler_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-        sampler = ResidentBatches(train, cfg.batch_size, shuffle=True, augment=self.info.augment,
-                               drop_last=False, generator=sampler_gen)
         if is_folder_dataset(cfg.dataset):  # ImageNet: DataLoader workers, pinned memory (crt_bench.data.imagenet)
+            sampler_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)  # DataLoader's generators are CPU ones
             sampler = FolderBatches(train, cfg.batch_size, generator=sampler_gen, device=device,
                                     rank=self.dist.rank, world_size=self.dist.world_size)
-        elif self.dist.enabled:  # this rank's block of every global batch (the same batches as one process)
-            sampler = RankBatches(sampler, self.dist)
+        else:  # drawn on the data's device: no host copy per batch
+            sampler, sampler_gen = epoch_batches(train, cfg.batch_size, augment=self.info.augment, seed=cfg.seed)
+            if self.dist.enabled:  # this rank's block of every global batch (the same batches as one process)
+                sampler = RankBatches(sampler, self.dist)
         if resume and (self.run_dir / CHECKPOINT_FILE).is_file():
             state = self._resume(model, optimizer, sampler_gen)
         elif resume:  # stopped before its first checkpoint: start over (same seeds, same weights)
