@@ -184,6 +184,15 @@ def reproduce(
         help="obtain a missing dataset: Debian's package via apt-get (as root), else torchvision's download")] = True,
     out_dir: Annotated[Path, typer.Option("--out", help="where tables, figures and REPORT.md go")] = Path("plots"),
     device: Annotated[str, typer.Option(help="where every job and probe runs: auto, cpu, cuda, cuda:N")] = "auto",
+    certify_subset: Annotated[Optional[str], typer.Option(
+        help="test images every job certifies instead of the profile's (paper: skip:20, 500 images): all, skip:K, "
+             "range:A:B")] = None,
+    certify_precision: Annotated[Optional[str], typer.Option(
+        help="certification forward instead of the profile's (paper on CUDA: bf16 + torch.compile): fp32, tf32, "
+             "bf16, fp16, fastest")] = None,
+    dry_run: Annotated[bool, typer.Option(help="print the plan and its projected bill (GPU-hours per job, total, "
+                                               "critical path, wall-clock on 1 and --gpus GPUs); run nothing")] = False,
+    gpus: Annotated[int, typer.Option(min=1, help="GPUs the bill's wall-clock is projected on")] = 8,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """The paper's experiments at the profile's size, resumably, then every table and figure.
@@ -196,15 +205,24 @@ def reproduce(
     from crt_bench.grid.reproduce import auto_profile, plan_for, run_reproduce
     from crt_bench.store.store import ResultsStore
 
-    check_inputs(device=device)
+    if not dry_run:  # a bill needs no device
+        check_inputs(device=device)
     plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
+    plan = plan.with_certify(certify_subset, certify_precision)
+    if dry_run:
+        from crt_bench.grid.bill import bill_lines
+
+        out.print(f"profile {plan.profile}: {plan.describe()}", markup=False, soft_wrap=True)
+        for line in bill_lines(plan.bill(gpus), title=f"profile {plan.profile}"):
+            out.print(line, markup=False, soft_wrap=True, highlight=False)
+        return
     banner(plan.profile, plan.describe(), device=device)
     from crt_bench.core.signals import exit_on_stop
     from crt_bench.grid.runner import GRID_STOPPED_HINT
 
     with exit_on_stop(GRID_STOPPED_HINT):
         run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel,
-                      install_data=install_data, nproc=nproc)
+                      install_data=install_data, nproc=nproc, gpus=gpus)
     df = summary_table(ResultsStore(results))
     if not df.empty:
         out.print(rich_summary(df))

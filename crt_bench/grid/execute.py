@@ -1,10 +1,12 @@
 """Running one job: train, resume or skip, then certify."""
 from __future__ import annotations
 
+from crt_bench.certify.agreement import check_agreement
 from crt_bench.certify.resumable import certify_run
 from crt_bench.certify.transfer_run import TransferConfig, transfer_run
 from crt_bench.config.profiles import get_profile
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.provenance import pick_device
 from crt_bench.core.states import RunStatus
 from crt_bench.grid.jobs import Job
 from crt_bench.models.files import CHECKPOINT_FILE
@@ -37,10 +39,12 @@ def execute_job(job: Job, results: str) -> str:
         run_id = train_run(cfg, store, progress=False)
     if not ranks.is_main:
         return run_id
+    ccfg = job.certify_config(pick_device(job.device).type)
     if job.certify and not run_certified(store, run_id):
         # Resumable: a certification cut short (kill, requeue) continues with the images it lacks.
-        certify_run(run_id, store, get_profile(job.profile).certify, data_dir=job.data_dir, seed=job.seed,
-                    device=job.device, progress=False)
+        certify_run(run_id, store, ccfg, data_dir=job.data_dir, seed=job.seed, device=job.device, progress=False)
+    if job.certify:  # bf16 / compiled: a sample again in fp32 (a no-op when recorded or fp32 already)
+        check_agreement(run_id, store, ccfg, seed=job.seed, data_dir=job.data_dir, device=job.device)
     if job.certify and job.transfer and job.teacher is not None:
         transfer_from_teacher(job, store, run_id)
     return run_id
@@ -53,7 +57,7 @@ def transfer_from_teacher(job: Job, store: ResultsStore, run_id: str) -> str:
     The transfer uses the teacher certification's noise seed (a student of another training seed is
     compared with its teacher under the teacher's noise) and the profile's precision for the student.
     """
-    ccfg = get_profile(job.profile).certify
+    ccfg = job.certify_config(pick_device(job.device).type)
     teacher_run = store.finished_run(job.teacher.key)
     states = store.certification_states(run_id=teacher_run) if teacher_run else None
     if states is None or states.empty or "key_subset" not in states:

@@ -1,8 +1,9 @@
 """Jobs of a grid: one (method, arch, sigma, ...) run and its certification."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from crt_bench.config.certify import CertifyConfig
 from crt_bench.config.profiles import get_profile
 from crt_bench.core.checks import check_sigma
 from crt_bench.methods.registry import get_method
@@ -28,6 +29,18 @@ class Job:
     transfer: bool = False  # also certify by transfer from the teacher's certification (not part of its key)
     hparams: tuple[tuple[str, str], ...] = ()  # the method's --set KEY=VALUE pairs (part of the key)
     denoiser: "Job | None" = None  # denoised smoothing: the job whose denoiser this run reuses or starts from
+    # Certification settings instead of the profile's (not part of the key: the certification's own key has them)
+    certify_subset: str | None = None  # e.g. "all": the whole test set
+    certify_precision: str | None = None  # e.g. "fp32": IEEE fp32, uncompiled, no agreement check needed
+
+    def certify_config(self, device_type: str) -> CertifyConfig:
+        """The profile's certification settings on ``device_type`` with this job's overrides."""
+        ccfg = get_profile(self.profile).certify.on(device_type)
+        if self.certify_subset is not None:
+            ccfg = replace(ccfg, subset=self.certify_subset)
+        if self.certify_precision is not None:
+            ccfg = replace(ccfg, precision=self.certify_precision, compile=False)
+        return ccfg
 
     @property
     def needs(self) -> list["Job"]:

@@ -20,11 +20,15 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from crt_bench.config.choices import check_precision
 from crt_bench.config.profiles import get_profile
+from crt_bench.config.subsets import parse_subset
 from crt_bench.core.console import stderr_console
 from crt_bench.core.errors import CrtBenchError, JobsFailed
 from crt_bench.core.provenance import pick_device
 from crt_bench.core.states import DONE_STATES
+from crt_bench.data.catalog import dataset_info
+from crt_bench.grid.bill import Bill, bill_lines, make_bill
 from crt_bench.grid.chain import ChainSpec
 from crt_bench.grid.executors import make_executor
 from crt_bench.grid.jobs import GridSpec, Job
@@ -52,6 +56,26 @@ class Plan:
     chain: ChainSpec | None = None  # recursive CRT from the grid's teacher (crt_bench.grid.chain), in the same grid
     timing_teachers: list[str] = field(default_factory=lambda: ["resnet110", "resnet20"])  # CRT probes' teachers
     extra: list[Job] = field(default_factory=list)  # jobs beside the grid: denoised smoothing's classifiers, denoisers
+    certify_subset: str | None = None  # every job's certification subset instead of the profile's ("all": whole set)
+    certify_precision: str | None = None  # every job's certification precision instead of the profile's
+
+    def with_certify(self, subset: str | None = None, precision: str | None = None) -> Plan:
+        """The same plan certifying ``subset`` of the test set and/or in ``precision``; checked here, before any
+        job: a subset beyond a dataset's test set or an unknown precision is one CrtBenchError."""
+        if precision is not None:
+            precision = check_precision(precision)
+        if subset is not None:
+            for name in {job.dataset or get_profile(job.profile).dataset for job in self.jobs() if job.certify}:
+                size = dataset_info(name).test_images
+                if size is not None:
+                    parse_subset(subset, size)
+        return replace(self, certify_subset=subset, certify_precision=precision)
+
+    def bill(self, gpus: int = 8) -> Bill:
+        """The projected GPU-hours of every job and of the timing probes (:mod:`crt_bench.grid.bill`)."""
+        probes = len(self.timing_archs) if self.timing_archs is not None else len(generations()) + len(
+            self.timing_teachers)
+        return make_bill(self.jobs(), gpus=gpus, probe_archs=probes)
 
     def on_device(self, device: str) -> Plan:
         """The same plan with every job (grid, chain) training and certifying on ``device``; probes too."""
@@ -78,7 +102,10 @@ class Plan:
             jobs.setdefault(job.key, job)
         for job in self.extra:
             jobs.setdefault(job.key, job)
-        return list(jobs.values())
+        if self.certify_subset is None and self.certify_precision is None:
+            return list(jobs.values())
+        return [replace(j, certify_subset=self.certify_subset, certify_precision=self.certify_precision)
+                for j in jobs.values()]
 
     def epochs_line(self) -> str:
         """The factor and the epochs (and lr decays) it gives each method of the plan."""
@@ -146,9 +173,12 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
 
         archs = [s.name for s in generations()]
         grid = GridSpec(methods=STUDENT_METHODS, archs=archs, profile="paper", teacher_method="smoothmix",
-                        teacher_archs=["resnet110", "resnet20"], data_dir=data_dir, transfer_methods=["crt"])
-        return Plan("paper", grid, None, "GPU-days (the projected hours are in the timing table after step 2)",
-                    ["the certification of the full CIFAR-10 test set at N=100,000 dominates"],
+                        teacher_archs=["resnet110", "resnet20"], data_dir=data_dir, transfer_methods=["crt"],
+                        certify_methods=["smoothmix", "crt"], student_seeds=list(STUDENT_SEEDS["paper"]))
+        return Plan("paper", grid, None, "the projected bill (printed before any job starts; crt-bench reproduce --profile paper --dry-run)",
+                    ["500 test images (every 20th) at N=100,000, bf16 + torch.compile on CUDA, each model's first 20 "
+                     "images again in fp32 (agreement); --certify-subset all: the whole test set",
+                     "Gaussian students trained, not certified (the verdict does not use their certificates)"],
                     extra=denoised_jobs(archs, DENOISED_VARIANTS["paper"], profile="paper", data_dir=data_dir))
     raise CrtBenchError(f"unknown profile {profile!r} for reproduce; valid names: auto, {', '.join(PLANS)}")
 
@@ -205,7 +235,7 @@ CHAIN_PROFILES = ("cpu-full",)  # cpu: out since denoised smoothing and transfer
 
 # Training seeds of every student (Gaussian, SmoothMix, CRT) per profile; the one teacher (seed 0) serves them
 # all. Two or more seeds of CRT and SmoothMix make the verdict's intervals cover seed-to-seed variation.
-CPU_STUDENT_SEEDS = {"cpu": [0, 1], "cpu-full": [0, 1]}
+STUDENT_SEEDS = {"cpu": [0, 1], "cpu-full": [0, 1], "paper": [0, 1]}
 
 
 def denoised_jobs(archs: list[str], variants: tuple[str, ...], **common) -> list[Job]:
@@ -237,7 +267,7 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
     grid = GridSpec(methods=STUDENT_METHODS, archs=list(CPU_STUDENTS), profile=profile, teacher_method="smoothmix",
                     teacher_archs=["resnet20"], train_limit=get_profile(profile).train_limit,
                     certify_methods=["smoothmix", "crt"], data_dir=data_dir,
-                    student_seeds=list(CPU_STUDENT_SEEDS[profile]), transfer_methods=["crt"])
+                    student_seeds=list(STUDENT_SEEDS[profile]), transfer_methods=["crt"])
     expected, notes = CPU_BUDGETS[profile]
     chain = None
     if profile in CHAIN_PROFILES:
@@ -251,8 +281,12 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
                 extra=extra)
 
 
+BILLED_PROFILES = ("paper", "gpu-smoke")
+"""The plans whose bill ``reproduce`` prints before it submits (the GPU profiles; ``--dry-run`` prints any)."""
+
+
 def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",
-                  max_parallel: int = 1, install_data: bool = True, nproc: int = 1) -> dict:
+                  max_parallel: int = 1, install_data: bool = True, nproc: int = 1, gpus: int = 8) -> dict:
     """Check, then run the plan's three steps; returns what the plot step wrote.
 
     Before any job starts, :func:`crt_bench.grid.preflight.preflight` checks (and where it can, obtains) the
@@ -262,6 +296,9 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
     """
     results = Path(results)
     jobs = plan.jobs()
+    if plan.profile in BILLED_PROFILES:
+        for line in bill_lines(plan.bill(gpus), title=f"profile {plan.profile}"):
+            log.info(line)
     if plan.chain is not None:
 
         save_chain(plan.chain.to_dict(), results)

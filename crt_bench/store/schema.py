@@ -22,22 +22,24 @@ import pyarrow as pa
 from crt_bench.core.constants import IMPORT_PREFIX
 from crt_bench.core.errors import CrtBenchError
 
-TABLES = ("runs", "epochs", "certify", "timing", "certifications")
+TABLES = ("runs", "epochs", "certify", "timing", "certifications", "agreement")
 LEGACY_VERSION = 1
 """Rows of the flat layout (``tables/<table>/*.parquet``, no ``schema_version`` column)."""
 SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 3, "certifications": 3}
 """2: the partitioned layout; 3 (``certify``, ``certifications``): transferred certificates' columns
 (``kind``, ``transfer_from``, ``n_p``, ``alpha_zeta``, ``disagreements``; ``key_transfer_from``, ``key_n_p``,
-``key_alpha_zeta``), absent from the rows of plain CERTIFY."""
+``key_alpha_zeta``), absent from the rows of plain CERTIFY. ``agreement`` (new in version 2's layout, so 2):
+a lower-precision certification's sample against fp32 (:mod:`crt_bench.certify.agreement`); a store without
+the table reads it as empty."""
 SCHEMA_FILE = "_schema.json"
 META_COLUMNS = ("schema_version", "written_ns")
 
 PARTITION: dict[str, str] = {"runs": "run_id", "epochs": "run_id", "certify": "run_id",
-                             "certifications": "run_id", "timing": "arch"}
+                             "certifications": "run_id", "timing": "arch", "agreement": "run_id"}
 """The hive partition column of each table: a query naming its value opens only that folder."""
 KEYS: dict[str, tuple[str, ...]] = {"runs": ("run_id",), "epochs": ("run_id", "epoch"),
                                     "certify": ("cert_id", "idx"), "certifications": ("cert_id", "shard"),
-                                    "timing": ()}
+                                    "timing": (), "agreement": ()}
 """What a row is the latest state of (``runs``, ``certifications``: event logs, one row per change)."""
 DEDUPE = frozenset({"epochs", "certify"})
 """Tables whose reads keep only the latest row per :data:`KEYS` (a resumed writer may repeat a row)."""
@@ -88,6 +90,12 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("batch_ratio_low", _F64), ("batch_ratio_high", _F64), ("epoch_ratio", _F64), ("epoch_ratio_low", _F64),
         ("epoch_ratio_high", _F64), ("ratio_level", _F64), ("profile", _STR), ("rounds_max", _I64),
         ("ratio_target", _F64)),
+    "agreement": _schema(
+        ("run_id", _STR), ("precision", _STR), ("compile", _BOOL), ("n", _I64), ("subset", _STR), ("seed", _I64),
+        ("images", _I64), ("chosen_precision", _STR), ("reference", _STR), ("sigma", _F64), ("same_predict", _F64),
+        ("radius_diff_mean", _F64), ("radius_diff_max", _F64), ("certified_both", _I64),
+        ("seconds_per_image", _F64), ("reference_seconds_per_image", _F64), ("wall_seconds", _F64),
+        ("device", _STR), ("git_commit", _STR), ("time", _STR)),
 }
 _SOURCE = __name__.replace(".", "/") + ".py"
 
