@@ -30,6 +30,7 @@ from crt_bench.core.errors import CrtBenchError
 from crt_bench.data.catalog import dataset_info
 from crt_bench.grid.jobs import Job
 from crt_bench.methods.registry import get_method
+from crt_bench.models.registry import get_arch
 from crt_bench.timing import measured as M
 from crt_bench.train.resolve import scaled_recipe
 
@@ -164,8 +165,6 @@ def bill_lines(bill: Bill, *, title: str = "") -> list[str]:
 
 
 def _gflops(arch: str) -> float:
-    from crt_bench.models.registry import get_arch
-
     name = get_arch(arch).name
     if name not in M.GFLOPS:
         raise CrtBenchError(f"no GFLOPs recorded for architecture {name!r} in crt_bench.timing.measured.GFLOPS "

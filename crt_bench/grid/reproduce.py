@@ -175,7 +175,8 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
         grid = GridSpec(methods=STUDENT_METHODS, archs=archs, profile="paper", teacher_method="smoothmix",
                         teacher_archs=["resnet110", "resnet20"], data_dir=data_dir, transfer_methods=["crt"],
                         certify_methods=["smoothmix", "crt"], student_seeds=list(STUDENT_SEEDS["paper"]))
-        return Plan("paper", grid, None, "the projected bill (printed before any job starts; crt-bench reproduce --profile paper --dry-run)",
+        return Plan("paper", grid, None,
+                    "the projected bill (printed before any job starts; crt-bench reproduce --profile paper --dry-run)",
                     ["500 test images (every 20th) at N=100,000, bf16 + torch.compile on CUDA, each model's first 20 "
                      "images again in fp32 (agreement); --certify-subset all: the whole test set",
                      "Gaussian students trained, not certified (the verdict does not use their certificates)"],
