@@ -1,12 +1,13 @@
 """The fp32 agreement check of a lower-precision certification: compared, recorded once, reported.
 
-On CPU with bf16 autocast against fp32 on the tiny trained model, under the same noise (keyed by seed and
+On CPU, the stored bf16-autocast certification against fp32 on the tiny trained model, under the same noise (keyed by seed and
 image): at most one prediction of 8 changes and the radii differ by less than a tenth of the largest
 certifiable radius; the control, a perturbed copy of the classifier, must fail the same thresholds.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -14,13 +15,14 @@ import torch
 
 from crt_bench.certify.agreement import check_agreement, compare
 from crt_bench.certify.driver import certify_dataset
+from crt_bench.certify.resumable import certify_run
 from crt_bench.config.certify import CertifyConfig
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.data.datasets import load_split
 from crt_bench.models.files import load_model
 from crt_bench.report.agreement import agreement_section
 
-SAMPLE = CertifyConfig(n0=20, n=200, alpha=0.001, subset="skip:8", precision="bf16", agreement_images=8)
+SAMPLE = CertifyConfig(n0=20, n=200, alpha=0.001, subset="range:0:64:8", precision="bf16", agreement_images=8)
 
 
 def _rows(predict, radius):
@@ -49,6 +51,12 @@ def test_only_a_lower_precision_with_a_sample_is_checked():
 def test_bf16_agrees_with_fp32_under_the_same_noise_is_recorded_once_and_reported(store_copy):
     store, run_id = store_copy
     assert agreement_section(store)[2].startswith("Trained but not certified (1")  # nothing certified yet
+    with pytest.raises(CrtBenchError, match="certify the run first"):
+        check_agreement(run_id, store, SAMPLE, device="cpu")
+    certify_run(run_id, store, replace(SAMPLE, subset="range:0:32:4"), device="cpu", progress=False)
+    with pytest.raises(CrtBenchError, match="certify the run first"):  # another subset: not this certification
+        check_agreement(run_id, store, SAMPLE, device="cpu")
+    certify_run(run_id, store, SAMPLE, device="cpu", progress=False)  # bf16, the 8 images of the sample
     row = check_agreement(run_id, store, SAMPLE, device="cpu")
     assert row["images"] == 8 and row["precision"] == "bf16" and row["reference"] == "fp32"
     stored = store.read("agreement", raw=True)
@@ -64,7 +72,7 @@ def test_bf16_agrees_with_fp32_under_the_same_noise_is_recorded_once_and_reporte
             p.add_(torch.randn(p.shape, generator=gen) * p.std())
     test = load_split("synthetic", "test")
     kw = dict(sigma=float(loaded.meta["sigma"]), num_classes=10, n0=SAMPLE.n0, n=SAMPLE.n, alpha=SAMPLE.alpha,
-              batch_size=None, indices=list(range(0, len(test), 8))[:SAMPLE.agreement_images], progress=False, seed=0)
+              batch_size=None, indices=list(range(0, 64, 8)), progress=False, seed=0)
     control = compare(certify_dataset(other, test.x, test.y, precision="bf16", **kw),
                       certify_dataset(loaded.model.eval(), test.x, test.y, **kw))
     assert not (control["same_predict"] >= 7 / 8 and control["radius_diff_mean"] < 0.05), control
@@ -73,4 +81,4 @@ def test_bf16_agrees_with_fp32_under_the_same_noise_is_recorded_once_and_reporte
     assert len(store.read("agreement")) == 1 and again["same_predict"] == row["same_predict"]
     text = "\n".join(agreement_section(store))
     assert "| gaussian tiny_cnn seed 0 | bf16 | 200 | 8 |" in text and "same prediction" in text
-    assert "gaussian tiny_cnn seed 0." in text  # an agreement check is not a certification: still uncertified
+    assert "Trained but not certified" not in text

@@ -2,8 +2,8 @@
 
 A certification in bf16 is a statement about the smoothed bf16 classifier (:data:`crt_bench.config.choices.
 NOISE_DTYPE`); the papers' figures are fp32's. :func:`check_agreement` certifies the first
-``CertifyConfig.agreement_images`` images of the certification's subset twice, in the certification's
-precision and in IEEE fp32, with the same per-image noise (keyed by seed and image index), and records in
+``CertifyConfig.agreement_images`` images of a finished certification's subset again in IEEE fp32 with the
+same per-image noise (keyed by seed and image index), compares them with the stored rows, and records in
 the ``agreement`` table the share of images with the same prediction (abstentions included) and the
 absolute radius differences. One row per (run, precision, compile, N, subset, seed, images): a second call
 finds it and certifies nothing.
@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from crt_bench.certify.driver import certify_dataset
+from crt_bench.certify.resumable import CertKey
 from crt_bench.config.certify import CertifyConfig
 from crt_bench.config.choices import Precision
 from crt_bench.config.subsets import parse_subset
@@ -66,8 +67,9 @@ def recorded(store: ResultsStore, key: dict) -> pd.DataFrame:
 
 def check_agreement(run_id: str, store: ResultsStore, ccfg: CertifyConfig, *, seed: int = 0,
                     data_dir: str | None = None, device: str = "auto") -> dict | None:
-    """Certify the sample in ``ccfg``'s precision and in fp32, store and return the comparison's row.
+    """Certify the sample again in fp32, compare it with the run's stored certification, store the row.
 
+    The run's certification under ``ccfg`` and ``seed`` must hold the sample's images (certify first).
     None when ``ccfg`` asks for no check (``CertifyConfig.checks_agreement``); the stored row when one exists.
     """
     if not ccfg.checks_agreement:
@@ -80,23 +82,27 @@ def check_agreement(run_id: str, store: ResultsStore, ccfg: CertifyConfig, *, se
         return done.iloc[-1].to_dict()
     loaded = load_model(run_id, store.root)
     meta = loaded.meta
-    dev = pick_device(device)
+    sigma = float(meta["sigma"])
     test = load_split(meta["dataset"], "test", data_dir=data_dir, seed=int(seed))
     indices = parse_subset(ccfg.subset, len(test))[: ccfg.agreement_images]
-    model = loaded.model.to(dev).eval()
-    common = dict(sigma=float(meta["sigma"]), num_classes=meta["num_classes"], n0=ccfg.n0, n=ccfg.n, alpha=ccfg.alpha,
-                  batch_size=ccfg.batch, indices=indices, seed=int(seed), progress=False)
-    frames, seconds = {}, {}
-    for name, precision, compiled in (("low", ccfg.precision, ccfg.compile), ("reference", REFERENCE, False)):
-        start = time.perf_counter()
-        frames[name] = certify_dataset(model, test.x, test.y, precision=precision, compile=compiled, **common)
-        seconds[name] = time.perf_counter() - start
+    cert_id = CertKey(run_id=run_id, n0=ccfg.n0, n=ccfg.n, alpha=float(ccfg.alpha), sigma=sigma, subset=ccfg.subset,
+                      precision=ccfg.precision, seed=int(seed)).cert_id
+    rows = store.certification_rows(cert_id, missing_ok=True)
+    low = rows[rows["idx"].isin(indices)] if not rows.empty else rows
+    if len(low) < len(indices):
+        raise CrtBenchError(f"agreement check of {run_id}: its certification {cert_id} holds {len(low)} of the "
+                            f"{len(indices)} sample images; certify the run first")
+    dev = pick_device(device)
+    start = time.perf_counter()
+    reference = certify_dataset(loaded.model.to(dev).eval(), test.x, test.y, sigma=sigma,
+                                num_classes=meta["num_classes"], n0=ccfg.n0, n=ccfg.n, alpha=ccfg.alpha,
+                                batch_size=ccfg.batch, indices=indices, seed=int(seed), progress=False,
+                                precision=REFERENCE, compile=False)
     env = environment(dev)
-    row = {**key, "chosen_precision": str(frames["low"].attrs["precision"]), "reference": REFERENCE,
-           "sigma": common["sigma"], **compare(frames["low"], frames["reference"]),
-           "seconds_per_image": float(frames["low"]["seconds"].mean()),
-           "reference_seconds_per_image": float(frames["reference"]["seconds"].mean()),
-           "wall_seconds": float(sum(seconds.values())), "device": env["device"], "git_commit": env["git_commit"],
+    row = {**key, "chosen_precision": str(low["precision"].iloc[0]), "reference": REFERENCE, "sigma": sigma,
+           **compare(low, reference), "seconds_per_image": float(low["seconds"].mean()),
+           "reference_seconds_per_image": float(reference["seconds"].mean()),
+           "wall_seconds": time.perf_counter() - start, "device": env["device"], "git_commit": env["git_commit"],
            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     store.append("agreement", [row])
     log.info(f"agreement {run_id}: {row['precision']}{'+compile' if row['compile'] else ''} vs fp32 on "

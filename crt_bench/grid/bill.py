@@ -10,7 +10,7 @@ Projected from the measured figures of :mod:`crt_bench.timing.measured` (one H20
 * certification: (N0 + N) noisy forwards per image of the plan's subset, at the forwards/s measured on
   ResNet-110 in the job's certification precision, scaled to the job's architecture by the same FLOPs model
   (the Gaussian step's, ResNet-110 = 1); a denoised model's forward is its denoiser's plus its classifier's
-  GFLOPs. Plus the fp32 agreement check's images in both precisions, and a transfer's n_p forwards per image.
+  GFLOPs. Plus the fp32 agreement check's images (again in fp32), and a transfer's n_p forwards per image.
 * the timing probes: the check's measured seconds per probed architecture, as one job after the grid.
 
 The wall-clock simulates the grid as it runs today (:func:`crt_bench.grid.runner.run_grid`): a job starts when
@@ -125,7 +125,7 @@ def job_cost(job: Job, device_type: str = "cuda") -> JobCost:
         sample = min(ccfg.agreement_images, images) if ccfg.checks_agreement else 0
         if sample:
             fp32, _ = forwards_per_s(job.arch, "fp32", gflops)
-            seconds += sample * (ccfg.n0 + ccfg.n) * (1 / rate + 1 / fp32)
+            seconds += sample * (ccfg.n0 + ccfg.n) / fp32
         cert_h = seconds / 3600
     return JobCost(job, train_h, cert_h, train_src, cert_src)
 
