@@ -191,8 +191,9 @@ def reproduce(
         help="certification forward instead of the profile's (paper on CUDA: bf16 + torch.compile): fp32, tf32, "
              "bf16, fp16, fastest")] = None,
     dry_run: Annotated[bool, typer.Option(help="print the plan and its projected bill (GPU-hours per job, total, "
-                                               "critical path, wall-clock on 1 and --gpus GPUs); run nothing")] = False,
-    gpus: Annotated[int, typer.Option(min=1, help="GPUs the bill's wall-clock is projected on")] = 8,
+                                               "critical path, wall-clock on 1 and --bill-gpus GPUs); run "
+                                               "nothing")] = False,
+    bill_gpus: Annotated[int, typer.Option(min=1, help="GPUs the bill's wall-clock is projected on")] = 8,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """The paper's experiments at the profile's size, resumably, then every table and figure.
@@ -213,7 +214,7 @@ def reproduce(
         from crt_bench.grid.bill import bill_lines
 
         out.print(f"profile {plan.profile}: {plan.describe()}", markup=False, soft_wrap=True)
-        for line in bill_lines(plan.bill(gpus), title=f"profile {plan.profile}"):
+        for line in bill_lines(plan.bill(bill_gpus), title=f"profile {plan.profile}"):
             out.print(line, markup=False, soft_wrap=True, highlight=False)
         return
     banner(plan.profile, plan.describe(), device=device)
@@ -222,7 +223,7 @@ def reproduce(
 
     with exit_on_stop(GRID_STOPPED_HINT):
         run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel,
-                      install_data=install_data, nproc=nproc, gpus=gpus)
+                      install_data=install_data, nproc=nproc, bill_gpus=bill_gpus)
     df = summary_table(ResultsStore(results))
     if not df.empty:
         out.print(rich_summary(df))

@@ -134,7 +134,7 @@ def make_bill(jobs: list[Job], *, gpus: int = 8, device_type: str = "cuda",
               probe_archs: int = 0) -> Bill:
     """The bill of ``jobs`` (and of the timing probes of ``probe_archs`` architectures) on ``gpus`` GPUs."""
     if gpus < 1:
-        raise CrtBenchError(f"--gpus must be >= 1, got {gpus}")
+        raise CrtBenchError(f"--bill-gpus must be >= 1, got {gpus}")
     costs = [job_cost(j, device_type) for j in jobs]
     probe_h = probe_archs * M.TIMING_PROBE_SECONDS[0] / M.TIMING_PROBE_SECONDS[1] / 3600
     path, path_h = _critical_path(costs)

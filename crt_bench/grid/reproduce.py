@@ -287,7 +287,7 @@ BILLED_PROFILES = ("paper", "gpu-smoke")
 
 
 def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",
-                  max_parallel: int = 1, install_data: bool = True, nproc: int = 1, gpus: int = 8) -> dict:
+                  max_parallel: int = 1, install_data: bool = True, nproc: int = 1, bill_gpus: int = 8) -> dict:
     """Check, then run the plan's three steps; returns what the plot step wrote.
 
     Before any job starts, :func:`crt_bench.grid.preflight.preflight` checks (and where it can, obtains) the
@@ -298,7 +298,7 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
     results = Path(results)
     jobs = plan.jobs()
     if plan.profile in BILLED_PROFILES:
-        for line in bill_lines(plan.bill(gpus), title=f"profile {plan.profile}"):
+        for line in bill_lines(plan.bill(bill_gpus), title=f"profile {plan.profile}"):
             log.info(line)
     if plan.chain is not None:
 
