@@ -83,6 +83,7 @@ class GridSpec:
     # these seeds, each CRT student distilled from the teacher of each seed in ``seeds`` (one teacher reused by
     # several student seeds); seed 0 keeps the job keys it had without the setting.
     student_seeds: list[int] | None = None
+    seeded_methods: list[str] | None = None  # None: every method trains every student seed; else only these do
     profile: str = "smoke"
     teacher_method: str = "smoothmix"
     teacher_archs: list[str] = field(default_factory=lambda: ["resnet110"])
@@ -119,8 +120,12 @@ class GridSpec:
                 if "crt" in self.methods:
                     for t in teachers:
                         out.setdefault(t.key, t)
-                for student_seed in (self.student_seeds if self.student_seeds is not None else [seed]):
+                student_seeds = self.student_seeds if self.student_seeds is not None else [seed]
+                for student_seed in student_seeds:
                     for method in self.methods:
+                        if (student_seed != student_seeds[0] and self.seeded_methods is not None
+                                and method not in self.seeded_methods):
+                            continue  # one seed of this method is enough (not certified, e.g.)
                         for arch in archs:
                             kw = self._certified(method, common)
                             for t in teachers if get_method(method).needs_teacher else [None]:

@@ -121,7 +121,9 @@ class Plan:
         return (f"students {', '.join(g.methods)} on {', '.join(g.archs)}; CRT teachers: {g.teacher_method} "
                 f"{', '.join(g.teacher_archs)}; sigma {', '.join(map(str, g.sigmas))}; "
                 f"{self.epochs_line()}; training images {g.train_limit or 'all'}; "
-                + (f"student seeds {', '.join(map(str, g.student_seeds))}; " if g.student_seeds else "")
+                + (f"student seeds {', '.join(map(str, g.student_seeds))}"
+                   + (f" ({', '.join(g.seeded_methods)}; the others seed {g.student_seeds[0]})" if g.seeded_methods
+                      else "") + "; " if g.student_seeds else "")
                 + f"timing probes on {'the generation registry' if self.timing_archs is None else ', '.join(self.timing_archs)}"
                 + (f"; recursive CRT chain {' -> '.join([g.teacher_archs[0], *self.chain.ordered_archs()])}"
                    if self.chain else "")
@@ -174,12 +176,14 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
         archs = [s.name for s in generations()]
         grid = GridSpec(methods=STUDENT_METHODS, archs=archs, profile="paper", teacher_method="smoothmix",
                         teacher_archs=["resnet110", "resnet20"], data_dir=data_dir, transfer_methods=["crt"],
-                        certify_methods=["smoothmix", "crt"], student_seeds=list(STUDENT_SEEDS["paper"]))
+                        certify_methods=["smoothmix", "crt"], student_seeds=list(STUDENT_SEEDS["paper"]),
+                        seeded_methods=["smoothmix", "crt"])
         return Plan("paper", grid, None,
                     "the projected bill (printed before any job starts; crt-bench reproduce --profile paper --dry-run)",
                     ["500 test images (every 20th) at N=100,000, bf16 + torch.compile on CUDA, each model's first 20 "
                      "images again in fp32 (agreement); --certify-subset all: the whole test set",
-                     "Gaussian students trained, not certified (the verdict does not use their certificates)"],
+                     "Gaussian students trained (one seed), not certified (the verdict does not use their "
+                     "certificates); SmoothMix and CRT students two seeds each"],
                     extra=denoised_jobs(archs, DENOISED_VARIANTS["paper"], profile="paper", data_dir=data_dir))
     raise CrtBenchError(f"unknown profile {profile!r} for reproduce; valid names: auto, {', '.join(PLANS)}")
 
