@@ -114,3 +114,15 @@ def test_recorded_gflops_are_what_the_registry_counts():
     with torch.no_grad(), counter:
         DnCNN(DenoiserConfig(*FULL_SIZE, 3, 0.25, "mse")).eval()(torch.zeros(1, 3, 32, 32))
     assert DENOISER_GFLOPS == pytest.approx(counter.get_total_flops() / 1e9, abs=5e-4)
+
+
+def test_other_noise_levels_are_one_flag_with_their_bill(paper):
+    two = paper.with_sigmas([0.25, 0.5])
+    jobs = two.jobs()
+    assert len(jobs) == 2 * len(paper.jobs()) and {j.sigma for j in jobs} == {0.25, 0.5}
+    assert all(n.sigma == j.sigma for j in jobs for n in j.needs)  # a denoised run's classifier and denoiser too
+    assert two.bill().total_hours > 1.9 * paper.bill().total_hours
+    full = plan_for("cpu-full").with_sigmas([0.5])
+    assert {j.sigma for j in full.jobs()} == {0.5}  # the chain's links and root included
+    with pytest.raises(CrtBenchError, match="sigma"):
+        paper.with_sigmas([0.0])

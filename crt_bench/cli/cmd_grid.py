@@ -184,6 +184,8 @@ def reproduce(
         help="obtain a missing dataset: Debian's package via apt-get (as root), else torchvision's download")] = True,
     out_dir: Annotated[Path, typer.Option("--out", help="where tables, figures and REPORT.md go")] = Path("plots"),
     device: Annotated[str, typer.Option(help="where every job and probe runs: auto, cpu, cuda, cuda:N")] = "auto",
+    sigma: Annotated[list[float], typer.Option(
+        "--sigma", help="noise level (repeatable; default: the plan's, 0.25)")] = [],
     certify_subset: Annotated[Optional[str], typer.Option(
         help="test images every job certifies instead of the profile's (paper: skip:20, 500 images): all, skip:K, "
              "range:A:B")] = None,
@@ -209,7 +211,7 @@ def reproduce(
     if not dry_run:  # a bill needs no device
         check_inputs(device=device)
     plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
-    plan = plan.with_certify(certify_subset, certify_precision)
+    plan = plan.with_sigmas(list(sigma)).with_certify(certify_subset, certify_precision)
     if dry_run:
         from crt_bench.grid.bill import bill_lines
 

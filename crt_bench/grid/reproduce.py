@@ -23,6 +23,7 @@ from pathlib import Path
 from crt_bench.config.choices import check_precision
 from crt_bench.config.profiles import get_profile
 from crt_bench.config.subsets import parse_subset
+from crt_bench.core.checks import check_sigma
 from crt_bench.core.console import stderr_console
 from crt_bench.core.errors import CrtBenchError, JobsFailed
 from crt_bench.core.provenance import pick_device
@@ -70,6 +71,19 @@ class Plan:
                 if size is not None:
                     parse_subset(subset, size)
         return replace(self, certify_subset=subset, certify_precision=precision)
+
+    def with_sigmas(self, sigmas: list[float]) -> Plan:
+        """The same plan at each noise level of ``sigmas`` (grid and denoised smoothing; the chain at the first)."""
+        if not sigmas:
+            return self
+        for sigma in sigmas:
+            check_sigma(sigma)
+        extra = list({j.key: j for j in (_at_sigma(job, s) for s in sigmas for job in self.extra)}.values())
+        chain = self.chain
+        if chain is not None:
+            root = _at_sigma(chain.root, sigmas[0]) if isinstance(chain.root, Job) else chain.root
+            chain = replace(chain, root=root, sigma=sigmas[0])
+        return replace(self, grid=replace(self.grid, sigmas=list(sigmas)), extra=extra, chain=chain)
 
     def bill(self, gpus: int = 8) -> Bill:
         """The projected GPU-hours of every job and of the timing probes (:mod:`crt_bench.grid.bill`)."""
@@ -131,6 +145,12 @@ class Plan:
                    f"on {', '.join(dict.fromkeys(j.arch for j in self.extra if j.method == 'denoised'))}"
                    if any(j.method == "denoised" for j in self.extra) else "")
                 + f"\nexpected: {self.expected}" + "".join(f"\n- {note}" for note in self.notes))
+
+
+def _at_sigma(job: Job, sigma: float) -> Job:
+    """``job`` and the jobs it needs (its classifier, its denoiser) at noise level ``sigma``."""
+    return replace(job, sigma=sigma, teacher=job.teacher and _at_sigma(job.teacher, sigma),
+                   denoiser=job.denoiser and _at_sigma(job.denoiser, sigma))
 
 
 PLANS = ("smoke", "gpu-smoke", "cpu", "cpu-full", "paper")  # the profiles reproduce runs; "auto" picks one
