@@ -82,3 +82,23 @@ def test_bf16_agrees_with_fp32_under_the_same_noise_is_recorded_once_and_reporte
     text = "\n".join(agreement_section(store))
     assert "| gaussian tiny_cnn seed 0 | bf16 | 200 | 8 |" in text and "same prediction" in text
     assert "Trained but not certified" not in text
+
+
+def test_a_grid_job_certifies_then_checks_agreement(tmp_path, monkeypatch):
+    from crt_bench.config import profiles
+    from crt_bench.grid.execute import execute_job
+    from crt_bench.grid.jobs import Job
+    from crt_bench.store.store import ResultsStore
+
+    sized = CertifyConfig(n0=10, n=50, alpha=0.001, subset="range:0:24:8", precision="bf16", agreement_images=2)
+    monkeypatch.setitem(profiles.PROFILES, "smoke", replace(profiles.PROFILES["smoke"], certify=sized))
+    job = Job("gaussian", "tiny_cnn", profile="smoke", epochs=1, train_limit=128, device="cpu")
+    run_id = execute_job(job, str(tmp_path))
+    store = ResultsStore(tmp_path)
+    rows = store.read("certify")
+    assert sorted(rows["idx"]) == [0, 8, 16] and set(rows["precision"]) == {"bf16"}
+    agreement = store.read("agreement")
+    assert agreement[["run_id", "images", "precision"]].values.tolist() == [[run_id, 2, "bf16"]]
+    assert execute_job(job, str(tmp_path)) == run_id and len(store.read("agreement")) == 1  # done: not again
+    fp32 = replace(job, certify_precision="fp32")  # fp32 selected: no agreement check to make
+    assert fp32.certify_config("cpu").checks_agreement is False
