@@ -4,7 +4,6 @@ from __future__ import annotations
 from crt_bench.certify.agreement import check_agreement
 from crt_bench.certify.resumable import certify_run
 from crt_bench.certify.transfer_run import TransferConfig, transfer_run
-from crt_bench.config.profiles import get_profile
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.provenance import pick_device
 from crt_bench.core.states import RunStatus
