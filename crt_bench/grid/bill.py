@@ -13,9 +13,10 @@ Projected from the measured figures of :mod:`crt_bench.timing.measured` (one H20
   GFLOPs. Plus the fp32 agreement check's images (again in fp32), and a transfer's n_p forwards per image.
 * the timing probes: the check's measured seconds per probed architecture, as one job after the grid.
 
-The wall-clock simulates the grid as it runs today (:func:`crt_bench.grid.runner.run_grid`): a job starts when
-the jobs it needs (teacher, denoiser) have finished, training and certification included, in plan order,
-at most G at once; the timing probes run after the grid.
+The wall-clock simulates the grid as :func:`crt_bench.grid.runner.run_grid` runs it: a job starts when the jobs
+it needs have finished (teacher and denoiser, with their certification unless the plan makes certifications jobs
+of their own, :func:`crt_bench.grid.jobs.split_certification`), in plan order, at most G at once; the timing
+probes run after the grid.
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def job_cost(job: Job, device_type: str = "cuda") -> JobCost:
     spec = get_method(job.method)
     hparams = {**dict(job.hparams), **({"denoiser": "planned"} if job.denoiser is not None else {})}
     train_h, train_src = 0.0, ""
-    if spec.trains(spec.make_hparams(hparams, sigma=job.sigma)):
+    if job.trained is None and spec.trains(spec.make_hparams(hparams, sigma=job.sigma)):
         epochs = job.epochs if job.epochs is not None else scaled_recipe(job.method, get_profile(job.profile).epoch_scale).epochs
         per_image, train_src = step_seconds_per_image(job.method, job.arch)
         train_h = epochs * _train_images(job) * per_image / 3600
@@ -159,7 +160,9 @@ def bill_lines(bill: Bill, *, title: str = "") -> list[str]:
             f"critical path: {bill.critical_hours:.1f} hours: "
             + " -> ".join(j.label for j in bill.critical_path) + (" -> timing probes" if bill.probe_hours else ""),
             f"wall-clock: {bill.serial_hours:.1f} hours on 1 GPU, {bill.wall_hours:.1f} hours on {bill.gpus} GPUs "
-            "(a job waits for its teacher's training and certification, as the grid runs today)",
+            + ("(certifications are jobs of their own: a student waits for its teacher's training, a transfer for "
+               "the teacher's certificate)" if any(c.job.trained is not None for c in bill.costs) else
+               "(a job waits for its teacher's training and certification)"),
             "sources:", *(f"- {name}: {text}" for name, text in SOURCES.items())]
     return out
 

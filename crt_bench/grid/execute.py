@@ -19,6 +19,13 @@ def execute_job(job: Job, results: str) -> str:
     """Run one job to completion (train, or resume, or skip; then certify); returns its run id."""
     store = ResultsStore(results)
     ranks = env_from()  # a multi-task job (--nproc): rank 0 decides, every rank trains, rank 0 certifies
+    if job.trained is not None:  # a certification job (split_certification): its training finished before
+        run_id = store.finished_run(job.trained.key)
+        if run_id is None:
+            raise CrtBenchError(f"{job.label}: the training job {job.trained.key} has no finished run")
+        if ranks.is_main:
+            certify_job(job, store, run_id)
+        return run_id
     decision: tuple[str, str | None] | None = None
     if ranks.is_main:
         try:
@@ -36,17 +43,21 @@ def execute_job(job: Job, results: str) -> str:
                                  teacher_dedicated=job.teacher_dedicated, data_dir=job.data_dir, job_key=job.key,
                                  device=job.device, hparams=_hparams(job, store) or None)
         run_id = train_run(cfg, store, progress=False)
-    if not ranks.is_main:
-        return run_id
+    if ranks.is_main and job.certify:
+        certify_job(job, store, run_id)
+    return run_id
+
+
+def certify_job(job: Job, store: ResultsStore, run_id: str) -> None:
+    """Certify ``run_id`` as ``job`` says (resumable), check a sample against fp32, transfer from the teacher."""
     ccfg = job.certify_config(pick_device(job.device).type)
-    if job.certify and not run_certified(store, run_id):
+    if not run_certified(store, run_id):
         # Resumable: a certification cut short (kill, requeue) continues with the images it lacks.
         certify_run(run_id, store, ccfg, data_dir=job.data_dir, seed=job.seed, device=job.device, progress=False)
-    if job.certify:  # bf16 / compiled: a sample again in fp32 (a no-op when recorded or fp32 already)
-        check_agreement(run_id, store, ccfg, seed=job.seed, data_dir=job.data_dir, device=job.device)
-    if job.certify and job.transfer and job.teacher is not None:
+    # bf16 / compiled: a sample again in fp32 (a no-op when recorded, or when the certification is fp32)
+    check_agreement(run_id, store, ccfg, seed=job.seed, data_dir=job.data_dir, device=job.device)
+    if job.transfer and job.teacher is not None:
         transfer_from_teacher(job, store, run_id)
-    return run_id
 
 
 def transfer_from_teacher(job: Job, store: ResultsStore, run_id: str) -> str:

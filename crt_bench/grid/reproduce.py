@@ -32,7 +32,7 @@ from crt_bench.data.catalog import dataset_info
 from crt_bench.grid.bill import Bill, bill_lines, make_bill
 from crt_bench.grid.chain import ChainSpec
 from crt_bench.grid.executors import make_executor
-from crt_bench.grid.jobs import GridSpec, Job
+from crt_bench.grid.jobs import GridSpec, Job, split_certification
 from crt_bench.grid.preflight import preflight
 from crt_bench.grid.runner import run_grid
 from crt_bench.grid.watch import follow
@@ -59,6 +59,7 @@ class Plan:
     extra: list[Job] = field(default_factory=list)  # jobs beside the grid: denoised smoothing's classifiers, denoisers
     certify_subset: str | None = None  # every job's certification subset instead of the profile's ("all": whole set)
     certify_precision: str | None = None  # every job's certification precision instead of the profile's
+    split_certify: bool = False  # certifications as jobs of their own (crt_bench.grid.jobs.split_certification)
 
     def with_certify(self, subset: str | None = None, precision: str | None = None) -> Plan:
         """The same plan certifying ``subset`` of the test set and/or in ``precision``; checked here, before any
@@ -116,10 +117,11 @@ class Plan:
             jobs.setdefault(job.key, job)
         for job in self.extra:
             jobs.setdefault(job.key, job)
-        if self.certify_subset is None and self.certify_precision is None:
-            return list(jobs.values())
-        return [replace(j, certify_subset=self.certify_subset, certify_precision=self.certify_precision)
-                for j in jobs.values()]
+        out = list(jobs.values())
+        if self.certify_subset is not None or self.certify_precision is not None:
+            out = [replace(j, certify_subset=self.certify_subset, certify_precision=self.certify_precision)
+                   for j in out]
+        return split_certification(out) if self.split_certify else out
 
     def epochs_line(self) -> str:
         """The factor and the epochs (and lr decays) it gives each method of the plan."""
@@ -204,7 +206,8 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
                      "images again in fp32 (agreement); --certify-subset all: the whole test set",
                      "Gaussian students trained (one seed), not certified (the verdict does not use their "
                      "certificates); SmoothMix and CRT students two seeds each"],
-                    extra=denoised_jobs(archs, DENOISED_VARIANTS["paper"], profile="paper", data_dir=data_dir))
+                    extra=denoised_jobs(archs, DENOISED_VARIANTS["paper"], profile="paper", data_dir=data_dir),
+                    split_certify=True)
     raise CrtBenchError(f"unknown profile {profile!r} for reproduce; valid names: auto, {', '.join(PLANS)}")
 
 
