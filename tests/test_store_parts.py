@@ -194,6 +194,9 @@ def test_compact_store_migrates_a_flat_store_and_keeps_every_row(tmp_path: Path)
     assert count_after < count_before
     for table in TABLES:
         folder = tmp_path / "tables" / table
+        if not (FIXED_TABLES / table).is_dir():  # a table newer than the store (agreement): read as empty
+            assert before[table].empty and read_parts(folder, table).empty
+            continue
         assert parts_in(folder) == [], "no flat part left"
         after = read_parts(folder, table, raw=True)
         expected = before[table]

@@ -43,6 +43,11 @@ SHAPE_KEYS = ("num_classes", "in_chans", "image_size")
 """Model-file metadata that teacher and student must share (where both record it)."""
 
 
+def default_n_p(n_teacher: int) -> int:
+    """A transfer's disagreement samples per image when none are given: a tenth of the teacher's N."""
+    return max(1, n_teacher // 10)
+
+
 @dataclass(frozen=True)
 class TransferConfig:
     """How to transfer: ``n_p`` disagreement samples per image (None: a tenth of the teacher's N) at
@@ -147,7 +152,7 @@ def transfer_run(
     key = TransferKey(run_id=meta.get("run_id") or str(source), transfer_from=transfer_from,
                       n0=int(state["key_n0"]), n=n_teacher, alpha=float(state["key_alpha"]), sigma=sigma,
                       subset=tcfg.subset, precision=precision, seed=int(seed),
-                      n_p=tcfg.n_p if tcfg.n_p is not None else max(1, n_teacher // 10),
+                      n_p=tcfg.n_p if tcfg.n_p is not None else default_n_p(n_teacher),
                       alpha_zeta=float(tcfg.alpha_zeta if tcfg.alpha_zeta is not None else state["key_alpha"]))
     cert_id = key.cert_id
     record = {**{f"key_{k}": v for k, v in asdict(key).items()}, "cert_id": cert_id, "run_id": key.run_id,

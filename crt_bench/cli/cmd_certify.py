@@ -70,7 +70,9 @@ def certify(
 
         check_sigma(sigma)
     profile = run_profile(store, run_id)
-    base = get_profile(profile).certify if profile else CertifyConfig()
+    from crt_bench.core.provenance import pick_device
+
+    base = get_profile(profile).certify.on(pick_device(device).type) if profile else CertifyConfig()
     overrides = {k: v for k, v in dict(n0=n0, n=n, alpha=alpha, batch=batch, subset=subset, precision=precision,
                                         compile=compile).items() if v is not None}
     if transfer_from is not None or transfer_n is not None or transfer_alpha is not None:

@@ -208,6 +208,18 @@ def reproduce(
     mem: MemOpt = None,
     slurm_opt: SlurmOptOpt = [],
     array_parallelism: ArrayParallelismOpt = None,
+    sigma: Annotated[list[float], typer.Option(
+        "--sigma", help="noise level (repeatable; default: the plan's, 0.25)")] = [],
+    certify_subset: Annotated[Optional[str], typer.Option(
+        help="test images every job certifies instead of the profile's (paper: skip:20, 500 images): all, skip:K, "
+             "range:A:B")] = None,
+    certify_precision: Annotated[Optional[str], typer.Option(
+        help="certification forward instead of the profile's (paper on CUDA: bf16 + torch.compile): fp32, tf32, "
+             "bf16, fp16, fastest")] = None,
+    dry_run: Annotated[bool, typer.Option(help="print the plan and its projected bill (GPU-hours per job, total, "
+                                               "critical path, wall-clock on 1 and --bill-gpus GPUs); run "
+                                               "nothing")] = False,
+    bill_gpus: Annotated[int, typer.Option(min=1, help="GPUs the bill's wall-clock is projected on")] = 8,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """The paper's experiments at the profile's size, resumably, then every table and figure.
@@ -222,19 +234,28 @@ def reproduce(
 
     slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
                           mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
-    check_inputs(device=device, profile=None if executor == "slurm" else profile)
+    if not dry_run:  # a bill needs no device
+        check_inputs(device=device, profile=None if executor == "slurm" else profile)
     if executor == "local":
         from crt_bench.grid.gpus import local_pool
 
         local_pool(device, nproc)  # --nproc above the GPUs: one line before anything is printed
     plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
+    plan = plan.with_sigmas(list(sigma)).with_certify(certify_subset, certify_precision)
+    if dry_run:
+        from crt_bench.grid.bill import bill_lines
+
+        out.print(f"profile {plan.profile}: {plan.describe()}", markup=False, soft_wrap=True)
+        for line in bill_lines(plan.bill(bill_gpus), title=f"profile {plan.profile}"):
+            out.print(line, markup=False, soft_wrap=True, highlight=False)
+        return
     banner(plan.profile, plan.describe(), device=device)
     from crt_bench.core.signals import exit_on_stop
     from crt_bench.grid.runner import GRID_STOPPED_HINT
 
     with exit_on_stop(GRID_STOPPED_HINT):
         run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel,
-                      install_data=install_data, nproc=nproc, slurm=slurm)
+                      install_data=install_data, nproc=nproc, slurm=slurm, bill_gpus=bill_gpus)
     df = summary_table(ResultsStore(results))
     if not df.empty:
         out.print(rich_summary(df))

@@ -139,8 +139,10 @@ def proxy_cmd(
         teacher_hparams=parse_sets(set_), epochs=epochs, progress=progress)
     store = ResultsStore(results)
     if certify:
-        certify_run(student, store, get_profile(profile).certify, data_dir=data_dir, device=device, seed=seed,
-                    progress=progress)
+        from crt_bench.core.provenance import pick_device
+
+        certify_run(student, store, get_profile(profile).certify.on(pick_device(device).type), data_dir=data_dir,
+                    device=device, seed=seed, progress=progress)
     t_row, s_row = store.get_run(teacher), store.get_run(student)
     log.info(f"teacher {teacher}: {t_row['train_seconds'] / 3600:.4f} h\n"
               f"student {student}: {s_row['train_seconds'] / 3600:.4f} h\n"

@@ -35,6 +35,8 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool
+    train_images: int | None = None  # images of the full splits (None: a folder dataset, whatever it holds)
+    test_images: int | None = None
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -46,6 +48,8 @@ DATASETS: dict[str, DatasetInfo] = {
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD,
         augment=True,
+        train_images=50_000,
+        test_images=10_000,
     ),
     "fashion-mnist": DatasetInfo(
         name="fashion-mnist",
@@ -55,6 +59,8 @@ DATASETS: dict[str, DatasetInfo] = {
         mean=FASHION_MNIST_MEAN,
         std=FASHION_MNIST_STD,
         augment=False,
+        train_images=60_000,
+        test_images=10_000,
     ),
     "synthetic": DatasetInfo(
         name="synthetic",
@@ -64,6 +70,8 @@ DATASETS: dict[str, DatasetInfo] = {
         mean=SYNTHETIC_MEAN,
         std=SYNTHETIC_STD,
         augment=False,
+        train_images=2_048,
+        test_images=512,
     ),
     # ImageFolder datasets (crt_bench.data.imagenet): read lazily by workers, augmented by their own pipeline.
     "imagenet": DatasetInfo(

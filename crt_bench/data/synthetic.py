@@ -6,12 +6,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from crt_bench.data.catalog import SPLITS
+from crt_bench.data.catalog import DATASETS, SPLITS
 
 # --------------------------------------------------------------------------------------------------
 # Synthetic
 
-SYNTHETIC_SIZES = {"train": 2048, "test": 512}
+SYNTHETIC_SIZES = {"train": DATASETS["synthetic"].train_images, "test": DATASETS["synthetic"].test_images}
 _SYNTHETIC_TEMPLATE_SEED = 20_19_05  # fixed: train and test (and every seed) share class templates
 
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 
+from crt_bench.certify.agreement import check_agreement
 from crt_bench.certify.resumable import certify_run
 from crt_bench.certify.transfer_run import TransferConfig, transfer_run
-from crt_bench.config.profiles import get_profile
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.core.provenance import device_model
+from crt_bench.core.provenance import device_model, pick_device
 from crt_bench.core.states import RunStatus
 from crt_bench.grid.jobs import Job
 from crt_bench.models.files import CHECKPOINT_FILE
@@ -22,6 +22,13 @@ def execute_job(job: Job, results: str) -> str:
     ranks = env_from()  # a multi-task job (--nproc): rank 0 decides, every rank trains, rank 0 certifies
     check_job_device(job, ranks)
     store = ResultsStore(results)
+    if job.trained is not None:  # a certification job (split_certification): its training finished before
+        run_id = store.finished_run(job.trained.key)
+        if run_id is None:
+            raise CrtBenchError(f"{job.label}: the training job {job.trained.key} has no finished run")
+        if ranks.is_main:
+            certify_job(job, store, run_id)
+        return run_id
     decision: tuple[str, str | None] | None = None
     if ranks.is_main:
         try:
@@ -39,14 +46,8 @@ def execute_job(job: Job, results: str) -> str:
                                  teacher_dedicated=job.teacher_dedicated, data_dir=job.data_dir, job_key=job.key,
                                  device=job.device, hparams=_hparams(job, store) or None)
         run_id = train_run(cfg, store, progress=False)
-    if not ranks.is_main:
-        return run_id
-    if job.certify and not run_certified(store, run_id):
-        # Resumable: a certification cut short (kill, requeue) continues with the images it lacks.
-        certify_run(run_id, store, get_profile(job.profile).certify, data_dir=job.data_dir, seed=job.seed,
-                    device=job.device, progress=False)
-    if job.certify and job.transfer and job.teacher is not None:
-        transfer_from_teacher(job, store, run_id)
+    if ranks.is_main and job.certify:
+        certify_job(job, store, run_id)
     return run_id
 
 
@@ -62,6 +63,18 @@ def check_job_device(job: Job, ranks: DistEnv | None = None) -> None:
                             f"{job.expect_device}; nothing was written")
 
 
+def certify_job(job: Job, store: ResultsStore, run_id: str) -> None:
+    """Certify ``run_id`` as ``job`` says (resumable), check a sample against fp32, transfer from the teacher."""
+    ccfg = job.certify_config(pick_device(job.device).type)
+    if not run_certified(store, run_id):
+        # Resumable: a certification cut short (kill, requeue) continues with the images it lacks.
+        certify_run(run_id, store, ccfg, data_dir=job.data_dir, seed=job.seed, device=job.device, progress=False)
+    # bf16 / compiled: a sample again in fp32 (a no-op when recorded, or when the certification is fp32)
+    check_agreement(run_id, store, ccfg, seed=job.seed, data_dir=job.data_dir, device=job.device)
+    if job.transfer and job.teacher is not None:
+        transfer_from_teacher(job, store, run_id)
+
+
 def transfer_from_teacher(job: Job, store: ResultsStore, run_id: str) -> str:
     """Certify ``run_id`` by transfer from its teacher job's finished CERTIFY on the profile's images
     (:mod:`crt_bench.certify.transfer_run`, resumable: a no-op when done); returns the transfer's cert id.
@@ -69,7 +82,7 @@ def transfer_from_teacher(job: Job, store: ResultsStore, run_id: str) -> str:
     The transfer uses the teacher certification's noise seed (a student of another training seed is
     compared with its teacher under the teacher's noise) and the profile's precision for the student.
     """
-    ccfg = get_profile(job.profile).certify
+    ccfg = job.certify_config(pick_device(job.device).type)
     teacher_run = store.finished_run(job.teacher.key)
     states = store.certification_states(run_id=teacher_run) if teacher_run else None
     if states is None or states.empty or "key_subset" not in states:

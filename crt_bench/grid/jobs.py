@@ -1,8 +1,9 @@
 """Jobs of a grid: one (method, arch, sigma, ...) run and its certification."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from crt_bench.config.certify import CertifyConfig
 from crt_bench.config.profiles import get_profile
 from crt_bench.core.checks import check_sigma
 from crt_bench.methods.registry import get_method
@@ -29,14 +30,35 @@ class Job:
     hparams: tuple[tuple[str, str], ...] = ()  # the method's --set KEY=VALUE pairs (part of the key)
     denoiser: "Job | None" = None  # denoised smoothing: the job whose denoiser this run reuses or starts from
     expect_device: str | None = None  # what the grid's preflight announced (device_model); not part of the key
+    # Certification settings instead of the profile's (not part of the key: the certification's own key has them)
+    certify_subset: str | None = None  # e.g. "all": the whole test set
+    certify_precision: str | None = None  # e.g. "fp32": IEEE fp32, uncompiled, no agreement check needed
+    # A certification as its own job (split_certification): the training job whose run it certifies, and the
+    # certification it waits for besides (a transfer: its teacher's). None: the job trains (and may certify).
+    trained: "Job | None" = None
+    after: "Job | None" = None
+
+    def certify_config(self, device_type: str) -> CertifyConfig:
+        """The profile's certification settings on ``device_type`` with this job's overrides."""
+        ccfg = get_profile(self.profile).certify.on(device_type)
+        if self.certify_subset is not None:
+            ccfg = replace(ccfg, subset=self.certify_subset)
+        if self.certify_precision is not None:
+            ccfg = replace(ccfg, precision=self.certify_precision, compile=False)
+        return ccfg
 
     @property
     def needs(self) -> list["Job"]:
-        """Jobs that must finish before this one starts: its teacher and the denoiser it reuses."""
+        """Jobs that must finish before this one starts: its teacher and the denoiser it reuses; a certification
+        job: the training it certifies (and, for a transfer, the teacher's certification)."""
+        if self.trained is not None:
+            return [j for j in (self.trained, self.after) if j is not None]
         return [j for j in (self.teacher, self.denoiser) if j is not None]
 
     @property
     def key(self) -> str:
+        if self.trained is not None:
+            return self.trained.key + CERTIFY_SUFFIX
         parts = [self.method, self.arch, self.dataset or get_profile(self.profile).dataset, f"s{self.sigma:g}",
                  f"seed{self.seed}", self.profile]
         if self.epochs is not None:  # an explicit override: the same epochs for every method
@@ -56,9 +78,27 @@ class Job:
     @property
     def label(self) -> str:
         """A short name for console lines: method, arch, sigma, and the teacher's arch for CRT."""
-        return (f"{self.method} {self.arch} s{self.sigma:g}" + "".join(f" {v}" for _, v in self.hparams)
+        return ("certify " if self.trained is not None else "") + (
+                f"{self.method} {self.arch} s{self.sigma:g}" + "".join(f" {v}" for _, v in self.hparams)
                 + (f" seed{self.seed}" if self.seed else "")
                 + (f" <- {self.teacher.method} {self.teacher.arch}" if self.teacher else ""))
+
+
+CERTIFY_SUFFIX = "#certify"
+"""The key of a certification job: its training job's key and this."""
+
+
+def split_certification(jobs: list[Job]) -> list[Job]:
+    """Each certified job as its training (same key, certify off) and, after every training, its certification
+    as a job of its own: a student then waits for its teacher's training only, and a transfer for the teacher's
+    certification."""
+    trainings = [replace(j, certify=False, transfer=False) if j.certify and j.trained is None else j for j in jobs]
+    certs: dict[str, Job] = {}
+    for job, train in zip(jobs, trainings):
+        if job.certify and job.trained is None:
+            after = certs.get(job.teacher.key) if job.transfer and job.teacher is not None else None
+            certs[job.key] = replace(job, trained=train, after=after)
+    return trainings + list(certs.values())
 
 
 @dataclass
@@ -71,6 +111,7 @@ class GridSpec:
     # these seeds, each CRT student distilled from the teacher of each seed in ``seeds`` (one teacher reused by
     # several student seeds); seed 0 keeps the job keys it had without the setting.
     student_seeds: list[int] | None = None
+    seeded_methods: list[str] | None = None  # None: every method trains every student seed; else only these do
     profile: str = "smoke"
     teacher_method: str = "smoothmix"
     teacher_archs: list[str] = field(default_factory=lambda: ["resnet110"])
@@ -107,8 +148,12 @@ class GridSpec:
                 if "crt" in self.methods:
                     for t in teachers:
                         out.setdefault(t.key, t)
-                for student_seed in (self.student_seeds if self.student_seeds is not None else [seed]):
+                student_seeds = self.student_seeds if self.student_seeds is not None else [seed]
+                for student_seed in student_seeds:
                     for method in self.methods:
+                        if (student_seed != student_seeds[0] and self.seeded_methods is not None
+                                and method not in self.seeded_methods):
+                            continue  # one seed of this method is enough (not certified, e.g.)
                         for arch in archs:
                             kw = self._certified(method, common)
                             for t in teachers if get_method(method).needs_teacher else [None]:

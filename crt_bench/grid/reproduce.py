@@ -20,15 +20,20 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from crt_bench.config.choices import check_precision
 from crt_bench.config.profiles import get_profile
+from crt_bench.config.subsets import parse_subset
+from crt_bench.core.checks import check_sigma
 from crt_bench.core.console import stderr_console
 from crt_bench.core.errors import CrtBenchError, JobsFailed
 from crt_bench.core.provenance import pick_device
 from crt_bench.core.states import DONE_STATES
+from crt_bench.data.catalog import dataset_info
+from crt_bench.grid.bill import Bill, bill_lines, make_bill
 from crt_bench.grid.chain import ChainSpec
 from crt_bench.grid.executors import make_executor
 from crt_bench.grid.gpus import submit_single
-from crt_bench.grid.jobs import GridSpec, Job
+from crt_bench.grid.jobs import GridSpec, Job, split_certification
 from crt_bench.grid.preflight import preflight
 from crt_bench.grid.runner import run_grid
 from crt_bench.grid.watch import follow
@@ -53,6 +58,40 @@ class Plan:
     chain: ChainSpec | None = None  # recursive CRT from the grid's teacher (crt_bench.grid.chain), in the same grid
     timing_teachers: list[str] = field(default_factory=lambda: ["resnet110", "resnet20"])  # CRT probes' teachers
     extra: list[Job] = field(default_factory=list)  # jobs beside the grid: denoised smoothing's classifiers, denoisers
+    certify_subset: str | None = None  # every job's certification subset instead of the profile's ("all": whole set)
+    certify_precision: str | None = None  # every job's certification precision instead of the profile's
+    split_certify: bool = False  # certifications as jobs of their own (crt_bench.grid.jobs.split_certification)
+
+    def with_certify(self, subset: str | None = None, precision: str | None = None) -> Plan:
+        """The same plan certifying ``subset`` of the test set and/or in ``precision``; checked here, before any
+        job: a subset beyond a dataset's test set or an unknown precision is one CrtBenchError."""
+        if precision is not None:
+            precision = check_precision(precision)
+        if subset is not None:
+            for name in {job.dataset or get_profile(job.profile).dataset for job in self.jobs() if job.certify}:
+                size = dataset_info(name).test_images
+                if size is not None:
+                    parse_subset(subset, size)
+        return replace(self, certify_subset=subset, certify_precision=precision)
+
+    def with_sigmas(self, sigmas: list[float]) -> Plan:
+        """The same plan at each noise level of ``sigmas`` (grid and denoised smoothing; the chain at the first)."""
+        if not sigmas:
+            return self
+        for sigma in sigmas:
+            check_sigma(sigma)
+        extra = list({j.key: j for j in (_at_sigma(job, s) for s in sigmas for job in self.extra)}.values())
+        chain = self.chain
+        if chain is not None:
+            root = _at_sigma(chain.root, sigmas[0]) if isinstance(chain.root, Job) else chain.root
+            chain = replace(chain, root=root, sigma=sigmas[0])
+        return replace(self, grid=replace(self.grid, sigmas=list(sigmas)), extra=extra, chain=chain)
+
+    def bill(self, gpus: int = 8) -> Bill:
+        """The projected GPU-hours of every job and of the timing probes (:mod:`crt_bench.grid.bill`)."""
+        probes = len(self.timing_archs) if self.timing_archs is not None else len(generations()) + len(
+            self.timing_teachers)
+        return make_bill(self.jobs(), gpus=gpus, probe_archs=probes)
 
     def on_device(self, device: str) -> Plan:
         """The same plan with every job (grid, chain) training and certifying on ``device``; probes too."""
@@ -79,7 +118,11 @@ class Plan:
             jobs.setdefault(job.key, job)
         for job in self.extra:
             jobs.setdefault(job.key, job)
-        return list(jobs.values())
+        out = list(jobs.values())
+        if self.certify_subset is not None or self.certify_precision is not None:
+            out = [replace(j, certify_subset=self.certify_subset, certify_precision=self.certify_precision)
+                   for j in out]
+        return split_certification(out) if self.split_certify else out
 
     def epochs_line(self) -> str:
         """The factor and the epochs (and lr decays) it gives each method of the plan."""
@@ -95,7 +138,9 @@ class Plan:
         return (f"students {', '.join(g.methods)} on {', '.join(g.archs)}; CRT teachers: {g.teacher_method} "
                 f"{', '.join(g.teacher_archs)}; sigma {', '.join(map(str, g.sigmas))}; "
                 f"{self.epochs_line()}; training images {g.train_limit or 'all'}; "
-                + (f"student seeds {', '.join(map(str, g.student_seeds))}; " if g.student_seeds else "")
+                + (f"student seeds {', '.join(map(str, g.student_seeds))}"
+                   + (f" ({', '.join(g.seeded_methods)}; the others seed {g.student_seeds[0]})" if g.seeded_methods
+                      else "") + "; " if g.student_seeds else "")
                 + f"timing probes on {'the generation registry' if self.timing_archs is None else ', '.join(self.timing_archs)}"
                 + (f"; recursive CRT chain {' -> '.join([g.teacher_archs[0], *self.chain.ordered_archs()])}"
                    if self.chain else "")
@@ -103,6 +148,12 @@ class Plan:
                    f"on {', '.join(dict.fromkeys(j.arch for j in self.extra if j.method == 'denoised'))}"
                    if any(j.method == "denoised" for j in self.extra) else "")
                 + f"\nexpected: {self.expected}" + "".join(f"\n- {note}" for note in self.notes))
+
+
+def _at_sigma(job: Job, sigma: float) -> Job:
+    """``job`` and the jobs it needs (its classifier, its denoiser) at noise level ``sigma``."""
+    return replace(job, sigma=sigma, teacher=job.teacher and _at_sigma(job.teacher, sigma),
+                   denoiser=job.denoiser and _at_sigma(job.denoiser, sigma))
 
 
 PLANS = ("smoke", "gpu-smoke", "cpu", "cpu-full", "paper")  # the profiles reproduce runs; "auto" picks one
@@ -147,10 +198,17 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
 
         archs = [s.name for s in generations()]
         grid = GridSpec(methods=STUDENT_METHODS, archs=archs, profile="paper", teacher_method="smoothmix",
-                        teacher_archs=["resnet110", "resnet20"], data_dir=data_dir, transfer_methods=["crt"])
-        return Plan("paper", grid, None, "GPU-days (the projected hours are in the timing table after step 2)",
-                    ["the certification of the full CIFAR-10 test set at N=100,000 dominates"],
-                    extra=denoised_jobs(archs, DENOISED_VARIANTS["paper"], profile="paper", data_dir=data_dir))
+                        teacher_archs=["resnet110", "resnet20"], data_dir=data_dir, transfer_methods=["crt"],
+                        certify_methods=["smoothmix", "crt"], student_seeds=list(STUDENT_SEEDS["paper"]),
+                        seeded_methods=["smoothmix", "crt"])
+        return Plan("paper", grid, None,
+                    "the projected bill (printed before any job starts; crt-bench reproduce --profile paper --dry-run)",
+                    ["500 test images (every 20th) at N=100,000, bf16 + torch.compile on CUDA, each model's first 20 "
+                     "images again in fp32 (agreement); --certify-subset all: the whole test set",
+                     "Gaussian students trained (one seed), not certified (the verdict does not use their "
+                     "certificates); SmoothMix and CRT students two seeds each"],
+                    extra=denoised_jobs(archs, DENOISED_VARIANTS["paper"], profile="paper", data_dir=data_dir),
+                    split_certify=True)
     raise CrtBenchError(f"unknown profile {profile!r} for reproduce; valid names: auto, {', '.join(PLANS)}")
 
 
@@ -206,7 +264,7 @@ CHAIN_PROFILES = ("cpu-full",)  # cpu: out since denoised smoothing and transfer
 
 # Training seeds of every student (Gaussian, SmoothMix, CRT) per profile; the one teacher (seed 0) serves them
 # all. Two or more seeds of CRT and SmoothMix make the verdict's intervals cover seed-to-seed variation.
-CPU_STUDENT_SEEDS = {"cpu": [0, 1], "cpu-full": [0, 1]}
+STUDENT_SEEDS = {"cpu": [0, 1], "cpu-full": [0, 1], "paper": [0, 1]}
 
 
 def denoised_jobs(archs: list[str], variants: tuple[str, ...], **common) -> list[Job]:
@@ -238,7 +296,7 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
     grid = GridSpec(methods=STUDENT_METHODS, archs=list(CPU_STUDENTS), profile=profile, teacher_method="smoothmix",
                     teacher_archs=["resnet20"], train_limit=get_profile(profile).train_limit,
                     certify_methods=["smoothmix", "crt"], data_dir=data_dir,
-                    student_seeds=list(CPU_STUDENT_SEEDS[profile]), transfer_methods=["crt"])
+                    student_seeds=list(STUDENT_SEEDS[profile]), transfer_methods=["crt"])
     expected, notes = CPU_BUDGETS[profile]
     chain = None
     if profile in CHAIN_PROFILES:
@@ -252,9 +310,13 @@ def _cpu_plan(profile: str, data_dir: str | None) -> Plan:
                 extra=extra)
 
 
+BILLED_PROFILES = ("paper", "gpu-smoke")
+"""The plans whose bill ``reproduce`` prints before it submits (the GPU profiles; ``--dry-run`` prints any)."""
+
+
 def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",
                   max_parallel: int | None = None, install_data: bool = True, nproc: int = 1,
-                  slurm: dict | None = None) -> dict:
+                  slurm: dict | None = None, bill_gpus: int = 8) -> dict:
     """Check, then run the plan's three steps; returns what the plot step wrote.
 
     Before any job starts, :func:`crt_bench.grid.preflight.preflight` checks (and where it can, obtains) the
@@ -264,6 +326,9 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
     """
     results = Path(results)
     jobs = plan.jobs()
+    if plan.profile in BILLED_PROFILES:
+        for line in bill_lines(plan.bill(bill_gpus), title=f"profile {plan.profile}"):
+            log.info(line)
     if plan.chain is not None:
 
         save_chain(plan.chain.to_dict(), results)

@@ -66,7 +66,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
     finished = store.finished_runs()
     certified_runs = set(store.certification_states().query(f"status == '{RunStatus.FINISHED.value}'")["run_id"])
     for job in jobs:
-        done = finished.get(job.key)
+        done = finished.get(job.trained.key if job.trained is not None else job.key)  # a certification: its run
         certified = done is not None and (not job.certify or done in certified_runs)
         state[job.key] = {"key": job.key, "state": JobState.SKIPPED if certified else JobState.PENDING,
                           "run_id": done if certified else "", "error": "", "log": ""}

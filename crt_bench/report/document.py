@@ -21,6 +21,7 @@ from crt_bench.analysis.select import certifications
 from crt_bench.core.atomic import atomic_write_bytes
 from crt_bench.core.constants import IMPORT_PREFIX, TABLE_RADII
 from crt_bench.core.tf32 import device_labels
+from crt_bench.report.agreement import agreement_section
 from crt_bench.report.beyond import FIGURE_KEYS, beyond_paper_sections
 from crt_bench.report.fixed_radii import fixed_radii_markdown
 from crt_bench.report.imagenet import imagenet_section
@@ -161,6 +162,7 @@ def write_report(store: ResultsStore, out_dir: Path, *, figures: dict[str, list[
     lines += _figure_lines("training_curves", figures.get("training_curves", []), out_dir)
     lines += ["## Certified robustness per method and architecture (ACR)", "", acr_markdown(acr_table(store)).rstrip(), ""]
     lines += ["## Table 1: CRT with a proxy teacher vs SmoothMix", "", table1_markdown(table1(store)).rstrip(), ""]
+    lines += agreement_section(store)
     lines += imagenet_section(store)
 
     lines += beyond_paper_sections(store, out_dir)

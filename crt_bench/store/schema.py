@@ -22,7 +22,7 @@ import pyarrow as pa
 from crt_bench.core.constants import IMPORT_PREFIX
 from crt_bench.core.errors import CrtBenchError
 
-TABLES = ("runs", "epochs", "certify", "timing", "certifications")
+TABLES = ("runs", "epochs", "certify", "timing", "certifications", "agreement")
 LEGACY_VERSION = 1
 """Rows of the flat layout (``tables/<table>/*.parquet``, no ``schema_version`` column)."""
 SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 4, "certifications": 3,
@@ -35,7 +35,9 @@ SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 4
 (:mod:`crt_bench.analysis.recertify`).  Rows written before version 4 (and imported logs, which never had
 them) read these columns as missing (null).  A transferred row keeps its teacher's counts and ``pA_lower``
 (as it keeps the teacher's ``n0``, ``n``, ``alpha``): with ``disagreements`` of ``n_p`` at ``alpha_zeta`` they
-give its radius."""
+give its radius. ``agreement`` (new in version 2's layout, so 2):
+a lower-precision certification's sample against fp32 (:mod:`crt_bench.certify.agreement`); a store without
+the table reads it as empty."""
 COUNT_COLUMNS = ("c_a", "selection_count", "n_a", "n_counted", "p_a_lower")
 """``c_a``: the class the ``n0`` selection samples chose (kept where the row abstains too: a looser alpha may
 certify it); ``selection_count``: votes of the chosen class ``cA`` among the ``n0`` selection samples; ``n_a``: its votes
@@ -46,11 +48,11 @@ SCHEMA_FILE = "_schema.json"
 META_COLUMNS = ("schema_version", "written_ns")
 
 PARTITION: dict[str, str] = {"runs": "run_id", "epochs": "run_id", "certify": "run_id",
-                             "certifications": "run_id", "timing": "arch"}
+                             "certifications": "run_id", "timing": "arch", "agreement": "run_id"}
 """The hive partition column of each table: a query naming its value opens only that folder."""
 KEYS: dict[str, tuple[str, ...]] = {"runs": ("run_id",), "epochs": ("run_id", "epoch"),
                                     "certify": ("cert_id", "idx"), "certifications": ("cert_id", "shard"),
-                                    "timing": ()}
+                                    "timing": (), "agreement": ()}
 """What a row is the latest state of (``runs``, ``certifications``: event logs, one row per change)."""
 DEDUPE = frozenset({"epochs", "certify"})
 """Tables whose reads keep only the latest row per :data:`KEYS` (a resumed writer may repeat a row)."""
@@ -103,6 +105,12 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("batch_ratio_low", _F64), ("batch_ratio_high", _F64), ("epoch_ratio", _F64), ("epoch_ratio_low", _F64),
         ("epoch_ratio_high", _F64), ("ratio_level", _F64), ("profile", _STR), ("rounds_max", _I64),
         ("ratio_target", _F64)),
+    "agreement": _schema(
+        ("run_id", _STR), ("precision", _STR), ("compile", _BOOL), ("n", _I64), ("subset", _STR), ("seed", _I64),
+        ("images", _I64), ("chosen_precision", _STR), ("reference", _STR), ("sigma", _F64), ("same_predict", _F64),
+        ("radius_diff_mean", _F64), ("radius_diff_max", _F64), ("certified_both", _I64),
+        ("seconds_per_image", _F64), ("reference_seconds_per_image", _F64), ("wall_seconds", _F64),
+        ("device", _STR), ("git_commit", _STR), ("time", _STR)),
 }
 _SOURCE = __name__.replace(".", "/") + ".py"
 
