@@ -234,14 +234,15 @@ def reproduce(
 
     slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
                           mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
+    # The plan first (a subset beyond the test set, an unknown precision), then the machine; all before output.
+    plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
+    plan = plan.with_sigmas(list(sigma)).with_certify(certify_subset, certify_precision)
     if not dry_run:  # a bill needs no device
         check_inputs(device=device, profile=None if executor == "slurm" else profile)
     if executor == "local":
         from crt_bench.grid.gpus import local_pool
 
         local_pool(device, nproc)  # --nproc above the GPUs: one line before anything is printed
-    plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
-    plan = plan.with_sigmas(list(sigma)).with_certify(certify_subset, certify_precision)
     if dry_run:
         from crt_bench.grid.bill import bill_lines
 
