@@ -106,3 +106,14 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
             raise CrtBenchError(f"--set takes KEY=VALUE, got {pair!r}")
         parsed[key.strip()] = value.strip()
     return parsed
+
+
+def parse_method_sets(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """``["smoothadv.m=8"]`` -> ``{"smoothadv": {"m": "8"}}`` (``crt-bench time --set METHOD.KEY=VALUE``)."""
+    parsed: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        name, dot, rest = pair.partition(".")
+        if not dot or not name or "=" not in rest:
+            raise CrtBenchError(f"--set takes METHOD.KEY=VALUE (e.g. smoothadv.m=8), got {pair!r}")
+        parsed.setdefault(name.strip(), {}).update(parse_sets([rest]))
+    return parsed

@@ -25,10 +25,12 @@ from crt_bench.core.errors import CrtBenchError
 TABLES = ("runs", "epochs", "certify", "timing", "certifications")
 LEGACY_VERSION = 1
 """Rows of the flat layout (``tables/<table>/*.parquet``, no ``schema_version`` column)."""
-SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 3, "certifications": 3}
+SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 3, "certifications": 3, "timing": 3}
 """2: the partitioned layout; 3 (``certify``, ``certifications``): transferred certificates' columns
 (``kind``, ``transfer_from``, ``n_p``, ``alpha_zeta``, ``disagreements``; ``key_transfer_from``, ``key_n_p``,
-``key_alpha_zeta``), absent from the rows of plain CERTIFY."""
+``key_alpha_zeta``), absent from the rows of plain CERTIFY; 3 (``timing``): the probe's ``protocol`` (engine or
+paper), ``measure``, ``config`` (its hyper-parameters in words), ``recipe`` (EPOCHSxBATCH) and GPU kernel-busy time
+(``kernel_seconds_per_batch``, ``kernel_busy_fraction``); older rows lack them (read as the engine protocol)."""
 SCHEMA_FILE = "_schema.json"
 META_COLUMNS = ("schema_version", "written_ns")
 
@@ -87,7 +89,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("time", _STR), ("interleaved", _BOOL), ("rounds", _I64), ("round_seconds", _STR), ("batch_ratio", _F64),
         ("batch_ratio_low", _F64), ("batch_ratio_high", _F64), ("epoch_ratio", _F64), ("epoch_ratio_low", _F64),
         ("epoch_ratio_high", _F64), ("ratio_level", _F64), ("profile", _STR), ("rounds_max", _I64),
-        ("ratio_target", _F64)),
+        ("ratio_target", _F64), ("protocol", _STR), ("measure", _STR), ("config", _STR), ("recipe", _STR),
+        ("kernel_seconds_per_batch", _F64), ("kernel_busy_fraction", _F64)),
 }
 _SOURCE = __name__.replace(".", "/") + ".py"
 
