@@ -124,6 +124,15 @@ class MethodSpec:
         return hp
 
 
+def config_label(hparams: object) -> str:
+    """A hyper-parameter configuration in words: its own ``label()`` (SmoothAdv's names the published
+    model) or ``k=v`` pairs."""
+    label = getattr(hparams, "label", None)
+    if label is not None:
+        return label()
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in dataclasses.asdict(hparams).items())
+
+
 def _parse_bool(value: object) -> bool:
     if isinstance(value, bool):
         return value

@@ -31,7 +31,7 @@ from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.bf16 import native_bf16
 from crt_bench.core.provenance import environment, synchronize
 from crt_bench.core.tf32 import check_tf32
-from crt_bench.methods.registry import StepContext, get_method
+from crt_bench.methods.registry import StepContext, config_label, get_method
 from crt_bench.models.build import build_model
 from crt_bench.train.step import TrainStep
 from crt_bench.train.teacher import FrozenTeacher
@@ -118,15 +118,6 @@ def parse_recipe(recipe: str) -> tuple[int, int] | None:
         return int(epochs), int(batch)
     except ValueError:
         raise CrtBenchError(f"a timing recipe is EPOCHSxBATCH (e.g. 200x128), got {recipe!r}") from None
-
-
-def config_label(hparams: object) -> str:
-    """A hyper-parameter configuration in words: its own ``label()`` (SmoothAdv's names the published
-    model) or ``k=v`` pairs."""
-    label = getattr(hparams, "label", None)
-    if label is not None:
-        return label()
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in asdict(hparams).items())
 
 
 # Probe sizes per profile: the paper profile times a few hundred optimizer steps at the recipe's

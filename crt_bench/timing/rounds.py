@@ -29,6 +29,7 @@ import torch
 from scipy.stats import binom
 
 from crt_bench.core.constants import INTERVAL_LEVEL
+from crt_bench.timing.paper import prepare_paper
 from crt_bench.timing.probe import PreparedProbe, ProbeConfig, kernel_seconds, prepare
 
 
@@ -107,9 +108,7 @@ def interleaved_rows(
     full = [(job[0], job[1], job[2] if len(job) > 2 else "") for job in jobs]
     if ("gaussian", "", "") not in full:
         full = [("gaussian", "", ""), *full]
-    build = prepare
-    if cfg.protocol == "paper":
-        from crt_bench.timing.paper import prepare_paper as build
+    build = prepare_paper if cfg.protocol == "paper" else prepare
     prepared = [build(method, arch, sigma=sigma, teacher_arch=teacher or None, cfg=cfg, device=device, recipe=recipe)
                 for method, teacher, recipe in full]
     g = full.index(("gaussian", "", ""))
