@@ -73,8 +73,10 @@ class Uint8Images(torch.utils.data.Dataset):
 
 def loader(dataset: Uint8Images, batch: int, workers: int, *, shuffle: bool, persistent: bool,
            pin: bool) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=workers,
-                                       pin_memory=pin, persistent_workers=persistent and workers > 0)
+    with warnings.catch_warnings():  # the scripts' worker counts, also on a machine with fewer cores
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
+        return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=workers,
+                                           pin_memory=pin, persistent_workers=persistent and workers > 0)
 
 
 def _autocast(step):
@@ -173,7 +175,7 @@ def prepare_paper(method: str, arch: str, *, sigma: float = 0.25, teacher_arch: 
     loaders: as many synthetic images as the timed batches read (an epoch's at most) and a warm-up batch."""
     cfg = cfg or ProbeConfig(protocol="paper")
     base = prepare(method, arch, sigma=sigma, teacher_arch=teacher_arch, cfg=cfg, device=device, recipe=recipe)
-    workers = LOADER_WORKERS.get(method, DEFAULT_WORKERS)
+    workers = LOADER_WORKERS.get(method, DEFAULT_WORKERS) if cfg.loader_workers is None else cfg.loader_workers
     test_pass = RECIPE_TEST_PASS.get(recipe, TEST_PASS.get(method, "noisy"))
     shape = dict(size=cfg.image_size, chans=cfg.in_chans, classes=cfg.num_classes)
     train_n = min(cfg.train_images, base.batch * cfg.batches)

@@ -66,6 +66,7 @@ class ProbeConfig:
     protocol: str = "engine"
     hparams: dict[str, dict[str, str]] = field(default_factory=dict)  # per method: --set overrides
     test_images: int = 10_000  # the paper protocol's per-epoch test pass (CIFAR-10's test set)
+    loader_workers: int | None = None  # the paper protocol's DataLoader workers; None: each official script's
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -126,7 +127,8 @@ def parse_recipe(recipe: str) -> tuple[int, int] | None:
 # rounds are adaptive: 6 (the fewest whose interval reaches the 95% level) while every ratio is within +-5%,
 # up to 12 where a shared machine's load makes them noisy (a round costs 2-10 s per architecture there).
 PROBES: dict[str, ProbeConfig] = {
-    "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8, profile="smoke"),
+    # smoke: the test suite's path; its paper-protocol loaders load in the main process (rows say "0 loader workers")
+    "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8, profile="smoke", loader_workers=0),
     "gpu-smoke": ProbeConfig(batches=2, warmup=1, repeats=2, batch_size=None, profile="gpu-smoke"),  # the paper's probe
     "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16, target_half_width=0.05, max_repeats=12,
                        profile="cpu"),
