@@ -11,6 +11,8 @@ after every measurement (a step killed by its timeout keeps what it measured):
     train     one training step of every registered method at its recipe batch size, per architecture,
               interleaved (crt_bench.timing.rounds): seconds per loader batch, peak memory, the per-step
               and recipe-projected slowdown vs Gaussian beside the paper's whole-run ratios.
+    paper     the slowdown table's methods in the paper protocol on ResNet-110, fp32, at most 5 minutes
+              (benchmarks/gpu_check_paper.py): whole epochs, MACER's and SmoothAdv's batches projected.
     reproduce the CPU mode's reproduce: the same ``crt-bench reproduce`` command line as the GPU mode's,
               run in-process with the plan shrunk to a minute (the GPU mode runs the CLI itself).
     summary   summary.md and measurements.csv in OUT from the steps' exit codes, logs and rows
@@ -313,7 +315,7 @@ def run_tiny_reproduce(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["certify", "train", "reproduce", "summary"])
+    parser.add_argument("step", choices=["certify", "train", "paper", "reproduce", "summary"])
     parser.add_argument("--mode", choices=sorted(SIZES), default="gpu")
     parser.add_argument("--work", type=Path, required=True, help="the check's scratch folder (rows, step status)")
     parser.add_argument("--out", type=Path, help="summary: the check's output folder")
@@ -325,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_certify(args.mode, args.work)
     if args.step == "train":
         return run_train(args.mode, args.work)
+    if args.step == "paper":
+        from gpu_check_paper import run_paper
+
+        return run_paper(args.mode, args.work, write_rows)
     if args.step == "reproduce":
         return run_tiny_reproduce(command)
     from gpu_check_summary import write_summary

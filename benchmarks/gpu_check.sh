@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check: run it first on any new GPU machine, then commit OUT_DIR/summary.md.
 #
-#   bash benchmarks/gpu_check.sh OUT_DIR          # GPU mode: at most 9 minutes on one H100/H200
+#   bash benchmarks/gpu_check.sh OUT_DIR          # GPU mode: at most 14 minutes on one H100/H200
 #   bash benchmarks/gpu_check.sh --cpu OUT_DIR    # CPU mode (or CRT_GPU_CHECK=cpu): tiny sizes, ~2 minutes
 #
 # Uses the torch the machine already has: nothing is installed, nothing is downloaded. Runs from the
@@ -12,8 +12,9 @@
 #   2. certification speed           ResNet-110 in fp32, TF32, bf16, compiled bf16 (benchmarks/gpu_check.py)
 #   3. one training step per method  ResNet-110 and ConvNeXt-Atto (2022), recipe batch sizes
 #   4. reproduce --profile gpu-smoke --device cuda (CPU mode: --device cpu in-process, the plan shrunk)
-#   5. summary.md (always written, also when a step failed) and measurements.csv
-# At most 8 files in OUT_DIR: summary.md, measurements.csv, REPORT.md and the 4 step logs.
+#   5. the slowdown table's methods in the paper protocol, fp32, at most 5 minutes (benchmarks/gpu_check_paper.py)
+#   6. summary.md (always written, also when a step failed) and measurements.csv
+# At most 9 files in OUT_DIR: summary.md, measurements.csv, REPORT.md and the 5 step logs.
 set -u
 START=$SECONDS
 
@@ -31,19 +32,19 @@ if [ "$mode" = gpu ] && ! "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cu
 fi
 mkdir -p "$1" && OUT=$(cd "$1" && pwd) || exit 2
 # an earlier run's files would mislead
-rm -f "$OUT"/{pytest_gpu,certify,train,reproduce}.log "$OUT"/{summary.md,measurements.csv,REPORT.md}
+rm -f "$OUT"/{pytest_gpu,certify,train,paper,reproduce}.log "$OUT"/{summary.md,measurements.csv,REPORT.md}
 cd "$(dirname "$0")/.." || exit 2
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/crt-gpu-check.XXXXXX") || exit 2
 trap 'rm -rf "$WORK"' EXIT
 
 # Budget: the steps end by BUDGET seconds after the start (a step gets the smaller of its own limit and
-# the time left), then the summary (its own limit) and the fallback: GPU mode fits 9 minutes in all.
+# the time left), then the summary (its own limit) and the fallback: GPU mode fits 14 minutes in all.
 if [ "$mode" = gpu ]; then
-  BUDGET=505; LIMIT_PYTEST=120; LIMIT_CERTIFY=180; LIMIT_TRAIN=180; LIMIT_REPRODUCE=420; DEVICE=cuda
+  BUDGET=805; LIMIT_PYTEST=120; LIMIT_CERTIFY=180; LIMIT_TRAIN=180; LIMIT_PAPER=300; LIMIT_REPRODUCE=420; DEVICE=cuda
 else
   # about 2 minutes on 2 idle cores; the limits only stop a hang (a loaded machine takes several times longer)
-  BUDGET=400; LIMIT_PYTEST=120; LIMIT_CERTIFY=120; LIMIT_TRAIN=150; LIMIT_REPRODUCE=240; DEVICE=cpu
+  BUDGET=480; LIMIT_PYTEST=120; LIMIT_CERTIFY=120; LIMIT_TRAIN=150; LIMIT_PAPER=150; LIMIT_REPRODUCE=240; DEVICE=cpu
 fi
 GRACE=5  # seconds between timeout's TERM and its KILL
 
@@ -84,6 +85,7 @@ else  # the same command, with the plan shrunk to tiny_cnn
     -- "${REPRODUCE[@]}"
 fi
 [ -f "$WORK/plots/REPORT.md" ] && cp "$WORK/plots/REPORT.md" "$OUT/REPORT.md"
+step paper "$LIMIT_PAPER" "$PYTHON" benchmarks/gpu_check.py paper --mode "$mode" --work "$WORK"
 
 timeout -k "$GRACE" 25 "$PYTHON" benchmarks/gpu_check.py summary --mode "$mode" --work "$WORK" --out "$OUT" \
   >"$WORK/summary.log" 2>&1

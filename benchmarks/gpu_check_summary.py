@@ -111,7 +111,8 @@ def step_note(step: dict, mode: str, out: Path) -> str:
                 "crt_bench.cli reproduce --profile gpu-smoke --device cpu --executor inline, the plan "
                 "shrunk to tiny_cnn")
         return what + ("; REPORT.md copied beside this file" if (out / "REPORT.md").is_file() else "; no REPORT.md")
-    return {"certify": "benchmarks/gpu_check.py certify", "train": "benchmarks/gpu_check.py train"}.get(step["name"], "")
+    return {"certify": "benchmarks/gpu_check.py certify", "train": "benchmarks/gpu_check.py train",
+            "paper": "benchmarks/gpu_check.py paper (benchmarks/gpu_check_paper.py)"}.get(step["name"], "")
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> str:
@@ -222,10 +223,31 @@ def train_section(df: pd.DataFrame, mode: str) -> list[str]:
     return lines
 
 
+def paper_section(df: pd.DataFrame) -> list[str]:
+    """The paper-protocol step: each probe's measure, seconds and kernel-busy share, and its recipe ratios
+    beside the paper's (benchmarks/gpu_check_paper.py)."""
+    if df.empty:
+        return ["No paper-protocol rows (the step wrote none: see its status and log above).", ""]
+    headers = ["probe", "status", "configuration", "batch", "measured", "s per loader batch", "kernel busy",
+               "x Gaussian", "x standard 150x256", "x standard 200x128", "paper x (vs standard)", "x SmoothMix",
+               "paper x SmoothMix"]
+    rows = [[text(r.get("variant")), one_line(r["status"]), text(r.get("config")), num(r.get("batch_size"), "{:.0f}"),
+             text(r.get("measure")), num(r.get("seconds_per_batch"), "{:.4g}"),
+             num(r.get("kernel_busy_fraction"), "{:.0%}"), num(r.get("x_gaussian"), "{:.2f}"),
+             num(r.get("x_standard_150x256"), "{:.2f}"), num(r.get("x_standard_200x128"), "{:.2f}"),
+             num(r.get("paper_x_standard"), "{:.2f}"), num(r.get("x_smoothmix"), "{:.2f}"),
+             num(r.get("paper_x_smoothmix"), "{:.2f}")] for _, r in df.iterrows()]
+    return ["## The slowdown table's methods in the paper protocol", "",
+            "crt_bench.timing.paper, fp32 (TF32 off): the official scripts' loop (DataLoader with RandomCrop and "
+            "flip, .item() per step, each script's per-epoch test pass); one measurement each, recipe ratios as "
+            "quotients (no interval). Kernel busy: GPU kernel time over wall time (torch.profiler; below 50%: "
+            "launch-bound).", "", *md_table(headers, rows), ""]
+
+
 def write_summary(mode: str, work: Path, out: Path) -> None:
     env = environment(mode)
     steps = read_steps(work)
-    certify, train = read_rows(work, "certify"), read_rows(work, "train")
+    certify, train, paper = read_rows(work, "certify"), read_rows(work, "train"), read_rows(work, "paper")
     lines = [f"# crt-bench GPU check ({mode} mode), {env['date']}", "",
              "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in env.items()], "",
              "TF32 as used: crt-bench runs fp32 training and certification with TF32 off (IEEE float32); the "
@@ -239,8 +261,8 @@ def write_summary(mode: str, work: Path, out: Path) -> None:
         if s["rc"] != 0 and s["rc"] >= 0:
             lines += [f"### {s['name']}: {status(s)}; the end of {s['log']}", "", "```",
                       tail(out / s["log"]), "```", ""]
-    lines += certify_section(certify, mode) + train_section(train, mode)
-    rows = pd.concat([certify, train], ignore_index=True)
+    lines += certify_section(certify, mode) + train_section(train, mode) + paper_section(paper)
+    rows = pd.concat([certify, train, paper], ignore_index=True)
     if not rows.empty:
         rows = rows.assign(check_mode=mode, check_date=env["date"], check_device=env["device"],
                            check_torch=env["torch"], check_cuda=env["CUDA (torch build)"],

@@ -57,7 +57,7 @@ def test_reproduce_gpu_smoke_on_a_cpu_writes_the_report(tmp_path: Path, monkeypa
                          "--results", results, "--out", plots)
     assert code == 0, err[-3000:]
     report = (plots / "REPORT.md").read_text()
-    assert "gpu-smoke" in report and "## Slowdown vs standard training" in report
+    assert "gpu-smoke" in report and "## Slowdown vs Gaussian training" in report
     for variant in ("mse", "stability"):  # the two denoised runs are told apart in every table
         assert f"| Denoised smoothing ({variant}) | tiny_cnn |" in report and f"variant {variant}" in report
     store = ResultsStore(results)

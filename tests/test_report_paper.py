@@ -202,7 +202,7 @@ def test_report_contains_sections_and_numbers(store, tmp_path):
                           profile_note="Profile: paper.")
     text = report.read_text()
     assert report == out / "REPORT.md"
-    for heading in ("# crt-bench report", "## Slowdown vs standard training", "## Figure 1", "## Figure 2",
+    for heading in ("# crt-bench report", "## Slowdown vs Gaussian training", "## Figure 1", "## Figure 2",
                     "## Certified robustness per method and architecture", "## Table 1",
                     "## Published certification logs"):
         assert heading in text

@@ -1,6 +1,7 @@
 """SmoothAdv (Salman et al. 2019, PGD-L2, multi-noise training): the attack's defining properties and the
 training objective, on a linear model over 3x4x4 images; plus an end-to-end smoke run and certification."""
 import math
+import sys
 
 import pytest
 import torch
@@ -184,7 +185,7 @@ def test_training_loss_is_mean_ce_on_x_plus_delta_plus_the_attack_noise(m, epoch
 
 def test_per_sigma_defaults_are_salmans_best_models():
     spec = get_method("smoothadv")
-    for sigma, (eps, steps, m) in {0.25: (255 / 256, 10, 4), 0.5: (2.0, 10, 2), 1.0: (2.0, 10, 2)}.items():
+    for sigma, (eps, steps, m) in {0.25: (255 / 256, 10, 8), 0.5: (2.0, 10, 2), 1.0: (2.0, 10, 2)}.items():
         hp = spec.make_hparams(sigma=sigma)
         assert (hp.epsilon, hp.num_steps, hp.num_noise_vec, hp.warmup) == (eps, steps, m, 10)
         assert spec.steps_per_batch(hp) == m, "one optimizer step per minibatch of B/m images"
@@ -192,7 +193,21 @@ def test_per_sigma_defaults_are_salmans_best_models():
     assert SmoothAdvHParams() == SmoothAdvHParams.for_sigma(0.25)
     assert SmoothAdvHParams.for_sigma(0.12) == SmoothAdvHParams.for_sigma(0.25), "nearest listed sigma"
     assert SmoothAdvHParams.for_sigma(2.0) == SmoothAdvHParams.for_sigma(1.0)
-    assert spec.steps_per_batch(spec.make_hparams({"num_noise_vec": "8"})) == 8
+    assert spec.steps_per_batch(spec.make_hparams({"num_noise_vec": "4"})) == 4
+
+
+def test_both_published_sigma_025_models_are_named_and_m4_stays_selectable():
+    spec = get_method("smoothadv")
+    paper = spec.make_hparams(sigma=0.25)
+    other = spec.make_hparams({"m": "4"}, sigma=0.25)  # the paper's symbol for num_noise_vec
+    assert (paper.num_noise_vec, other.num_noise_vec, other.num_steps) == (8, 4, 10)
+    assert "0.551" in paper.label() and "CRT paper's timed" in paper.label()
+    assert "m=4" in other.label() and "0.544" in other.label() and "not the one" in other.label()
+    assert "ACR" not in spec.make_hparams({"T": "3"}, sigma=0.25).label(), "an unpublished config claims no ACR"
+    doc = sys.modules[SmoothAdvHParams.__module__].__doc__
+    assert "ACR 0.551" in doc and "ACR 0.544" in doc, "the docstring lists both published models"
+    with pytest.raises(CrtBenchError, match="no hyper-parameter 'k'"):
+        spec.make_hparams({"k": "4"})
 
 
 def test_warmup_schedule():
@@ -223,7 +238,8 @@ def test_zero_epsilon_is_allowed_and_leaves_images_unperturbed():
 # -- end to end -----------------------------------------------------------------------------------
 
 def test_smoke_run_trains_and_certifies(tmp_path):
-    cfg = resolve_run_config("smoothadv", "tiny_cnn", profile="smoke", epochs=1, train_limit=128, device="cpu")
+    cfg = resolve_run_config("smoothadv", "tiny_cnn", profile="smoke", epochs=1, train_limit=128, device="cpu",
+                             hparams={"m": "4"})  # Salman's other sigma-0.25 model: half the steps of the default
     assert cfg.hparams == {"epsilon": 255 / 256, "num_steps": 10, "num_noise_vec": 4, "warmup": 10}
     store = ResultsStore(tmp_path)
     run_id = train_run(cfg, store, progress=False)

@@ -88,7 +88,7 @@ def test_plot_writes_the_report_without_submitit(without_submitit: dict[str, str
     done = _python(without_submitit, "-m", "crt_bench.cli", "plot", str(results), "--out", str(out))
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     report = (out / "REPORT.md").read_text()
-    assert "## Slowdown vs standard training" in report and "## Missing cells" in report
+    assert "## Slowdown vs Gaussian training" in report and "## Missing cells" in report
     assert "RuntimeError: boom" in report
     assert (out / "cumulative_training_time.png").stat().st_size > 1000
 

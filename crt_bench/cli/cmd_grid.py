@@ -11,7 +11,7 @@ from rich.table import Table
 from crt_bench.cli.options import (ARCH_METAVAR, ArchName, ArrayParallelismOpt, CpusPerTaskOpt, DataDirOpt,
                                    DatasetName, DeviceOpt, GpusOpt, JsonOpt, MemOpt, MethodName, PartitionOpt,
                                    PlanProfile, ProbeProfile, ProfileOpt, ResultsOpt, SlurmOptOpt, TimeMinOpt,
-                                   check_inputs, slurm_options)
+                                   check_inputs, parse_method_sets, slurm_options)
 from crt_bench.cli.output import banner, info, out, print_json
 from crt_bench.config.choices import ChainOrder, Executor
 from crt_bench.core.errors import JobsFailed
@@ -174,6 +174,15 @@ def time_cmd(
     repeats: Annotated[Optional[int], typer.Option(min=1)] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="default: the profile's (paper: each recipe's)")] = None,
     force: Annotated[bool, typer.Option(help="re-time probes already in the store")] = False,
+    protocol: Annotated[str, typer.Option(
+        help="engine: the training step alone on on-device data; paper: the official scripts' loop (fp32, a "
+             "DataLoader with augmentation, .item() per step, the per-epoch test pass; standard training at "
+             "150x256 and 200x128 timed beside)")] = "engine",
+    precision: Annotated[Optional[str], typer.Option(
+        help="fp32, tf32 (Ampere+ GPUs) or bf16 (GPUs with native bf16); default: the protocol's "
+             "(engine: bf16 where native, paper: fp32)")] = None,
+    set_: Annotated[list[str], typer.Option(
+        "--set", help="a method's hyper-parameter METHOD.KEY=VALUE, e.g. smoothadv.m=4 (repeatable)")] = [],
     device: DeviceOpt = "auto",
     results: ResultsOpt = Path("results"),
 ) -> None:
@@ -184,9 +193,12 @@ def time_cmd(
     probe_config(profile)  # a profile without probe sizes, or an unknown one
     check_inputs(device=device)
     check_sigma(sigma)
-    banner(profile, "timing probes: methods x architectures at the methods' paper hyper-parameters", device=device)
+    sets = parse_method_sets(set_)
+    banner(profile, f"timing probes ({protocol} protocol): methods x architectures at the methods' paper "
+           "hyper-parameters", device=device)
     df = run_timing_grid(results, profile=profile, methods=method, archs=arch, teachers=teacher, sigma=sigma,
-                         batches=batches, repeats=repeats, batch_size=batch_size, force=force, device=device)
+                         batches=batches, repeats=repeats, batch_size=batch_size, force=force, device=device,
+                         protocol=protocol, precision=precision, sets=sets)
     log.info(f"{len(df)} timing rows in {results}/tables/timing")
 
 

@@ -141,3 +141,14 @@ def slurm_options(executor: str, *, partition: str | None, gpus: int | None, tim
                             f"it needs --executor slurm (the {executor} executor runs on this machine)")
     return dict(partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task, mem=mem,
                 slurm_extra=parse_sets(slurm_opt, "--slurm-opt"), array_parallelism=array_parallelism or 16)
+
+
+def parse_method_sets(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """``["smoothadv.m=8"]`` -> ``{"smoothadv": {"m": "8"}}`` (``crt-bench time --set METHOD.KEY=VALUE``)."""
+    parsed: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        name, dot, rest = pair.partition(".")
+        if not dot or not name or "=" not in rest:
+            raise CrtBenchError(f"--set takes METHOD.KEY=VALUE (e.g. smoothadv.m=8), got {pair!r}")
+        parsed.setdefault(name.strip(), {}).update(parse_sets([rest]))
+    return parsed

@@ -100,12 +100,15 @@ class MethodSpec:
         """The paper defaults (for ``sigma``, where the paper varies them) with ``overrides`` applied.
 
         Strings are converted to the field's type. A hyper-parameter class whose defaults depend on
-        sigma provides ``classmethod for_sigma(sigma) -> instance``.
+        sigma provides ``classmethod for_sigma(sigma) -> instance``; one with a class attribute ``ALIASES``
+        (``{"m": "num_noise_vec"}``) also takes those names for its fields.
         """
         per_sigma = getattr(self.hparams, "for_sigma", None)
         hp = per_sigma(sigma) if (per_sigma is not None and sigma is not None) else self.hparams()
         fields = {f.name: f for f in dataclasses.fields(hp)}
+        aliases = getattr(self.hparams, "ALIASES", {})  # the paper's symbols of some fields (SmoothAdv's m, T)
         for key, value in (overrides or {}).items():
+            key = aliases.get(key, key)
             if key not in fields:
                 valid = ", ".join(fields) or "(none)"
                 raise CrtBenchError(f"method {self.name!r} has no hyper-parameter {key!r}; valid: {valid}")
@@ -119,6 +122,15 @@ class MethodSpec:
         if check is not None:
             check()
         return hp
+
+
+def config_label(hparams: object) -> str:
+    """A hyper-parameter configuration in words: its own ``label()`` (SmoothAdv's names the published
+    model) or ``k=v`` pairs."""
+    label = getattr(hparams, "label", None)
+    if label is not None:
+        return label()
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in dataclasses.asdict(hparams).items())
 
 
 def _parse_bool(value: object) -> bool:

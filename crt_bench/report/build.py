@@ -18,7 +18,7 @@ from crt_bench.report.document import write_report
 from crt_bench.report.figures import cumulative_hours, plot_costs_figure, plot_cumulative
 from crt_bench.report.pa_distribution import pa_distribution, plot_pa_ecdf
 from crt_bench.report.paper_tables import acr_markdown, acr_table, table1, table1_markdown
-from crt_bench.report.slowdown import slowdown_markdown, slowdown_table
+from crt_bench.report.slowdown import primary_rows, slowdown_markdown, slowdown_table
 from crt_bench.store.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def build_all(results: str | Path, out_dir: str | Path, *, sigma: float = 0.25, 
     costs = measured_costs(store)
     out.table("measured_costs", costs)
     if out.table("slowdown", slowdown, slowdown_markdown):
-        data = cumulative_hours(slowdown, sigma=sigma)
+        data = cumulative_hours(primary_rows(slowdown), sigma=sigma)
         if out.table("cumulative_training_time", data):
             out.written["figure1"] = plot_cumulative(data, out_dir, costs=costs)[0]
     if "figure1" not in out.written and not costs.empty:  # no probes: the measured panel alone

@@ -1,14 +1,22 @@
 """The slowdown table: each method's training cost relative to Gaussian training of the same network.
 
 Built from the ``timing`` table (projected from probes) and, where a full paper-recipe run finished,
-the ``runs`` table (measured). The paper's whole-run ratios for ResNet-110 (CRT paper, Table 1;
-one V100) stand beside ours.
+the ``runs`` table (measured). The baseline is named: Gaussian training at its recipe (150 epochs, batch
+256) timed in the same rounds; where the paper protocol (:mod:`crt_bench.timing.paper`) also timed standard
+(noise-free) training at 150 x 256 and at the CRT authors' 200 x 128, the ratios to those stand beside.
+The paper's whole-run ratios for ResNet-110 (CRT paper, Table 1: one Volta GPU, fp32, against standard
+training) are the last figure. Each (device, arch, sigma, protocol) is a section; a row's configuration
+names its hyper-parameters (SmoothAdv's published model), its expected ratio is the one its passes imply.
 """
 from __future__ import annotations
 
+import ast
+
 import pandas as pd
 
+from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.states import RunStatus
+from crt_bench.methods.registry import config_label, get_method
 from crt_bench.core.tf32 import device_labels
 from crt_bench.store.query import newest
 from crt_bench.report.markdown import markdown_table
@@ -18,11 +26,17 @@ PAPER_SLOWDOWN = {"smoothadv": 46.20, "macer": 20.86, "smoothmix": 4.97}
 METHOD_ORDER = ["gaussian", "crt", "consistency", "smoothmix", "macer", "smoothadv"]
 
 
+PAPER_BASELINE_FREE = {("smoothadv", "smoothmix"): 9.30, ("macer", "smoothmix"): 4.20}  # 46.20/4.97, 20.86/4.97
+STANDARD_RECIPES = ("150x256", "200x128")  # Salman's/Cohen's recipe and the CRT authors' (crt-neurips22)
+FORWARD_SHARE = 1 / 3  # a forward-only pass costs about a third of a forward+backward one
+LAUNCH_BOUND = 0.5  # kernels busy for less than this share of the wall time: the step waits on launches
 PROFILE_RANK = {"paper": 0, "cpu-full": 1, "cpu": 1, "smoke": 2}  # larger probes measure better
+PROBE_KEYS = ["method", "arch", "teacher_arch", "sigma", "device", "protocol", "recipe", "hparams"]
 
 
 def latest_timings(store: ResultsStore) -> pd.DataFrame:
-    """Per (method, arch, teacher, sigma, device): the newest probe of the largest probe profile.
+    """Per (method, arch, teacher, sigma, device, protocol, recipe, hyper-parameters): the newest probe of the
+    largest probe profile. Rows written before the timing schema's version 3 are the engine protocol's.
 
     ``device`` carries the probe's TF32 state on a GPU ("NVIDIA H200 (tf32 off)", :func:`device_label`):
     probes with TF32 on and off are different rows, never divided by each other.
@@ -31,12 +45,33 @@ def latest_timings(store: ResultsStore) -> pd.DataFrame:
     if df.empty:
         return df
     df = df.assign(device=device_labels(df))
-    keys = ["method", "arch", "teacher_arch", "sigma", "device"]
+    for column, default in {"protocol": "engine", "recipe": "", "hparams": "", "config": "", "measure": "",
+                            "kernel_busy_fraction": float("nan")}.items():
+        df[column] = df[column].fillna(default) if column in df else default
+    df["recipe"] = [recipe or _method_recipe(m, e) for recipe, m, e in zip(df["recipe"], df["method"], df["recipe_epochs"])]
+    df["config"] = [config or _config_of(m, hp) for config, m, hp in zip(df["config"], df["method"], df["hparams"])]
+    keys = PROBE_KEYS
     rank = df["profile"].map(PROFILE_RANK).fillna(len(PROFILE_RANK)) if "profile" in df else 0
     return newest(df.assign(_rank=-rank), keys, order=["_rank", "time"]).drop(columns="_rank").reset_index(drop=True)
 
 
 MEASURED_KEYS = ["method", "arch", "sigma", "teacher_arch", "device"]
+
+
+def _method_recipe(method: str, epochs: object) -> str:
+    """An older row's recipe: its epochs and the method's recipe batch (the probe's batch is ``batch_size``)."""
+    try:
+        return f"{int(epochs)}x{get_method(method).recipe.batch_size}"
+    except (CrtBenchError, TypeError, ValueError):
+        return ""
+
+
+def _config_of(method: str, hparams: str) -> str:
+    """An older row's configuration in words, from its stored hyper-parameters ("" where unreadable)."""
+    try:
+        return config_label(get_method(method).hparams(**ast.literal_eval(hparams)))
+    except (CrtBenchError, TypeError, ValueError, SyntaxError):
+        return ""
 
 
 def measured_hours(store: ResultsStore) -> pd.DataFrame:
@@ -99,8 +134,10 @@ def ratio_flags(part: pd.DataFrame, wide: float = WIDE_RELATIVE) -> list[str]:
 
     ``part`` has ``method, teacher, fwd_bwd_passes, fwd_only_passes, batch_ratio, batch_ratio_low,
     batch_ratio_high``: flagged are an interval wider than ``wide`` x the ratio, a ratio without an
-    interval (timed apart, not interleaved), and a method measured faster per batch than one it
-    out-works (:func:`dominates`) — physically impossible, so the machine's load decided it.
+    interval (timed apart, not interleaved), a step measured launch-bound (``kernel_busy_fraction``, from
+    torch.profiler on a GPU, below :data:`LAUNCH_BOUND`: its ratio says little of the arithmetic), and a method
+    measured faster per batch than one it out-works (:func:`dominates`) — physically impossible, so the
+    machine's load decided it.
     """
     rows = list(part.to_dict("records"))
     out = []
@@ -112,6 +149,9 @@ def ratio_flags(part: pd.DataFrame, wide: float = WIDE_RELATIVE) -> list[str]:
                 why.append("timed apart (no interval)")
             elif ratio > 0 and (high - low) / ratio > wide:
                 why.append(f"wide interval (±{(high - low) / 2 / ratio:.0%})")
+        busy = a.get("kernel_busy_fraction", float("nan"))
+        if busy is not None and not pd.isna(busy) and busy < LAUNCH_BOUND:
+            why.append(f"launch-bound (GPU kernels busy {busy:.0%} of the wall time)")
         faster = [b["method"] + (f" <- {b['teacher']}" if b["teacher"] else "") for b in rows
                   if b is not a and dominates(pd.Series(a), pd.Series(b)) and _same_images(a) < _same_images(b)]
         if faster:
@@ -134,10 +174,11 @@ def slowdown_table(store: ResultsStore) -> pd.DataFrame:
     t = t.merge(measured, on=MEASURED_KEYS, how="left")
     t["hours"] = t["measured_hours"].where(t["measured_hours"].notna(), t["recipe_hours"])
     t["hours_kind"] = t["measured_hours"].notna().map({True: "measured", False: "projected"})
-    base = t[t["method"] == "gaussian"].set_index(["device", "arch", "sigma"])
+    group = ["device", "arch", "sigma", "protocol"]
+    base = t[t["method"] == "gaussian"].drop_duplicates(group, keep="last").set_index(group)
     rows = []
     for _, r in t.iterrows():
-        key = (r["device"], r["arch"], r["sigma"])
+        key = tuple(r[c] for c in group)
         if key not in base.index:
             continue
         g = base.loc[key]
@@ -167,46 +208,94 @@ def slowdown_table(store: ResultsStore) -> pd.DataFrame:
             "recipe_ratio": recipe[0], "recipe_ratio_low": recipe[1], "recipe_ratio_high": recipe[2],
             "rounds": int(_col(r, "rounds")) if interleaved else 0,
             "paper_ratio_resnet110": PAPER_SLOWDOWN.get(r["method"], float("nan")),
-            "precision": r["precision"],
+            "precision": r["precision"], "protocol": r["protocol"], "recipe": r["recipe"], "config": r["config"],
+            "measure": r["measure"], "kernel_busy_fraction": _col(r, "kernel_busy_fraction"), "time": r["time"],
+            "expected_ratio": _cost_units(r) / _cost_units(g) * epochs,
         })
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     df["flag"] = ""
-    for _, part in df.groupby(["device", "arch", "sigma"], sort=False):
+    df["ratio_standard_150x256"] = df["ratio_standard_200x128"] = float("nan")
+    for _, part in df.groupby(group, sort=False):
         df.loc[part.index, "flag"] = ratio_flags(part)
+        for recipe in STANDARD_RECIPES:
+            standard = part[(part["method"] == "standard") & (part["recipe"] == recipe)]
+            if part["protocol"].iloc[0] == "paper" and not standard.empty:
+                df.loc[part.index, f"ratio_standard_{recipe}"] = part["recipe_ratio"] / standard["recipe_ratio"].iloc[-1]
     df["order"] = df["method"].map({m: i for i, m in enumerate(METHOD_ORDER)}).fillna(len(METHOD_ORDER))
-    return df.sort_values(["device", "arch", "sigma", "order", "teacher"]).drop(columns="order").reset_index(drop=True)
+    return df.sort_values([*group, "order", "teacher", "recipe"]).drop(columns="order").reset_index(drop=True)
+
+
+def _cost_units(r: pd.Series) -> float:
+    """What a loader batch's passes cost per image, in forward+backward passes (forward-only at
+    :data:`FORWARD_SHARE`)."""
+    return float(r["fwd_bwd_passes"]) + FORWARD_SHARE * float(r["fwd_only_passes"])
+
+
+def primary_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (device, arch, sigma, method, teacher) for the figures: the engine protocol's where there
+    is one, at the method's own recipe (not standard training's 200 x 128), the newest configuration."""
+    if df.empty:
+        return df
+    pick = df[df["recipe"] != "200x128"].assign(_engine=lambda d: d["protocol"] == "engine")
+    pick = pick.sort_values(["_engine", "time"]).drop_duplicates(
+        ["device", "arch", "sigma", "method", "teacher"], keep="last")
+    return df.loc[sorted(pick.index)]
 
 
 def _with_interval(value: float, low: float, high: float) -> str:
     return f"{value:.2f}" if pd.isna(low) or pd.isna(high) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
-SLOWDOWN_HEADER = ("method", "teacher", "batch", "fwd+bwd passes", "fwd-only passes", "epoch (s)", "epoch x [CI]",
-                   "epochs", "hours", "recipe x [CI]", "paper x (ResNet-110)", "flag")
+SLOWDOWN_HEADER = ("method", "teacher", "configuration", "recipe", "batch", "fwd+bwd passes", "fwd-only passes",
+                   "epoch (s)", "epoch x [CI]", "hours", "expected x (passes)", "recipe x Gaussian [CI]",
+                   "x standard 150x256", "x standard 200x128", "paper x (ResNet-110, vs standard)", "kernel busy",
+                   "flag")
+
+
+def _number(value: float) -> str:
+    return "" if pd.isna(value) else f"{value:.2f}"
 
 
 def _slowdown_cells(r: pd.Series) -> list[object]:
-    paper = "" if pd.isna(r["paper_ratio_resnet110"]) else f"{r['paper_ratio_resnet110']:.2f}"
     kind = "" if r["hours_kind"] == "measured" else " (projected)"
     flag = r.get("flag", "")
-    return [r["method"], r["teacher"] or "", r["batch"], f"{r['fwd_bwd_passes']:.2f}", f"{r['fwd_only_passes']:.2f}",
-            f"{r['epoch_seconds']:.1f}", _with_interval(r["epoch_ratio"], r["epoch_ratio_low"], r["epoch_ratio_high"]),
-            r["epochs"], f"{r['hours']:.3g}{kind}",
-            _with_interval(r["recipe_ratio"], r["recipe_ratio_low"], r["recipe_ratio_high"]), paper,
-            "⚠ " + flag if flag else ""]
+    busy = r.get("kernel_busy_fraction", float("nan"))
+    return [r["method"], r["teacher"] or "", r.get("config", ""), r.get("recipe", ""), r["batch"],
+            f"{r['fwd_bwd_passes']:.2f}", f"{r['fwd_only_passes']:.2f}", f"{r['epoch_seconds']:.1f}",
+            _with_interval(r["epoch_ratio"], r["epoch_ratio_low"], r["epoch_ratio_high"]), f"{r['hours']:.3g}{kind}",
+            _number(r.get("expected_ratio", float("nan"))),
+            _with_interval(r["recipe_ratio"], r["recipe_ratio_low"], r["recipe_ratio_high"]),
+            _number(r.get("ratio_standard_150x256", float("nan"))),
+            _number(r.get("ratio_standard_200x128", float("nan"))), _number(r["paper_ratio_resnet110"]),
+            "n/a (no GPU profiler)" if pd.isna(busy) else f"{busy:.0%}", "⚠ " + flag if flag else ""]
 
 
 def slowdown_markdown(df: pd.DataFrame) -> str:
-    """The table as markdown, one section per (device, arch, sigma); flagged ratios marked ⚠."""
+    """The table as markdown, one section per (device, arch, sigma, protocol); flagged ratios marked ⚠."""
     lines = []
-    for (device, arch, sigma), part in df.groupby(["device", "arch", "sigma"], sort=False):
+    group = ["device", "arch", "sigma", "protocol"] if "protocol" in df else ["device", "arch", "sigma"]
+    for key, part in df.groupby(group, sort=False):
+        device, arch, sigma = key[:3]
+        protocol = key[3] if len(key) > 3 else "engine"
         rounds = sorted({int(x) for x in part.get("rounds", pd.Series([0])) if x})
         how = f"interleaved, {', '.join(map(str, rounds))} rounds" if rounds else "timed apart"
-        lines += [f"### {arch}, sigma {sigma:g} — {device} ({how})", "",
+        precision = "/".join(sorted(set(part["precision"].astype(str))))
+        measures = sorted({m for m in part.get("measure", pd.Series([], dtype=str)) if m})
+        lines += [f"### {arch}, sigma {sigma:g} — {device}, {protocol} protocol, {precision} ({how})", "",
                   *markdown_table(SLOWDOWN_HEADER, [_slowdown_cells(r) for _, r in part.iterrows()]), ""]
-    lines.append("fwd+bwd passes: forward+backward passes over the loader batch's images per loader batch; "
+        lines += [f"Measured: {'; '.join(measures)}.", ""] if measures else []
+    lines.append("Baseline: Gaussian training at its recipe (150 epochs, batch 256) on the same device, timed in the "
+                 "same rounds (recipe x Gaussian). The paper divides by standard (noise-free) training of unstated "
+                 "settings; the paper protocol also times standard training at 150 x 256 and at the CRT authors' "
+                 "200 x 128 (x standard columns: the method's recipe ratio over standard's). Engine protocol: the "
+                 "training step alone on one batch already on the device; paper protocol: the official scripts' "
+                 "loop (crt_bench.timing.paper). Expected x: what the passes imply (forward+backward passes, a "
+                 f"forward-only one at {FORWARD_SHARE:.2f}) times the recipes' epochs. Kernel busy: GPU kernel time "
+                 "over wall time (torch.profiler); below "
+                 f"{LAUNCH_BOUND:.0%} the step is launch-bound and flagged. "
+                 "fwd+bwd passes: forward+backward passes over the loader batch's images per loader batch; "
                  "fwd-only: forward passes without gradient (CRT's teacher). Hours are measured from full runs "
                  "on the same device where they exist, else projected from timing probes (epoch time x the "
                  "recipe's epochs); the recipe ratio divides measured by measured hours only, else projected by "
@@ -214,7 +303,38 @@ def slowdown_markdown(df: pd.DataFrame) -> str:
                  "Interleaved probes time an architecture's methods round-robin in one process; a ratio is the "
                  "median over rounds of the same-round ratio to Gaussian, its CI a distribution-free interval for "
                  "that median (order statistics of the rounds). ⚠ marks a ratio that cannot be trusted: a wide "
-                 f"interval (wider than {WIDE_RELATIVE:.0%} of the ratio), no interval, or a method measured faster "
-                 "than one it out-works (more passes than Gaussian's one, or at least "
+                 f"interval (wider than {WIDE_RELATIVE:.0%} of the ratio), no interval, a launch-bound step, or a "
+                 "method measured faster than one it out-works (more passes than Gaussian's one, or at least "
                  f"{OUTWORK_FACTOR:g}x another method's passes: impossible, the machine's load decided it).")
     return "\n".join(lines) + "\n"
+
+
+def fidelity_markdown(df: pd.DataFrame) -> str:
+    """Per (device, arch, sigma, protocol) with SmoothMix: the paper's three methods' configuration, expected
+    and measured ratios, the paper's figure and the factor that remains (paper over measured, against the
+    closest baseline timed: standard 200 x 128 where the paper protocol timed it, else Gaussian), and the
+    baseline-free ratios SmoothAdv / SmoothMix and MACER / SmoothMix beside the paper's 9.30 and 4.20."""
+    if df.empty or "protocol" not in df:
+        return ""
+    lines = []
+    for (device, arch, sigma, protocol), part in df.groupby(["device", "arch", "sigma", "protocol"], sort=False):
+        part = part[part["method"].isin(PAPER_SLOWDOWN) & (part["teacher"].fillna("") == "")]
+        if "smoothmix" not in set(part["method"]):
+            continue
+        mix = part[part["method"] == "smoothmix"].iloc[-1]
+        rows = []
+        for _, r in part.iterrows():
+            against = r.get("ratio_standard_200x128", float("nan"))
+            baseline = "standard 200x128"
+            if pd.isna(against):
+                against, baseline = r["recipe_ratio"], "Gaussian 150x256"
+            paper = PAPER_SLOWDOWN[r["method"]]
+            free = PAPER_BASELINE_FREE.get((r["method"], "smoothmix"), float("nan"))
+            rows.append([r["method"], r["config"], _number(r["expected_ratio"]), _number(r["recipe_ratio"]),
+                         f"{_number(against)} ({baseline})", f"{paper:.2f}", _number(paper / against),
+                         _number(r["recipe_ratio"] / mix["recipe_ratio"]) if r["method"] != "smoothmix" else "",
+                         _number(free)])
+        lines += [f"### {arch}, sigma {sigma:g} — {device}, {protocol} protocol", "", *markdown_table(
+            ("method", "configuration", "expected x Gaussian", "measured x Gaussian", "measured x baseline",
+             "paper x", "remaining factor (paper / measured)", "x SmoothMix", "paper x SmoothMix"), rows), ""]
+    return "\n".join(lines)

@@ -26,7 +26,7 @@ TABLES = ("runs", "epochs", "certify", "timing", "certifications", "agreement")
 LEGACY_VERSION = 1
 """Rows of the flat layout (``tables/<table>/*.parquet``, no ``schema_version`` column)."""
 SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 4, "certifications": 3,
-                                  "epochs": 3}
+                                  "epochs": 3, "timing": 3}
 """2: the partitioned layout; 3 (``epochs``): each evaluation's per-image correctness (``noisy_test_images``,
 ``noisy_test_correct``: :func:`crt_bench.core.bits.pack_bits`), absent from older rows; 3 (``certify``, ``certifications``): transferred certificates' columns
 (``kind``, ``transfer_from``, ``n_p``, ``alpha_zeta``, ``disagreements``; ``key_transfer_from``, ``key_n_p``,
@@ -35,7 +35,9 @@ SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 4
 (:mod:`crt_bench.analysis.recertify`).  Rows written before version 4 (and imported logs, which never had
 them) read these columns as missing (null).  A transferred row keeps its teacher's counts and ``pA_lower``
 (as it keeps the teacher's ``n0``, ``n``, ``alpha``): with ``disagreements`` of ``n_p`` at ``alpha_zeta`` they
-give its radius. ``agreement`` (new in version 2's layout, so 2):
+give its radius; 3 (``timing``): the probe's ``protocol`` (engine or
+paper), ``measure``, ``config`` (its hyper-parameters in words), ``recipe`` (EPOCHSxBATCH) and GPU kernel-busy time
+(``kernel_seconds_per_batch``, ``kernel_busy_fraction``); older rows lack them (read as the engine protocol). ``agreement`` (new in version 2's layout, so 2):
 a lower-precision certification's sample against fp32 (:mod:`crt_bench.certify.agreement`); a store without
 the table reads it as empty."""
 COUNT_COLUMNS = ("c_a", "selection_count", "n_a", "n_counted", "p_a_lower")
@@ -104,7 +106,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("time", _STR), ("interleaved", _BOOL), ("rounds", _I64), ("round_seconds", _STR), ("batch_ratio", _F64),
         ("batch_ratio_low", _F64), ("batch_ratio_high", _F64), ("epoch_ratio", _F64), ("epoch_ratio_low", _F64),
         ("epoch_ratio_high", _F64), ("ratio_level", _F64), ("profile", _STR), ("rounds_max", _I64),
-        ("ratio_target", _F64)),
+        ("ratio_target", _F64), ("protocol", _STR), ("measure", _STR), ("config", _STR), ("recipe", _STR),
+        ("kernel_seconds_per_batch", _F64), ("kernel_busy_fraction", _F64)),
     "agreement": _schema(
         ("run_id", _STR), ("precision", _STR), ("compile", _BOOL), ("n", _I64), ("subset", _STR), ("seed", _I64),
         ("images", _I64), ("chosen_precision", _STR), ("reference", _STR), ("sigma", _F64), ("same_predict", _F64),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -28,8 +28,10 @@ import torch
 
 from crt_bench.config.engine import EngineOptions
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.core.bf16 import native_bf16
 from crt_bench.core.provenance import environment, synchronize
-from crt_bench.methods.registry import StepContext, get_method
+from crt_bench.core.tf32 import check_tf32
+from crt_bench.methods.registry import StepContext, config_label, get_method
 from crt_bench.models.build import build_model
 from crt_bench.train.step import TrainStep
 from crt_bench.train.teacher import FrozenTeacher
@@ -59,8 +61,16 @@ class ProbeConfig:
     fold_teacher: bool = True
     tf32: bool = False  # TF32 in the step (Ampere+ GPUs); off: IEEE float32, as training by default
     profile: str = "paper"  # whose sizes a composed module takes (denoised smoothing's denoiser)
+    # "engine": the step alone on one batch already on the device; "paper": the official scripts' loop
+    # (crt_bench.timing.paper: a DataLoader with augmentation, .item() per step, the per-epoch test pass)
+    protocol: str = "engine"
+    hparams: dict[str, dict[str, str]] = field(default_factory=dict)  # per method: --set overrides
+    test_images: int = 10_000  # the paper protocol's per-epoch test pass (CIFAR-10's test set)
+    loader_workers: int | None = None  # the paper protocol's DataLoader workers; None: each official script's
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise CrtBenchError(f"unknown timing protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
         if self.target_half_width is not None and not self.target_half_width > 0:
             raise CrtBenchError(f"target half-width must be > 0 (a fraction of the ratio), "
                                 f"got {self.target_half_width}")
@@ -76,9 +86,39 @@ class ProbeConfig:
         """``"6"`` (fixed) or ``"6-12"`` (adaptive), for progress lines."""
         return str(self.repeats) if self.round_cap == self.repeats else f"{self.repeats}-{self.round_cap}"
 
+    def with_precision(self, precision: str | None, device: torch.device | str) -> ProbeConfig:
+        """This configuration in ``precision`` (fp32, tf32, bf16; None: the protocol's own, the engine's
+        bf16-where-native or the paper's fp32); one clear error where ``device`` cannot honour it."""
+        if precision is None:
+            return self if self.protocol == "engine" else replace(self, amp=False, tf32=False)
+        if precision not in PRECISIONS:
+            raise CrtBenchError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        device = torch.device(device)
+        if precision == "tf32":
+            check_tf32(True, device, "--precision tf32")
+        if precision == "bf16" and not (device.type == "cuda" and native_bf16(device)):
+            raise CrtBenchError(f"--precision bf16 needs a GPU with native bf16 (the training step autocasts "
+                                f"only there); the device is {device.type}")
+        return replace(self, amp=precision == "bf16", tf32=precision == "tf32")
+
     def engine_options(self) -> EngineOptions:
         return EngineOptions(amp=self.amp, channels_last=self.channels_last, compile=self.compile,
                              teacher_precision=self.teacher_precision, fold_teacher=self.fold_teacher, tf32=self.tf32)
+
+
+PROTOCOLS = ("engine", "paper")
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def parse_recipe(recipe: str) -> tuple[int, int] | None:
+    """``"200x128"`` -> (200 epochs, batch 128); ``""``: the method's own recipe (None)."""
+    if not recipe:
+        return None
+    epochs, _, batch = recipe.partition("x")
+    try:
+        return int(epochs), int(batch)
+    except ValueError:
+        raise CrtBenchError(f"a timing recipe is EPOCHSxBATCH (e.g. 200x128), got {recipe!r}") from None
 
 
 # Probe sizes per profile: the paper profile times a few hundred optimizer steps at the recipe's
@@ -87,7 +127,8 @@ class ProbeConfig:
 # rounds are adaptive: 6 (the fewest whose interval reaches the 95% level) while every ratio is within +-5%,
 # up to 12 where a shared machine's load makes them noisy (a round costs 2-10 s per architecture there).
 PROBES: dict[str, ProbeConfig] = {
-    "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8, profile="smoke"),
+    # smoke: the test suite's path; its paper-protocol loaders load in the main process (rows say "0 loader workers")
+    "smoke": ProbeConfig(batches=1, warmup=1, repeats=2, batch_size=8, profile="smoke", loader_workers=0),
     "gpu-smoke": ProbeConfig(batches=2, warmup=1, repeats=2, batch_size=None, profile="gpu-smoke"),  # the paper's probe
     "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=16, target_half_width=0.05, max_repeats=12,
                        profile="cpu"),
@@ -157,6 +198,13 @@ class PreparedProbe:
     x: torch.Tensor
     y: torch.Tensor
     peak_memory_bytes: int = -1  # this probe's own CUDA peak (build + warm-up steps); -1 on a CPU
+    epochs: int = 0  # the recipe's epochs (0: the method's own)
+    recipe: str = ""  # "EPOCHSxBATCH": the recipe's epochs and batch (a profile may time smaller batches)
+    kernel_seconds_per_batch: float = float("nan")  # GPU kernel-busy time (torch.profiler); NaN on a CPU
+
+    def measure(self, batches: int) -> str:
+        """How a row's epoch was obtained (the paper protocol's probes say more)."""
+        return f"{batches} batches of one tensor, projected"
 
     def time_batches(self, batches: int, clock: Callable[[], float] = time.perf_counter) -> float:
         """Seconds per loader batch over ``batches`` consecutive batches."""
@@ -172,13 +220,19 @@ class PreparedProbe:
         spec = get_method(self.method)
         options, device = self.cfg.engine_options(), self.device
         env = environment(device)
+        epochs = self.epochs or spec.recipe.epochs
+        wall = statistics.median(times)
         return {
             "method": self.method, "arch": self.arch, "teacher_arch": self.teacher_arch, "sigma": self.sigma,
             "batch_size": self.batch, "optimizer_steps_per_batch": self.step.chunks, "hparams": str(asdict(self.hparams)),
+            "config": config_label(self.hparams), "recipe": self.recipe,
+            "protocol": self.cfg.protocol, "measure": self.measure(self.cfg.batches),
+            "kernel_seconds_per_batch": self.kernel_seconds_per_batch,
+            "kernel_busy_fraction": self.kernel_seconds_per_batch / wall if wall > 0 else float("nan"),
             "kind": "projected", "timed_batches": self.cfg.batches, "repeats": len(times),
             # forward passes over the batch's B images that are back-propagated / forward only (e.g. CRT's teacher)
             "fwd_bwd_passes": self.fwd_bwd_passes, "fwd_only_passes": self.fwd_only_passes,
-            **summarize(times, batch_size=self.batch, train_images=self.cfg.train_images, epochs=spec.recipe.epochs),
+            **summarize(times, batch_size=self.batch, train_images=self.cfg.train_images, epochs=epochs),
             "peak_memory_bytes": self.peak_memory_bytes,
             "precision": self.step.precision, "compile": options.compile, "channels_last": self.step.channels_last,
             "tf32": self.step.tf32,
@@ -197,8 +251,12 @@ def prepare(
     teacher_arch: str | None = "resnet110",
     cfg: ProbeConfig | None = None,
     device: torch.device | str = "cpu",
+    recipe: str = "",
 ) -> PreparedProbe:
     """Build ``method`` on ``arch`` (and its teacher), count one batch's passes, run the warm-up.
+
+    ``cfg.hparams[method]`` overrides the method's hyper-parameters; ``recipe`` (``"200x128"``) its epochs
+    and batch size (standard training at the CRT authors' recipe beside Salman's 150 x 256).
 
     On CUDA the probe's peak memory is measured from here: what is allocated before it is the baseline
     (earlier probes still alive), the peak statistics are reset, and the peak over building it and its
@@ -208,8 +266,9 @@ def prepare(
     device = torch.device(device)
     baseline = _start_peak(device)
     spec = get_method(method)
-    hp = spec.make_hparams(sigma=sigma)
-    batch = cfg.batch_size or spec.recipe.batch_size
+    hp = spec.make_hparams(cfg.hparams.get(method), sigma=sigma)
+    epochs, recipe_batch = parse_recipe(recipe) or (spec.recipe.epochs, spec.recipe.batch_size)
+    batch = cfg.batch_size or recipe_batch
     shape = dict(num_classes=cfg.num_classes, in_chans=cfg.in_chans, mean=[0.5] * cfg.in_chans,
                  std=[0.25] * cfg.in_chans)
     model = build_model(arch, **shape)
@@ -227,8 +286,7 @@ def prepare(
                                 precision=options.teacher_precision, channels_last=options.channels_last,
                                 fold=options.fold_teacher)
     # The last epoch: warm-ups (SmoothAdv epsilon, SmoothMix weight) are over, attacks at full strength.
-    ctx = StepContext(sigma=sigma, hparams=hp, epoch=spec.recipe.epochs - 1, epochs=spec.recipe.epochs,
-                      teacher=teacher)
+    ctx = StepContext(sigma=sigma, hparams=hp, epoch=epochs - 1, epochs=epochs, teacher=teacher)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     step = TrainStep(spec, model, optimizer, ctx, device, options)
     x = torch.rand(batch, cfg.in_chans, cfg.image_size, cfg.image_size, device=device)
@@ -240,7 +298,22 @@ def prepare(
         counter.remove()
     return PreparedProbe(method, arch, (teacher_arch or "resnet110") if spec.needs_teacher else "", sigma, cfg, device,
                          step, teacher, batch, hp, counter.grad_rows / batch, counter.nograd_rows / batch, x, y,
-                         _peak_since(device, baseline))
+                         _peak_since(device, baseline), epochs, recipe or f"{epochs}x{recipe_batch}")
+
+
+def kernel_seconds(p: PreparedProbe, batches: int = 2) -> float:
+    """GPU kernel-busy seconds per loader batch of ``p`` (torch.profiler's CUDA kernel time over
+    ``batches`` batches), NaN where the device gives none (a CPU). Beside the wall-clock seconds it says
+    whether a step is launch-bound: kernels busy for a small fraction of the wall time."""
+    if p.device.type != "cuda":
+        return float("nan")
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        p.time_batches(batches)
+    busy_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0))
+                  for e in prof.key_averages())
+    return busy_us / 1e6 / batches
 
 
 def _tracks_memory(device: torch.device) -> bool:

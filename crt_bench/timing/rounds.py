@@ -29,7 +29,8 @@ import torch
 from scipy.stats import binom
 
 from crt_bench.core.constants import INTERVAL_LEVEL
-from crt_bench.timing.probe import PreparedProbe, ProbeConfig, prepare
+from crt_bench.timing.paper import prepare_paper
+from crt_bench.timing.probe import PreparedProbe, ProbeConfig, kernel_seconds, prepare
 
 
 
@@ -89,7 +90,8 @@ def interleaved_rows(
     device: torch.device | str = "cpu",
     clock: Callable[[], float] = time.perf_counter,
 ) -> list[dict]:
-    """Time ``jobs`` (method, teacher arch or "") on ``arch`` round-robin; one timing row per job.
+    """Time ``jobs`` (method, teacher arch or ""[, recipe "EPOCHSxBATCH" or ""]) on ``arch`` round-robin; one
+    timing row per job, through ``cfg.protocol``'s loop (the paper's: :mod:`crt_bench.timing.paper`).
 
     ``rounds`` (default ``cfg.repeats``) rounds run; then more, one at a time, while ``cfg`` has a target
     that the intervals do not meet yet (:func:`settled`), up to ``cfg.round_cap``. Gaussian is added
@@ -103,11 +105,13 @@ def interleaved_rows(
     if least < 1:
         raise ValueError("rounds must be >= 1")
     cap = max(least, cfg.round_cap)
-    if ("gaussian", "") not in jobs:
-        jobs = [("gaussian", ""), *jobs]
-    prepared = [prepare(method, arch, sigma=sigma, teacher_arch=teacher or None, cfg=cfg, device=device)
-                for method, teacher in jobs]
-    g = jobs.index(("gaussian", ""))
+    full = [(job[0], job[1], job[2] if len(job) > 2 else "") for job in jobs]
+    if ("gaussian", "", "") not in full:
+        full = [("gaussian", "", ""), *full]
+    build = prepare_paper if cfg.protocol == "paper" else prepare
+    prepared = [build(method, arch, sigma=sigma, teacher_arch=teacher or None, cfg=cfg, device=device, recipe=recipe)
+                for method, teacher, recipe in full]
+    g = full.index(("gaussian", "", ""))
     times: list[list[float]] = [[] for _ in prepared]
     for r in range(cap):
         order = [(i + r) % len(prepared) for i in range(len(prepared))]
@@ -118,6 +122,7 @@ def interleaved_rows(
     rows = []
     batch_ratios_of = _ratios(times, g)
     for i, p in enumerate(prepared):
+        p.kernel_seconds_per_batch = kernel_seconds(p)
         row = p.row(times[i])
         batch_ratios = batch_ratios_of[i]
         per_epoch = row["batches_per_epoch"] / prepared_batches_per_epoch(prepared[g], cfg)
