@@ -4,7 +4,7 @@ crt_bench.timing.paper (fp32, TF32 off, a DataLoader over CIFAR-shaped uint8 ima
 and flip, each official script's loader workers, .item() per step, its per-epoch test pass) on ResNet-110 at
 each recipe's batch size: whole epochs of standard training at 150 x 256 and 200 x 128, Gaussian and
 SmoothMix; 200 MACER batches; 20 batches each of SmoothAdv m = 4 and m = 8 (projected to an epoch). One
-measurement each, cheapest first, each row written as soon as it is measured (the step's 5-minute limit
+measurement each, cheapest first, each row written as soon as it is measured (the step's time limit
 keeps what it measured); ratios are quotients of epoch and recipe seconds (no interval), with GPU
 kernel-busy time beside wall-clock (torch.profiler), against the paper's 46.20 / 20.86 / 4.97 and the
 baseline-free 9.30 (SmoothAdv / SmoothMix) and 4.20 (MACER / SmoothMix).
