@@ -201,14 +201,20 @@ def _epochs(run_id, last):
             for e, a in ((1, last / 2), (2, last))]
 
 
-@pytest.mark.parametrize("gaussian_acc", [0.50, 0.84])
-def test_evidence_from_a_store_with_two_seeds_and_the_guard(tmp_path, gaussian_acc):
-    rng = np.random.default_rng(3)
-    base = rng.uniform(0.1, 0.7, 120)
+def _two_seed_store(tmp_path) -> ResultsStore:
+    """A SmoothMix ResNet-20 teacher, one Gaussian and two seeds each of SmoothMix and CRT on student "m"."""
     s = ResultsStore(tmp_path / "r")
     s.append("runs", [_run("t", "smoothmix", "resnet20", 0, 3600.0), _run("g0", "gaussian", "m", 0, 100.0),
                       _run("sm0", "smoothmix", "m", 0, 7200.0), _run("sm1", "smoothmix", "m", 1, 7000.0),
                       _run("crt0", "crt", "m", 0, 1000.0, "t"), _run("crt1", "crt", "m", 1, 1200.0, "t")])
+    return s
+
+
+@pytest.mark.parametrize("gaussian_acc", [0.50, 0.84])
+def test_evidence_from_a_store_with_two_seeds_and_the_guard(tmp_path, gaussian_acc):
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.1, 0.7, 120)
+    s = _two_seed_store(tmp_path)
     s.append("epochs", _epochs("t", 0.85) + _epochs("g0", gaussian_acc))
     s.append("certify", pd.concat([_certs("t", base + 0.1), _certs("sm0", base), _certs("sm1", base + 0.05),
                                    _certs("crt0", base - 0.3), _certs("crt1", base - 0.25)]))
@@ -230,10 +236,7 @@ def test_the_verdict_compares_only_finished_matching_certifications(tmp_path):
     seed are left out and named (the newest certification per run used to become the evidence)."""
     rng = np.random.default_rng(5)
     base = rng.uniform(0.1, 0.7, 120)
-    s = ResultsStore(tmp_path / "r")
-    s.append("runs", [_run("t", "smoothmix", "resnet20", 0, 3600.0), _run("g0", "gaussian", "m", 0, 100.0),
-                      _run("sm0", "smoothmix", "m", 0, 7200.0), _run("sm1", "smoothmix", "m", 1, 7000.0),
-                      _run("crt0", "crt", "m", 0, 1000.0, "t"), _run("crt1", "crt", "m", 1, 1200.0, "t")])
+    s = _two_seed_store(tmp_path)
     s.append("epochs", _epochs("t", 0.85) + _epochs("g0", 0.84))
     later = _certs("sm1", base + 0.3).assign(cert_id="sm1@N1000", n=1000, time="2026-02-01T00:00:00")
     s.append("certify", pd.concat([_certs("t", base + 0.1), _certs("sm0", base), _certs("sm1", base + 0.05), later,
