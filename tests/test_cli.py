@@ -404,8 +404,15 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     certs = store.read("certify")
     assert sorted(certs.groupby("cert_id")["idx"].apply(sorted).map(tuple).unique()) == [(0, 1, 2)]
     assert set(certs["run_id"]) == set(runs["run_id"]) - {runs.loc["standard", "run_id"]}  # classifier: not certified
-    assert set(store.read("timing")["method"]) >= {"gaussian", "crt", "smoothadv", "macer", "smoothmix"}
+    timing = store.read("timing")
+    assert set(timing["method"]) >= {"gaussian", "crt", "smoothadv", "macer", "smoothmix"}
+    # Beside the engine's probes, Table 1's methods and standard training in the official scripts' loop.
+    paper = timing[timing["protocol"] == "paper"]
+    assert set(paper["method"]) == {"gaussian", "smoothadv", "macer", "smoothmix", "standard"}
+    assert sorted(paper[paper["method"] == "standard"]["recipe"]) == ["150x256", "200x128"]
     assert (plots / "slowdown.md").is_file() and (plots / "summary.csv").is_file()
+    slowdown = (plots / "slowdown.md").read_text()
+    assert "engine protocol" in slowdown and "paper protocol" in slowdown
     assert "ACR" in out and "crt" in out and "gaussian" in out
     # The CRT student is also certified by transfer from its teacher's certification, side by side.
     transferred = certs[certs["kind"] == "transfer"]

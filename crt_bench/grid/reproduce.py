@@ -40,7 +40,7 @@ from crt_bench.grid.watch import follow
 from crt_bench.models.registry import generations
 from crt_bench.report.build import build_all
 from crt_bench.store.chains import save_chain
-from crt_bench.timing.grid import run_timing_grid
+from crt_bench.timing.grid import run_plan_timing
 from crt_bench.train.resolve import describe_scale
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,15 @@ class Plan:
     certify_subset: str | None = None  # every job's certification subset instead of the profile's ("all": whole set)
     certify_precision: str | None = None  # every job's certification precision instead of the profile's
     split_certify: bool = False  # certifications as jobs of their own (crt_bench.grid.jobs.split_certification)
+    paper_timing_arch: str | None = None  # the paper protocol's probes; None: Table 1's ResNet-110 where the plan
+    # times it, else its first timing architecture
+
+    @property
+    def paper_arch(self) -> str:
+        """The architecture of the paper protocol's probes (:func:`crt_bench.timing.grid.run_plan_timing`)."""
+        if self.paper_timing_arch:
+            return self.paper_timing_arch
+        return "resnet110" if self.timing_archs is None or "resnet110" in self.timing_archs else self.timing_archs[0]
 
     def with_certify(self, subset: str | None = None, precision: str | None = None) -> Plan:
         """The same plan certifying ``subset`` of the test set and/or in ``precision``; checked here, before any
@@ -109,7 +118,8 @@ class Plan:
         grid = replace(self.grid, archs=[arch], teacher_archs=[arch], train_limit=train_limit)
         extra = denoised_jobs([arch], DENOISED_VARIANTS.get(self.profile, ()), profile=self.profile,
                               train_limit=train_limit, data_dir=self.grid.data_dir) if self.extra else []
-        return replace(self, grid=grid, timing_archs=[arch], timing_teachers=[arch], chain=None, extra=extra)
+        return replace(self, grid=grid, timing_archs=[arch], timing_teachers=[arch], paper_timing_arch=arch, chain=None,
+                       extra=extra)
 
     def jobs(self) -> list[Job]:
         """The grid's jobs, then the chain's links that are not grid jobs already (same key: reused)."""
@@ -142,6 +152,7 @@ class Plan:
                    + (f" ({', '.join(g.seeded_methods)}; the others seed {g.student_seeds[0]})" if g.seeded_methods
                       else "") + "; " if g.student_seeds else "")
                 + f"timing probes on {'the generation registry' if self.timing_archs is None else ', '.join(self.timing_archs)}"
+                + f" (and the paper protocol on {self.paper_arch})"
                 + (f"; recursive CRT chain {' -> '.join([g.teacher_archs[0], *self.chain.ordered_archs()])}"
                    if self.chain else "")
                 + (f"; denoised smoothing ({', '.join(dict.fromkeys(v for j in self.extra for _, v in j.hparams))}) "
@@ -177,7 +188,7 @@ def plan_for(profile: str, data_dir: str | None = None) -> Plan:
                         teacher_method="smoothmix", teacher_archs=["resnet20"], train_limit=512,
                         data_dir=data_dir, transfer_methods=["crt"])
         return Plan("smoke", grid, ["resnet20", "resnet110", "convnext_atto", "mobilenetv4_conv_small"],
-                    "a few minutes on a CPU",
+                    "a few minutes on a CPU", paper_timing_arch="resnet20",
                     extra=denoised_jobs(["convnext_atto"], DENOISED_VARIANTS["smoke"], profile="smoke",
                                         train_limit=512, data_dir=data_dir))
     if profile == "gpu-smoke":
@@ -227,7 +238,7 @@ CPU_BUDGETS = {
     "cpu": ("at most 90 minutes on 2 CPU cores from a bare clone, install included: training (teacher, 12 students "
             "= 2 architectures x 3 methods x 2 seeds, 2 standard classifiers, 1 denoiser), CERTIFY of 11 models x 100 "
             "images at N = 10,000, 4 transferred certificates, timing probes (5 architectures, 6-12 adaptive "
-            "rounds), the report",
+            "rounds; the paper protocol on ResNet-110, 6 rounds), the report",
             ["meets: Fashion-MNIST; one SmoothMix ResNet-20 teacher reused by every CRT student, pretrained and "
              "proxy accounting; two new-generation students each trained with Gaussian, SmoothMix and CRT, two seeds "
              "each (the verdict's intervals cover seed-to-seed variation); "
@@ -347,8 +358,9 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
         # The timing probes run as one more job, so that on a cluster they run on a compute node too; one
         # process on one GPU (under --nproc K, K copies would time each other's contention).
         log.info("timing probes: every method on every architecture of the plan")
-        follow(submit_single(ex, run_timing_grid, str(results), profile=plan.profile, archs=plan.timing_archs,
-                         teachers=plan.timing_teachers, device=plan.grid.device), "timing", stderr_console())
+        follow(submit_single(ex, run_plan_timing, str(results), profile=plan.profile, archs=plan.timing_archs,
+                             teachers=plan.timing_teachers, paper_arch=plan.paper_arch,
+                             device=plan.grid.device), "timing", stderr_console())
     else:
         log.warning("every training job failed: the timing probes are skipped (fix the cause above, then re-run)")
     written = build_all(results, Path(out_dir), profile_note=f"profile {plan.profile}: {plan.describe()}")

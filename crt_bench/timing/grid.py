@@ -18,7 +18,7 @@ from crt_bench.core.provenance import device_name, pick_device
 from crt_bench.methods.registry import get_method, list_methods
 from crt_bench.models.registry import generations, get_arch
 from crt_bench.store.store import ResultsStore
-from crt_bench.timing.probe import PROBES, PROTOCOLS, ProbeConfig
+from crt_bench.timing.probe import PAPER_PROBES, PROBES, PROTOCOLS, ProbeConfig
 from crt_bench.timing.rounds import interleaved_rows
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,25 @@ def grid(methods: list[str], archs: list[str], teachers: list[str]) -> list[tupl
     return jobs
 
 
-def probe_config(profile: str) -> ProbeConfig:
-    """The probe sizes of ``profile``; one clear error for a profile without probes."""
-    return PROBES[check_choice("profile", profile, PROBES, hint=" (the profiles with timing probes)")]
+PAPER_TABLE_METHODS = ["gaussian", "smoothadv", "macer", "smoothmix"]
+"""What the CRT paper's Table 1 timed (against standard training, which the paper protocol adds itself)."""
+
+
+def probe_config(profile: str, protocol: str = "engine") -> ProbeConfig:
+    """The probe sizes of ``profile`` under ``protocol``; one clear error for a profile without probes."""
+    cfg = PROBES[check_choice("profile", profile, PROBES, hint=" (the profiles with timing probes)")]
+    return PAPER_PROBES.get(profile, cfg) if protocol == "paper" else cfg
+
+
+def run_plan_timing(results: str | Path, *, profile: str, archs: list[str] | None, teachers: list[str],
+                    paper_arch: str, device: str = "auto") -> None:
+    """A reproduce plan's probes: every method on ``archs`` (the engine protocol: the slowdown table and
+    Figure 1), then Table 1's methods on ``paper_arch`` inside their official scripts' loop (the paper
+    protocol: the table's second section, beside the paper's figures)."""
+    run_timing_grid(results, profile=profile, archs=archs, teachers=teachers, device=device)
+    log.info(f"timing probes, paper protocol: {', '.join(PAPER_TABLE_METHODS)} and standard training on {paper_arch}")
+    run_timing_grid(results, profile=profile, methods=list(PAPER_TABLE_METHODS), archs=[paper_arch], device=device,
+                    protocol="paper")
 
 
 def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[str] | None = None,
@@ -57,7 +73,7 @@ def run_timing_grid(results: str | Path, *, profile: str = "cpu", methods: list[
     :mod:`crt_bench.timing.paper`, with standard training at 150 x 256 and 200 x 128 as baselines), in
     ``precision`` (None: the protocol's own), with ``sets`` per method (``{"smoothadv": {"m": "4"}}``).
     Every input is checked before anything is timed."""
-    cfg = replace(probe_config(profile), protocol=check_choice("timing protocol", protocol, PROTOCOLS))
+    cfg = replace(probe_config(profile, check_choice("timing protocol", protocol, PROTOCOLS)), protocol=protocol)
     if repeats is not None:
         check_count("repeats", repeats)  # at least these rounds; an adaptive profile's cap rises to them
         cfg = replace(cfg, repeats=repeats, max_repeats=max(repeats, cfg.max_repeats or 0))

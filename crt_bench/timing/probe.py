@@ -137,6 +137,18 @@ PROBES: dict[str, ProbeConfig] = {
     "paper": ProbeConfig(batches=50, warmup=5, repeats=3, batch_size=None),
 }
 
+# The paper protocol's probe sizes, where they differ from the engine's: on a CPU one loader batch of 8 per
+# probe and round, 6 fixed rounds (the fewest whose median interval reaches 95%), loading in the main process
+# (seven probes' loader workers would outnumber 2 cores); ResNet-110's seven probes then take about 4 minutes.
+# On a GPU each recipe's batch, 20 loader batches per round (the GPU check's paper step).
+PAPER_PROBES: dict[str, ProbeConfig] = {
+    "cpu": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=8, profile="cpu", protocol="paper",
+                       loader_workers=0),
+    "cpu-full": ProbeConfig(batches=1, warmup=1, repeats=6, batch_size=8, profile="cpu-full", protocol="paper",
+                            loader_workers=0),
+    "paper": ProbeConfig(batches=20, warmup=2, repeats=3, batch_size=None, protocol="paper"),
+}
+
 
 def summarize(seconds_per_batch: list[float], *, batch_size: int, train_images: int, epochs: int) -> dict[str, float]:
     """Median and spread of per-batch times, and the projections they imply."""
