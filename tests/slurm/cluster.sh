@@ -14,6 +14,7 @@ dir="${2:-${CRT_BENCH_SLURM_DIR:-/tmp/crt-bench-slurm}}"
 conf="$dir/slurm.conf"
 export SLURM_CONF="$conf"
 host="$(hostname -s)"
+port="${CRT_BENCH_SLURM_PORT:-6817}"  # slurmctld's; slurmd takes the next (two clusters side by side: other ports)
 
 say() { echo "cluster.sh: $*" >&2; }
 cannot() { say "cannot start a SLURM cluster here: $*"; exit 3; }
@@ -37,6 +38,8 @@ write_conf() {
   cat > "$conf" <<CONF
 ClusterName=crtbench
 SlurmctldHost=$host
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
