@@ -12,7 +12,7 @@ from test_cli import assert_user_error, cli
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.grid.bill import JobCost, _critical_path, _makespan, forwards_per_s, job_cost, step_seconds_per_image
 from crt_bench.grid.jobs import Job
-from crt_bench.grid.reproduce import plan_for
+from crt_bench.grid.reproduce import PAPER_NOT_TRAINED, plan_for
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,20 @@ def test_other_noise_levels_are_one_flag_with_their_bill(paper):
     assert {j.sigma for j in full.jobs()} == {0.5}  # the chain's links and root included
     with pytest.raises(CrtBenchError, match="sigma"):
         paper.with_sigmas([0.0])
+
+
+def test_the_paper_plan_meets_its_budget_and_its_left_out_students_are_one_flag_away(tmp_path):
+    code, text, err = cli("reproduce", "--profile", "paper", "--dry-run", "--results", tmp_path / "r")
+    assert code == 0, err
+    total = float(re.search(r"total: ([\d.]+) GPU-hours", text).group(1))
+    eight = float(re.search(r"hours on 1 GPU, ([\d.]+) hours on 8 GPUs", text).group(1))
+    assert total <= 100 and eight <= 16  # issue 27's goal, from the measured figures
+    trained = {line.split()[1] for line in text.splitlines() if line.startswith(("smoothmix ", "crt ", "gaussian "))}
+    assert trained.isdisjoint(PAPER_NOT_TRAINED) and "mobilenetv4_conv_small" in trained
+    assert all(name in text for name in PAPER_NOT_TRAINED)  # named in the plan's notes
+    code, every, err = cli("reproduce", "--profile", "paper", "--dry-run", "--student", "all", "--results", tmp_path / "r")
+    assert code == 0, err
+    assert float(re.search(r"total: ([\d.]+) GPU-hours", every).group(1)) > total + 50
+    assert {line.split()[1] for line in every.splitlines() if line.startswith("smoothmix ")} >= set(PAPER_NOT_TRAINED)
+    code, _, err = cli("reproduce", "--profile", "paper", "--dry-run", "--student", "resnet_999", "--results", tmp_path)
+    assert_user_error(code, err, "unknown architecture 'resnet_999'")

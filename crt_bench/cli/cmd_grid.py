@@ -222,6 +222,9 @@ def reproduce(
     array_parallelism: ArrayParallelismOpt = None,
     sigma: Annotated[list[float], typer.Option(
         "--sigma", help="noise level (repeatable; default: the plan's, 0.25)")] = [],
+    student: Annotated[list[str], typer.Option(
+        "--student", metavar="ARCH|all", help="student architecture instead of the profile's (repeatable; all: "
+                                               "every generation of the registry)")] = [],
     certify_subset: Annotated[Optional[str], typer.Option(
         help="test images every job certifies instead of the profile's (paper: skip:20, 500 images): all, skip:K, "
              "range:A:B")] = None,
@@ -247,7 +250,7 @@ def reproduce(
     slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
                           mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
     # The plan first (a subset beyond the test set, an unknown precision), then the machine; all before output.
-    plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir).on_device(device)
+    plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir, list(student)).on_device(device)
     plan = plan.with_sigmas(list(sigma)).with_certify(certify_subset, certify_precision)
     if not dry_run:  # a bill needs no device
         check_inputs(device=device, profile=None if executor == "slurm" else profile)

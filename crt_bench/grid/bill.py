@@ -133,11 +133,13 @@ def job_cost(job: Job, device_type: str = "cuda") -> JobCost:
 
 def make_bill(jobs: list[Job], *, gpus: int = 8, device_type: str = "cuda",
               probe_archs: int = 0) -> Bill:
-    """The bill of ``jobs`` (and of the timing probes of ``probe_archs`` architectures) on ``gpus`` GPUs."""
+    """The bill of ``jobs`` (and of the timing probes of ``probe_archs`` architectures, plus the paper protocol's
+    probes at their budget) on ``gpus`` GPUs."""
     if gpus < 1:
         raise CrtBenchError(f"--bill-gpus must be >= 1, got {gpus}")
     costs = [job_cost(j, device_type) for j in jobs]
     probe_h = probe_archs * M.TIMING_PROBE_SECONDS[0] / M.TIMING_PROBE_SECONDS[1] / 3600
+    probe_h += M.PAPER_PROBE_BUDGET_S / 3600 if probe_archs else 0.0
     path, path_h = _critical_path(costs)
     return Bill(costs, probe_h, path, path_h + probe_h, gpus, _makespan(costs, gpus) + probe_h,
                 sum(c.hours for c in costs) + probe_h)
@@ -164,6 +166,9 @@ def bill_lines(bill: Bill, *, title: str = "") -> list[str]:
                "the teacher's certificate)" if any(c.job.trained is not None for c in bill.costs) else
                "(a job waits for its teacher's training and certification)"),
             "sources:", *(f"- {name}: {text}" for name, text in SOURCES.items())]
+    if bill.probe_hours:
+        out.append(f"- timing probes: the engine protocol's {MEASURED} seconds per architecture, plus the paper "
+                   f"protocol's probes at their budget ({M.PAPER_PROBE_BUDGET_S:.0f} s; not yet measured on a GPU)")
     return out
 
 

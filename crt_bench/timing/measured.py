@@ -53,5 +53,9 @@ GFLOPS: dict[str, float] = {
 DENOISER_GFLOPS = 1.140
 """The paper profile's DnCNN (17 x 64) on one 3x32x32 image; a denoised model's forward is this plus its classifier's."""
 
+PAPER_PROBE_BUDGET_S = 150.0
+"""The paper protocol's probes on ResNet-110 (:func:`crt_bench.timing.grid.run_plan_timing`): not yet measured on a
+GPU; the GPU check gives its paper step at most this (``benchmarks/gpu_check_paper.py``), so the bill counts it."""
+
 TIMING_PROBE_SECONDS = (77.0, 2)
 """(seconds, architectures): the check's timing probes of every method on ResNet-110 and ConvNeXt-Atto."""
