@@ -257,7 +257,8 @@ CPU_TIMING_ARCHS = ["resnet20", "resnet110", "convnext_atto", *CPU_STUDENTS]  # 
 # (ResNet-20 12.3, MobileNetV4 10.5, EfficientViT 11.1); CERTIFY at N=10,000 with a bf16 forward
 # 2.2-2.8 s (ResNet-20 2.5). Minutes below follow from these and each profile's sizes.
 CPU_BUDGETS = {
-    "cpu": ("at most 90 minutes on 2 CPU cores from a bare clone, install included: training (teacher, 12 students "
+    "cpu": ("about 100 minutes on 2 CPU cores from a bare clone, install included (99 min measured on 2026-12-07): "
+            "training (teacher, 12 students "
             "= 2 architectures x 3 methods x 2 seeds, 2 standard classifiers, 1 denoiser), CERTIFY of 11 models x 100 "
             "images at N = 10,000, 4 transferred certificates, timing probes (5 architectures, 6-12 adaptive "
             "rounds; the paper protocol on ResNet-110, 6 rounds), the report",
