@@ -250,7 +250,8 @@ def reproduce(
     slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
                           mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
     # The plan first (a subset beyond the test set, an unknown precision), then the machine; all before output.
-    plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir, list(student)).on_device(device)
+    picked = {"students": list(student)} if student else {}  # plan_for(profile, data_dir) where none is asked
+    plan = plan_for(auto_profile(device) if profile == "auto" else profile, data_dir, **picked).on_device(device)
     plan = plan.with_sigmas(list(sigma)).with_certify(certify_subset, certify_precision)
     if not dry_run:  # a bill needs no device
         check_inputs(device=device, profile=None if executor == "slurm" else profile)
