@@ -61,7 +61,8 @@ def _job_view(row: dict[str, Any], done: dict[str, str], queue: dict[str, tuple[
     state, reason = queue.get(sid, ("", "")) if sid else ("", "")
     if row["key"] in done or ("run_key" not in row and row.get("state") in DONE_STATES):
         return {**out, "state": FINISHED, "run_id": done.get(row["key"], out["run_id"])}
-    if not sid:  # never submitted: what the grid recorded (e.g. its teacher outside the grid is missing)
+    if not sid or ("run_key" not in row and state not in LIVE_STATES):
+        # never submitted (e.g. its teacher outside the grid is missing), or a parent that waited recorded the end
         recorded = str(row.get("state") or "")
         return {**out, "state": BLOCKED if recorded.startswith("blocked") else FAILED if recorded else PENDING,
                 "why": row.get("error") or recorded}

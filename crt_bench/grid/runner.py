@@ -77,6 +77,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
             running[key] = handle
             watch.add(key, handle)
             state[key]["state"] = JobState.RUNNING
+            _note_slurm_id(state[key], handle)
             log.info(f"attached to {key}: SLURM job {handle.job_id}")
     try:
         with stop_signals((signal.SIGTERM,)):
@@ -103,6 +104,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     running[job.key] = executor.submit(task, sent, results)
                     watch.add(job.key, running[job.key], label=job.label)
                     s["state"] = JobState.RUNNING
+                    _note_slurm_id(s, running[job.key])
                     log.info(f"submitted {job.key}")
                 watch.pump()
                 ended = ended_without_result(running)  # cancelled on the scheduler: submitit would wait forever
@@ -140,6 +142,12 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
     status = pd.DataFrame(list(state.values()))
     save_grid_status(results, state)
     return status
+
+
+def _note_slurm_id(s: dict[str, Any], handle: Any) -> None:
+    """A SLURM job's id in the job's status row (``crt-bench status`` names it)."""
+    if type(handle).__name__ == "SlurmJob":
+        s["slurm_job_id"] = str(handle.job_id)
 
 
 def _collect(s: dict[str, Any], key: str, handle: Any, raised: Exception | None = None) -> None:
