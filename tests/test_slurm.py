@@ -114,6 +114,16 @@ def test_slurm_where_no_controller_answers_is_one_line(slurm_cluster, tmp_path, 
     assert_user_error(code, err, "no SLURM scheduler answers", "sinfo", only_line=False)
     code, _, err = cli("sweep", *TINY, "--executor", "slurm", "--results", tmp_path / "r")  # no GPUs: sbatch asked
     assert_user_error(code, err, "SLURM refused the job", "Unable to contact slurm controller", only_line=False)
+    code, _, err = cli("sweep", *TINY, "--executor", "slurm", "--detach", "--results", tmp_path / "d")
+    assert_user_error(code, err, "SLURM refused the job", "Unable to contact slurm controller", only_line=False)
+    assert [r["slurm_job_id"] for r in _recorded(tmp_path / "d")] == [""]  # nothing submitted, and none recorded
+    code, out, err = cli("status", tmp_path / "d")  # a record without SLURM job ids: no need to ask the scheduler
+    assert code == 0 and "not submitted: SLURM refused the job" in " ".join(out.split()), err
+    from crt_bench.store.grid_status import save_grid_status
+
+    save_grid_status(tmp_path / "d", [{"key": "k", "state": "submitted", "slurm_job_id": "7", "run_key": "k"}])
+    code, _, err = cli("status", tmp_path / "d")
+    assert_user_error(code, err, "no SLURM scheduler answers", "squeue", only_line=False)
 
 
 @pytest.mark.slow  # 40-180 s on the shared 2-core machine (a 6-epoch job, requeued, then its inline twin)

@@ -171,7 +171,7 @@ def submit_detached(jobs: list[Job], results: str | Path, executor: Any, *, step
                 raise err from None
             log.warning(f"cancelled the {len(new)} SLURM job(s) this call had submitted: {', '.join(new)}")
         for row in rows.values():
-            if row.get("slurm_job_id") in new:
+            if row.get("slurm_job_id") in new or row["state"] == JobState.PENDING:
                 row.update(state=JobState.INTERRUPTED, slurm_job_id="", log="",
                            error=f"not submitted: {err}" if str(err) else "not submitted: the grid was stopped")
         record()
