@@ -148,7 +148,7 @@ def submit_detached(jobs: list[Job], results: str | Path, executor: Any, *, step
                 old = seen.get(step.key)
                 row = rows[step.key] = {"key": step.key, "label": step.key, "step": True, "state": JobState.SUBMITTED,
                                         "run_id": "", "error": "", "log": "", "slurm_job_id": ""}
-                if old and old["live"] and (old["state"] == RUNNING or (not new and previous not in new)):
+                if old and old["live"] and (old["state"] == RUNNING or not new):  # new: the old afterany is stale
                     previous = old["slurm_job_id"]
                     row.update(slurm_job_id=previous, log=old["log"], attached=True)
                     continue
@@ -184,14 +184,16 @@ def attach(jobs: list[Job], results: str | Path, folder: str | Path, *,
     """For a grid run by its parent (no ``--detach``): submitit handles of the jobs a detached grid left live
     (the parent waits for them instead of submitting them again). Blocked ones are cancelled (the parent
     submits them again after their teacher), and so are a detached reproduce's ``steps`` (the parent runs
-    them itself). No record, or nothing live: no squeue call beyond the view's one."""
+    them itself); a job whose work is already in the store is left to end. No record with SLURM job ids: no
+    squeue call."""
     before = grid_rows(results)
     if not any(row.get("slurm_job_id") for row in before):
         return {}
     keys = {job.key for job in jobs}
     view = [v for v in grid_view(results, before) if v["live"]]
     keep = {v["key"]: v["slurm_job_id"] for v in view if v["key"] in keys and not v["step"] and v["state"] in ATTACHED}
-    scancel([v["slurm_job_id"] for v in view if v["key"] not in keep and (v["key"] in keys or v["key"] in steps)])
+    # a job whose work is in the store may still be exiting: left alone (cancelled, its students' afterok would fail)
+    scancel([v["slurm_job_id"] for v in view if (v["key"] in keys and v["state"] == BLOCKED) or v["key"] in steps])
     if not keep:
         return {}
     submitit = import_submitit()

@@ -28,7 +28,7 @@ from crt_bench.grid import execute
 from crt_bench.grid.gpus import default_parallel, has_room, release
 from crt_bench.grid.inline import InlineExecutor
 from crt_bench.grid.jobs import Job, job_work
-from crt_bench.grid.slurm import ended_without_result
+from crt_bench.grid.slurm import NEVER_SATISFIED, ended_without_result
 from crt_bench.grid.watch import JobWatch
 from crt_bench.store.grid_status import finished_jobs, save_grid_status
 from crt_bench.store.store import ResultsStore
@@ -113,6 +113,8 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     try:
                         if key in ended:
                             raised = CrtBenchError(ended[key])
+                            if NEVER_SATISFIED in ended[key]:  # an attached job whose teacher's job failed
+                                handle.cancel(check=False)  # SLURM would keep it pending forever
                         elif not handle.done():
                             continue
                     except Exception as err:  # the debug executor runs the job inside done()

@@ -116,7 +116,8 @@ def scancel(ids: list[str]) -> None:
 
 def ended_without_result(handles: dict[str, Any]) -> dict[str, str]:
     """Keys of the SLURM jobs among ``handles`` that the scheduler has ended without a submitit result (cancelled,
-    timed out, node failure, or gone from the queue), with the scheduler's state and reason. One squeue call."""
+    timed out, node failure, or gone from the queue) or keeps pending forever (a failed ``afterok`` dependency:
+    DependencyNeverSatisfied), with the scheduler's state and reason. One squeue call."""
     slurm = {key: h for key, h in handles.items() if type(h).__name__ == "SlurmJob"}
     if not slurm:
         return {}
@@ -127,8 +128,8 @@ def ended_without_result(handles: dict[str, Any]) -> dict[str, str]:
     ended = {}
     for key, handle in slurm.items():
         state, reason = states.get(str(handle.job_id), ("", ""))
-        if state in LIVE_STATES or state == "COMPLETED" or handle.paths.result_pickle.exists():
-            continue  # still the scheduler's, or submitit's result tells how it ended
+        if is_live(state, reason) or state == "COMPLETED" or handle.paths.result_pickle.exists():
+            continue  # still the scheduler's (not pending forever on a failed dependency), or its result tells
         what = f"{state} ({reason})" if reason and reason != "None" else state or "gone from the queue"
         ended[key] = f"SLURM job {handle.job_id} ended without a result: {what}"
     return ended
