@@ -510,3 +510,35 @@ def test_reproduce_with_a_failed_job_lists_it_and_reports_the_missing_cells(tmp_
     report = (plots / "REPORT.md").read_text()
     assert "## Missing cells" in report and "the teacher broke on purpose" in report
     assert "blocked (teacher failed)" in report
+
+
+@pytest.mark.parametrize("command", [["sweep", "--method", "gaussian", "--arch", "tiny_cnn"],
+                                     ["reproduce", "--profile", "smoke", "--device", "cpu"]])
+@pytest.mark.parametrize("executor", ["local", "inline", "debug"])
+def test_detach_without_slurm_is_one_line_and_runs_nothing(tmp_path, command, executor):
+    code, out, err = cli(*command, "--executor", executor, "--detach", "--results", tmp_path / "r")
+    assert_user_error(code, err, "--detach needs --executor slurm", f"the {executor} executor")
+    assert out == "" and not (tmp_path / "r").exists()
+
+
+def test_status_of_a_folder_that_is_not_a_results_store_is_one_line(tmp_path):
+    code, _, err = cli("status", tmp_path)
+    assert_user_error(code, err, str(tmp_path), "not a crt-bench results folder")
+    (tmp_path / "tables").mkdir()  # a store where no grid ran
+    code, _, err = cli("status", tmp_path)
+    assert_user_error(code, err, "no grid has run", "grid_status.json")
+    code, _, err = cli("status", tmp_path / "missing")
+    assert_user_error(code, err, "does not exist")
+
+
+def test_status_of_a_grid_run_here_needs_no_scheduler(tmp_path, monkeypatch):
+    from crt_bench.store.grid_status import save_grid_status
+
+    save_grid_status(tmp_path, [  # as run_grid records a grid that ran on this machine: no SLURM job ids
+        {"key": "a", "state": "finished", "run_id": "r1", "error": "", "log": ""},
+        {"key": "b", "state": "blocked (teacher failed)", "run_id": "", "error": "not started: its teacher a", "log": ""}])
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # no squeue to ask
+    code, out, err = cli("status", tmp_path)
+    assert code == 0, err
+    assert out.splitlines() == [f"grid in {tmp_path}: 2 job(s): 1 finished, 1 blocked", "a: finished (run r1)",
+                                "b: blocked: not started: its teacher a"]

@@ -1,7 +1,8 @@
 """The ``crt-bench`` command line.
 
 Commands: run, proxy (train); certify, recertify, import-log, export-log (certifications); summary, leaderboard, plot,
-compact (read or tidy the results); list (registries); sweep, chain, time, reproduce (grids).
+compact (read or tidy the results); list (registries); sweep, chain, time, reproduce (grids); status (a grid
+as the store and the scheduler see it).
 
 Start-up reads only the torch-free catalogues (methods, architectures, datasets, profiles): each command
 imports its implementation inside itself, so ``--help``, ``list`` and bad input answer at once.
@@ -20,7 +21,7 @@ from rich.text import Text
 from crt_bench import __version__
 from crt_bench import methods as _methods  # noqa: F401  (registers the methods: torch-free)
 from crt_bench import models as _archs  # noqa: F401  (registers the architectures: torch-free)
-from crt_bench.cli import cmd_certify, cmd_grid, cmd_list, cmd_results, cmd_train
+from crt_bench.cli import cmd_certify, cmd_grid, cmd_list, cmd_results, cmd_status, cmd_train
 from crt_bench.cli.options import plain_values
 from crt_bench.cli.output import err, out
 from crt_bench.core.errors import CrtBenchError, exit_code
@@ -66,6 +67,7 @@ app.command()(plain_values(cmd_results.plot))
 app.command("proxy")(plain_values(cmd_train.proxy_cmd))
 app.command()(plain_values(cmd_grid.reproduce))
 app.command()(plain_values(cmd_results.compact))
+app.command()(plain_values(cmd_status.status))
 
 
 def _print_method_help(args: list[str]) -> None:

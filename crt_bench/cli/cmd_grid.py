@@ -9,9 +9,10 @@ import typer
 from rich.table import Table
 
 from crt_bench.cli.options import (ARCH_METAVAR, ArchName, ArrayParallelismOpt, CpusPerTaskOpt, DataDirOpt,
-                                   DatasetName, DeviceOpt, GpusOpt, JsonOpt, MemOpt, MethodName, PartitionOpt,
-                                   PlanProfile, ProbeProfile, ProfileOpt, ResultsOpt, SlurmOptOpt, TimeMinOpt,
-                                   check_inputs, parse_method_sets, slurm_options)
+                                   DatasetName, DetachOpt, DeviceOpt, GpusOpt, JsonOpt, MemOpt, MethodName,
+                                   PartitionOpt, PlanProfile, ProbeProfile, ProfileOpt, ResultsOpt, SlurmOptOpt,
+                                   TimeMinOpt, check_detach, check_inputs, parse_method_sets, slurm_options)
+from crt_bench.cli.cmd_status import print_submitted
 from crt_bench.cli.output import banner, info, out, print_json
 from crt_bench.config.choices import ChainOrder, Executor
 from crt_bench.core.errors import JobsFailed
@@ -46,6 +47,7 @@ def sweep(
     mem: MemOpt = None,
     slurm_opt: SlurmOptOpt = [],
     array_parallelism: ArrayParallelismOpt = None,
+    detach: DetachOpt = False,
     dry_run: Annotated[bool, typer.Option(help="list the jobs (and, for slurm, the sbatch script); run nothing")] = False,
     json: Annotated[bool, typer.Option("--json", help="--dry-run: the jobs as JSON")] = False,
     data_dir: DataDirOpt = None,
@@ -58,6 +60,7 @@ def sweep(
     from crt_bench.grid.jobs import GridSpec
     from crt_bench.grid.runner import GRID_STOPPED_HINT, run_grid
 
+    check_detach(detach, executor)
     slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
                           mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
     check_inputs(device=None if executor == "slurm" else device, profile=None if executor == "slurm" else profile)
@@ -102,9 +105,16 @@ def sweep(
                        max_parallel=max_parallel, **slurm)
     from crt_bench.core.signals import exit_on_stop
 
+    from crt_bench.grid.detach import attach, submit_detached
+
+    if detach:
+        with exit_on_stop("stopped while submitting: what this command had submitted was cancelled"):
+            print_submitted(submit_detached(jobs, results, ex), results)
+        return
+    attached = attach(jobs, results, results / "submitit") if executor == "slurm" else {}
     with exit_on_stop(GRID_STOPPED_HINT):
         status = run_grid(jobs, results, ex, max_parallel=max_parallel if executor != "slurm" else len(jobs),
-                          expect_device=announced)
+                          expect_device=announced, attached=attached)
     table = Table(title="sweep")
     for col in ("job", "state", "run id", "error / log"):
         table.add_column(col)
@@ -235,6 +245,7 @@ def reproduce(
                                                "critical path, wall-clock on 1 and --bill-gpus GPUs); run "
                                                "nothing")] = False,
     bill_gpus: Annotated[int, typer.Option(min=1, help="GPUs the bill's wall-clock is projected on")] = 8,
+    detach: DetachOpt = False,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """The paper's experiments at the profile's size, resumably, then every table and figure.
@@ -247,6 +258,7 @@ def reproduce(
     from crt_bench.grid.reproduce import auto_profile, plan_for, run_reproduce
     from crt_bench.store.store import ResultsStore
 
+    check_detach(detach, executor)
     slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min, cpus_per_task=cpus_per_task,
                           mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
     # The plan first (a subset beyond the test set, an unknown precision), then the machine; all before output.
@@ -271,8 +283,12 @@ def reproduce(
     from crt_bench.grid.runner import GRID_STOPPED_HINT
 
     with exit_on_stop(GRID_STOPPED_HINT):
-        run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel,
-                      install_data=install_data, nproc=nproc, slurm=slurm, bill_gpus=bill_gpus)
+        submitted = run_reproduce(plan, results, out_dir, executor=executor, max_parallel=max_parallel,
+                                  install_data=install_data, nproc=nproc, slurm=slurm, bill_gpus=bill_gpus,
+                                  detach=detach)
+    if detach:
+        print_submitted(submitted, results)
+        return
     df = summary_table(ResultsStore(results))
     if not df.empty:
         out.print(rich_summary(df))

@@ -128,6 +128,18 @@ ArrayParallelismOpt = Annotated[Optional[int], typer.Option(min=1, help="slurm: 
                                                                         "(default 16)")]
 
 
+DetachOpt = Annotated[bool, typer.Option(
+    "--detach", help="slurm: submit every job at once (the order carried by SLURM dependencies) and return; "
+    "`crt-bench status RESULTS` follows the grid, the same command again attaches to its live jobs")]
+
+
+def check_detach(detach: bool, executor: str) -> None:
+    """``--detach`` needs a scheduler that keeps the jobs: one clear line otherwise (nothing is run)."""
+    if detach and executor != "slurm":
+        raise CrtBenchError(f"--detach needs --executor slurm: the {executor} executor runs the jobs on this machine, "
+                            "in or under this command, so they end with it (leave --detach out)")
+
+
 def slurm_options(executor: str, *, partition: str | None, gpus: int | None, time_min: int,
                   cpus_per_task: int | None, mem: str | None, slurm_opt: list[str],
                   array_parallelism: int | None) -> dict[str, Any]:

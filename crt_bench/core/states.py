@@ -35,6 +35,7 @@ class JobState(_StrEnum):
     INTERRUPTED = "interrupted"
     MISSING = "missing"  # a teacher the grid did not run and the store does not hold
     NOT_FINISHED = "not finished"
+    SUBMITTED = "submitted"  # a detached grid's job, the scheduler's now (crt-bench status tells how it goes)
 
     @property
     def done(self) -> bool:

@@ -51,9 +51,16 @@ class Job:
     def needs(self) -> list["Job"]:
         """Jobs that must finish before this one starts: its teacher and the denoiser it reuses; a certification
         job: the training it certifies (and, for a transfer, the teacher's certification)."""
+        return [job for _, job in self.named_needs]
+
+    @property
+    def named_needs(self) -> list[tuple[str, "Job"]]:
+        """:attr:`needs` with what each is to this job, for messages ("its teacher X was cancelled")."""
         if self.trained is not None:
-            return [j for j in (self.trained, self.after) if j is not None]
-        return [j for j in (self.teacher, self.denoiser) if j is not None]
+            roles = (("training", self.trained), ("teacher's certification", self.after))
+        else:
+            roles = (("teacher", self.teacher), ("denoiser", self.denoiser))
+        return [(role, job) for role, job in roles if job is not None]
 
     @property
     def key(self) -> str:
@@ -86,6 +93,12 @@ class Job:
 
 CERTIFY_SUFFIX = "#certify"
 """The key of a certification job: its training job's key and this."""
+
+
+def job_work(job: Job) -> tuple[str, str, bool]:
+    """What makes ``job`` finished in the store (:func:`crt_bench.store.grid_status.finished_jobs`): its key, the
+    job key of the run it trains (a certification job: the run it certifies), and whether it certifies."""
+    return job.key, job.trained.key if job.trained is not None else job.key, job.certify
 
 
 def split_certification(jobs: list[Job]) -> list[Job]:

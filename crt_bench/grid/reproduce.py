@@ -31,6 +31,7 @@ from crt_bench.core.states import DONE_STATES
 from crt_bench.data.catalog import dataset_info
 from crt_bench.grid.bill import Bill, bill_lines, make_bill
 from crt_bench.grid.chain import ChainSpec
+from crt_bench.grid.detach import Step, attach, report_step, submit_detached, timing_step
 from crt_bench.grid.executors import make_executor
 from crt_bench.grid.gpus import submit_single
 from crt_bench.grid.jobs import GridSpec, Job, split_certification
@@ -350,8 +351,9 @@ BILLED_PROFILES = ("paper", "gpu-smoke")
 
 def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, executor: str = "local",
                   max_parallel: int | None = None, install_data: bool = True, nproc: int = 1,
-                  slurm: dict | None = None, bill_gpus: int = 8) -> dict:
-    """Check, then run the plan's three steps; returns what the plot step wrote.
+                  slurm: dict | None = None, bill_gpus: int = 8, detach: bool = False) -> dict | list[dict]:
+    """Check, then run the plan's three steps; returns what the plot step wrote (``detach``, SLURM only: submits
+    the grid, then the timing and report jobs after it, and returns the submitted rows: :mod:`crt_bench.grid.detach`).
 
     Before any job starts, :func:`crt_bench.grid.preflight.preflight` checks (and where it can, obtains) the
     data, the device and the results folder, so a grid that could only fail stops in seconds. A failed
@@ -374,16 +376,21 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
     ex = make_executor(executor, results / "submitit", nproc=nproc, device=plan.grid.device, profile=plan.profile,
                        max_parallel=max_parallel,
                        **(slurm or {}))  # slurm: make_executor's SLURM keywords (crt_bench.cli.options.slurm_options)
+    timing = dict(profile=plan.profile, archs=plan.timing_archs, teachers=plan.timing_teachers,
+                  paper_arch=plan.paper_arch, device=plan.grid.device)
+    if detach:
+        return submit_detached(jobs, results, ex, steps=(
+            Step("timing", timing_step, timing), Step("report", report_step, dict(
+                out_dir=str(out_dir), profile_note=f"profile {plan.profile}: {plan.describe()}"))))
+    attached = attach(jobs, results, results / "submitit", steps=("timing", "report")) if executor == "slurm" else {}
     status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel,
-                      expect_device=None if executor == "slurm" else checks.device)
+                      expect_device=None if executor == "slurm" else checks.device, attached=attached)
     failed = status[~status["state"].isin(DONE_STATES)]
     if len(failed) < len(status):
         # The timing probes run as one more job, so that on a cluster they run on a compute node too; one
         # process on one GPU (under --nproc K, K copies would time each other's contention).
         log.info("timing probes: every method on every architecture of the plan")
-        follow(submit_single(ex, run_plan_timing, str(results), profile=plan.profile, archs=plan.timing_archs,
-                             teachers=plan.timing_teachers, paper_arch=plan.paper_arch,
-                             device=plan.grid.device), "timing", stderr_console())
+        follow(submit_single(ex, run_plan_timing, str(results), **timing), "timing", stderr_console())
     else:
         log.warning("every training job failed: the timing probes are skipped (fix the cause above, then re-run)")
     written = build_all(results, Path(out_dir), profile_note=f"profile {plan.profile}: {plan.describe()}")

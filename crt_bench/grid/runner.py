@@ -23,14 +23,14 @@ import pandas as pd
 from crt_bench.core.console import stderr_console
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.signals import stop_signals
-from crt_bench.core.states import JobState, RunStatus
+from crt_bench.core.states import JobState
 from crt_bench.grid import execute
 from crt_bench.grid.gpus import default_parallel, has_room, release
 from crt_bench.grid.inline import InlineExecutor
-from crt_bench.grid.jobs import Job
-from crt_bench.grid.slurm import ended_without_result
+from crt_bench.grid.jobs import Job, job_work
+from crt_bench.grid.slurm import NEVER_SATISFIED, ended_without_result
 from crt_bench.grid.watch import JobWatch
-from crt_bench.store.grid_status import save_grid_status
+from crt_bench.store.grid_status import finished_jobs, save_grid_status
 from crt_bench.store.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ GRID_STOPPED_HINT = ("stopped: the running jobs were stopped at their last check
 
 
 def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_parallel: int | None = None,
-             poll_s: float = 1.0, task: Any = None, expect_device: str | None = None) -> pd.DataFrame:
+             poll_s: float = 1.0, task: Any = None, expect_device: str | None = None,
+             attached: dict[str, Any] | None = None) -> pd.DataFrame:
     """Submit jobs as their teachers finish, at most ``max_parallel`` at a time; one status row per job.
 
     ``max_parallel`` None: one job per GPU of a local executor's GPU pool (:mod:`crt_bench.grid.gpus`), else
@@ -48,6 +49,8 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
     ``task``: what each job runs (default: :func:`~crt_bench.grid.execute.execute_job`, through
     :class:`~crt_bench.grid.task.GridTask` for submitit), called as ``task(job, results)``.
     ``expect_device``: the device the grid's preflight announced; a job on another refuses to start.
+    ``attached``: job key -> the handle of a job already submitted (a detached grid's live SLURM job,
+    :func:`crt_bench.grid.detach.attach`): waited for as if submitted here, never submitted again.
 
     While jobs run, their output reaches the console line by line (:class:`JobWatch`). Ctrl-C or SIGTERM
     stops the running jobs (each checkpoints and marks its run interrupted) before re-raising, so no
@@ -63,15 +66,19 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
     results = str(results)
     store = ResultsStore(results)
     state: dict[str, dict[str, Any]] = {}
-    finished = store.finished_runs()
-    certified_runs = set(store.certification_states().query(f"status == '{RunStatus.FINISHED.value}'")["run_id"])
+    done = finished_jobs(store, [job_work(job) for job in jobs])
     for job in jobs:
-        done = finished.get(job.trained.key if job.trained is not None else job.key)  # a certification: its run
-        certified = done is not None and (not job.certify or done in certified_runs)
-        state[job.key] = {"key": job.key, "state": JobState.SKIPPED if certified else JobState.PENDING,
-                          "run_id": done if certified else "", "error": "", "log": ""}
+        state[job.key] = {"key": job.key, "state": JobState.SKIPPED if job.key in done else JobState.PENDING,
+                          "run_id": done.get(job.key, ""), "error": "", "log": ""}
     watch = JobWatch(stderr_console())
     running: dict[str, Any] = {}
+    for key, handle in (attached or {}).items():
+        if key in state and state[key]["state"] == JobState.PENDING:
+            running[key] = handle
+            watch.add(key, handle)
+            state[key]["state"] = JobState.RUNNING
+            _note_slurm_id(state[key], handle)
+            log.info(f"attached to {key}: SLURM job {handle.job_id}")
     try:
         with stop_signals((signal.SIGTERM,)):
             while True:
@@ -97,6 +104,7 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     running[job.key] = executor.submit(task, sent, results)
                     watch.add(job.key, running[job.key], label=job.label)
                     s["state"] = JobState.RUNNING
+                    _note_slurm_id(s, running[job.key])
                     log.info(f"submitted {job.key}")
                 watch.pump()
                 ended = ended_without_result(running)  # cancelled on the scheduler: submitit would wait forever
@@ -105,6 +113,8 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
                     try:
                         if key in ended:
                             raised = CrtBenchError(ended[key])
+                            if NEVER_SATISFIED in ended[key]:  # an attached job whose teacher's job failed
+                                handle.cancel(check=False)  # SLURM would keep it pending forever
                         elif not handle.done():
                             continue
                     except Exception as err:  # the debug executor runs the job inside done()
@@ -134,6 +144,12 @@ def run_grid(jobs: list[Job], results: str | Path, executor: Any, *, max_paralle
     status = pd.DataFrame(list(state.values()))
     save_grid_status(results, state)
     return status
+
+
+def _note_slurm_id(s: dict[str, Any], handle: Any) -> None:
+    """A SLURM job's id in the job's status row (``crt-bench status`` names it)."""
+    if type(handle).__name__ == "SlurmJob":
+        s["slurm_job_id"] = str(handle.job_id)
 
 
 def _collect(s: dict[str, Any], key: str, handle: Any, raised: Exception | None = None) -> None:

@@ -18,13 +18,19 @@ LIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "R
                "PREEMPTED"}
 
 
-def _client(args: list[str], what: str) -> str:
-    """A SLURM client command's stdout; one line naming ``what`` and SLURM's own reason when it fails."""
+NEVER_SATISFIED = "DependencyNeverSatisfied"  # squeue's reason for a job whose afterok dependency failed
+
+
+def _client(args: list[str], what: str, *, empty_when: str | None = None) -> str:
+    """A SLURM client command's stdout; one line naming ``what`` and SLURM's own reason when it fails
+    (``empty_when``: an error message that means "nothing", e.g. squeue's for job ids it no longer knows)."""
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise CrtBenchError(f"no SLURM scheduler answers ({what}: {err}); `--dry-run` shows the sbatch script that "
                             "would be submitted") from None
+    if done.returncode != 0 and empty_when is not None and empty_when in done.stderr:
+        return ""
     if done.returncode != 0:
         reason = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
         raise CrtBenchError(f"no SLURM scheduler answers ({what}: {reason}); `--dry-run` shows the sbatch script "
@@ -81,27 +87,49 @@ def sbatch_reason(err: BaseException) -> str:
     return "; ".join(said or lines) or type(err).__name__
 
 
-def ended_without_result(handles: dict[str, Any]) -> dict[str, str]:
-    """Keys of the SLURM jobs among ``handles`` that the scheduler has ended without a submitit result (cancelled,
-    timed out, node failure, or gone from the queue), with the scheduler's state and reason. One squeue call."""
-    slurm = {key: h for key, h in handles.items() if type(h).__name__ == "SlurmJob"}
-    if not slurm:
+def queue_states(ids: list[str]) -> dict[str, tuple[str, str]]:
+    """SLURM job id -> (state, reason) for those of ``ids`` the scheduler still knows (it forgets a job
+    MinJobAge after it ended). One squeue call; a scheduler that does not answer is one CrtBenchError."""
+    if not ids:
         return {}
-    ids = ",".join(sorted({str(h.job_id) for h in slurm.values()}))
-    try:
-        listing = _client(["squeue", "-h", "-t", "all", "-j", ids, "-o", "%i|%T|%r"], "squeue")
-    except CrtBenchError:
-        return {}  # the controller is busy or restarting: ask again at the next poll
+    listing = _client(["squeue", "-h", "-t", "all", "-j", ",".join(sorted(set(ids))), "-o", "%i|%T|%r"], "squeue",
+                      empty_when="Invalid job id")
     states = {}
     for line in listing.splitlines():
         job_id, _, rest = line.partition("|")
         state, _, reason = rest.partition("|")
-        states[job_id.strip()] = (state.strip(), reason.strip())
+        if job_id.strip():
+            states[job_id.strip()] = (state.strip(), reason.strip())
+    return states
+
+
+def is_live(state: str, reason: str = "") -> bool:
+    """Still the scheduler's and able to run: not ended, not pending on a dependency that can never be met."""
+    return state in LIVE_STATES and reason != NEVER_SATISFIED
+
+
+def scancel(ids: list[str]) -> None:
+    """Cancel these SLURM jobs (one scancel call; ids already gone are ignored)."""
+    if ids:
+        _client(["scancel", *sorted(set(ids))], "scancel", empty_when="Invalid job id")
+
+
+def ended_without_result(handles: dict[str, Any]) -> dict[str, str]:
+    """Keys of the SLURM jobs among ``handles`` that the scheduler has ended without a submitit result (cancelled,
+    timed out, node failure, or gone from the queue) or keeps pending forever (a failed ``afterok`` dependency:
+    DependencyNeverSatisfied), with the scheduler's state and reason. One squeue call."""
+    slurm = {key: h for key, h in handles.items() if type(h).__name__ == "SlurmJob"}
+    if not slurm:
+        return {}
+    try:
+        states = queue_states([str(h.job_id) for h in slurm.values()])
+    except CrtBenchError:
+        return {}  # the controller is busy or restarting: ask again at the next poll
     ended = {}
     for key, handle in slurm.items():
         state, reason = states.get(str(handle.job_id), ("", ""))
-        if state in LIVE_STATES or state == "COMPLETED" or handle.paths.result_pickle.exists():
-            continue  # still the scheduler's, or submitit's result tells how it ended
+        if is_live(state, reason) or state == "COMPLETED" or handle.paths.result_pickle.exists():
+            continue  # still the scheduler's (not pending forever on a failed dependency), or its result tells
         what = f"{state} ({reason})" if reason and reason != "None" else state or "gone from the queue"
         ended[key] = f"SLURM job {handle.job_id} ended without a result: {what}"
     return ended
