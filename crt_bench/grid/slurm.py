@@ -65,10 +65,18 @@ class SlurmSubmitter:
         return getattr(self._executor, name)
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._refusals_as_one_line(self._executor.submit, fn, *args, **kwargs)
+
+    def map_array(self, fn: Any, *iterables: Any) -> list[Any]:
+        """One SLURM array job, a task per item (``fn(*items)``); refused: one line, nothing submitted."""
+        return self._refusals_as_one_line(self._executor.map_array, fn, *iterables)
+
+    @staticmethod
+    def _refusals_as_one_line(submit: Any, *args: Any, **kwargs: Any) -> Any:
         from submitit.core.utils import FailedJobError
 
         try:
-            return self._executor.submit(fn, *args, **kwargs)
+            return submit(*args, **kwargs)
         except (FailedJobError, subprocess.CalledProcessError, OSError) as err:
             raise CrtBenchError(f"SLURM refused the job: {sbatch_reason(err)}") from None
 
@@ -89,7 +97,7 @@ def ended_without_result(handles: dict[str, Any]) -> dict[str, str]:
         return {}
     ids = ",".join(sorted({str(h.job_id) for h in slurm.values()}))
     try:
-        listing = _client(["squeue", "-h", "-t", "all", "-j", ids, "-o", "%i|%T|%r"], "squeue")
+        listing = _client(["squeue", "-h", "-r", "-t", "all", "-j", ids, "-o", "%i|%T|%r"], "squeue")  # -r: by task
     except CrtBenchError:
         return {}  # the controller is busy or restarting: ask again at the next poll
     states = {}
