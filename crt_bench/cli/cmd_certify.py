@@ -96,17 +96,18 @@ def certify(
     profile = run_profile(store, run_id)
     from crt_bench.core.provenance import pick_device
 
-    if on_slurm:  # the settings for where the shards run: GPUs if their jobs get any
+    transferring = transfer_from is not None or transfer_n is not None or transfer_alpha is not None
+    if on_slurm and not transferring:  # the settings for where the shards run: GPUs if their jobs get any
         from crt_bench.grid.slurm import job_gpus
 
         slurm["gpus"] = job_gpus(gpus, device=device, profile=profile, partition=partition)
         where = "cuda" if slurm["gpus"] else "cpu"
     else:
-        where = pick_device(device).type
+        where = "cpu" if on_slurm else pick_device(device).type  # (a transfer with --executor slurm is refused)
     base = get_profile(profile).certify.on(where) if profile else CertifyConfig()
     overrides = {k: v for k, v in dict(n0=n0, n=n, alpha=alpha, batch=batch, subset=subset, precision=precision,
                                         compile=compile).items() if v is not None}
-    if transfer_from is not None or transfer_n is not None or transfer_alpha is not None:
+    if transferring:
         used = [flag for flag, value in (("--n0", n0), ("--n", n), ("--alpha", alpha), ("--shard", shard))
                 if value is not None] + (["--shards"] if shards > 1 else []) + (["--executor slurm"] if on_slurm else [])
         _transfer(store, run_id, transfer_from, transfer_n, transfer_alpha, used, replace(base, **overrides),
