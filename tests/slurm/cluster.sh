@@ -64,6 +64,11 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
 MinJobAge=600
 KillWait=10
+# The cluster shares its machine (its daemons and jobs may run at nice 19 under a busy CPU): patient timeouts, so
+# a starved slurmd is neither marked not responding nor drained for a step slow to end ("Kill task failed").
+MessageTimeout=30
+SlurmdTimeout=600
+UnkillableStepTimeout=300
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 PartitionName=shared Nodes=$host Default=NO MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
