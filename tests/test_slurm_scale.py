@@ -131,6 +131,7 @@ def test_a_slurm_certify_where_no_controller_answers_is_one_line(slurm_cluster, 
 
 
 @pytest.mark.slurm
+@pytest.mark.slow  # 66 s on the 2-core machine beside a training run: eight processes import torch, then the twin
 def test_eight_jobs_of_different_runs_write_one_store_at_once(slurm_cluster, tmp_path):
     spec = GridSpec(methods=["gaussian"], archs=["tiny_cnn"], seeds=list(range(8)), profile="smoke", epochs=1,
                     train_limit=64, device="cpu")
