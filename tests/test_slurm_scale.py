@@ -176,6 +176,9 @@ def test_eight_jobs_of_different_runs_write_one_store_at_once(slurm_cluster, tmp
 @pytest.mark.slow  # minutes: a training of about two 1-minute allocations, then its inline twin
 @pytest.mark.timeout(900)
 def test_a_job_reaching_its_time_limit_requeues_itself_and_completes(slurm_cluster, tmp_path):
+    # The USR2 comes 24-54 s into each 1-minute allocation. submitit installs its handler only after unpickling
+    # the task (importing torch): on a starved CPU (this machine beside a nice -20 run: 29 s to get there) the
+    # signal came first and SLURM's default action ended the job (exit 140, no requeue). Idle, startup is seconds.
     spec = dict(methods=["gaussian"], archs=["tiny_cnn"], profile="smoke", epochs=150, train_limit=1024, device="cpu")
     with Releaser() as releaser:
         status = run_grid(GridSpec(**spec).jobs(), tmp_path / "slurm", make_executor(
