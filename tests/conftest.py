@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import torch
 
+from slurm_cluster import slurm_cluster  # noqa: F401 - the session's one SLURM cluster, for every module
+
 from crt_bench.config.run import RunConfig
 from crt_bench.methods.registry import get_method
 from crt_bench.store.store import ResultsStore

@@ -6,7 +6,6 @@ skipping them."""
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import threading
 import time
@@ -21,32 +20,9 @@ from crt_bench.grid.jobs import GridSpec
 from crt_bench.grid.runner import run_grid
 from crt_bench.store.store import ResultsStore
 
-SCRIPT = Path(__file__).resolve().parent / "slurm" / "cluster.sh"
 TINY = ["--method", "gaussian", "--arch", "tiny_cnn", "--profile", "smoke", "--epochs", "1", "--train-limit", "128",
         "--device", "cpu"]
-pytestmark = pytest.mark.slurm
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CRT_BENCH_REQUIRE_SLURM") == "1":
-        pytest.fail(f"CRT_BENCH_REQUIRE_SLURM=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
-    """The cluster's folder (slurm.conf, logs); SLURM_CONF points at it for the session."""
-    folder = tmp_path_factory.mktemp("slurm")
-    started = subprocess.run(["bash", str(SCRIPT), "start", str(folder)], capture_output=True, text=True, timeout=120)
-    if started.returncode != 0:
-        said = started.stderr.strip().splitlines()
-        _unavailable(f"no SLURM cluster: {said[-1] if said else f'exit status {started.returncode}'}")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SLURM_CONF", str(folder / "slurm.conf"))
-        try:
-            yield folder
-        finally:
-            subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, timeout=120)
+pytestmark = pytest.mark.slurm  # the cluster: the session fixture slurm_cluster (tests/slurm_cluster.py, via conftest)
 
 
 def _queue() -> list[str]:

@@ -7,11 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from crt_bench.cli.options import DataDirOpt, DatasetName, DeviceOpt, ResultsOpt, ResultsReadOpt, check_inputs
+from crt_bench.cli.options import (ArrayParallelismOpt, CpusPerTaskOpt, DataDirOpt, DatasetName, DeviceOpt, GpusOpt,
+                                   MemOpt, PartitionOpt, ResultsOpt, ResultsReadOpt, SlurmOptOpt,
+                                   check_inputs, names_enum, slurm_options)
 from crt_bench.cli.output import info
 from crt_bench.config.choices import InputLayer, Precision
+from crt_bench.core.errors import CrtBenchError
 
 log = logging.getLogger("crt_bench.cli")
+ShardExecutor = names_enum("ShardExecutor", ("local", "slurm"))
 
 
 def certify(
@@ -39,6 +43,16 @@ def certify(
         min=1, help="split the images over this many processes (local ones, one GPU each; under torchrun: the ranks)")] = 1,
     shard: Annotated[Optional[int], typer.Option(
         min=0, help="certify only shard I of --shards (a SLURM array task); default under torchrun: RANK of WORLD_SIZE")] = None,
+    executor: Annotated[ShardExecutor, typer.Option(
+        help="where the --shards run: local processes, or slurm: one array job, a task per shard")] = "local",
+    partition: PartitionOpt = None,
+    gpus: GpusOpt = None,
+    time_min: Annotated[Optional[int], typer.Option(min=1, help="slurm: time limit per shard, minutes (default "
+                                                                 "1440)")] = None,
+    cpus_per_task: CpusPerTaskOpt = None,
+    mem: MemOpt = None,
+    slurm_opt: SlurmOptOpt = [],
+    array_parallelism: ArrayParallelismOpt = None,
     transfer_from: Annotated[Optional[str], typer.Option(
         help="certify by transfer (incremental smoothing) from this finished certification of a teacher "
              "(cert id) on the same images, sigma, subset and seed")] = None,
@@ -51,7 +65,8 @@ def certify(
     """CERTIFY (Cohen et al.) every selected test image; one row per image in the certify table.
 
     Resumable: the same command again continues where an interrupted one stopped (same rows).
-    Sharded (--shards K): the parts are one certification with the rows of an unsharded run.
+    Sharded (--shards K): the parts are one certification with the rows of an unsharded run; --executor slurm
+    submits them as one SLURM array job and waits for it.
     --transfer-from CERT: certify by transferring CERT's certificates (Ugare et al. 2024), resumable too.
     """
     from dataclasses import replace
@@ -63,7 +78,16 @@ def certify(
     from crt_bench.config.profiles import get_profile
     from crt_bench.store.store import ResultsStore
 
-    check_inputs(device=device)
+    executor = getattr(executor, "value", executor)
+    on_slurm = executor == "slurm"
+    if time_min is not None and not on_slurm:
+        raise CrtBenchError("--time-min is a SLURM option: it needs --executor slurm (local shards run on this machine)")
+    slurm = slurm_options(executor, partition=partition, gpus=gpus, time_min=time_min or 24 * 60,
+                          cpus_per_task=cpus_per_task, mem=mem, slurm_opt=slurm_opt, array_parallelism=array_parallelism)
+    if on_slurm and shard is not None:
+        raise CrtBenchError("--shard I certifies one shard here (what a SLURM array task runs); with --executor slurm "
+                            "crt-bench submits the array itself: drop --shard")
+    check_inputs(device=None if on_slurm else device)  # on SLURM the device is the compute nodes'
     store = ResultsStore(results)
     if sigma is not None:
         from crt_bench.core.checks import check_sigma
@@ -72,12 +96,20 @@ def certify(
     profile = run_profile(store, run_id)
     from crt_bench.core.provenance import pick_device
 
-    base = get_profile(profile).certify.on(pick_device(device).type) if profile else CertifyConfig()
+    transferring = transfer_from is not None or transfer_n is not None or transfer_alpha is not None
+    if on_slurm and not transferring:  # the settings for where the shards run: GPUs if their jobs get any
+        from crt_bench.grid.slurm import job_gpus
+
+        slurm["gpus"] = job_gpus(gpus, device=device, profile=profile, partition=partition)
+        where = "cuda" if slurm["gpus"] else "cpu"
+    else:
+        where = "cpu" if on_slurm else pick_device(device).type  # (a transfer with --executor slurm is refused)
+    base = get_profile(profile).certify.on(where) if profile else CertifyConfig()
     overrides = {k: v for k, v in dict(n0=n0, n=n, alpha=alpha, batch=batch, subset=subset, precision=precision,
                                         compile=compile).items() if v is not None}
-    if transfer_from is not None or transfer_n is not None or transfer_alpha is not None:
+    if transferring:
         used = [flag for flag, value in (("--n0", n0), ("--n", n), ("--alpha", alpha), ("--shard", shard))
-                if value is not None] + (["--shards"] if shards > 1 else [])
+                if value is not None] + (["--shards"] if shards > 1 else []) + (["--executor slurm"] if on_slurm else [])
         _transfer(store, run_id, transfer_from, transfer_n, transfer_alpha, used, replace(base, **overrides),
                   sigma=sigma, seed=seed, data_dir=data_dir, device=device, progress=progress,
                   input_layer=input_layer, flush_every=flush_every)
@@ -86,7 +118,7 @@ def certify(
     ccfg.validate()
     from crt_bench.certify.precision import uses_tf32
 
-    if uses_tf32(ccfg.precision):  # before any shard starts
+    if uses_tf32(ccfg.precision) and not on_slurm:  # before any shard starts
         check_inputs(device=device, tf32_flag="--precision tf32")
     log.info(f"certify {run_id}: N0={ccfg.n0} N={ccfg.n} alpha={ccfg.alpha} batch={ccfg.batch or 'auto'} "
               f"subset={ccfg.subset} precision={ccfg.precision}{' compiled' if ccfg.compile else ''}")
@@ -96,8 +128,21 @@ def certify(
 
     ranks = env_from()
     one = ShardSpec(shard, shards) if shard is not None else shard_from_env(ranks)
+    if on_slurm and one is not None:
+        raise CrtBenchError("--executor slurm submits the shards as a SLURM array; under torchrun the ranks are the "
+                            "shards: drop --executor slurm")
     device = str(rank_device(device, ranks)) if one is not None and shard is None else device
-    if one is None and shards > 1:  # the local launcher: K children, then the unsharded pass closes it
+    if on_slurm:  # one array job, a task per shard; then the unsharded pass here closes it
+        from crt_bench.grid.certify_array import certify_on_slurm
+        from crt_bench.grid.executors import make_executor
+
+        ex = make_executor("slurm", results / "submitit", device=device, profile=profile, **slurm)
+        log.info(f"certify {run_id}: {shards} shard(s) as one SLURM array job")
+        certify_on_slurm(run_id, str(results), ccfg, shards, ex, options=dict(
+            sigma=sigma, data_dir=data_dir, device=device, seed=seed, input_layer=input_layer,
+            flush_images=flush_every))
+        device = "cpu"  # the closing pass certifies nothing: every image is done
+    elif one is None and shards > 1:  # the local launcher: K children, then the unsharded pass closes it
         child_args = [run_id, "--n0", str(ccfg.n0), "--n", str(ccfg.n), "--alpha", str(ccfg.alpha),
                       "--subset", ccfg.subset, "--precision", ccfg.precision, "--seed", str(seed),
                       "--input-layer", input_layer, "--device", device, "--no-progress",

@@ -13,6 +13,10 @@ from crt_bench.grid.inline import InlineExecutor
 from crt_bench.grid.slurm import SlurmSubmitter, job_gpus
 
 EXECUTORS = values(Executor)
+MAX_TIMEOUTS = 10
+"""Time limits a SLURM job may reach and still be requeued (submitit's default, 3, ends a run that needs a fifth
+allocation): every requeued job resumes from its last checkpoint, so a run longer than the partition allows
+continues over several allocations."""
 
 
 def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int | None = None,
@@ -50,7 +54,7 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
         ex = submitit.DebugExecutor(folder=str(folder))
     elif kind == "slurm":
         try:
-            ex = submitit.SlurmExecutor(folder=str(folder))
+            ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=MAX_TIMEOUTS)
         except RuntimeError as err:  # submitit checks for srun
             raise CrtBenchError(f"cannot submit to SLURM from here ({err}); `--dry-run` shows the sbatch script "
                                 "that would be submitted") from None
@@ -76,8 +80,14 @@ def import_submitit() -> Any:
 def slurm_parameters(*, partition: str | None = None, gpus: int | None = 1, time_min: int = 24 * 60,
                      cpus_per_task: int | None = None, mem: str | None = None,
                      slurm_extra: dict[str, Any] | None = None, array_parallelism: int = 16) -> dict[str, Any]:
-    """submitit's SlurmExecutor parameters; GPUs only when ``gpus`` > 0 (a CPU partition refuses any GPU ask)."""
-    params: dict[str, Any] = dict(job_name="crt-bench", time=time_min, array_parallelism=array_parallelism)
+    """submitit's SlurmExecutor parameters; GPUs only when ``gpus`` > 0 (a CPU partition refuses any GPU ask).
+
+    The time-limit warning (USR2: checkpoint and requeue) comes a tenth of the limit before it, at most 90 s:
+    slurmctld sends it at its first check (every 30 s) within the delay plus 30 s of the end, so submitit's
+    90 s before a 1-minute limit would reach the job as it starts, before it has done any work.
+    """
+    params: dict[str, Any] = dict(job_name="crt-bench", time=time_min, array_parallelism=array_parallelism,
+                                  signal_delay_s=min(90, 6 * time_min))
     if gpus:
         params["gpus_per_node"] = gpus
     if partition:

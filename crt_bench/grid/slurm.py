@@ -71,10 +71,18 @@ class SlurmSubmitter:
         return getattr(self._executor, name)
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._refusals_as_one_line(self._executor.submit, fn, *args, **kwargs)
+
+    def map_array(self, fn: Any, *iterables: Any) -> list[Any]:
+        """One SLURM array job, a task per item (``fn(*items)``); refused: one line, nothing submitted."""
+        return self._refusals_as_one_line(self._executor.map_array, fn, *iterables)
+
+    @staticmethod
+    def _refusals_as_one_line(submit: Any, *args: Any, **kwargs: Any) -> Any:
         from submitit.core.utils import FailedJobError
 
         try:
-            return self._executor.submit(fn, *args, **kwargs)
+            return submit(*args, **kwargs)
         except (FailedJobError, subprocess.CalledProcessError, OSError) as err:
             raise CrtBenchError(f"SLURM refused the job: {sbatch_reason(err)}") from None
 
@@ -92,8 +100,8 @@ def queue_states(ids: list[str]) -> dict[str, tuple[str, str]]:
     MinJobAge after it ended). One squeue call; a scheduler that does not answer is one CrtBenchError."""
     if not ids:
         return {}
-    listing = _client(["squeue", "-h", "-t", "all", "-j", ",".join(sorted(set(ids))), "-o", "%i|%T|%r"], "squeue",
-                      empty_when="Invalid job id")
+    listing = _client(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(sorted(set(ids))), "-o", "%i|%T|%r"],
+                      "squeue", empty_when="Invalid job id")  # -r: an array job's tasks one by one
     states = {}
     for line in listing.splitlines():
         job_id, _, rest = line.partition("|")

@@ -3,7 +3,8 @@
 #
 # Everything it makes lives under DIR (default: /tmp/crt-bench-slurm): the munge key and socket, slurm.conf,
 # the controller's state, the node's spool, pid files and logs; nothing under /etc is written. The node is this
-# host (`hostname -s`) with the CPUs and memory `slurmd -C` reports, in one CPU partition `debug` (no GPUs).
+# host (`hostname -s`) with the CPUs and memory `slurmd -C` reports, in one CPU partition `debug` (no GPUs), and
+# the same node as partition `shared`, whose jobs share the cores (up to 8 jobs a core: many writers at once).
 # Client commands find it through SLURM_CONF: `start` prints `export SLURM_CONF=DIR/slurm.conf`.
 # Needs root (slurmd starts the jobs) and Debian's slurmctld, slurmd, slurm-client and munge (slurm 22.05);
 # exit 3 with the reason when either is missing. `start` is idempotent and returns once `sinfo` shows the node
@@ -63,8 +64,14 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
 MinJobAge=600
 KillWait=10
+# The cluster shares its machine (its daemons and jobs may run at nice 19 under a busy CPU): patient timeouts, so
+# a starved slurmd is neither marked not responding nor drained for a step slow to end ("Kill task failed").
+MessageTimeout=30
+SlurmdTimeout=600
+UnkillableStepTimeout=300
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=shared Nodes=$host Default=NO MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
 CONF
 }
 
