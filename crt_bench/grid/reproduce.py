@@ -9,10 +9,9 @@ Steps (each skips what an earlier, interrupted invocation finished):
    give the slowdown table and Figure 1 where full runs are out of reach (SmoothAdv, MACER);
 3. ``crt-bench plot``: tables, figures and REPORT.md.
 
-Profiles (:data:`PLANS`): ``paper`` on a GPU (CIFAR-10, full recipes, the whole registry), ``cpu``
-otherwise (Fashion-MNIST from Debian's package, short schedules on a subset of images, two new-generation
-student architectures; under an hour on 2 cores), ``cpu-full`` (the same, larger), ``smoke`` for a
-minutes-long demonstration on synthetic data, ``gpu-smoke`` for the paper's code path on one GPU in minutes.
+Profiles (:data:`PLANS`): ``paper`` on GPUs (CIFAR-10, full recipes), ``cpu`` otherwise (Fashion-MNIST, short
+schedules, two student architectures; about 100 minutes on 2 cores), ``cpu-full`` (larger), ``smoke`` (minutes,
+synthetic data), ``gpu-smoke`` (the paper's code path on one GPU in minutes).
 """
 from __future__ import annotations
 
@@ -366,7 +365,6 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
         for line in bill_lines(plan.bill(bill_gpus), title=f"profile {plan.profile}"):
             log.info(line)
     if plan.chain is not None:
-
         save_chain(plan.chain.to_dict(), results)
     datasets = {job.dataset or get_profile(job.profile).dataset for job in jobs}
     checks = preflight(datasets=datasets, results=results, data_dir=plan.grid.data_dir, device=plan.grid.device,
@@ -378,10 +376,10 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
                        **(slurm or {}))  # slurm: make_executor's SLURM keywords (crt_bench.cli.options.slurm_options)
     timing = dict(profile=plan.profile, archs=plan.timing_archs, teachers=plan.timing_teachers,
                   paper_arch=plan.paper_arch, device=plan.grid.device)
+    note = f"profile {plan.profile}: {plan.describe()}"
     if detach:
-        return submit_detached(jobs, results, ex, steps=(
-            Step("timing", timing_step, timing), Step("report", report_step, dict(
-                out_dir=str(out_dir), profile_note=f"profile {plan.profile}: {plan.describe()}"))))
+        return submit_detached(jobs, results, ex, steps=(Step("timing", timing_step, timing), Step(
+            "report", report_step, dict(out_dir=str(out_dir), profile_note=note))))
     attached = attach(jobs, results, results / "submitit", steps=("timing", "report")) if executor == "slurm" else {}
     status = run_grid(jobs, results, ex, max_parallel=len(jobs) if executor == "slurm" else max_parallel,
                       expect_device=None if executor == "slurm" else checks.device, attached=attached)
@@ -393,11 +391,10 @@ def run_reproduce(plan: Plan, results: str | Path, out_dir: str | Path, *, execu
         follow(submit_single(ex, run_plan_timing, str(results), **timing), "timing", stderr_console())
     else:
         log.warning("every training job failed: the timing probes are skipped (fix the cause above, then re-run)")
-    written = build_all(results, Path(out_dir), profile_note=f"profile {plan.profile}: {plan.describe()}")
+    written = build_all(results, Path(out_dir), profile_note=note)
     if not failed.empty:
-        lines = "; ".join(f"{r.key}: {r.state}" + (f" - {r.error}" if r.error else "") + (f" (log: {r.log})" if r.log
-                                                                                           else "")
-                          for r in failed.itertuples())
+        lines = "; ".join(f"{r.key}: {r.state}" + (f" - {r.error}" if r.error else "")
+                          + (f" (log: {r.log})" if r.log else "") for r in failed.itertuples())
         raise JobsFailed(f"{len(failed)} of {len(status)} jobs did not finish: {lines}. The report lists the "
                             "missing cells; re-run the same command to retry them (finished work is kept).")
     return written
