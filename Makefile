@@ -12,7 +12,7 @@ OUT ?= $(RESULTS)/gpu-check
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.crt-bench-installed
 
-.PHONY: install reproduce test test-all test-gpu gpu-check bench clean-results
+.PHONY: install reproduce test test-all test-slurm test-gpu gpu-check bench clean-results
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ test: install
 ## everything, including checks marked slow (real Fashion-MNIST training, long statistical runs)
 test-all: install
 	$(PY) -m pytest -m 'not gpu'
+
+## the slurm-marked checks too long for the suite (requeue mid-epoch and mid-image, a time limit, eight writers,
+## detached and end-to-end reproduce) against the one-node cluster; about 20 minutes on 2 cores; .ci/run runs it
+test-slurm: install
+	$(PY) -m pytest -m 'slurm and slow'
 
 ## checks of the CUDA paths (device-resident batches without host syncs); on a GPU machine
 test-gpu: install

@@ -134,7 +134,8 @@ def test_scontrol_requeue_mid_training_resumes_with_every_row_once(slurm_cluster
     assert _certified(tmp_path / "slurm") == _certified(tmp_path / "inline")
 
 
-@pytest.mark.slow  # minutes: the smoke plan's six jobs, its timing probes and the report, twice
+@pytest.mark.slow  # 12 minutes on 2 cores: the smoke plan's jobs, its timing probes and the report, twice
+@pytest.mark.timeout(1500)
 def test_reproduce_smoke_on_slurm_gives_the_rows_of_an_inline_reproduce(slurm_cluster, tmp_path):
     common = ["reproduce", "--profile", "smoke", "--device", "cpu", "--no-install-data"]
     code, _, err = cli(*common, "--executor", "slurm", "--partition", "debug", "--time-min", "30",
