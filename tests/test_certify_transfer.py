@@ -241,9 +241,9 @@ def test_a_killed_transfer_resumes_to_the_uninterrupted_rows(pair_copy, monkeypa
     monkeypatch.setattr(transfer_run_mod, "iter_transfer", real)
     again_id, again = transfer_run(student, other, cert_id, tiny, device="cpu", progress=False)
     assert again_id == whole_id
-    columns = ["idx", "predict", "radius", "disagreements", "n_p", "alpha_zeta", "transfer_from", "kind", "alpha"]
+    columns = ["idx", "predict", "radius", "disagreements", "n_p", "alpha_zeta", "transfer_from", "procedure", "alpha"]
     pd.testing.assert_frame_equal(whole[columns], again[columns])
-    assert (whole["kind"] == "transfer").all() and (whole["alpha"] == CCFG.alpha).all()
+    assert (whole["procedure"] == "transfer").all() and (whole["alpha"] == CCFG.alpha).all()
     teacher_rows = store.certification_rows(cert_id).set_index("idx")  # the teacher's counts, row by row
     for column in ("c_a", "selection_count", "n_a", "n_counted", "p_a_lower"):
         assert whole[column].tolist() == teacher_rows.loc[whole["idx"], column].tolist(), column

@@ -415,7 +415,7 @@ def test_reproduce_with_a_tiny_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "engine protocol" in slowdown and "paper protocol" in slowdown
     assert "ACR" in out and "crt" in out and "gaussian" in out
     # The CRT student is also certified by transfer from its teacher's certification, side by side.
-    transferred = certs[certs["kind"] == "transfer"]
+    transferred = certs[certs["procedure"] == "transfer"]
     assert set(transferred["run_id"]) == {runs.loc["crt", "run_id"]} and sorted(transferred["idx"]) == [0, 1, 2]
     teacher_cert = certs[(certs["run_id"] == runs.loc["smoothmix", "run_id"])]["cert_id"].iloc[0]
     assert set(transferred["transfer_from"]) == {teacher_cert}

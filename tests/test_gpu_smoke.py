@@ -75,10 +75,10 @@ def test_reproduce_gpu_smoke_on_a_cpu_writes_the_report(tmp_path: Path, monkeypa
     certs = store.read("certify")
     certified = set(runs.loc[runs["method"] != "standard", "run_id"])
     assert set(certs["run_id"]) == certified and set(certs["n"]) == {1_000}
-    assert sorted(certs.groupby(["run_id", "kind"])["idx"].nunique().unique()) == [4]
+    assert sorted(certs.groupby(["run_id", "procedure"])["idx"].nunique().unique()) == [4]
     assert set(store.read("certifications")["key_subset"]) == {"range:0:4"}
     crt = runs.loc[runs["method"] == "crt", "run_id"].item()
-    assert set(certs.loc[certs["kind"] == "transfer", "run_id"]) == {crt}  # certified by transfer as well
+    assert set(certs.loc[certs["procedure"] == "transfer", "run_id"]) == {crt}  # certified by transfer as well
     timing = store.read("timing")
     assert set(timing["profile"]) == {"gpu-smoke"} and set(timing["batch_size"]) == {16}
     assert set(timing["method"]) == {m.name for m in list_methods()}

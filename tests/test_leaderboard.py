@@ -23,7 +23,7 @@ def entry(name: str, hours: float | None, acr: float, *, spread: float = 0.0, n:
     """An entry with ACR ``acr``: half the images at acr - spread, half at acr + spread (all correct)."""
     radii = [acr - spread] * (n // 2) + [acr + spread] * (n // 2)
     fields = dict(entry_id=name, method=name.split("-")[0], arch=name.split("-")[-1], teacher="", dataset="fmnist",
-                  sigma=0.25, device="cpu", N=10_000, N0=100, alpha=0.001, hours=hours, hours_kind="measured",
+                  sigma=0.25, device="cpu", N=10_000, N0=100, alpha=0.001, hours=hours, hours_basis="measured",
                   commit="abc", origin="test", rows=rows_with(radii))
     fields.update(overrides)
     return Entry(**fields)
@@ -77,7 +77,7 @@ def test_json_entries_round_trip_and_numbers_come_from_rows(tmp_path):
     original = entry("crt-mobilenet", 0.02, 0.4, spread=0.1, teacher="smoothmix resnet20")
     again = from_json(to_json(original))
     for name in ("entry_id", "method", "arch", "teacher", "dataset", "sigma", "device", "N", "N0", "alpha", "hours",
-                 "hours_kind", "commit", "origin", "subset"):
+                 "hours_basis", "commit", "origin", "subset"):
         assert getattr(again, name) == getattr(original, name), name
     pd.testing.assert_frame_equal(again.rows, original.rows, check_dtype=False)
     assert again.acr == original.acr and again.certified == original.certified
@@ -168,9 +168,9 @@ def test_a_run_certified_only_by_transfer_is_listed_as_missing_and_one_with_cert
     store.append("runs", [{"run_id": run, "method": "crt", "arch": "efficientvit_b0", "status": "finished",
                            "updated": time.time()} for run in ("t1", "c1")])
     rows = rows_with([0.2, 0.4])
-    store.append("certify", [dict(r, run_id="t1", cert_id="x", kind="transfer") for r in rows.to_dict("records")]
-                 + [dict(r, run_id="c1", cert_id="y", kind="transfer") for r in rows.to_dict("records")]
-                 + [dict(r, run_id="c1", cert_id="z", kind="certify") for r in rows.to_dict("records")])
+    store.append("certify", [dict(r, run_id="t1", cert_id="x", procedure="transfer") for r in rows.to_dict("records")]
+                 + [dict(r, run_id="c1", cert_id="y", procedure="transfer") for r in rows.to_dict("records")]
+                 + [dict(r, run_id="c1", cert_id="z", procedure="certify") for r in rows.to_dict("records")])
     missing = dict(missing_from_store(store))
     assert list(missing) == ["crt efficientvit_b0 (t1)"]  # c1 has CERTIFY rows: an entry, not missing
     assert "only by transfer" in missing["crt efficientvit_b0 (t1)"]

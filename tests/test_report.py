@@ -19,7 +19,7 @@ def timing_row(method, teacher, arch, when="2026-01-01T00:00:00+00:00"):
     return {"method": method, "arch": arch, "teacher_arch": teacher, "sigma": 0.25, "device": DEVICE,
             "batch_size": 16, "fwd_bwd_passes": 1.0, "fwd_only_passes": 0.0, "epoch_seconds": epoch_s,
             "recipe_epochs": epochs, "recipe_hours": epoch_s * epochs / 3600, "precision": "fp32", "time": when,
-            "kind": "projected", "profile": "cpu"}
+            "hours_basis": "projected", "profile": "cpu"}
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_slowdown_ratios(store):
     assert r18.loc[("macer", ""), "recipe_ratio"] == pytest.approx(3.0 * 440 / 150)
     assert r18.loc[("crt", "resnet110"), "recipe_ratio"] == pytest.approx(2.0 * 200 / 150)
     assert r18.loc[("smoothadv", ""), "paper_ratio_resnet110"] == 46.20
-    assert (t["hours_kind"] == "projected").all()
+    assert (t["hours_basis"] == "projected").all()
     assert t["method"].tolist()[:2] == ["gaussian", "crt"]  # baseline first
     md = slowdown_markdown(t)
     assert "| smoothadv |" in md and "46.20" in md and "projected" in md
@@ -54,13 +54,13 @@ def test_newest_probe_wins_and_measured_hours_replace_projections(store):
     t = slowdown_table(store)
     r18 = t[t["arch"] == "resnet18"].set_index(["method", "teacher"])
     assert r18.loc[("smoothadv", ""), "epoch_ratio"] == pytest.approx(88.0)
-    assert r18.loc[("gaussian", ""), "hours_kind"] == "measured" and r18.loc[("gaussian", ""), "hours"] == 1.0
+    assert r18.loc[("gaussian", ""), "hours_basis"] == "measured" and r18.loc[("gaussian", ""), "hours"] == 1.0
     # SmoothAdv's hours are projected: its recipe ratio is projected over projected (88 x 150 / 150 epochs), not
     # its projected hours over Gaussian's measured hour (2 x 440 x 150 / 3600 = 36.7)
-    assert r18.loc[("smoothadv", ""), "hours_kind"] == "projected"
+    assert r18.loc[("smoothadv", ""), "hours_basis"] == "projected"
     assert r18.loc[("smoothadv", ""), "recipe_ratio"] == pytest.approx(88.0)
     atto = t[t["arch"] == "convnext_atto"].set_index(["method", "teacher"])
-    assert (atto["hours_kind"] == "projected").all()
+    assert (atto["hours_basis"] == "projected").all()
 
 
 def test_cumulative_hours_and_figure(store, tmp_path):

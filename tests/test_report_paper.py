@@ -104,7 +104,7 @@ def test_curves_equal_certified_accuracy_of_the_rows(store, tmp_path):
     assert cx["radius"].max() == pytest.approx(2.4)   # the reference curve is on every CIFAR-10 sigma-0.25 panel
     ours = certified_curves(store, include_published=False)
     assert ours["radius"].max() == pytest.approx(2.25)  # largest certified radius 1.2: the standard grid still covered
-    assert set(ours["kind"]) == {"ours"}
+    assert set(ours["origin"]) == {"ours"}
     assert certified_curves(store, sigma=0.5).empty    # only the sigma-0.5 published log: no panel
 
     paths, drawn = plot_curves(data, tmp_path / "plots")
@@ -219,7 +219,7 @@ def timing_row(method, epoch_s, epochs):
     return {"method": method, "arch": "resnet110", "teacher_arch": "", "sigma": 0.25, "device": DEVICE,
             "batch_size": 16, "fwd_bwd_passes": 1.0, "fwd_only_passes": 0.0, "epoch_seconds": epoch_s,
             "recipe_epochs": epochs, "recipe_hours": epoch_s * epochs / 3600, "precision": "fp32",
-            "time": "2026-01-01T00:00:00+00:00", "kind": "projected", "profile": "cpu", "git_commit": "t1m1ng"}
+            "time": "2026-01-01T00:00:00+00:00", "hours_basis": "projected", "profile": "cpu", "git_commit": "t1m1ng"}
 
 
 def test_report_slowdown_section(store, tmp_path):

@@ -18,7 +18,7 @@ from crt_bench.core.errors import CrtBenchError
 from crt_bench.store import compact as compact_mod
 from crt_bench.store.compact import compact_partition, compact_store, migrate_legacy
 from crt_bench.store.parts import NULL_DIR, parts_in, read_parts, write_part
-from crt_bench.store.schema import SCHEMA_VERSION, TABLES, run_id_of
+from crt_bench.store.schema import SCHEMA_VERSION, TABLES, renamed_columns, run_id_of
 from crt_bench.store.locks import lock_is_held
 from crt_bench.store.status import derive_status
 
@@ -114,7 +114,7 @@ def test_a_flat_store_of_earlier_crt_bench_reads_as_it_did(tmp_path: Path) -> No
     shutil.copytree(FIXED_TABLES, tmp_path / "tables")
     for table, keys in {"runs": [], "epochs": ["run_id", "epoch"], "certify": ["cert_id", "idx"],
                         "certifications": [], "timing": []}.items():
-        today = _today_read(tmp_path / "tables" / table, keys)
+        today = renamed_columns(table, _today_read(tmp_path / "tables" / table, keys))  # timing's kind: hours_basis
         pd.testing.assert_frame_equal(read_parts(tmp_path / "tables" / table, table)[today.columns.tolist()], today)
     some = _today_read(tmp_path / "tables" / "certify", ["cert_id", "idx"])
     run = some["run_id"].iloc[-1]
@@ -276,3 +276,26 @@ def test_rows_of_one_append_across_partitions_keep_their_order(tmp_path: Path) -
     assert list(zip(flat["run_id"], flat["idx"])) == [("b", 0), ("a", 0), ("b", 1)]
     migrate_legacy(legacy, "certify")
     pd.testing.assert_frame_equal(read_parts(legacy, "certify"), flat)
+
+
+def test_rows_written_under_a_renamed_column_read_back_under_its_new_name(tmp_path: Path) -> None:
+    """A certify row's ``procedure`` was ``kind`` before schema 5: old parts, new parts and their compaction all
+    read as ``procedure``, with the old values; a filter and a column selection on the new name reach old rows."""
+    import pyarrow as pa
+
+    from crt_bench.store.parts import write_arrow
+
+    table_dir = tmp_path / "certify"
+    old = pa.Table.from_pandas(_cert("r1", [0, 1]).assign(kind="transfer", schema_version=4, written_ns=[1, 2])
+                               .astype({"schema_version": "int16"}), preserve_index=False)
+    write_arrow(table_dir, "certify", old)
+    write_part(table_dir, "certify", _cert("r1", [2]).assign(procedure="certify"))
+    for compacted in (False, True):  # two parts (old and new columns), then one holding both columns
+        assert len(_files(table_dir)) == (1 if compacted else 2)
+        rows = read_parts(table_dir, "certify").sort_values("idx")
+        assert "kind" not in rows and list(rows["procedure"]) == ["transfer", "transfer", "certify"]
+        assert list(read_parts(table_dir, "certify", where={"idx": [0, 1]}, columns=["procedure"])["procedure"]) \
+            == ["transfer", "transfer"]
+        compact_partition(table_dir, "certify", "r1")
+    with pytest.raises(CrtBenchError, match="'kind' is not in the schema"):  # a writer must use the new name
+        write_part(table_dir, "certify", _cert("r3", [0]).assign(kind="certify"))

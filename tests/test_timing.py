@@ -39,7 +39,7 @@ def test_probe_uses_the_clock_and_the_recipe():
     assert row["batches_per_epoch"] == 125
     assert row["epoch_seconds"] == pytest.approx(62.5)
     assert row["recipe_hours"] == pytest.approx(62.5 * recipe.epochs / 3600)
-    assert row["kind"] == "projected" and row["precision"] == "fp32"  # CPUs train in float32 (step.CPU_TRAINING_AUTOCAST)
+    assert row["hours_basis"] == "projected" and row["precision"] == "fp32"  # CPUs train in float32 (step.CPU_TRAINING_AUTOCAST)
     assert row["device"].startswith("cpu")
     assert row["teacher_arch"] == ""
 

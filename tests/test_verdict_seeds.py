@@ -219,7 +219,7 @@ def test_evidence_from_a_store_with_two_seeds_and_the_guard(tmp_path, gaussian_a
     s.append("certify", pd.concat([_certs("t", base + 0.1), _certs("sm0", base), _certs("sm1", base + 0.05),
                                    _certs("crt0", base - 0.3), _certs("crt1", base - 0.25)]))
     (ev,) = student_evidence(s)
-    assert ev.seeds == (2, 2) and ev.interval_kind == "seeds and images" and ev.images == 120
+    assert ev.seeds == (2, 2) and ev.intervals_over == "seeds and images" and ev.images == 120
     assert ev.crt_hours == pytest.approx(1100 / 3600) and ev.difference[0] < 0
     assert ev.crt_seed_acrs == pytest.approx((np.clip(base - 0.3, 0, None).mean(), np.clip(base - 0.25, 0, None).mean()))
     text = verdict_markdown([ev])

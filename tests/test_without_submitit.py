@@ -73,7 +73,7 @@ def _smoke_store(root: Path) -> None:
             rows.append({"method": method, "arch": arch, "teacher_arch": teacher, "sigma": 0.25, "device": "cpu",
                          "batch_size": 16, "fwd_bwd_passes": 1.0, "fwd_only_passes": 0.0, "epoch_seconds": epoch_s,
                          "recipe_epochs": epochs, "recipe_hours": epoch_s * epochs / 3600, "precision": "fp32",
-                         "time": "2026-01-01T00:00:00+00:00", "kind": "projected", "profile": "smoke"})
+                         "time": "2026-01-01T00:00:00+00:00", "hours_basis": "projected", "profile": "smoke"})
     ResultsStore(root).append("timing", rows)
     from crt_bench.store.grid_status import GRID_STATUS_FILE
 

@@ -4,7 +4,7 @@ A method can move its cost out of training into certification (denoised smoothin
 forward on every noisy sample; a transferred certificate pays n_p samples of two models instead of N of
 one): Figure 1's second panel and the cost table show both. One row per certification of a trained run:
 the newest plain CERTIFY per run (:func:`~crt_bench.analysis.select.certifications`) and every
-transferred certificate (``kind == "transfer"``), with the run's training hours (a dedicated proxy
+transferred certificate (``procedure == "transfer"``), with the run's training hours (a dedicated proxy
 teacher's included, as everywhere), the certification's hours (the sum of its per-image seconds: the
 images the profile certified) and the seconds per image.
 """

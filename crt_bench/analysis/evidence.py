@@ -144,7 +144,7 @@ def student_evidence(store: ResultsStore, missing: list[str] | None = None) -> l
             flagged = tuple(k.text for k in (check, teacher_check) if k.under_trained)
             difference, images = seeded_acr_difference(c_certs, sm_certs)
             out.append(StudentEvidence(
-                arch=arch if teachers.ngroups == 1 else f"{arch} <- {c['teacher']}",
+                arch=arch, teacher="" if teachers.ngroups == 1 else str(c["teacher"]),
                 crt_acr=_triple(seeded_acr_interval(c_certs)), smoothmix_acr=_triple(seeded_acr_interval(sm_certs)),
                 difference=_triple(difference),
                 smoothmix_hours=float(sm["train_seconds"].mean()) / 3600,
@@ -166,8 +166,8 @@ def evidence_frame(evidence: list[StudentEvidence]) -> pd.DataFrame:
     """The evidence as a flat table (CSV beside REPORT.md)."""
     rows = []
     for ev in evidence:
-        row = {"student": ev.arch, "images": ev.images, "crt_seeds": ev.seeds[0], "smoothmix_seeds": ev.seeds[1],
-               "intervals_over": ev.interval_kind,
+        row = {"student": ev.student, "images": ev.images, "crt_seeds": ev.seeds[0], "smoothmix_seeds": ev.seeds[1],
+               "intervals_over": ev.intervals_over,
                "crt_acr_per_seed": " ".join(f"{a:.6g}" for a in ev.crt_seed_acrs),
                "smoothmix_acr_per_seed": " ".join(f"{a:.6g}" for a in ev.smoothmix_seed_acrs),
                "smoothmix_hours": ev.smoothmix_hours,

@@ -32,7 +32,7 @@ JSON schema ``crt-bench/leaderboard-entry/1`` (one file per entry, UTF-8)::
       "N": int, "N0": int, "alpha": float,   # CERTIFY's samples and failure probability
       "subset": str,        # "<images> images #<8 hex digits of blake2b over the sorted indices>"
       "hours": float|null,  # training hours, a dedicated teacher's included; null unknown (unranked)
-      "hours_kind": str,    # measured (wall clock of this store's run) | reported (given with --hours)
+      "hours_basis": str,    # measured (wall clock of this store's run) | reported (given with --hours)
       "commit": str,        # crt-bench git commit that trained it; "" unknown
       "origin": str,        # where the rows came from: a results directory or a published log file
       "summary": {"images": int, "acr": float, "acr_low": float, "acr_high": float,
@@ -79,7 +79,7 @@ class Entry:
     N0: int
     alpha: float
     hours: float | None
-    hours_kind: str
+    hours_basis: str
     commit: str
     origin: str
     rows: pd.DataFrame = field(repr=False)
@@ -164,7 +164,7 @@ def overlaps(a: Entry, b: Entry) -> bool:
     return a.acr.low <= b.acr.high and b.acr.low <= a.acr.high
 
 
-BOARD_COLUMNS = ["rank", "status", "tied_with", "method", "arch", "teacher", "hours", "hours_kind", "ACR", "ACR_low",
+BOARD_COLUMNS = ["rank", "status", "tied_with", "method", "arch", "teacher", "hours", "hours_basis", "ACR", "ACR_low",
                  "ACR_high", *[f"acc@{r:g}" for r in LEADERBOARD_RADII], "images", "N", "commit", "device", "entry_id"]
 
 
@@ -188,7 +188,7 @@ def board(entries: list[Entry]) -> pd.DataFrame:
         tied = [name[id(o)] for o in [*front, *rest] if o is not e and overlaps(e, o)]
         records.append({"rank": ranks.get(id(e), "-"), "status": status, "tied_with": ", ".join(tied),
                         "method": e.method, "arch": e.arch, "teacher": e.teacher, "hours": e.hours,
-                        "hours_kind": e.hours_kind, "ACR": e.acr.estimate, "ACR_low": e.acr.low,
+                        "hours_basis": e.hours_basis, "ACR": e.acr.estimate, "ACR_low": e.acr.low,
                         "ACR_high": e.acr.high, **{f"acc@{r:g}": v for r, v in e.certified.items()},
                         "images": e.images, "N": e.N, "commit": e.commit, "device": e.device,
                         "entry_id": e.entry_id})

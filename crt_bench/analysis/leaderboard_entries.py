@@ -24,7 +24,7 @@ def to_json(entry: Entry) -> str:
     doc = {"schema": SCHEMA, "entry_id": entry.entry_id, "method": entry.method, "arch": entry.arch,
            "teacher": entry.teacher, "dataset": entry.dataset, "sigma": entry.sigma, "device": entry.device,
            "N": entry.N, "N0": entry.N0, "alpha": entry.alpha, "subset": entry.subset, "hours": entry.hours,
-           "hours_kind": entry.hours_kind, "commit": entry.commit, "origin": entry.origin,
+           "hours_basis": entry.hours_basis, "commit": entry.commit, "origin": entry.origin,
            "summary": summary_of(entry),
            "rows": {"idx": rows["idx"].astype(int).tolist(), "label": rows["label"].astype(int).tolist(),
                     "predict": rows["predict"].astype(int).tolist(),
@@ -41,8 +41,10 @@ def from_json(text: str, source: str = "<json>") -> Entry:
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise CrtBenchError(f"{source} is not a leaderboard entry of schema {SCHEMA!r} "
                             f"(schema: {doc.get('schema') if isinstance(doc, dict) else None!r})")
+    if "hours_kind" in doc and "hours_basis" not in doc:  # the field's name in entries written before 2026-12-07
+        doc["hours_basis"] = doc.pop("hours_kind")
     required = ["entry_id", "method", "arch", "teacher", "dataset", "sigma", "device", "N", "N0", "alpha", "hours",
-                "hours_kind", "commit", "origin", "rows"]
+                "hours_basis", "commit", "origin", "rows"]
     missing = [k for k in required if k not in doc]
     missing += [f"rows.{c}" for c in ROW_COLUMNS if c not in doc.get("rows", {})]
     if missing:
@@ -54,7 +56,7 @@ def from_json(text: str, source: str = "<json>") -> Entry:
                   teacher=str(doc["teacher"]), dataset=str(doc["dataset"]),
                   sigma=None if doc["sigma"] is None else float(doc["sigma"]), device=str(doc["device"]),
                   N=int(doc["N"]), N0=int(doc["N0"]), alpha=float(doc["alpha"]),
-                  hours=None if doc["hours"] is None else float(doc["hours"]), hours_kind=str(doc["hours_kind"]),
+                  hours=None if doc["hours"] is None else float(doc["hours"]), hours_basis=str(doc["hours_basis"]),
                   commit=str(doc["commit"]), origin=str(doc["origin"]),
                   rows=rows.astype({"idx": "int64", "label": "int64", "predict": "int64", "radius": "float64",
                                     "correct": "int64"}))
@@ -116,7 +118,7 @@ def entries_from_store(store: Any) -> list[Entry]:
             out.append(Entry(entry_id=str(m["run_id"]), method=extra.get("method", ""), arch=extra.get("arch", ""),
                              teacher=extra.get("teacher", ""), dataset=extra.get("dataset", ""), sigma=sigma,
                              device=extra.get("device", ""), hours=extra.get("hours"),
-                             hours_kind="reported" if extra.get("hours") is not None else "unknown",
+                             hours_basis="reported" if extra.get("hours") is not None else "unknown",
                              commit="", origin=str(first.get("source", "")), **common))
             continue
         total = pipeline_hours(m)  # denoised smoothing: its classifier's hours too
@@ -126,7 +128,7 @@ def entries_from_store(store: Any) -> list[Entry]:
             teacher = f"{teacher}; variant {m['variant']}".lstrip("; ")
         out.append(Entry(entry_id=str(m["cert_id"]), method=m["method"], arch=m["arch"], teacher=teacher,
                          dataset=m["dataset"], sigma=sigma, device=m["device"] or m["cert_device"], hours=hours,
-                         hours_kind="measured" if hours is not None else "unknown",
+                         hours_basis="measured" if hours is not None else "unknown",
                          commit=m["git_commit"] or m["cert_git_commit"], origin=str(store.root), **common))
     return out
 

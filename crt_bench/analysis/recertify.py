@@ -54,7 +54,7 @@ def recertify_rows(rows: pd.DataFrame, alpha: float, source: str = "") -> Recert
         raise CrtBenchError(f"certification {source} has no stored counts ({', '.join(missing)}): it was written "
                             "before certify rows kept their counts, or is an imported log; certify it again to "
                             "recertify it at another alpha")
-    if "kind" in rows and (rows["kind"].fillna("certify") != "certify").any():
+    if "procedure" in rows and (rows["procedure"].fillna("certify") != "certify").any():
         raise CrtBenchError(f"certification {source} is transferred (incremental smoothing), not CERTIFY; "
                             "recertify its teacher's certification")
     settings = rows[["n0", "n", "alpha", "sigma"]].drop_duplicates()

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crt_bench.core.constants import IMPORT_PREFIX, TRANSFER_KIND
+from crt_bench.core.constants import IMPORT_PREFIX, TRANSFER_PROCEDURE
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.tf32 import device_label
 from crt_bench.models.registry import get_arch
@@ -66,10 +66,10 @@ def method_label(method: str, teacher: str = "", teacher_method: str = "", varia
 
 
 def transferred(certs: pd.DataFrame) -> pd.Series:
-    """Which certify rows are transferred certificates (``kind == TRANSFER_KIND``); older stores lack ``kind``."""
-    if "kind" not in certs:
+    """Which certify rows are transferred certificates (``procedure == TRANSFER_PROCEDURE``); older stores lack it."""
+    if "procedure" not in certs:
         return pd.Series(False, index=certs.index)
-    return certs["kind"].fillna("") == TRANSFER_KIND
+    return certs["procedure"].fillna("") == TRANSFER_PROCEDURE
 
 
 def certifications(store: ResultsStore, certify: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:

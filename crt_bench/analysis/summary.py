@@ -5,7 +5,7 @@ import pandas as pd
 
 from crt_bench.analysis.metrics import summary_row
 from crt_bench.analysis.select import run_variant
-from crt_bench.core.constants import SUMMARY_RADII, TRANSFER_KIND
+from crt_bench.core.constants import SUMMARY_RADII, TRANSFER_PROCEDURE
 from crt_bench.store.store import ResultsStore
 
 
@@ -17,8 +17,8 @@ def _cost_seconds(run: pd.Series) -> float:
 
 def _kind(rows: pd.DataFrame) -> str:
     """``CERTIFY`` or ``transfer`` (a certificate transferred from a teacher's certification)."""
-    kind = str(rows["kind"].iloc[0]) if "kind" in rows and isinstance(rows["kind"].iloc[0], str) else ""
-    return TRANSFER_KIND if kind == TRANSFER_KIND else "CERTIFY"
+    first = rows["procedure"].iloc[0] if "procedure" in rows else ""
+    return TRANSFER_PROCEDURE if first == TRANSFER_PROCEDURE else "CERTIFY"
 
 
 def summary_table(store: ResultsStore) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Certificate transfer side by side with CERTIFY: what a transferred certificate saves and what it costs.
 
-One row per transferred certification (``certify --transfer-from``, rows of ``kind == "transfer"``) whose
+One row per transferred certification (``certify --transfer-from``, rows of ``procedure == "transfer"``) whose
 student also has a plain CERTIFY certification: seconds per image of each (mean of the per-image
 ``seconds``), the speed-up (plain / transfer), ACR of each with its 95% bootstrap interval over the
 certified images, the paired ACR difference (transfer - plain, over the images both certified), the

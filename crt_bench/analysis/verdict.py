@@ -57,7 +57,7 @@ class Thresholds:
 class StudentEvidence:
     """The numbers one student architecture contributes; intervals as (estimate, low, high)."""
 
-    arch: str
+    arch: str  # the student's architecture
     crt_acr: tuple[float, float, float]
     smoothmix_acr: tuple[float, float, float]
     difference: tuple[float, float, float]  # CRT - SmoothMix, paired over the same images
@@ -77,6 +77,12 @@ class StudentEvidence:
     smoothmix_seed_hours: tuple[float, ...] = ()
     teacher_students: int = 1  # CRT students (runs) that reuse this teacher: the amortised proxy speed-up
     certification: str = ""  # what every compared certification shares: N0, N, alpha, precision, subset, cap
+    teacher: str = ""  # the teacher, named where several teachers taught this architecture ("": one did)
+
+    @property
+    def student(self) -> str:
+        """The student as the report names it: its architecture, and its teacher where several taught it."""
+        return f"{self.arch} <- {self.teacher}" if self.teacher else self.arch
 
     @property
     def seeds(self) -> tuple[int, int]:
@@ -84,7 +90,7 @@ class StudentEvidence:
         return (max(1, len(self.crt_seed_acrs)), max(1, len(self.smoothmix_seed_acrs)))
 
     @property
-    def interval_kind(self) -> str:
+    def intervals_over(self) -> str:
         """What the intervals resample: seeds and images, or images only."""
         crt, sm = self.seeds
         if crt >= 2 and sm >= 2:
@@ -142,7 +148,7 @@ def speed_interval(slow: Sequence[float], fast: Sequence[float], fixed: float = 
 
 @dataclass(frozen=True)
 class StudentVerdict:
-    arch: str
+    student: str  # StudentEvidence.student
     setting: str
     robustness: str
     speedup: float
@@ -207,7 +213,7 @@ def judge_student(ev: StudentEvidence, setting: str, th: Thresholds = Thresholds
         verdict = HOLDS
     else:
         verdict = NOT_RESOLVED
-    return StudentVerdict(ev.arch, setting, rob, ev.speedup(setting), verdict, reasons, ev.under_trained, speed,
+    return StudentVerdict(ev.student, setting, rob, ev.speedup(setting), verdict, reasons, ev.under_trained, speed,
                           ev.guard_missing)
 
 

@@ -163,7 +163,7 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
         for frame in iter_certify(model, test.x, test.y, sigma=key.sigma, num_classes=meta["num_classes"],
                                   n0=key.n0, n=key.n, alpha=key.alpha, batch_size=ccfg.batch, indices=todo,
                                   seed=key.seed, progress=progress, precision=precision, compile=compile):
-            yield stamped(frame, key.run_id, cert_id, env, subset=key.subset, seed=key.seed, kind="certify",
+            yield stamped(frame, key.run_id, cert_id, env, subset=key.subset, seed=key.seed, procedure="certify",
                           source=str(loaded.path), time=started)
 
     return store_resumably(store, state, indices, rows, progress=progress, flush_images=flush_images,

@@ -1,6 +1,6 @@
 """Transfer a finished certification of a teacher to a student run, resumably (``certify --transfer-from``).
 
-The student's rows go to the ``certify`` table like any certification's, with ``kind = "transfer"``,
+The student's rows go to the ``certify`` table like any certification's, with ``procedure = "transfer"``,
 ``transfer_from`` (the teacher's cert id), ``n_p``, ``alpha_zeta`` and ``disagreements``; ``n0``, ``n`` and
 ``alpha`` stay the teacher's (its ``pA_lower`` is what they give).  The :class:`TransferKey` names the
 certification; images are keyed as in CERTIFY, so the same command continues an interrupted transfer
@@ -28,7 +28,7 @@ from crt_bench.config.choices import Precision, check_precision
 from crt_bench.config.run import RunConfig
 from crt_bench.config.subsets import parse_subset
 from crt_bench.core.checks import check_alpha, check_count, check_sigma
-from crt_bench.core.constants import TRANSFER_KIND
+from crt_bench.core.constants import TRANSFER_PROCEDURE
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.core.provenance import environment, pick_device
 from crt_bench.core.states import RunStatus
@@ -167,7 +167,7 @@ def transfer_run(
                                    precision=precision, teacher_precision=teacher_precision,
                                    compile=tcfg.compile):
             yield stamped(_with_teacher_counts(frame, teacher_rows), key.run_id, cert_id, env, n0=key.n0, n=key.n, alpha=key.alpha, sigma=key.sigma,
-                          subset=key.subset, seed=key.seed, kind=TRANSFER_KIND, transfer_from=transfer_from,
+                          subset=key.subset, seed=key.seed, procedure=TRANSFER_PROCEDURE, transfer_from=transfer_from,
                           n_p=key.n_p, alpha_zeta=key.alpha_zeta, source=str(student.path), time=started)
 
     with ProcessLock(store.certification_lock(key.run_id, cert_id), f"certification {cert_id}"):

@@ -5,7 +5,7 @@ import pandas as pd
 from rich.table import Table
 
 from crt_bench.analysis.summary import _shown_radius_columns
-from crt_bench.core.constants import IMPORT_PREFIX, TRANSFER_KIND
+from crt_bench.core.constants import IMPORT_PREFIX, TRANSFER_PROCEDURE
 
 
 def rich_summary(df: pd.DataFrame) -> Table:
@@ -20,7 +20,7 @@ def rich_summary(df: pd.DataFrame) -> Table:
         name = r["run_id"].removeprefix(IMPORT_PREFIX)
         variant = r.get("variant", "")
         method = r["method"] + (f" ({variant})" if isinstance(variant, str) and variant else "")
-        method += " (transfer)" if r.get("certification") == TRANSFER_KIND else ""
+        method += " (transfer)" if r.get("certification") == TRANSFER_PROCEDURE else ""
         table.add_row(name, method, r["arch"], f"{r['sigma']:.2f}", str(r["N"]), str(r["n_images"]),
                       *[f"{r[c]:.3f}" for c in acc_cols], f"{r['acr']:.3f}",
                       "" if pd.isna(r["train_hours"]) else f"{r['train_hours']:.3g}")

@@ -49,17 +49,17 @@ def check_positive(name: str, value: float) -> float:
     return number
 
 
-def check_name(kind: str, name: str, *, forbidden: str = "/\\@") -> str:
+def check_name(what: str, name: str, *, forbidden: str = "/\\@") -> str:
     """A name that becomes part of a path or an id: non-empty, none of ``forbidden``."""
     if not name or any(c in name for c in forbidden):
         shown = ", ".join(repr(c) for c in forbidden)
-        raise CrtBenchError(f"{kind} {name!r} must be non-empty and contain none of {shown}")
+        raise CrtBenchError(f"{what} {name!r} must be non-empty and contain none of {shown}")
     return name
 
 
-def check_choice(kind: str, value: str, choices: Iterable[str], *, hint: str = "") -> str:
-    """``value`` if it is one of ``choices``, else "unknown KIND 'x'; valid names: a, b, ..." (+ ``hint``)."""
+def check_choice(what: str, value: str, choices: Iterable[str], *, hint: str = "") -> str:
+    """``value`` if it is one of ``choices``, else "unknown WHAT 'x'; valid names: a, b, ..." (+ ``hint``)."""
     valid = list(choices)
     if value not in valid:
-        raise CrtBenchError(f"unknown {kind} {value!r}; valid names: {', '.join(valid)}{hint}")
+        raise CrtBenchError(f"unknown {what} {value!r}; valid names: {', '.join(valid)}{hint}")
     return value

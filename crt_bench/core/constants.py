@@ -25,6 +25,6 @@ IMAGENET_RADII: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 
 # -- names and levels -------------------------------------------------------------------------------
 IMPORT_PREFIX = "import:"  # run id of a certification imported from a published log: import:<name>
-TRANSFER_KIND = "transfer"  # ``kind`` of certify rows transferred from a teacher's certification (else CERTIFY)
+TRANSFER_PROCEDURE = "transfer"  # ``procedure`` of certify rows transferred from a teacher's certification (else CERTIFY)
 INTERVAL_LEVEL = 0.95
 """Coverage of every interval the package reports (bootstrap intervals, timing ratio intervals)."""

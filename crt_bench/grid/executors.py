@@ -19,7 +19,7 @@ allocation): every requeued job resumes from its last checkpoint, so a run longe
 continues over several allocations."""
 
 
-def make_executor(kind: str, folder: str | Path, *, partition: str | None = None, gpus: int | None = None,
+def make_executor(executor: str, folder: str | Path, *, partition: str | None = None, gpus: int | None = None,
                   time_min: int = 24 * 60, cpus_per_task: int | None = None, mem: str | None = None,
                   array_parallelism: int = 16, slurm_extra: dict[str, Any] | None = None, nproc: int = 1,
                   device: str = "auto", profile: str | None = None, max_parallel: int | None = None,
@@ -38,21 +38,21 @@ def make_executor(kind: str, folder: str | Path, *, partition: str | None = None
     its own, ``max_parallel`` jobs at once (default: as many as the GPUs hold, one job per GPU).
     """
     check_count("--nproc", nproc)
-    check_choice("executor", kind, EXECUTORS)
-    if kind in ("inline", "debug") and nproc > 1:
-        raise CrtBenchError(f"the {kind} executor runs jobs in this process: --nproc needs local or slurm")
-    if kind == "inline":  # no submitit needed (crt_bench.grid.inline)
+    check_choice("executor", executor, EXECUTORS)
+    if executor in ("inline", "debug") and nproc > 1:
+        raise CrtBenchError(f"the {executor} executor runs jobs in this process: --nproc needs local or slurm")
+    if executor == "inline":  # no submitit needed (crt_bench.grid.inline)
         return InlineExecutor()
     submitit = import_submitit()
-    if kind == "local":
+    if executor == "local":
         pool = local_pool(device, nproc, visible)  # before any folder is made: --nproc above the GPUs
         ex = submitit.LocalExecutor(folder=str(folder))
         ex.update_parameters(timeout_min=time_min, tasks_per_node=nproc)
         if pool is not None:
             return GpuPoolExecutor(ex, pool, nproc=nproc, max_parallel=max_parallel)
-    elif kind == "debug":
+    elif executor == "debug":
         ex = submitit.DebugExecutor(folder=str(folder))
-    elif kind == "slurm":
+    elif executor == "slurm":
         try:
             ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=MAX_TIMEOUTS)
         except RuntimeError as err:  # submitit checks for srun

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class _Outputs:
-    """What ``build_all`` has written so far, by kind (``files`` for tables, a figure's key for its files)."""
+    """What ``build_all`` has written so far, by sort (``files`` for tables, a figure's key for its files)."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir

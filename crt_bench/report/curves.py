@@ -34,7 +34,7 @@ matplotlib.use("Agg")
 FIGURE2_METHODS: tuple[str, ...] = ("smoothmix", "crt")
 PUBLISHED_DATASETS: tuple[str, ...] = ("cifar10",)  # every stored reference log is CIFAR-10
 GRID_STEP = 0.01
-CURVE_COLUMNS = ["panel", "arch", "sigma", "dataset", "profile", "label", "kind", "method", "teacher", "run_id",
+CURVE_COLUMNS = ["panel", "arch", "sigma", "dataset", "profile", "label", "origin", "method", "teacher", "run_id",
                  "cert_id", "N", "alpha", "images", "epochs", "max_radius", "acr", "device", "radius", "standard",
                  "certified_accuracy"]
 DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "synthetic": "synthetic data"}
@@ -63,7 +63,7 @@ def certified_curves(store: ResultsStore, sigma: float | None = None, *, profile
                      methods: tuple[str, ...] = FIGURE2_METHODS, include_published: bool = True) -> pd.DataFrame:
     """Figure 2's data in long format (columns :data:`CURVE_COLUMNS`), one row per (panel, line, radius).
 
-    ``standard`` marks the radii of :data:`~crt_bench.core.constants.SUMMARY_RADII`. ``kind`` is ``"ours"`` or ``"published"``.
+    ``standard`` marks the radii of :data:`~crt_bench.core.constants.SUMMARY_RADII`. ``origin`` is ``"ours"`` or ``"published"``.
     Empty (with the columns) when no architecture has both a CRT and a SmoothMix certification.
     """
     meta, rows = certifications(store)
@@ -99,7 +99,7 @@ def certified_curves(store: ResultsStore, sigma: float | None = None, *, profile
                         for _, p in published.iterrows() if not math.isnan(p["sigma"]) and np.isclose(p["sigma"], sig)]
         grid = radius_grid(max(float(rows[m["cert_id"]]["radius"].max()) for _, _, m in members))
         standard = np.isin(grid, np.round(np.asarray(SUMMARY_RADII, dtype=np.float64), 6))
-        for label, kind, m in members:
+        for label, origin, m in members:
             cert_rows = rows[m["cert_id"]]
             acc = certified_accuracy(cert_rows, grid)
             line_acr = acr(cert_rows)
@@ -108,7 +108,7 @@ def certified_curves(store: ResultsStore, sigma: float | None = None, *, profile
             cap = max_certifiable_radius(int(m["N"]), alpha, sig) if not math.isnan(alpha) else float("nan")
             epochs = epochs_of.get(m["run_id"], float("nan"))
             for radius, is_standard, value in zip(grid, standard, acc.to_numpy()):
-                out.append((name, arch, sig, dataset, prof, label, kind, m["method"] or "imported", m["teacher"] or "",
+                out.append((name, arch, sig, dataset, prof, label, origin, m["method"] or "imported", m["teacher"] or "",
                             m["run_id"], m["cert_id"], int(m["N"]), alpha, int(m["images"]), epochs, cap, line_acr,
                             m["device"] or m["cert_device"], float(radius), bool(is_standard), float(value)))
     return pd.DataFrame(out, columns=CURVE_COLUMNS)
@@ -117,7 +117,7 @@ def certified_curves(store: ResultsStore, sigma: float | None = None, *, profile
 def _axis_end(part: pd.DataFrame) -> float:
     """Where the panel's radius axis ends: just past the largest radius our certifications' N allows
     (or the largest certified radius of a line without N, e.g. a published log)."""
-    ours = part[part["kind"] == "ours"]
+    ours = part[part["origin"] == "ours"]
     caps = ours["max_radius"].dropna() if "max_radius" in ours else pd.Series(dtype=float)
     reached = part.loc[part["certified_accuracy"] > 0, "radius"]
     top = max([float(caps.max()) if not caps.empty else 0.0,
@@ -127,7 +127,7 @@ def _axis_end(part: pd.DataFrame) -> float:
 
 def _panel_caption(panel: str, part: pd.DataFrame) -> str:
     """``convnext_atto, sigma 0.25`` + dataset, images, N and the epochs of each of our lines."""
-    ours = part[part["kind"] == "ours"].drop_duplicates("label")
+    ours = part[part["origin"] == "ours"].drop_duplicates("label")
     if ours.empty:
         return panel
     first = ours.iloc[0]
@@ -158,7 +158,7 @@ def plot_curves(data: pd.DataFrame, out_dir: Path, stem: str = "certified_accura
         part = data[data["panel"] == panel]
         for label, line in part.groupby("label", sort=False):
             line = line.sort_values("radius", kind="stable")
-            published = line["kind"].iloc[0] == "published"
+            published = line["origin"].iloc[0] == "published"
             (drawn_line,) = ax.plot(line["radius"], line["certified_accuracy"], drawstyle="steps-post",
                                     linestyle=":" if published else "-",
                                     linewidth=1.2 if published else 1.8, color="0.45" if published else None,
@@ -174,7 +174,7 @@ def plot_curves(data: pd.DataFrame, out_dir: Path, stem: str = "certified_accura
         ax.set_ylabel("certified accuracy")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    devices = ", ".join(sorted({d for d in data.loc[data["kind"] == "ours", "device"] if d}))
+    devices = ", ".join(sorted({d for d in data.loc[data["origin"] == "ours", "device"] if d}))
     fig.suptitle(f"Certified accuracy vs L2 radius: CRT students vs SmoothMix\n{devices}", fontsize=10)
     fig.tight_layout()
     paths = save_figure(fig, out_dir / stem)

@@ -76,7 +76,7 @@ def _header(store: ResultsStore, runs: pd.DataFrame, timing: pd.DataFrame, certi
               f"timing probes: {len(timing)}"), ""]
     if profile_note.strip():
         lines += [profile_note.strip(), ""]
-    measured = int((slowdown["hours_kind"] == "measured").sum()) if not slowdown.empty else 0
+    measured = int((slowdown["hours_basis"] == "measured").sum()) if not slowdown.empty else 0
     projected = len(slowdown) - measured
     lines += [("**Measured vs projected.** Measured: training hours of finished runs (wall-clock, in the ACR "
                "table and Table 1, a dedicated proxy teacher's hours included) and every certified accuracy and "

@@ -45,7 +45,7 @@ def _bounds(row: pd.Series) -> tuple[float, float]:
 
 
 def cumulative_hours(slowdown: pd.DataFrame, archs: list[str] | None = None, sigma: float | None = None) -> pd.DataFrame:
-    """The plotted data: one row per (line, arch) with hours, cumulative hours and their kind."""
+    """The plotted data: one row per (line, arch) with hours, cumulative hours and their basis (measured or projected)."""
     df = slowdown
     if sigma is not None:
         df = df[df["sigma"] == sigma]
@@ -70,7 +70,7 @@ def cumulative_hours(slowdown: pd.DataFrame, archs: list[str] | None = None, sig
             flag = str(proxy.iloc[0].get("flag", "") or "")
             rows.append({"line": label, "arch": "(proxy teacher)", "position": 0, "hours": total,
                          "cumulative_hours": total, "cumulative_low": low, "cumulative_high": high, "flag": flag,
-                         "kind": proxy["hours_kind"].iloc[0], "device": device})
+                         "hours_basis": proxy["hours_basis"].iloc[0], "device": device})
         else:
             low = high = 0.0
         for i, arch in enumerate(archs, start=1):
@@ -79,7 +79,7 @@ def cumulative_hours(slowdown: pd.DataFrame, archs: list[str] | None = None, sig
             total, low, high = total + hours, low + h_low, high + h_high
             rows.append({"line": label, "arch": arch, "position": i, "hours": hours, "cumulative_hours": total,
                          "cumulative_low": low, "cumulative_high": high, "flag": str(part.loc[arch].get("flag", "") or ""),
-                         "kind": part.loc[arch, "hours_kind"], "device": device})
+                         "hours_basis": part.loc[arch, "hours_basis"], "device": device})
     return pd.DataFrame(rows)
 
 
@@ -99,7 +99,7 @@ def plot_cumulative(data: pd.DataFrame, out_dir: Path, stem: str = "cumulative_t
         fig, ax = plt.subplots(figsize=(width, 4.8))
     for label, part in data.groupby("line", sort=False):
         part = part.sort_values("position")
-        projected = (part["kind"] == "projected").any()
+        projected = (part["hours_basis"] == "projected").any()
         (line,) = ax.plot(part["position"], part["cumulative_hours"], linestyle="--" if projected else "-",
                           marker="o", markerfacecolor="none" if projected else None, label=label)
         if {"cumulative_low", "cumulative_high"} <= set(part.columns):
@@ -120,8 +120,8 @@ def plot_cumulative(data: pd.DataFrame, out_dir: Path, stem: str = "cumulative_t
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     device = data["device"].iloc[0]
-    kind = "projected from timing probes (dashed, hollow)" if (data["kind"] == "projected").any() else "measured"
-    ax.set_title(f"Cost of a certifiably robust model per new architecture\n{device}; {kind}", fontsize=10)
+    basis = "projected from timing probes (dashed, hollow)" if (data["hours_basis"] == "projected").any() else "measured"
+    ax.set_title(f"Cost of a certifiably robust model per new architecture\n{device}; {basis}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     paths = save_figure(fig, out_dir / stem)

@@ -19,5 +19,5 @@ def fixed_radii_markdown(evidence: list[StudentEvidence]) -> str:
         return ""
     radii = [r for r, _, _ in cells[0].certified]
     head = ["student", *[f"acc@{r:g} CRT / SmoothMix (CRT - SmoothMix)" for r in radii]]
-    rows = [[ev.arch, *[f"{a:.3f} / {b:.3f} ({a - b:+.3f})" for _, a, b in ev.certified]] for ev in cells]
+    rows = [[ev.student, *[f"{a:.3f} / {b:.3f} ({a - b:+.3f})" for _, a, b in ev.certified]] for ev in cells]
     return "\n".join(["### Certified accuracy at fixed radii", "", NOTE, "", *markdown_table(head, rows)]) + "\n"

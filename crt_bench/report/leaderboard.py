@@ -39,7 +39,7 @@ def board_markdown(table: pd.DataFrame) -> str:
             "N", "commit", "device", "status", "tied with"]
     rows = []
     for row in table.to_dict("records"):
-        hours = f"{row['hours']:.4g}" + (" (reported)" if row["hours_kind"] == "reported" else "")
+        hours = f"{row['hours']:.4g}" + (" (reported)" if row["hours_basis"] == "reported" else "")
         rows.append([
             row["rank"], row["method"], row["arch"], row["teacher"] or "–", hours,
             f"{row['ACR']:.3f} [{row['ACR_low']:.3f}, {row['ACR_high']:.3f}]",

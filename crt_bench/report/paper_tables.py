@@ -40,7 +40,7 @@ PAPER_SPEEDUP = PAPER_TABLE1["smoothmix"]["hours"] / PAPER_TABLE1["crt"]["hours"
 ACR_COLUMNS = ["method", "variant", "teacher", "teacher_method", "arch", "sigma", "dataset", "N", "images", "ACR", "ACR_low",
                "ACR_high",
                *[f"acc@{r:.2f}" for r in TABLE_RADII], *[f"acc@{r:.2f}_{end}" for r in TABLE_RADII for end in ("low", "high")],
-               "train_hours", "hours_kind", "profile", "device",
+               "train_hours", "hours_basis", "profile", "device",
                "run_id", "cert_id", "certification"]
 TABLE1_COLUMNS = ["row", "method", "arch", "teacher", "sigma", "dataset", "profile", "device", "N", "images",
                   "student_hours", "teacher_hours", "hours", "ACR", "speedup", "paper_hours", "paper_ACR",
@@ -72,7 +72,7 @@ def acr_table(store: ResultsStore) -> pd.DataFrame:
             "ACR_low": interval.low, "ACR_high": interval.high,
             **{f"acc@{r:.2f}": float(v) for r, v in acc.items()},
             **{f"acc@{r:.2f}_{end}": float(bands.loc[float(r), end]) for r in TABLE_RADII for end in ("low", "high")},
-            "train_hours": m["hours"], "hours_kind": "measured" if not math.isnan(m["hours"]) else "unknown",
+            "train_hours": m["hours"], "hours_basis": "measured" if not math.isnan(m["hours"]) else "unknown",
             "profile": m["profile"], "device": m["device"], "run_id": m["run_id"], "cert_id": m["cert_id"],
             "certification": describe_key(certification_key(part), float(m["sigma"])),
         })

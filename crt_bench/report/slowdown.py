@@ -173,7 +173,7 @@ def slowdown_table(store: ResultsStore) -> pd.DataFrame:
     measured = measured_hours(store)
     t = t.merge(measured, on=MEASURED_KEYS, how="left")
     t["hours"] = t["measured_hours"].where(t["measured_hours"].notna(), t["recipe_hours"])
-    t["hours_kind"] = t["measured_hours"].notna().map({True: "measured", False: "projected"})
+    t["hours_basis"] = t["measured_hours"].notna().map({True: "measured", False: "projected"})
     group = ["device", "arch", "sigma", "protocol"]
     base = t[t["method"] == "gaussian"].drop_duplicates(group, keep="last").set_index(group)
     rows = []
@@ -192,7 +192,7 @@ def slowdown_table(store: ResultsStore) -> pd.DataFrame:
             batch = (quotient, float("nan"), float("nan"))
             epoch = (r["epoch_seconds"] / g["epoch_seconds"], float("nan"), float("nan"))
         epochs = int(r["recipe_epochs"]) / int(g["recipe_epochs"])
-        if r["hours_kind"] == "measured" and g["hours_kind"] == "measured":  # never measured over projected
+        if r["hours_basis"] == "measured" and g["hours_basis"] == "measured":  # never measured over projected
             recipe = (r["hours"] / g["hours"], float("nan"), float("nan"))
         else:
             recipe = tuple(v * epochs for v in epoch)
@@ -203,7 +203,7 @@ def slowdown_table(store: ResultsStore) -> pd.DataFrame:
             "batch_ratio": batch[0], "batch_ratio_low": batch[1], "batch_ratio_high": batch[2],
             "epoch_seconds": r["epoch_seconds"], "epoch_ratio": epoch[0], "epoch_ratio_low": epoch[1],
             "epoch_ratio_high": epoch[2],
-            "epochs": int(r["recipe_epochs"]), "hours": r["hours"], "hours_kind": r["hours_kind"],
+            "epochs": int(r["recipe_epochs"]), "hours": r["hours"], "hours_basis": r["hours_basis"],
             "hours_low": g["hours"] * recipe[1], "hours_high": g["hours"] * recipe[2],
             "recipe_ratio": recipe[0], "recipe_ratio_low": recipe[1], "recipe_ratio_high": recipe[2],
             "rounds": int(_col(r, "rounds")) if interleaved else 0,
@@ -259,12 +259,12 @@ def _number(value: float) -> str:
 
 
 def _slowdown_cells(r: pd.Series) -> list[object]:
-    kind = "" if r["hours_kind"] == "measured" else " (projected)"
+    basis = "" if r["hours_basis"] == "measured" else " (projected)"
     flag = r.get("flag", "")
     busy = r.get("kernel_busy_fraction", float("nan"))
     return [r["method"], r["teacher"] or "", r.get("config", ""), r.get("recipe", ""), r["batch"],
             f"{r['fwd_bwd_passes']:.2f}", f"{r['fwd_only_passes']:.2f}", f"{r['epoch_seconds']:.1f}",
-            _with_interval(r["epoch_ratio"], r["epoch_ratio_low"], r["epoch_ratio_high"]), f"{r['hours']:.3g}{kind}",
+            _with_interval(r["epoch_ratio"], r["epoch_ratio_low"], r["epoch_ratio_high"]), f"{r['hours']:.3g}{basis}",
             _number(r.get("expected_ratio", float("nan"))),
             _with_interval(r["recipe_ratio"], r["recipe_ratio_low"], r["recipe_ratio_high"]),
             _number(r.get("ratio_standard_150x256", float("nan"))),

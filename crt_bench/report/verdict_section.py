@@ -79,7 +79,7 @@ def verdict_markdown(evidence: list[StudentEvidence], th: Thresholds = Threshold
          "SmoothMix ACR", "teacher ACR", "CRT / teacher ACR", "CRT - SmoothMix ACR (paired)", "SmoothMix h", "CRT h",
          "teacher h", "speed-up, pretrained", "speed-up, proxy (per student)", "speed-up, proxy (amortised)",
          "certification", "under-training check", "not plateaued"],
-        [[ev.arch, ev.images, f"{ev.seeds[0]} / {ev.seeds[1]}", ev.interval_kind, _per_seed(ev), _iv(ev.crt_acr),
+        [[ev.student, ev.images, f"{ev.seeds[0]} / {ev.seeds[1]}", ev.intervals_over, _per_seed(ev), _iv(ev.crt_acr),
           _iv(ev.smoothmix_acr), _iv(ev.teacher_acr), f"{ev.teacher_ratio:.2f}",
           f"{ev.difference[0]:+.3f} [{ev.difference[1]:+.3f}, {ev.difference[2]:+.3f}]", f"{ev.smoothmix_hours:.3g}",
           f"{ev.crt_hours:.3g}", f"{ev.teacher_hours:.3g}", _speed(ev, SETTINGS[0]), _speed(ev, SETTINGS[1]),
@@ -91,7 +91,7 @@ def verdict_markdown(evidence: list[StudentEvidence], th: Thresholds = Threshold
         phrase = {"holds": "HOLDS", "refuted": "is REFUTED"}.get(verdict, "is NOT RESOLVED by this budget")
         lines.append(f"**Verdict, {setting}: the claim {phrase} at this scale.**")
         for v in per:
-            lines.append(f"- {v.arch}: {v.label} — " + "; ".join(v.reasons))
+            lines.append(f"- {v.student}: {v.label} — " + "; ".join(v.reasons))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

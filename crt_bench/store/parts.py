@@ -31,8 +31,9 @@ import pyarrow.parquet as pq
 from crt_bench.core import atomic
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.store.query import newest
-from crt_bench.store.schema import (DEDUPE, KEYS, LEGACY_VERSION, META_COLUMNS, PARTITION, SCHEMA_FILE, SCHEMA_VERSION,
-                                    SCHEMAS, check_table, conform, order_columns, read_version)
+from crt_bench.store.schema import (DEDUPE, KEYS, LEGACY_VERSION, META_COLUMNS, PARTITION, RENAMED, SCHEMA_FILE,
+                                    SCHEMA_VERSION, SCHEMAS, check_table, conform, order_columns, read_version,
+                                    renamed_columns)
 
 NULL_DIR = "__HIVE_DEFAULT_PARTITION__"
 """The folder value of rows without a partition value (pyarrow's hive default)."""
@@ -155,6 +156,8 @@ def read_parts(table_dir: Path, table: str, where: Mapping[str, object] | None =
         folders = partition_dirs(table_dir, table)
     wanted = None if columns is None else list(columns)
     needed = None if wanted is None else set(wanted) | set(META_COLUMNS) | set(KEYS[table])
+    if needed is not None:  # a renamed column is read under its old name too
+        needed |= {old for old, new in RENAMED.get(table, {}).items() if new in needed}
     for attempt in range(RELIST_TRIES):  # a part compacted away between listing and reading: list again
         files = [part for folder in folders for part in parts_in(folder)]
         legacy = parts_in(table_dir)
@@ -172,6 +175,7 @@ def read_parts(table_dir: Path, table: str, where: Mapping[str, object] | None =
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     df = _missing_as_nan(table, df.sort_values("written_ns", kind="stable").reset_index(drop=True))
+    df = renamed_columns(table, df)
     keys = list(KEYS[table])
     if not raw and table in DEDUPE and set(keys) <= set(df.columns):
         df = newest(df, keys).reset_index(drop=True)

@@ -25,11 +25,11 @@ from crt_bench.core.errors import CrtBenchError
 TABLES = ("runs", "epochs", "certify", "timing", "certifications", "agreement")
 LEGACY_VERSION = 1
 """Rows of the flat layout (``tables/<table>/*.parquet``, no ``schema_version`` column)."""
-SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 4, "certifications": 3,
-                                  "epochs": 3, "timing": 3}
+SCHEMA_VERSION: dict[str, int] = {**{table: 2 for table in TABLES}, "certify": 5, "certifications": 3,
+                                  "epochs": 3, "timing": 4}
 """2: the partitioned layout; 3 (``epochs``): each evaluation's per-image correctness (``noisy_test_images``,
 ``noisy_test_correct``: :func:`crt_bench.core.bits.pack_bits`), absent from older rows; 3 (``certify``, ``certifications``): transferred certificates' columns
-(``kind``, ``transfer_from``, ``n_p``, ``alpha_zeta``, ``disagreements``; ``key_transfer_from``, ``key_n_p``,
+(``procedure``, ``transfer_from``, ``n_p``, ``alpha_zeta``, ``disagreements``; ``key_transfer_from``, ``key_n_p``,
 ``key_alpha_zeta``), absent from the rows of plain CERTIFY; 4 (``certify``): the counts behind each row
 (:data:`COUNT_COLUMNS`), so a certificate can be recomputed at another alpha without sampling
 (:mod:`crt_bench.analysis.recertify`).  Rows written before version 4 (and imported logs, which never had
@@ -39,7 +39,11 @@ give its radius; 3 (``timing``): the probe's ``protocol`` (engine or
 paper), ``measure``, ``config`` (its hyper-parameters in words), ``recipe`` (EPOCHSxBATCH) and GPU kernel-busy time
 (``kernel_seconds_per_batch``, ``kernel_busy_fraction``); older rows lack them (read as the engine protocol). ``agreement`` (new in version 2's layout, so 2):
 a lower-precision certification's sample against fp32 (:mod:`crt_bench.certify.agreement`); a store without
-the table reads it as empty."""
+the table reads it as empty. 5 (``certify``) and 4 (``timing``): columns renamed (:data:`RENAMED`)."""
+RENAMED: dict[str, dict[str, str]] = {"certify": {"kind": "procedure"}, "timing": {"kind": "hours_basis"}}
+"""Columns renamed since older rows were written (old -> new), read back under the new name: a certify row's
+``procedure`` (``certify``: CERTIFY; ``transfer``: a transferred certificate) and a timing row's ``hours_basis``
+(``projected``) were both ``kind``."""
 COUNT_COLUMNS = ("c_a", "selection_count", "n_a", "n_counted", "p_a_lower")
 """``c_a``: the class the ``n0`` selection samples chose (kept where the row abstains too: a looser alpha may
 certify it); ``selection_count``: votes of the chosen class ``cA`` among the ``n0`` selection samples; ``n_a``: its votes
@@ -87,7 +91,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("correct", _I64), ("seconds", _F64), ("n0", _I64), ("n", _I64), ("alpha", _F64), ("sigma", _F64),
         ("subset", _STR), ("seed", _I64), ("precision", _STR), ("noise_dtype", _STR), ("compile", _BOOL),
         ("batch", _I64), ("tf32", _BOOL), ("device", _STR), ("git_commit", _STR), ("source", _STR), ("time", _STR),
-        ("kind", _STR), ("transfer_from", _STR), ("n_p", _I64), ("alpha_zeta", _F64), ("disagreements", _I64),
+        ("procedure", _STR), ("transfer_from", _STR), ("n_p", _I64), ("alpha_zeta", _F64), ("disagreements", _I64),
         ("c_a", _I64), ("selection_count", _I64), ("n_a", _I64), ("n_counted", _I64), ("p_a_lower", _F64)),
     "certifications": _schema(
         ("key_run_id", _STR), ("key_n0", _I64), ("key_n", _I64), ("key_alpha", _F64), ("key_sigma", _F64),
@@ -96,7 +100,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("error", _STR), ("updated", _F64), ("key_transfer_from", _STR), ("key_n_p", _I64), ("key_alpha_zeta", _F64)),
     "timing": _schema(
         ("method", _STR), ("arch", _STR), ("teacher_arch", _STR), ("sigma", _F64), ("batch_size", _I64),
-        ("optimizer_steps_per_batch", _I64), ("hparams", _STR), ("kind", _STR), ("timed_batches", _I64),
+        ("optimizer_steps_per_batch", _I64), ("hparams", _STR), ("hours_basis", _STR), ("timed_batches", _I64),
         ("repeats", _I64), ("fwd_bwd_passes", _F64), ("fwd_only_passes", _F64), ("seconds_per_batch", _F64),
         ("seconds_per_batch_min", _F64), ("seconds_per_batch_max", _F64), ("relative_spread", _F64),
         ("images_per_s", _F64), ("batches_per_epoch", _I64), ("epoch_seconds", _F64), ("recipe_epochs", _I64),
@@ -160,6 +164,15 @@ def conform_arrow(table: str, arrow: pa.Table, *, strict: bool = True) -> pa.Tab
         columns.append(column)
         fields.append(pa.field(field.name, field.type))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def renamed_columns(table: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Older rows' columns under their current names (:data:`RENAMED`); a row with both keeps the new value."""
+    for old, new in RENAMED.get(table, {}).items():
+        if old in df.columns:
+            df = df.assign(**{new: df[old] if new not in df.columns else df[new].where(df[new].notna(), df[old])})
+            df = df.drop(columns=old)
+    return df
 
 
 def order_columns(table: str, names: list[str]) -> list[str]:

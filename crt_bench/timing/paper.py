@@ -139,8 +139,8 @@ class PaperProbe(PreparedProbe):
                     return float(step.spec.loss(step.forward, x, y, ctx).item())
             with torch.no_grad(), _autocast(step):
                 total = 0.0
-                for kind in self.test_pass.split("+"):
-                    inputs = x + torch.randn_like(x) * self.sigma if kind == "noisy" else x
+                for inputs_used in self.test_pass.split("+"):
+                    inputs = x + torch.randn_like(x) * self.sigma if inputs_used == "noisy" else x
                     total += float((step.forward(inputs).argmax(1) == y).sum().item())
                 return total
         finally:

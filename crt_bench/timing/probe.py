@@ -8,7 +8,7 @@ timed block), repeats that, and projects
     recipe hours   = epoch seconds x recipe epochs / 3600
 
 Random data costs the same as real data here: the step's arithmetic does not depend on pixel values.
-Rows carry ``kind = "projected"``; full training runs (the ``runs`` table) are the measured hours.
+Rows carry ``hours_basis = "projected"``; full training runs (the ``runs`` table) are the measured hours.
 The arithmetic lives in :func:`summarize` so that it can be checked with a fake clock.
 
 ``peak_memory_bytes`` is each probe's own: on CUDA, the peak allocated while that probe was built,
@@ -241,7 +241,7 @@ class PreparedProbe:
             "protocol": self.cfg.protocol, "measure": self.measure(self.cfg.batches),
             "kernel_seconds_per_batch": self.kernel_seconds_per_batch,
             "kernel_busy_fraction": self.kernel_seconds_per_batch / wall if wall > 0 else float("nan"),
-            "kind": "projected", "timed_batches": self.cfg.batches, "repeats": len(times),
+            "hours_basis": "projected", "timed_batches": self.cfg.batches, "repeats": len(times),
             # forward passes over the batch's B images that are back-propagated / forward only (e.g. CRT's teacher)
             "fwd_bwd_passes": self.fwd_bwd_passes, "fwd_only_passes": self.fwd_only_passes,
             **summarize(times, batch_size=self.batch, train_images=self.cfg.train_images, epochs=epochs),
