@@ -98,8 +98,10 @@ class MethodSpec:
 
     @property
     def compose_ref(self) -> str:
-        """The compose function's name, ``"module:function"`` ("" if none), for messages and for callers that
-        ask whether the method composes (``crt_bench.train.trainer``); nothing is resolved from it."""
+        """The compose function's name, ``"module:function"`` ("" if none); nothing is resolved from it.
+
+        Kept only for ``crt_bench/train/trainer.py`` (``same_sigma=not self.spec.compose_ref``), which is not
+        edited here; new code asks ``spec.compose is not None``."""
         fn = self.compose
         return f"{fn.__module__}:{fn.__qualname__}" if fn is not None else ""
 
