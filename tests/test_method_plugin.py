@@ -122,3 +122,13 @@ def test_the_decorator_goes_on_a_function(own_registry: None) -> None:
     with pytest.raises(ValueError, match="loss function"):
         register_method("not_a_function", hparams=object, recipe=Recipe(1, 1, 0.1, ()), reference="")(42)
     assert "not_a_function" not in [m.name for m in list_methods()]
+
+
+def test_lazy_module_imports_on_first_attribute_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crt_bench.core.lazy import lazy_module
+
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    colorsys = lazy_module("colorsys")
+    assert "colorsys" not in sys.modules  # binding it imports nothing
+    assert colorsys.rgb_to_hsv(1.0, 0.0, 0.0) == (0.0, 1.0, 1.0)
+    assert "colorsys" in sys.modules and colorsys.rgb_to_hsv is sys.modules["colorsys"].rgb_to_hsv
