@@ -10,7 +10,7 @@ from helpers import Recorder, train_and_certify_smoke
 import crt_bench.methods.consistency  # noqa: F401  (registers "consistency")
 from crt_bench.config.schedule import lr_at_epoch
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.methods.losses.consistency import consistency_regularizer, entropy, kl_div_sum
+from crt_bench.methods.consistency import consistency_regularizer, entropy, kl_div_sum
 from crt_bench.methods.registry import StepContext, get_method
 from crt_bench.train.resolve import resolve_run_config
 

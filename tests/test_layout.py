@@ -68,6 +68,11 @@ def _edges_of(name: str, path: Path, known: set[str]) -> list[Edge]:
                 for alias in child.names:  # `from pkg import sub` imports the module pkg.sub
                     sub = f"{base}.{alias.name}"
                     found.append(Edge(name, sub if sub in known else base, child.lineno, in_function))
+            elif (isinstance(child, ast.Call) and isinstance(child.func, ast.Name) and child.func.id == "lazy_module"
+                  and child.args and isinstance(child.args[0], ast.Constant)
+                  and str(child.args[0].value).split(".")[0] == "crt_bench"):
+                # ``x = lazy_module("crt_bench.a.b")`` (crt_bench.core.lazy) imports crt_bench.a.b on first use
+                found.append(Edge(name, child.args[0].value, child.lineno, in_function))
             visit(child, inside)
 
     visit(tree, False)
@@ -220,8 +225,17 @@ def test_the_cli_starts_without_torch_pandas_or_submitit() -> None:
     assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
+def test_lazy_module_imports_are_edges(tmp_path: Path) -> None:
+    """A ``lazy_module("crt_bench....")`` binding counts as an import of that module (layers, cycles)."""
+    source = tmp_path / "toy.py"
+    source.write_text('torch = lazy_module("torch")\nnoise = lazy_module("crt_bench.parallel.noise")\n')
+    found = _edges_of("crt_bench.methods.toy", source, set(modules()))
+    assert [(e.target, e.line, e.in_function) for e in found] == [("crt_bench.parallel.noise", 2, False)]
+
+
 def test_every_catalogue_reference_imports() -> None:
-    """Each method's loss and each architecture's builder (``"module:function"``) resolves to a function."""
+    """Each method's loss (a function) and each architecture's builder (``"module:function"``) resolves to a
+    function."""
     from crt_bench.methods.registry import list_methods
     from crt_bench.models.registry import list_archs
 

@@ -16,10 +16,9 @@ from crt_bench.certify.resumable import certify_run
 from crt_bench.config.certify import CertifyConfig
 from crt_bench.config.schedule import lr_at_epoch
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.methods.losses.macer import macer_hinge, macer_loss_from_logits
-from crt_bench.methods.macer import first_decay_epoch
+from crt_bench.methods.common import smoothed_nll
+from crt_bench.methods.macer import first_decay_epoch, macer_hinge, macer_loss_from_logits
 from crt_bench.methods.registry import StepContext, get_method
-from crt_bench.methods.losses.common import smoothed_nll
 from crt_bench.store.store import ResultsStore
 from crt_bench.train.resolve import resolve_run_config
 from crt_bench.train.trainer import train_run

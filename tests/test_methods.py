@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from helpers import Recorder
 
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.methods.losses.crt import transfer_distance
+from crt_bench.methods.crt import transfer_distance
 from crt_bench.methods.registry import StepContext, get_method, list_methods
 
 SIGMA = 0.5
@@ -134,7 +134,7 @@ def test_hparam_overrides_are_typed_and_validated():
 def test_noise_built_in_place_has_the_two_step_values_and_gradients():
     """gaussian_noise / noisy_replicas / add_replicated: the official ``x + randn * sigma`` and
     ``x.repeat(m) + noise``, without their temporaries (same draws, same values, same input gradient)."""
-    from crt_bench.methods.losses.common import add_replicated, gaussian_noise, noisy_replicas, replicate
+    from crt_bench.methods.common import add_replicated, gaussian_noise, noisy_replicas, replicate
     x, _ = batch()
     torch.manual_seed(3)
     expected = x + torch.randn_like(x) * SIGMA

@@ -12,10 +12,9 @@ import crt_bench.methods.smoothadv  # noqa: F401  (registers "smoothadv")
 from crt_bench.certify.resumable import certify_run
 from crt_bench.config.certify import CertifyConfig
 from crt_bench.core.errors import CrtBenchError
+from crt_bench.methods.common import noise_like_replicas, replicate, smoothed_nll
 from crt_bench.methods.registry import StepContext, get_method
-from crt_bench.methods.losses.smoothadv import pgd_l2_smoothed
-from crt_bench.methods.smoothadv import SmoothAdvHParams, warmup_epsilon
-from crt_bench.methods.losses.common import noise_like_replicas, replicate, smoothed_nll
+from crt_bench.methods.smoothadv import SmoothAdvHParams, pgd_l2_smoothed, warmup_epsilon
 from crt_bench.store.store import ResultsStore
 from crt_bench.train.resolve import resolve_run_config
 from crt_bench.train.trainer import train_run

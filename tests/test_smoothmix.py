@@ -12,9 +12,8 @@ import crt_bench.methods.smoothmix  # noqa: F401  (registers "smoothmix")
 from crt_bench.config.schedule import lr_at_epoch
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.registry import StepContext, get_method
-from crt_bench.methods.losses.common import noise_like_replicas, smoothed_nll
-from crt_bench.methods.losses.smoothmix import mix, mix_kl, smoothmix_pgd
-from crt_bench.methods.smoothmix import warmup_factor
+from crt_bench.methods.common import noise_like_replicas, smoothed_nll
+from crt_bench.methods.smoothmix import mix, mix_kl, smoothmix_pgd, warmup_factor
 from crt_bench.train.resolve import resolve_run_config
 
 SIGMA, C = 0.25, 5

@@ -24,8 +24,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from crt_bench.methods.common import project_l2
 from crt_bench.methods.registry import StepContext, get_method, list_methods
-from crt_bench.methods.losses.common import project_l2
 from crt_bench.models.build import build_model
 from crt_bench.train.step import TrainStep
 from crt_bench.train.teacher import FrozenTeacher

@@ -16,7 +16,7 @@ from conftest import fast_config
 
 from crt_bench.config.engine import EngineOptions
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.methods.losses.crt import transfer_distance
+from crt_bench.methods.crt import transfer_distance
 from crt_bench.methods.registry import StepContext, get_method
 from crt_bench.models.build import build_model
 from crt_bench.store.store import ResultsStore

@@ -12,9 +12,20 @@ measures the distance between softmax outputs instead, as some third-party summa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.methods.registry import Recipe, register_method
+from crt_bench.core.lazy import lazy_module
+from crt_bench.methods.common import gaussian_noise
+from crt_bench.methods.registry import Recipe, StepContext, register_method
+
+if TYPE_CHECKING:  # the real modules for type checkers; at run time imported on first use (torch-free import)
+    import torch
+    import torch.nn.functional as F
+    from torch import Tensor, nn
+else:
+    torch = lazy_module("torch")
+    F = lazy_module("torch.nn.functional")
 
 
 DISTANCES = ("logit_l2", "softmax_l2")
@@ -32,9 +43,15 @@ class CRTHParams:
             raise CrtBenchError(f"distance must be one of {', '.join(DISTANCES)}, got {self.distance!r}")
 
 
-register_method(
+def transfer_distance(student: Tensor, teacher: Tensor, distance: str = "logit_l2") -> Tensor:
+    """Batch mean of the per-image L2 distance between student and teacher outputs."""
+    if distance == "softmax_l2":
+        student, teacher = student.softmax(dim=1), teacher.softmax(dim=1)
+    return torch.linalg.vector_norm(student.float() - teacher.float(), ord=2, dim=1).mean()
+
+
+@register_method(
     "crt",
-    loss="crt_bench.methods.losses.crt:crt_loss",
     hparams=CRTHParams,
     recipe=Recipe(epochs=200, batch_size=128, lr=0.1, milestones=(100, 150),
                   source="CRT official code (Ethos-lab/crt-neurips22), CIFAR-10 config"),
@@ -42,3 +59,15 @@ register_method(
     "Transfer. NeurIPS 2022",
     needs_teacher=True,
 )
+def crt_loss(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor:
+    if ctx.teacher is None:
+        raise CrtBenchError("method 'crt' needs a teacher: pass --teacher RUN_ID or a checkpoint path")
+    hp: CRTHParams = ctx.hparams
+    noisy = gaussian_noise(x, ctx.sigma)
+    with torch.no_grad():
+        target = ctx.teacher(noisy)
+    logits = model(noisy)
+    loss = transfer_distance(logits, target, hp.distance)
+    if hp.ce_weight > 0:
+        loss = (1.0 - hp.ce_weight) * loss + hp.ce_weight * F.cross_entropy(logits, y)
+    return loss

@@ -1,4 +1,4 @@
-"""Training-method registry (torch-free: ``crt-bench list methods`` and ``--help`` read it without torch).
+"""Training-method registry: ``@register_method(...)`` on a method's loss function, as timm's ``@register_model``.
 
 A method is a pure loss function ``loss(model, x, y, ctx) -> Tensor`` over one minibatch of clean
 images in [0, 1]; it draws its own noise. The training loop never branches on a method's name:
@@ -6,14 +6,32 @@ everything a method needs beyond the batch (sigma, epoch, teacher, hyper-paramet
 and everything the loop must know about a method (its paper recipe, whether it needs a teacher, how
 many optimizer steps it takes per loader batch) is declared at registration.
 
-Adding a method: ``methods/<name>.py`` holds its hyper-parameters dataclass, its recipe and one
-``register_method(name, loss="crt_bench.methods.losses.<name>:<function>", ...)`` call (no torch there);
-``methods/losses/<name>.py`` holds the loss. ``MethodSpec.loss`` imports the loss on first use.
+Adding a method is one file, ``methods/<name>.py``, with one decorator::
+
+    @dataclass
+    class ToyHParams:
+        weight: float = 1.0
+
+    @register_method("toy", hparams=ToyHParams, recipe=Recipe(...), reference="...")
+    def toy_loss(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor:
+        return ctx.hparams.weight * F.cross_entropy(model(gaussian_noise(x, ctx.sigma)), y)
+
+:mod:`crt_bench.methods` imports every module of the package (``pkgutil``; no hand-kept list), so the
+decorator registers it; a method outside the package registers when its module is imported. The decorator
+returns the function unchanged (tests call the losses directly). ``compose`` (denoised) is a function object.
+
+Why the method modules can be imported without torch (``crt-bench --help`` and ``crt-bench list methods``
+import them all; ``tests/test_layout.py`` checks that no torch is loaded): a method module binds torch,
+``torch.nn.functional`` and the crt_bench modules that need torch with
+:func:`crt_bench.core.lazy.lazy_module` (the real ``import`` under ``TYPE_CHECKING``, so type checkers and
+IDEs see the real modules), and its annotations are strings (``from __future__ import annotations``). The
+decorator then holds the real function object: grep, go-to-definition and type checkers follow it, with no
+``"module:function"`` strings resolved at run time. (The alternative, a torch-free table of the methods
+kept beside the decorators and checked against them by a test, would keep two copies of each entry.)
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, TypeVar
 
@@ -55,16 +73,13 @@ class LossFn(Protocol):
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor: ...
 
 
-def resolve_reference(ref: str) -> Any:
-    """The object a ``"package.module:name"`` reference names (imported on first use)."""
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+ComposeFn = Callable[..., "tuple[nn.Module, str]"]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    loss_ref: str  # "crt_bench.methods.losses.<name>:<function>": the loss, imported by ``loss``
+    loss: LossFn  # the decorated loss function
     hparams: type  # a dataclass whose field defaults are the paper defaults
     recipe: Recipe
     reference: str
@@ -72,29 +87,27 @@ class MethodSpec:
     # Optimizer steps per loader batch: the batch is split into this many minibatches, each with its
     # own step (SmoothAdv/Consistency/SmoothMix with m noise samples). Called with the hparams.
     steps_per_batch: Callable[[Any], int] = field(default=lambda hp: 1)
-    # "module:function" building the trained module around the frozen teacher instead of a fresh classifier
-    # of the run's arch: ``compose(teacher, hparams, *, sigma, profile, dataset, results_root)
-    # -> (module, init_run_id)``; only the
-    # module's parameters that require gradients are optimized; ``init_run_id`` names the run whose trained
-    # weights part of it starts from ("" if none; that run's hours are counted there, once).
-    compose_ref: str = ""
+    # Builds the trained module around the frozen teacher instead of a fresh classifier of the run's arch
+    # (None: a fresh classifier): ``compose(teacher, hparams, *, sigma, profile, dataset, results_root)
+    # -> (module, init_run_id)``; only the module's parameters that require gradients are optimized;
+    # ``init_run_id`` names the run whose trained weights part of it starts from ("" if none; that run's
+    # hours are counted there, once).
+    compose: ComposeFn | None = None
     # Whether the hyper-parameters leave anything to train (False: the run assembles, 0 epochs).
     trains: Callable[[Any], bool] = field(default=lambda hp: True)
-    loss_override: LossFn | None = field(default=None, repr=False, compare=False)  # a test's replacement
 
     @property
-    def loss(self) -> LossFn:
-        """The loss function (its module, and torch, are imported on first use)."""
-        return self.loss_override if self.loss_override is not None else resolve_reference(self.loss_ref)
+    def compose_ref(self) -> str:
+        """The compose function's name, ``"module:function"`` ("" if none); nothing is resolved from it.
 
-    @property
-    def compose(self) -> Callable[..., tuple[nn.Module, str]] | None:
-        """The ``compose`` function (imported on first use), or None: the run trains a fresh classifier."""
-        return resolve_reference(self.compose_ref) if self.compose_ref else None
+        Kept only for ``crt_bench/train/trainer.py`` (``same_sigma=not self.spec.compose_ref``), which is not
+        edited here; new code asks ``spec.compose is not None``."""
+        fn = self.compose
+        return f"{fn.__module__}:{fn.__qualname__}" if fn is not None else ""
 
     def with_loss(self, loss: LossFn) -> MethodSpec:
         """This method with another loss function (tests wrap the real one)."""
-        return dataclasses.replace(self, loss_override=loss)
+        return dataclasses.replace(self, loss=loss)
 
     def make_hparams(self, overrides: dict[str, str | float | int] | None = None, sigma: float | None = None) -> Any:
         """The paper defaults (for ``sigma``, where the paper varies them) with ``overrides`` applied.
@@ -145,6 +158,7 @@ def _parse_bool(value: object) -> bool:
 
 
 V = TypeVar("V")
+L = TypeVar("L", bound=Callable[..., Any])
 
 
 def nearest_sigma(table: Mapping[float, V], sigma: float) -> V:
@@ -160,29 +174,34 @@ OPTIMIZERS = ("sgd", "adam")
 def register_method(
     name: str,
     *,
-    loss: str,
     hparams: type,
     recipe: Recipe,
     reference: str,
     needs_teacher: bool = False,
     steps_per_batch: Callable[[Any], int] | None = None,
-    compose: str = "",
+    compose: ComposeFn | None = None,
     trains: Callable[[Any], bool] | None = None,
-) -> MethodSpec:
-    """Register method ``name``; ``loss`` (and ``compose``, if given) is ``"module:function"``, imported on first use."""
+) -> Callable[[L], L]:
+    """Decorator: register the decorated loss function as method ``name``; returns the function unchanged."""
     if name in _METHODS:
         raise ValueError(f"method {name!r} is registered twice")
-    if ":" not in loss:
-        raise ValueError(f"method {name!r}: loss must be 'module:function', got {loss!r}")
-    if compose and ":" not in compose:
-        raise ValueError(f"method {name!r}: compose must be 'module:function', got {compose!r}")
     if recipe.optimizer not in OPTIMIZERS:
         raise ValueError(f"method {name!r}: optimizer must be one of {OPTIMIZERS}, got {recipe.optimizer!r}")
+    if compose is not None and not callable(compose):
+        raise ValueError(f"method {name!r}: compose must be a function, got {compose!r}")
     extra: dict[str, Any] = {"steps_per_batch": steps_per_batch} if steps_per_batch is not None else {}
     if trains is not None:
         extra["trains"] = trains
-    _METHODS[name] = MethodSpec(name, loss, hparams, recipe, reference, needs_teacher, compose_ref=compose, **extra)
-    return _METHODS[name]
+
+    def register(loss: L) -> L:
+        if not callable(loss):
+            raise ValueError(f"method {name!r}: @register_method goes on the loss function, got {loss!r}")
+        if name in _METHODS:  # registered between the call and the decoration
+            raise ValueError(f"method {name!r} is registered twice")
+        _METHODS[name] = MethodSpec(name, loss, hparams, recipe, reference, needs_teacher, compose=compose, **extra)
+        return loss
+
+    return register
 
 
 def get_method(name: str) -> MethodSpec:
@@ -191,4 +210,3 @@ def get_method(name: str) -> MethodSpec:
 
 def list_methods() -> list[MethodSpec]:
     return [_METHODS[k] for k in sorted(_METHODS)]
-

@@ -28,7 +28,7 @@ What the official code (Hadisalman/smoothing-adversarial, ``code/train_pgd.py``,
 * A loader batch of B images is split into m minibatches of B/m images, each repeated m times (B rows),
   and each minibatch gets its own optimizer step. Our loop does the split (``steps_per_batch = m``,
   ``x.chunk(m)``); this loss handles one minibatch. The official code orders rows image-major
-  (each image's m copies adjacent); we use the project's noise-major order (``losses/common.py``), a row
+  (each image's m copies adjacent); we use the project's noise-major order (``methods/common.py``), a row
   permutation that changes neither the attack nor the mean CE.
 * m = 1: attack loss CE (sum); m > 1: -log(clamp(mean softmax, 1e-20)) (mean). Only the direction of
   each example's gradient is used, so the reduction does not matter; we sum in both cases.
@@ -64,10 +64,22 @@ forward does, and the smoothed loss is evaluated on float32 logits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from crt_bench.core.checks import check_count
 from crt_bench.core.errors import CrtBenchError
-from crt_bench.methods.registry import Recipe, nearest_sigma, register_method
+from crt_bench.core.lazy import lazy_module
+from crt_bench.methods.common import (add_replicated, frozen, noise_like_replicas, project_l2, replicate, smoothed_nll,
+                                      unit_l2)
+from crt_bench.methods.registry import Recipe, StepContext, nearest_sigma, register_method
+
+if TYPE_CHECKING:  # the real modules for type checkers; at run time imported on first use (torch-free import)
+    import torch
+    import torch.nn.functional as F
+    from torch import Tensor, nn
+else:
+    torch = lazy_module("torch")
+    F = lazy_module("torch.nn.functional")
 
 
 EPSILON_UNIT = 256.0  # the reference CLI's --epsilon is in 1/256 pixel units: epsilon = CLI value / 256
@@ -122,9 +134,38 @@ def warmup_epsilon(epsilon: float, epoch: int, warmup: int) -> float:
     return min(epsilon, (epoch + 1) * epsilon / warmup)
 
 
-register_method(
+def ascent_direction(grad: Tensor) -> Tensor:
+    """Each example's gradient scaled to unit L2 norm; an N(0, I) draw where the gradient is exactly 0."""
+    norms = grad.flatten(1).norm(dim=1).view(-1, *([1] * (grad.dim() - 1)))
+    return torch.where(norms > 0, unit_l2(grad), torch.randn_like(grad))
+
+
+def pgd_l2_smoothed(model: nn.Module, x: Tensor, y: Tensor, noise: Tensor, eps: float, steps: int,
+                    m: int) -> Tensor:
+    """PGD-L2 on the soft smoothed classifier; returns delta (float32, shape of ``x``, no graph).
+
+    ``noise`` holds the m draws per image in noise-major order (``noise_like_replicas(x, m, sigma)``);
+    one delta per image is shared by its m noisy copies. The model is frozen for the attack (eval mode,
+    no parameter gradients) and restored afterwards.
+    """
+    x = x.detach().float()
+    step_size = 2.0 * eps / steps
+    delta = torch.zeros_like(x)
+    with frozen(model), torch.enable_grad():
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            logits = model(add_replicated(x + delta, noise))
+            loss = (F.cross_entropy(logits.float(), y, reduction="sum") if m == 1
+                    else smoothed_nll(logits, y, m, reduction="sum"))
+            (grad,) = torch.autograd.grad(loss, delta)
+            delta = delta.detach() + step_size * ascent_direction(grad)
+            delta = (x + delta).clamp(0.0, 1.0) - x
+            delta = project_l2(delta, eps)
+    return delta.detach()
+
+
+@register_method(
     "smoothadv",
-    loss="crt_bench.methods.losses.smoothadv:smoothadv_loss",
     hparams=SmoothAdvHParams,
     # Salman's CIFAR-10 grid: 150 epochs, batch 256, lr 0.1 x0.1 every 50 epochs (StepLR stepped with
     # scheduler.step(epoch) at the START of each epoch, as our loop applies milestones), momentum 0.9,
@@ -136,3 +177,11 @@ register_method(
     "Adversarially Trained Smoothed Classifiers. NeurIPS 2019",
     steps_per_batch=lambda hp: hp.num_noise_vec,
 )
+def smoothadv_loss(model: nn.Module, x: Tensor, y: Tensor, ctx: StepContext) -> Tensor:
+    hp: SmoothAdvHParams = ctx.hparams
+    m = hp.num_noise_vec
+    noise = noise_like_replicas(x, m, ctx.sigma)
+    eps = warmup_epsilon(hp.epsilon, ctx.epoch, hp.warmup)
+    delta = pgd_l2_smoothed(model, x, y, noise, eps, hp.num_steps, m)
+    logits = model(add_replicated(x + delta, noise))
+    return F.cross_entropy(logits, replicate(y, m))

@@ -3,7 +3,7 @@
 Owns: the registry of architectures (:mod:`~crt_bench.models.registry`), the builders (CIFAR ResNets, timm
 families, ImageNet models), :mod:`~crt_bench.models.build` (normalisation in front), model files
 (:mod:`~crt_bench.models.files`), :mod:`~crt_bench.models.bn_fold` and :mod:`~crt_bench.models.stats`.
-May import: core, config, parallel, store.
+May import: core, config, parallel, store (not methods: the methods sit above the models).
 
 Importing the package registers every architecture (the torch-free :mod:`~crt_bench.models.catalog`).
 """

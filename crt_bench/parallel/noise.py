@@ -1,7 +1,7 @@
 """Training noise under data parallelism: each rank's share of the noise of the *global* batch.
 
-A method draws its Gaussian noise from torch's global RNG (:func:`crt_bench.methods.losses.common.gaussian_noise`,
-:func:`crt_bench.methods.losses.common.noise_like_replicas`).  Under DistributedDataParallel every rank
+A method draws its Gaussian noise from torch's global RNG (:func:`crt_bench.methods.common.gaussian_noise`,
+:func:`crt_bench.methods.common.noise_like_replicas`).  Under DistributedDataParallel every rank
 holds the same RNG state (same seed, same draws) and a contiguous block of the global batch
 (:class:`crt_bench.data.batches.RankBatches`).  While a :class:`RankSlice` is active, a draw for the
 rank's batch draws the noise of the whole global batch -- the same shape, memory format and generator

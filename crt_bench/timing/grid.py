@@ -34,7 +34,7 @@ def grid(methods: list[str], archs: list[str], teachers: list[str]) -> list[tupl
     jobs = []
     for arch in archs:
         for method in methods:
-            if get_method(method).compose_ref:  # trained around a classifier of ``arch`` itself (denoised)
+            if get_method(method).compose is not None:  # trained around a classifier of ``arch`` itself (denoised)
                 jobs.append((method, arch, arch))
             elif get_method(method).needs_teacher:
                 jobs += [(method, arch, t) for t in teachers]

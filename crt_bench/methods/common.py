@@ -1,5 +1,6 @@
 """Building blocks shared by the methods' losses (Gaussian noise; for SmoothAdv, MACER, SmoothMix,
 Consistency: noisy replicas, the soft smoothed classifier, and running an attack on a frozen model.
+torch is imported on first use (:mod:`crt_bench.core.lazy`): the method modules import this one torch-free.
 
 Row order convention for m noisy copies of a batch of B images: **noise-major**, i.e. rows
 ``[i * B, (i + 1) * B)`` hold noise draw ``i`` of every image, so ``logits.view(m, B, C)`` separates
@@ -8,13 +9,20 @@ the draws and ``.mean(0)`` averages over them.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from crt_bench.core.lazy import lazy_module
 
-from crt_bench.parallel.noise import standard_normal_like, standard_normal_replicas
+if TYPE_CHECKING:  # the real modules for type checkers; at run time imported on first use (torch-free import)
+    import torch
+    import torch.nn.functional as F
+    from torch import Tensor, nn
+
+    from crt_bench.parallel import noise as parallel_noise
+else:
+    torch = lazy_module("torch")
+    F = lazy_module("torch.nn.functional")
+    parallel_noise = lazy_module("crt_bench.parallel.noise")
 
 
 def gaussian_noise(x: Tensor, sigma: float) -> Tensor:
@@ -24,12 +32,12 @@ def gaussian_noise(x: Tensor, sigma: float) -> Tensor:
     the same values as ``x + noise * sigma``.
     """
     # = torch.randn_like(x) (x's memory format), or this rank's rows (crt_bench.parallel.noise)
-    return standard_normal_like(x).mul_(sigma).add_(x)
+    return parallel_noise.standard_normal_like(x).mul_(sigma).add_(x)
 
 
 def noise_like_replicas(x: Tensor, m: int, sigma: float) -> Tensor:
     """``m`` independent N(0, sigma^2 I) draws for each image: shape ``[m * B, *x.shape[1:]]``, float32."""
-    return standard_normal_replicas(x, m).mul_(sigma)  # a fresh buffer, scaled in place; under DDP: this rank's rows of the global draw
+    return parallel_noise.standard_normal_replicas(x, m).mul_(sigma)  # a fresh buffer, scaled in place; under DDP: this rank's rows of the global draw
 
 
 def add_replicated(x: Tensor, noise: Tensor) -> Tensor:
@@ -77,7 +85,7 @@ def project_l2(delta: Tensor, radius: float | Tensor) -> Tensor:
     (one for all, or one per example, broadcastable to ``[B, 1, ...]``) works too.
     """
     norms = delta.flatten(1).norm(dim=1).view(-1, *([1] * (delta.dim() - 1)))
-    if isinstance(radius, Tensor):
+    if isinstance(radius, torch.Tensor):
         radius = radius.to(dtype=delta.dtype, device=delta.device)
     factor = torch.clamp((norms + 1e-12).reciprocal() * radius, max=1.0)
     return delta * factor

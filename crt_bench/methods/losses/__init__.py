@@ -1,1 +1,0 @@
-"""The methods' loss functions (torch): ``losses/<name>.py`` holds the loss that ``methods/<name>.py`` registers."""
