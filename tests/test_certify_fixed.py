@@ -33,6 +33,7 @@ from crt_bench.store.store import ResultsStore
 
 GOLDEN = Path(__file__).parent / "golden"
 N0, N, ALPHA, SIGMA, SEED = 10, 500, 0.01, 0.25, 7
+KEYS = [10, 11, 12, 13, 14, 15]
 VOLATILE = ("seconds", "time", "device", "git_commit", "source")
 """Columns that differ from run to run (wall time, when, where, which commit, the temporary path)."""
 
@@ -72,7 +73,7 @@ def _certificates(smooth: Smooth, images: torch.Tensor, **kw) -> pd.DataFrame:
 def smooth_rows(sigma: float = SIGMA, seed: int = SEED) -> pd.DataFrame:
     """(a) The engine itself: every public sampling call, keyed noise (and a generator's)."""
     model, x = ConvBN().eval(), _images()
-    keys = [10, 11, 12, 13, 14, 15]
+    keys = KEYS
     parts = {
         "workers1": _certificates(Smooth(model, 4, sigma, noise_seed=seed, cpu_workers=1), x, batch_size=64, keys=keys),
         "workers_auto": _certificates(Smooth(model, 4, sigma, noise_seed=seed), x, batch_size=64, keys=keys),
@@ -138,7 +139,7 @@ def run_rows(root: Path, sigma: float = SIGMA, seed: int = SEED) -> tuple[pd.Dat
     return _deterministic(rows), _deterministic(moved_rows)
 
 
-def transfer_rows(sigma: float = SIGMA, seed: int = SEED) -> pd.DataFrame:
+def transfer_rows(sigma: float = SIGMA, seed: int = SEED, settings=((200, 64), (50, 33))) -> pd.DataFrame:
     """(c) iter_transfer itself: ConvBN teacher (folded on its own) to a perturbed copy, from the teacher's rows."""
     teacher, x = ConvBN().eval(), _images()
     student = ConvBN().eval()
@@ -149,7 +150,7 @@ def transfer_rows(sigma: float = SIGMA, seed: int = SEED) -> pd.DataFrame:
     teacher_rows["idx"] = range(len(x))
     frames = [pd.concat(iter_transfer(teacher, student, x, y, teacher_rows, sigma=sigma, n_p=n_p, alpha_zeta=ALPHA,
                                       batch_size=batch, indices=list(range(len(x))), seed=seed, progress=False))
-              .assign(n_p=n_p, batch=batch) for n_p, batch in ((200, 64), (50, 33))]
+              .assign(n_p=n_p, batch=batch) for n_p, batch in settings]
     return _deterministic(pd.concat(frames, ignore_index=True))
 
 
@@ -168,14 +169,22 @@ def _golden(name: str) -> pd.DataFrame:
     return pd.read_csv(GOLDEN / f"certify_fixed_{name}.csv")
 
 
-@pytest.fixture(scope="module")
-def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
-    return all_tables(tmp_path_factory.mktemp("fixed"))
+def _assert_golden(frame: pd.DataFrame, name: str) -> None:
+    pd.testing.assert_frame_equal(_as_csv(frame), _golden(name), check_exact=True, obj=name)
 
 
-@pytest.mark.parametrize("name", ["smooth", "run", "run_transfer", "transfer"])
-def test_certified_rows_equal_the_golden_ones(tables: dict[str, pd.DataFrame], name: str) -> None:
-    pd.testing.assert_frame_equal(_as_csv(tables[name]), _golden(name), check_exact=True, obj=name)
+def test_engine_rows_equal_the_golden_ones() -> None:
+    _assert_golden(smooth_rows(), "smooth")
+
+
+def test_certify_run_and_its_transfer_equal_the_golden_rows(tmp_path: Path) -> None:
+    certified, transferred = run_rows(tmp_path)
+    _assert_golden(certified, "run")
+    _assert_golden(transferred, "run_transfer")
+
+
+def test_transfer_rows_equal_the_golden_ones() -> None:
+    _assert_golden(transfer_rows(), "transfer")
 
 
 def test_the_golden_rows_are_not_trivial() -> None:
@@ -192,20 +201,26 @@ def test_the_golden_rows_are_not_trivial() -> None:
 
 @pytest.mark.parametrize("change", ["sigma", "seed"])
 def test_a_perturbed_certification_differs_from_the_golden_rows(tmp_path: Path, change: str) -> None:
-    """The control: another sigma or noise seed must fail the comparison (so it compares something)."""
+    """The control: another sigma or noise seed must fail the comparison (so it compares something), where the
+    same comparison of an unperturbed certification passes."""
     sigma, seed = (0.26, SEED) if change == "sigma" else (SIGMA, SEED + 1)
-    got = _as_csv(smooth_rows(sigma, seed))
-    with pytest.raises(AssertionError):
-        pd.testing.assert_frame_equal(got, _golden("smooth"), check_exact=True)
-    got = _as_csv(transfer_rows(sigma, seed))
-    with pytest.raises(AssertionError):
-        pd.testing.assert_frame_equal(got, _golden("transfer"), check_exact=True)
-    if change == "sigma":
-        return  # the run's path (slower) is checked against another seed only
-    certified, transferred = run_rows(tmp_path, sigma, seed)
-    for got, name in ((certified, "run"), (transferred, "run_transfer")):
-        with pytest.raises(AssertionError):
-            pd.testing.assert_frame_equal(_as_csv(got), _golden(name), check_exact=True)
+    golden = _golden("smooth").query("call == 'workers1'").dropna(axis=1).reset_index(drop=True)
+    transfer = _golden("transfer").query("n_p == 50").reset_index(drop=True)
+    for s, k, differs in ((SIGMA, SEED, False), (sigma, seed, True)):
+        got = _as_csv(_certificates(Smooth(ConvBN().eval(), 4, s, noise_seed=k, cpu_workers=1), _images(),
+                                    batch_size=64, keys=KEYS).assign(call="workers1"))
+        moved = _as_csv(transfer_rows(s, k, settings=((50, 33),)))
+        for frame, expected in ((got, golden), (moved, transfer)):
+            if differs:
+                with pytest.raises(AssertionError):
+                    pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+            else:
+                pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+    if change == "seed":  # the run's path (slower) against another seed only
+        certified, transferred = run_rows(tmp_path, sigma, seed)
+        for got, name in ((certified, "run"), (transferred, "run_transfer")):
+            with pytest.raises(AssertionError):
+                pd.testing.assert_frame_equal(_as_csv(got), _golden(name), check_exact=True)
 
 
 if __name__ == "__main__" and "--regenerate" in sys.argv:
