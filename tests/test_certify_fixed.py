@@ -148,8 +148,9 @@ def transfer_rows(sigma: float = SIGMA, seed: int = SEED, settings=((200, 64), (
     y = torch.tensor([0, 1, 2, 3, 0, 1])
     teacher_rows = _certificates(Smooth(teacher, 4, sigma, noise_seed=seed), x, batch_size=64)
     teacher_rows["idx"] = range(len(x))
-    frames = [pd.concat(iter_transfer(teacher, student, x, y, teacher_rows, sigma=sigma, n_p=n_p, alpha_zeta=ALPHA,
-                                      batch_size=batch, indices=list(range(len(x))), seed=seed, progress=False))
+    frames = [pd.concat(frame for frame, _ in iter_transfer(teacher, student, x, y, teacher_rows, sigma=sigma,
+                                                            n_p=n_p, alpha_zeta=ALPHA, batch_size=batch,
+                                                            indices=list(range(len(x))), seed=seed, progress=False))
               .assign(n_p=n_p, batch=batch) for n_p, batch in settings]
     return _deterministic(pd.concat(frames, ignore_index=True))
 

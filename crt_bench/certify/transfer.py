@@ -11,7 +11,8 @@ and ``zeta`` = the one-sided ``1 - alpha_zeta`` Clopper-Pearson upper bound on `
 probability at least ``1 - (alpha + alpha_zeta)``.  The two models need not share an architecture.
 
 :func:`iter_transfer` is the driver (as :func:`~crt_bench.certify.driver.iter_certify`, one frame per group
-of images); storing and resuming it is :mod:`crt_bench.certify.transfer_run`'s job.
+of images, with its :class:`~crt_bench.certify.driver.EngineSettings`); storing and resuming it is
+:mod:`crt_bench.certify.transfer_run`'s job.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from crt_bench.certify.batching import forward_batch_sizes
-from crt_bench.certify.driver import GROUP_BATCHES, MAX_GROUP, module_device, progress_bar
+from crt_bench.certify.driver import GROUP_BATCHES, MAX_GROUP, EngineSettings, module_device, progress_bar
 from crt_bench.certify.precision import AUTOCAST_DTYPES, autocast, uses_tf32
 from crt_bench.certify.smooth import Draw, Smooth
 from crt_bench.certify.stats import (ABSTAIN, check_settings, p_lower_from_radius, transfer_radius,
@@ -92,13 +93,13 @@ def iter_transfer(
     precision: str = "fp32",
     teacher_precision: str = "fp32",
     compile: bool = False,
-) -> Iterator[pd.DataFrame]:
+) -> Iterator[tuple[pd.DataFrame, EngineSettings]]:
     """Transfer the teacher's certificates (``teacher_rows``: ``idx``, ``predict``, ``radius``) to ``student``.
 
     Columns :data:`TRANSFER_COLUMNS`; ``seconds`` is the group's wall time of the disagreement sampling
     divided by its images (teacher-abstained images draw nothing and cost 0).  Noise is keyed by
-    (``seed``, image index, :attr:`Draw.TRANSFER`): a row does not depend on grouping or resumption.  Frame
-    ``attrs`` hold the engine settings as :func:`~crt_bench.certify.driver.iter_certify`'s do.  ``precision``
+    (``seed``, image index, :attr:`Draw.TRANSFER`): a row does not depend on grouping or resumption.  Each
+    frame comes with its engine settings, as :func:`~crt_bench.certify.driver.iter_certify`'s do.  ``precision``
     is the student's forward, ``teacher_precision`` the teacher certification's (:class:`Disagree`); TF32
     must be on for both or neither.  Batch norms are folded in each model on its own
     (:func:`~crt_bench.models.bn_fold.fold_batchnorm`), never across the pair's precision contexts.
@@ -128,10 +129,6 @@ def iter_transfer(
     if any(sampled):  # untimed, as iter_certify's warm-up
         first = next(s for s in sampled if s)[0]
         smooth.warm_up(x[first].to(device), forward_batch_sizes((len(s) for s in sampled if s), n_p, batch))
-    tf32 = smooth.tf32_in_force(device)
-    attrs = dict(batch_size=int(batch), precision=smooth.precision, noise_dtype=smooth.noise_dtype,
-                 compile=smooth.compile, folded_batchnorms=folded, images_per_group=int(group),
-                 tf32=tf32)
     with progress_bar(progress, len(indices), sigma) as advance:
         for chosen, sample in zip(groups, sampled):
             start = time.perf_counter()
@@ -145,9 +142,7 @@ def iter_transfer(
                                                d.get(i, 0), n_p, alpha_zeta)
                 records.append((i, int(y[i]), predict, radius, int(predict == int(y[i])),
                                 seconds if i in d else 0.0, d.get(i, -1)))
-            frame = _frame(records)
-            frame.attrs.update(attrs)
-            yield frame
+            yield _frame(records), EngineSettings.of(smooth, batch, group, device, folded_batchnorms=folded)
             advance(len(chosen))
 
 
