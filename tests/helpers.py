@@ -53,14 +53,15 @@ class Killed(BaseException):
 
 
 def dies_after(real, images: int):
-    """Wrap a certification stream (``iter_certify``) so that it 'dies' once ``images`` were yielded."""
+    """Wrap a certification stream (``iter_certify``: ``(rows, engine settings)`` pairs) so that it 'dies' once
+    ``images`` were yielded."""
 
     def stream(*args, **kwargs):
         seen = 0
-        for frame in real(*args, **kwargs):
+        for frame, engine in real(*args, **kwargs):
             if seen >= images:
                 raise Killed()
             seen += len(frame)
-            yield frame
+            yield frame, engine
 
     return stream

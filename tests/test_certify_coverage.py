@@ -139,8 +139,9 @@ def test_transferred_certificates_cover_jointly_and_a_plug_in_zeta_does_not() ->
     labels = torch.ones(k, dtype=torch.long)
     kw = dict(sigma=SIGMA, batch_size=1000, indices=list(range(k)), seed=4, progress=False)
     teacher_rows = certify_dataset(Threshold(), images, labels, num_classes=2, n0=10, n=n, alpha=alpha, **kw)
-    moved = pd.concat(iter_transfer(Threshold(), Threshold(0.5 + delta), images, labels, teacher_rows, n_p=n_p,
-                                    alpha_zeta=alpha, **kw), ignore_index=True)
+    moved = pd.concat([frame for frame, _ in iter_transfer(Threshold(), Threshold(0.5 + delta), images, labels,
+                                                           teacher_rows, n_p=n_p, alpha_zeta=alpha, **kw)],
+                      ignore_index=True)
     assert (moved["predict"] == 1).mean() > 0.9 and moved["disagreements"].mean() > 10
     over = (moved["predict"] == 1) & (moved["radius"] > SIGMA * norm.ppf(student_p) + 1e-12)
     bound = 2 * alpha + 3 * np.sqrt(2 * alpha * (1 - 2 * alpha) / k)

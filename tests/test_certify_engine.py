@@ -17,7 +17,7 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency, chisquare, norm
 
-from crt_bench.certify.driver import certify_dataset
+from crt_bench.certify.driver import certify_dataset, iter_certify
 from crt_bench.certify.smooth import Smooth
 from crt_bench.certify.stats import ABSTAIN, counts_for_radius, radius_from_counts
 from crt_bench.config.choices import NOISE_DTYPE, PRECISIONS, check_precision
@@ -270,13 +270,13 @@ def test_auto_batch_size_and_certify_dataset_settings() -> None:
     model = conv_bn_model()
     images = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 1, 2, 0, 1])
-    frame = certify_dataset(model, images, labels, sigma=0.25, num_classes=3, n0=10, n=40, alpha=0.01,
-                            batch_size=None, indices=[0, 2, 4], generator=torch.Generator().manual_seed(0),
-                            progress=False, precision="bf16")
+    [(frame, engine)] = iter_certify(model, images, labels, sigma=0.25, num_classes=3, n0=10, n=40, alpha=0.01,
+                                     batch_size=None, indices=[0, 2, 4], generator=torch.Generator().manual_seed(0),
+                                     progress=False, precision="bf16")
     assert frame["idx"].tolist() == [0, 2, 4]
-    assert frame.attrs["batch_size"] == Smooth(model, 3, 0.25).auto_batch_size(images[0]) > 0
-    assert frame.attrs["precision"] == "bf16" and frame.attrs["noise_dtype"] == "float32"
-    assert frame.attrs["folded_batchnorms"] == 1 and frame.attrs["compile"] is False
+    assert engine.batch_size == Smooth(model, 3, 0.25).auto_batch_size(images[0]) > 0
+    assert engine.precision == "bf16" and engine.noise_dtype == "float32"
+    assert engine.folded_batchnorms == 1 and engine.compile is False
 
 
 def test_certify_run_records_precision_and_noise_dtype(tmp_path) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from crt_bench.certify.prepare import CastInput, fastest_precision, prepare_model
+from crt_bench.certify import engine as engine_mod
 from crt_bench.certify.smooth import Smooth
 from crt_bench.certify.stats import ABSTAIN, lower_confidence_bound, min_certifying_count
 from crt_bench.config.choices import PRECISIONS, Precision, check_precision
@@ -136,13 +137,13 @@ def test_a_cpu_conv_model_samples_in_one_worker_per_thread(monkeypatch: pytest.M
     """The engine's CPU mode: as many one-thread workers as torch has threads (the count is read before the
     engine drops to one intra-op thread per worker, else it would sample on a single core)."""
     seen: list[int] = []
-    real = Smooth._run_parallel
+    real = engine_mod.ThreadPoolExecutor
 
-    def spy(self, stream, model, b, workers, check):
+    def spy(workers, **kwargs):
         seen.append(workers)
-        return real(self, stream, model, b, workers, check)
+        return real(workers, **kwargs)
 
-    monkeypatch.setattr(Smooth, "_run_parallel", spy)
+    monkeypatch.setattr(engine_mod, "ThreadPoolExecutor", spy)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -167,16 +167,16 @@ def test_sigkilled_certify_subprocess_resumes_to_the_same_rows(store_copy, unint
 def test_resumed_fastest_certification_keeps_the_precision_it_chose(store_copy, uninterrupted,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """``fastest`` times fp32 against bf16 each run; a resumed run must not mix precisions in one certification."""
-    from crt_bench.certify import smooth as smooth_mod
+    from crt_bench.certify import engine as engine_mod
 
     store, run_id = store_copy
     ccfg = CertifyConfig(**{**CCFG.__dict__, "precision": "fastest"})
-    monkeypatch.setattr(smooth_mod, "fastest_precision", lambda timings: "bf16")
+    monkeypatch.setattr(engine_mod, "fastest_precision", lambda timings: "bf16")
     monkeypatch.setattr(certify_run_mod, "iter_certify", dies_after(certify_run_mod.iter_certify, 5))
     with pytest.raises(Killed):
         certify_run_mod.certify_run(run_id, store, ccfg, device="cpu", progress=False, flush_images=2)
     monkeypatch.undo()
-    monkeypatch.setattr(smooth_mod, "fastest_precision", lambda timings: "fp32")  # the resumed run would choose fp32
+    monkeypatch.setattr(engine_mod, "fastest_precision", lambda timings: "fp32")  # the resumed run would choose fp32
     cert_id, rows = certify_run_mod.certify_run(run_id, store, ccfg, device="cpu", progress=False)
     assert rows["idx"].tolist() == list(range(12))
     assert set(rows["precision"]) == {"bf16"}

@@ -182,7 +182,8 @@ def coverage_runs() -> dict[tuple[float, int], tuple[np.ndarray, np.ndarray, flo
 def test_linear_case_is_closed_form() -> None:
     """Sanity check of the fixture: empirical P(f(X + eps) = 1) matches Phi(margin / (sigma ||w||))."""
     model, _ = linear_case(0.8, 1)
-    counts = Smooth(model, 2, SIGMA, generator=torch.Generator().manual_seed(0))._sample_counts(X, 200_000, 50_000)
+    smooth = Smooth(model, 2, SIGMA, generator=torch.Generator().manual_seed(0))
+    counts = smooth.sample_counts(X[None], 200_000, 50_000)[0]
     assert counts[1] / 200_000 == pytest.approx(0.8, abs=5 * math.sqrt(0.16 / 200_000))
 
 

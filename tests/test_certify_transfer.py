@@ -46,6 +46,11 @@ class Threshold(torch.nn.Module):
         return torch.stack([-v, v], dim=1)
 
 
+def _rows(pairs) -> pd.DataFrame:
+    """The rows of an :func:`iter_transfer` stream (its ``(frame, engine settings)`` pairs) in one frame."""
+    return pd.concat(frame for frame, _ in pairs)
+
+
 def _images(k: int, value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.full((k, 1, 2, 2), value), torch.ones(k, dtype=torch.long)
 
@@ -81,17 +86,17 @@ def test_end_to_end_disagreements_are_counted_on_the_same_noisy_inputs() -> None
     sigma, n_p, alpha_zeta, k = 0.4, 100, 0.1, 120
     x, y = _images(k)
     rows = pd.DataFrame({"idx": range(k), "predict": 1, "radius": 0.5})
-    frame = pd.concat(iter_transfer(Threshold(0.0), Threshold(sigma / 2), x, y, rows, sigma=sigma, n_p=n_p,
-                                    alpha_zeta=alpha_zeta, batch_size=256, indices=list(range(k)), seed=5,
-                                    progress=False))
+    frame = _rows(iter_transfer(Threshold(0.0), Threshold(sigma / 2), x, y, rows, sigma=sigma, n_p=n_p,
+                                alpha_zeta=alpha_zeta, batch_size=256, indices=list(range(k)), seed=5,
+                                progress=False))
     rate = norm.cdf(0.5) - 0.5
     d = frame["disagreements"].to_numpy()
     assert abs(d.mean() / n_p - rate) < 4 * np.sqrt(rate * (1 - rate) / (n_p * k))
     covered = np.mean([upper_confidence_bound(int(v), n_p, alpha_zeta) >= rate for v in d])
     assert covered >= 1 - alpha_zeta - 3 * np.sqrt(alpha_zeta * (1 - alpha_zeta) / k)
-    again = pd.concat(iter_transfer(Threshold(0.0), Threshold(sigma / 2), x, y, rows.iloc[::-1], sigma=sigma,
-                                    n_p=n_p, alpha_zeta=alpha_zeta, batch_size=37, indices=list(range(k))[::-1],
-                                    seed=5, progress=False)).sort_values("idx")
+    again = _rows(iter_transfer(Threshold(0.0), Threshold(sigma / 2), x, y, rows.iloc[::-1], sigma=sigma,
+                                n_p=n_p, alpha_zeta=alpha_zeta, batch_size=37, indices=list(range(k))[::-1],
+                                seed=5, progress=False)).sort_values("idx")
     assert again["disagreements"].tolist() == d.tolist(), "keyed noise: batching and order change nothing"
 
 
@@ -139,8 +144,8 @@ def test_identical_student_keeps_the_class_and_a_smaller_radius() -> None:
     teacher = Threshold(-0.3)
     plain = certify_dataset(teacher, x, y, sigma=sigma, num_classes=2, n0=20, n=2000, alpha=0.001, batch_size=512,
                             indices=list(range(k)), seed=1, progress=False)
-    moved = pd.concat(iter_transfer(teacher, teacher, x, y, plain, sigma=sigma, n_p=200, alpha_zeta=0.001,
-                                    batch_size=512, indices=list(range(k)), seed=1, progress=False))
+    moved = _rows(iter_transfer(teacher, teacher, x, y, plain, sigma=sigma, n_p=200, alpha_zeta=0.001,
+                                batch_size=512, indices=list(range(k)), seed=1, progress=False))
     assert (moved["disagreements"] == 0).all()
     assert (moved["predict"] == plain["predict"]).all() and (plain["predict"] == 1).all()
     assert (moved["radius"].to_numpy() < plain["radius"].to_numpy()).all()
@@ -156,8 +161,8 @@ def test_transferred_radius_stays_below_the_students_true_radius() -> None:
               seed=2, progress=False)
     plain_teacher = certify_dataset(teacher, x, y, **kw)
     plain_student = certify_dataset(student, x, y, **kw)
-    moved = pd.concat(iter_transfer(teacher, student, x, y, plain_teacher, sigma=sigma, n_p=1000, alpha_zeta=0.001,
-                                    batch_size=1024, indices=list(range(k)), seed=2, progress=False))
+    moved = _rows(iter_transfer(teacher, student, x, y, plain_teacher, sigma=sigma, n_p=1000, alpha_zeta=0.001,
+                                batch_size=1024, indices=list(range(k)), seed=2, progress=False))
     assert (moved["predict"] == 1).all()
     assert (moved["radius"] <= a - delta).all()
     assert (plain_student["radius"] <= a - delta).all()

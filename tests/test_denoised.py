@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import FAST, tree_snapshot
 from test_cli import CERT_ARGS, FAST_RUN, assert_user_error, cli, last_line
 
-from crt_bench.certify.driver import certify_dataset
+from crt_bench.certify.driver import iter_certify
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.methods.registry import StepContext, get_method, list_methods
 from crt_bench.models.bn_fold import fold_batchnorm
@@ -119,9 +119,9 @@ def test_the_denoised_model_folds_and_certifies_unchanged(classifier: tuple[Resu
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(folded(x), model(x), rtol=1e-3, atol=1e-4)
-    frame = certify_dataset(model, x, torch.zeros(3, dtype=torch.long), sigma=SIGMA, num_classes=10, n0=10, n=50,
-                            alpha=0.01, batch_size=32, indices=[0, 1, 2], seed=0, progress=False)
-    assert len(frame) == 3 and frame.attrs["folded_batchnorms"] > 0
+    [(frame, engine)] = iter_certify(model, x, torch.zeros(3, dtype=torch.long), sigma=SIGMA, num_classes=10, n0=10,
+                                     n=50, alpha=0.01, batch_size=32, indices=[0, 1, 2], seed=0, progress=False)
+    assert len(frame) == 3 and engine.folded_batchnorms > 0
 
 
 def test_mse_denoiser_is_reused_by_another_run_without_training(classifier: tuple[ResultsStore, str],

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from conftest import fast_config
 
-from crt_bench.certify import smooth as smooth_module
+from crt_bench.certify import engine as engine_module
 from crt_bench.certify.resumable import certify_run
 from crt_bench.certify.smooth import Smooth
 from crt_bench.config.certify import CertifyConfig
@@ -210,7 +210,7 @@ def test_certification_runs_fp32_in_ieee_and_tf32_with_it_on_only_while_sampling
         assert tf32.read().conv
     with pytest.raises(CrtBenchError, match="tf32 needs an NVIDIA GPU .* device is cpu"):
         Smooth(spy, 3, 0.25, precision="tf32").certify(x, 10, 20, 0.01, batch_size=8)
-    monkeypatch.setattr(smooth_module, "check_tf32", lambda *args: None)  # as on an Ampere GPU
+    monkeypatch.setattr(engine_module, "check_tf32", lambda *args: None)  # as on an Ampere GPU
     spy.seen.clear()
     with tf32_mode(False):
         Smooth(spy, 3, 0.25, precision="tf32", noise_seed=0).certify(x, 10, 20, 0.01, batch_size=8)

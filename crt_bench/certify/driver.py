@@ -1,8 +1,9 @@
 """The dataset driver: which test images (``--subset``), and CERTIFY over them group by group.
 
-:func:`iter_certify` yields the rows of each group of images as soon as it is certified, so a caller
-can store them as they come (:mod:`crt_bench.certify.resumable` appends a part every few images and resumes
-where it stopped); :func:`certify_dataset` collects them into one frame.
+:func:`iter_certify` yields the rows of each group of images as soon as it is certified, with the
+:class:`EngineSettings` they were certified with, so a caller can store them as they come
+(:mod:`crt_bench.certify.resumable` appends a part every few images and resumes where it stopped);
+:func:`certify_dataset` collects the rows into one frame.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,26 @@ GROUP_BATCHES = 16
 MAX_GROUP = 256
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """The sampling engine's settings actually used for a frame of rows (written with every row)."""
+
+    batch_size: int
+    precision: str  # the forward precision (``fastest``: the one it chose)
+    noise_dtype: str
+    compile: bool
+    folded_batchnorms: int
+    images_per_group: int
+    tf32: bool  # TF32 in force in the forward passes (crt_bench.core.tf32)
+
+    @classmethod
+    def of(cls, smooth: Smooth, batch: int, group: int, device: torch.device,
+           folded_batchnorms: int | None = None) -> EngineSettings:
+        folded = smooth.folded_batchnorms if folded_batchnorms is None else folded_batchnorms
+        return cls(int(batch), smooth.precision, smooth.noise_dtype, bool(smooth.compile), int(folded), int(group),
+                   bool(smooth.tf32_in_force(device)))
+
+
 def iter_certify(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -48,8 +70,8 @@ def iter_certify(
     progress: bool = True,
     precision: str = "fp32",
     compile: bool = False,
-) -> Iterator[pd.DataFrame]:
-    """CERTIFY ``x[i]`` for each ``i`` in ``indices``, yielding one frame per group of images.
+) -> Iterator[tuple[pd.DataFrame, EngineSettings]]:
+    """CERTIFY ``x[i]`` for each ``i`` in ``indices``, yielding ``(rows, engine settings)`` per group of images.
 
     Columns (:data:`CERTIFY_COLUMNS`, then the counts behind the row,
     :data:`~crt_bench.store.schema.COUNT_COLUMNS`): ``idx`` (index into the split, not the position in the subset),
@@ -67,10 +89,8 @@ def iter_certify(
     image noise keyed by (seed, its index): its
     row is then the same however the index list is split, resumed or grouped; without it the noise
     comes from ``generator`` (or torch's global RNG) in stream order.  ``batch_size=None`` lets
-    :class:`Smooth` choose it; ``precision`` and ``compile`` are passed to :class:`Smooth`.  Each
-    frame's ``attrs`` hold the engine settings actually used: ``batch_size``, ``precision``,
-    ``noise_dtype``, ``compile``, ``folded_batchnorms``, ``images_per_group``, ``tf32`` (TF32 in force
-    in the forward passes, :mod:`crt_bench.core.tf32`).
+    :class:`Smooth` choose it; ``precision`` and ``compile`` are passed to :class:`Smooth`.  The
+    :class:`EngineSettings` beside each frame are those actually used.
     """
     if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
         raise CrtBenchError(f"expected images [N, C, H, W] and labels [N], got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -86,12 +106,6 @@ def iter_certify(
     groups = [[int(i) for i in indices[start : start + group]] for start in range(0, len(indices), group)]
     if groups:  # untimed: every forward shape of the groups below, before the first timer starts
         smooth.warm_up(x[groups[0][0]].to(device), forward_batch_sizes(map(len, groups), n0 + n, batch))
-    tf32 = smooth.tf32_in_force(device)
-
-    def engine() -> dict[str, object]:
-        return dict(batch_size=int(batch), precision=smooth.precision, noise_dtype=smooth.noise_dtype,
-                    compile=smooth.compile, folded_batchnorms=smooth.folded_batchnorms, images_per_group=int(group),
-                    tf32=tf32)
 
     with progress_bar(progress, len(indices), sigma) as advance:
         for chosen in groups:
@@ -101,22 +115,16 @@ def iter_certify(
             seconds = (time.perf_counter() - start) / len(chosen)
             records = [(i, int(y[i]), c.predict, c.radius, int(c.predict == int(y[i])), seconds)
                        for i, c in zip(chosen, results)]
-            frame = _frame(records, n0, n, alpha, sigma, results)
-            frame.attrs.update(engine())
-            yield frame
+            yield _frame(records, n0, n, alpha, sigma, results), EngineSettings.of(smooth, batch, group, device)
             advance(len(chosen))
     if not indices:
-        empty = _frame([], n0, n, alpha, sigma, [])
-        empty.attrs.update(engine())
-        yield empty
+        yield _frame([], n0, n, alpha, sigma, []), EngineSettings.of(smooth, batch, group, device)
 
 
 def certify_dataset(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> pd.DataFrame:
-    """All rows of :func:`iter_certify` (same arguments) in one frame, its ``attrs`` the engine settings."""
-    frames = list(iter_certify(model, x, y, **kwargs))
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    frame.attrs.update(frames[-1].attrs)
-    return frame
+    """All rows of :func:`iter_certify` (same arguments) in one frame."""
+    frames = [frame for frame, _ in iter_certify(model, x, y, **kwargs)]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def _frame(records: list[tuple[int, int, int, float, int, float]], n0: int, n: int, alpha: float,

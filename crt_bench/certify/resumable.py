@@ -27,7 +27,7 @@ from typing import ClassVar
 import pandas as pd
 import torch
 
-from crt_bench.certify.driver import iter_certify
+from crt_bench.certify.driver import EngineSettings, iter_certify
 from crt_bench.certify.precision import uses_tf32
 from crt_bench.certify.shards import ShardSpec
 from crt_bench.config.certify import CertifyConfig
@@ -160,25 +160,25 @@ def _certify_locked(key: CertKey, loaded: LoadedModel, store: ResultsStore, ccfg
         model = loaded.model.to(dev).eval()
         env = environment(dev)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for frame in iter_certify(model, test.x, test.y, sigma=key.sigma, num_classes=meta["num_classes"],
-                                  n0=key.n0, n=key.n, alpha=key.alpha, batch_size=ccfg.batch, indices=todo,
-                                  seed=key.seed, progress=progress, precision=precision, compile=compile):
-            yield stamped(frame, key.run_id, cert_id, env, subset=key.subset, seed=key.seed, procedure="certify",
+        for frame, engine in iter_certify(model, test.x, test.y, sigma=key.sigma, num_classes=meta["num_classes"],
+                                          n0=key.n0, n=key.n, alpha=key.alpha, batch_size=ccfg.batch, indices=todo,
+                                          seed=key.seed, progress=progress, precision=precision, compile=compile):
+            yield stamped(frame, engine, key.run_id, cert_id, env, subset=key.subset, seed=key.seed, procedure="certify",
                           source=str(loaded.path), time=started)
 
     return store_resumably(store, state, indices, rows, progress=progress, flush_images=flush_images,
                            flush_seconds=flush_seconds, shard=shard)
 
 
-def stamped(frame: pd.DataFrame, run_id: str, cert_id: str, env: dict, **columns: object) -> pd.DataFrame:
-    """A driver's frame as rows of the certify table: ids first, then the engine settings its ``attrs`` hold,
-    the device and commit of ``env`` (:func:`~crt_bench.core.provenance.environment`) and ``columns``."""
-    engine = frame.attrs
+def stamped(frame: pd.DataFrame, engine: EngineSettings, run_id: str, cert_id: str, env: dict,
+            **columns: object) -> pd.DataFrame:
+    """A driver's frame as rows of the certify table: ids first, then the ``engine`` settings it was certified
+    with, the device and commit of ``env`` (:func:`~crt_bench.core.provenance.environment`) and ``columns``."""
     frame.insert(0, "cert_id", cert_id)
     frame.insert(0, "run_id", run_id)
-    return frame.assign(precision=engine["precision"], noise_dtype=engine["noise_dtype"],
-                        compile=bool(engine["compile"]), batch=int(engine["batch_size"]), tf32=bool(engine["tf32"]),
-                        device=env["device"], git_commit=env["git_commit"], **columns)
+    return frame.assign(precision=engine.precision, noise_dtype=engine.noise_dtype, compile=engine.compile,
+                        batch=engine.batch_size, tf32=engine.tf32, device=env["device"], git_commit=env["git_commit"],
+                        **columns)
 
 
 def store_resumably(store: ResultsStore, state: dict, indices: list[int],

@@ -80,8 +80,10 @@ class SampleStream:
         m = min(b, self.total - self.position)
         return sample_storage(m, tuple(self.images.shape[1:]), self.fmt, self.images.device)
 
-    def next_batch(self, buffer: torch.Tensor, b: int) -> tuple[torch.Tensor, tuple]:
-        """The next ``<= b`` noisy samples (fresh float32 noise drawn in place into ``buffer``)."""
+    def next_batch(self, buffer: torch.Tensor, b: int, whole: bool = False) -> tuple[torch.Tensor, int | None, tuple]:
+        """``(noisy, m, where)``: the next ``<= b`` noisy samples (fresh float32 noise drawn in place into
+        ``buffer``), where :meth:`count` puts their votes.  ``whole`` (a compiled model: one static shape) hands
+        out the whole buffer of a short batch, its first ``m`` rows the samples (``m`` None otherwise)."""
         position = self.position
         m = min(b, self.total - position, len(buffer))
         raw = buffer[:m]
@@ -104,11 +106,14 @@ class SampleStream:
                 break
             segment += 1
         self.position += m
-        return noisy, (position, m, pieces)
+        if whole and m < len(buffer):
+            return as_nchw(buffer, self.fmt), m, (position, m, pieces)
+        return noisy, None, (position, m, pieces)
 
     def _keyed_noise(self, segment: int, a: int, b: int, out: torch.Tensor) -> None:
         """Noise of copies ``a..b-1`` of ``segment`` into ``out`` (rows of the batch buffer)."""
-        num = self.segments[segment][1]
+        assert self._keyed is not None and self.segment_seeds is not None
+        num, seed = self.segments[segment][1], self.segment_seeds[segment]
         start = a
         while a < b:
             chunk = a // NOISE_CHUNK
@@ -116,18 +121,14 @@ class SampleStream:
             take = min(b, c_hi)
             rows = out[a - start: take - start]
             if a == c_lo and take == c_hi:  # the whole chunk: draw it straight into the batch
-                rows.normal_(0.0, self.sigma, generator=self._chunk_generator(segment, chunk))
+                rows.normal_(0.0, self.sigma, generator=self._keyed.manual_seed(mix_seed(seed, chunk)))
             else:
                 if self._cached is None or self._cached[:2] != (segment, chunk):
                     noise = torch.empty((c_hi - c_lo, *out.shape[1:]), dtype=out.dtype, device=out.device)
-                    noise.normal_(0.0, self.sigma, generator=self._chunk_generator(segment, chunk))
+                    noise.normal_(0.0, self.sigma, generator=self._keyed.manual_seed(mix_seed(seed, chunk)))
                     self._cached = (segment, chunk, noise)
                 rows.copy_(self._cached[2][a - c_lo: take - c_lo])
             a = take
-
-    def _chunk_generator(self, segment: int, chunk: int) -> torch.Generator:
-        assert self._keyed is not None and self.segment_seeds is not None
-        return self._keyed.manual_seed(mix_seed(self.segment_seeds[segment], chunk))
 
     def truncate(self, segment: int) -> None:
         """Draw no more samples of ``segment`` (those already handed out in batches stay).

@@ -2,16 +2,17 @@
 
 A finished CERTIFY of a teacher ``f`` gives, per image, ``cA`` and ``pA_lower`` (a ``1 - alpha`` lower bound
 on ``P(f(x + eps) = cA)``; recovered from the stored radius as ``Phi(radius / sigma)``).  For a student
-``f'`` on the same image, ``n_p`` fresh noisy copies (keyed noise of segment kind
-:data:`~crt_bench.certify.smooth.TRANSFER`, so the draws are reproducible and independent of CERTIFY's)
-are fed to **both** models; ``d`` = how often their predictions differ, and ``zeta`` = the one-sided
-``1 - alpha_zeta`` Clopper-Pearson upper bound on ``P(f(x + eps) != f'(x + eps))``.  Since
+``f'`` on the same image, ``n_p`` fresh noisy copies (keyed noise
+:attr:`Draw.TRANSFER <crt_bench.certify.smooth.Draw.TRANSFER>`, so the draws are reproducible and independent
+of CERTIFY's) are fed to **both** models (:class:`Disagree`); ``d`` = how often their predictions differ,
+and ``zeta`` = the one-sided ``1 - alpha_zeta`` Clopper-Pearson upper bound on ``P(f(x + eps) != f'(x + eps))``.  Since
 ``P(f'(x + eps) = cA) >= P(f(x + eps) = cA) - P(f != f')``, the student is certified for ``cA`` at radius
 ``sigma * Phi^-1(pA_lower - zeta)`` unless ``pA_lower - zeta <= 1/2`` (abstain); the guarantee holds with
 probability at least ``1 - (alpha + alpha_zeta)``.  The two models need not share an architecture.
 
 :func:`iter_transfer` is the driver (as :func:`~crt_bench.certify.driver.iter_certify`, one frame per group
-of images); storing and resuming it is :mod:`crt_bench.certify.transfer_run`'s job.
+of images, with its :class:`~crt_bench.certify.driver.EngineSettings`); storing and resuming it is
+:mod:`crt_bench.certify.transfer_run`'s job.
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ import torch
 from torch import nn
 
 from crt_bench.certify.batching import forward_batch_sizes
-from crt_bench.certify.driver import GROUP_BATCHES, MAX_GROUP, module_device, progress_bar
+from crt_bench.certify.driver import GROUP_BATCHES, MAX_GROUP, EngineSettings, module_device, progress_bar
 from crt_bench.certify.precision import AUTOCAST_DTYPES, autocast, uses_tf32
-from crt_bench.certify.smooth import TRANSFER, Smooth
+from crt_bench.certify.smooth import Draw, Smooth
 from crt_bench.certify.stats import (ABSTAIN, check_settings, p_lower_from_radius, transfer_radius,
                                     upper_confidence_bound)
 from crt_bench.core.errors import CrtBenchError
@@ -38,9 +39,9 @@ TRANSFER_COLUMNS = ("idx", "label", "predict", "radius", "correct", "seconds", "
 """Columns of :func:`iter_transfer` frames, in order (``disagreements``: -1 where the teacher abstained)."""
 
 
-class Disagreement(nn.Module):
-    """Two "logits" per input: ``[agree, disagree]`` one-hot, so that ``argmax`` says whether ``f`` and ``f'``
-    predict differently on the same input (the sampling engine then counts disagreements as class 1).
+class Disagree(nn.Module):
+    """The predicate ``f(x) != f'(x)``: one bool per input, whether teacher and student predict differently
+    (:meth:`Smooth.count_true <crt_bench.certify.smooth.Smooth.count_true>` counts it on noisy copies).
 
     Each model runs at its own forward precision (``fp32``/``tf32``: autocast off, ``bf16``/``fp16``: its
     autocast), whatever the engine's autocast around the pair: the teacher is the function its
@@ -55,11 +56,10 @@ class Disagreement(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with _own_precision(self.precisions[0], x.device):
-            t = self.teacher(x).argmax(dim=1)
+            teacher_pred = self.teacher(x).argmax(dim=1)
         with _own_precision(self.precisions[1], x.device):
-            s = self.student(x).argmax(dim=1)
-        differ = t != s
-        return torch.stack([~differ, differ], dim=1).to(torch.float32)
+            student_pred = self.student(x).argmax(dim=1)
+        return teacher_pred != student_pred
 
 
 def _own_precision(precision: str, device: torch.device) -> AbstractContextManager:
@@ -93,14 +93,14 @@ def iter_transfer(
     precision: str = "fp32",
     teacher_precision: str = "fp32",
     compile: bool = False,
-) -> Iterator[pd.DataFrame]:
+) -> Iterator[tuple[pd.DataFrame, EngineSettings]]:
     """Transfer the teacher's certificates (``teacher_rows``: ``idx``, ``predict``, ``radius``) to ``student``.
 
     Columns :data:`TRANSFER_COLUMNS`; ``seconds`` is the group's wall time of the disagreement sampling
     divided by its images (teacher-abstained images draw nothing and cost 0).  Noise is keyed by
-    (``seed``, image index, :data:`TRANSFER`): a row does not depend on grouping or resumption.  Frame
-    ``attrs`` hold the engine settings as :func:`~crt_bench.certify.driver.iter_certify`'s do.  ``precision``
-    is the student's forward, ``teacher_precision`` the teacher certification's (:class:`Disagreement`); TF32
+    (``seed``, image index, :attr:`Draw.TRANSFER`): a row does not depend on grouping or resumption.  Each
+    frame comes with its engine settings, as :func:`~crt_bench.certify.driver.iter_certify`'s do.  ``precision``
+    is the student's forward, ``teacher_precision`` the teacher certification's (:class:`Disagree`); TF32
     must be on for both or neither.  Batch norms are folded in each model on its own
     (:func:`~crt_bench.models.bn_fold.fold_batchnorm`), never across the pair's precision contexts.
     """
@@ -119,7 +119,7 @@ def iter_transfer(
         copy, count = fold_batchnorm(model, tuple(x.shape[1:]))
         members.append(model if copy is None else copy)
         folded += count
-    pair = Disagreement(*members, teacher_precision, precision).eval()
+    pair = Disagree(*members, teacher_precision, precision).eval()
     smooth = Smooth(pair, 2, sigma, precision=precision, compile=compile, noise_seed=seed, fold_batchnorm=False)
     device = module_device(pair, default=x.device)
     batch = batch_size if batch_size is not None else smooth.auto_batch_size(x[indices[0]].to(device)) if indices else 1
@@ -129,26 +129,20 @@ def iter_transfer(
     if any(sampled):  # untimed, as iter_certify's warm-up
         first = next(s for s in sampled if s)[0]
         smooth.warm_up(x[first].to(device), forward_batch_sizes((len(s) for s in sampled if s), n_p, batch))
-    tf32 = smooth.tf32_in_force(device)
-    attrs = dict(batch_size=int(batch), precision=smooth.precision, noise_dtype=smooth.noise_dtype,
-                 compile=smooth.compile, folded_batchnorms=folded, images_per_group=int(group),
-                 tf32=tf32)
     with progress_bar(progress, len(indices), sigma) as advance:
         for chosen, sample in zip(groups, sampled):
             start = time.perf_counter()
-            counts = (smooth.sample_counts(x[sample].to(device), n_p, batch, keys=sample, kind=TRANSFER)
-                      if sample else np.zeros((0, 2), dtype=np.int64))
+            disagreements = (smooth.count_true(x[sample].to(device), n_p, batch, keys=sample, draw=Draw.TRANSFER)
+                             if sample else np.zeros(0, dtype=np.int64))
             seconds = (time.perf_counter() - start) / len(sample) if sample else 0.0
-            d = dict(zip(sample, (int(c[1]) for c in counts)))
+            d = dict(zip(sample, map(int, disagreements)))
             records = []
             for i in chosen:
                 predict, radius = transfer_one(int(by_idx.at[i, "predict"]), float(by_idx.at[i, "radius"]), sigma,
                                                d.get(i, 0), n_p, alpha_zeta)
                 records.append((i, int(y[i]), predict, radius, int(predict == int(y[i])),
                                 seconds if i in d else 0.0, d.get(i, -1)))
-            frame = _frame(records)
-            frame.attrs.update(attrs)
-            yield frame
+            yield _frame(records), EngineSettings.of(smooth, batch, group, device, folded_batchnorms=folded)
             advance(len(chosen))
 
 

@@ -161,14 +161,15 @@ def transfer_run(
     def rows(todo: list[int]) -> Iterator[pd.DataFrame]:
         env = environment(dev)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for frame in iter_transfer(teacher.model.to(dev).eval(), student.model.to(dev).eval(), test.x, test.y,
-                                   teacher_rows, sigma=sigma, n_p=key.n_p, alpha_zeta=key.alpha_zeta,
-                                   batch_size=tcfg.batch, indices=todo, seed=key.seed, progress=progress,
-                                   precision=precision, teacher_precision=teacher_precision,
-                                   compile=tcfg.compile):
-            yield stamped(_with_teacher_counts(frame, teacher_rows), key.run_id, cert_id, env, n0=key.n0, n=key.n, alpha=key.alpha, sigma=key.sigma,
-                          subset=key.subset, seed=key.seed, procedure=TRANSFER_PROCEDURE, transfer_from=transfer_from,
-                          n_p=key.n_p, alpha_zeta=key.alpha_zeta, source=str(student.path), time=started)
+        for frame, engine in iter_transfer(teacher.model.to(dev).eval(), student.model.to(dev).eval(), test.x,
+                                           test.y, teacher_rows, sigma=sigma, n_p=key.n_p, alpha_zeta=key.alpha_zeta,
+                                           batch_size=tcfg.batch, indices=todo, seed=key.seed, progress=progress,
+                                           precision=precision, teacher_precision=teacher_precision,
+                                           compile=tcfg.compile):
+            yield stamped(_with_teacher_counts(frame, teacher_rows), engine, key.run_id, cert_id, env, n0=key.n0,
+                          n=key.n, alpha=key.alpha, sigma=key.sigma, subset=key.subset, seed=key.seed,
+                          procedure=TRANSFER_PROCEDURE, transfer_from=transfer_from, n_p=key.n_p, alpha_zeta=key.alpha_zeta,
+                          source=str(student.path), time=started)
 
     with ProcessLock(store.certification_lock(key.run_id, cert_id), f"certification {cert_id}"):
         return store_resumably(store, record, indices, rows, progress=progress, flush_images=flush_images,
