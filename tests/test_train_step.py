@@ -239,3 +239,31 @@ def test_cuda_step_never_waits_for_the_host(method: str) -> None:
     assert torch.isfinite(total).item()
     if teacher is not None:
         assert teacher.precision == "bf16" and teacher.folded == 21
+
+
+# -- the epoch loop and the step agree ---------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["gaussian", "smoothmix"])
+def test_the_epoch_loop_trains_what_the_timed_step_trains(method: str) -> None:
+    """crt_bench.train.epoch.train_epoch spells out TrainStep.__call__'s minibatch loop (which the timing
+    probes and the warm-up call): over the same batches they give the same losses, steps and weights."""
+    from crt_bench.train.epoch import train_epoch
+
+    spec = get_method(method)
+    x, y = _images(16), torch.arange(16) % 10
+
+    def fresh() -> TrainStep:
+        model = _net("tiny_cnn").train()
+        ctx = StepContext(sigma=0.25, hparams=spec.make_hparams(sigma=0.25), epochs=1)
+        return TrainStep(spec, model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), ctx, CPU)
+
+    looped, stepped = fresh(), fresh()
+    torch.manual_seed(5)
+    stats = train_epoch(looped, [(x, y), (x, y)], epoch=0, lr=0.1)
+    torch.manual_seed(5)
+    stepped.ctx.epoch = 0
+    total = stepped(x, y) + stepped(x, y)
+    assert stats.steps == stepped.ctx.step == 2 * stepped.chunks
+    assert torch.equal(stats.loss_sum, total)
+    for key, value in looped.model.state_dict().items():
+        assert torch.equal(value, stepped.model.state_dict()[key]), key

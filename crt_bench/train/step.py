@@ -2,8 +2,9 @@
 
     step = TrainStep(spec, model, optimizer, ctx, device, EngineOptions())
     loss_sum = step(x, y)   # one loader batch: per method minibatch, loss -> backward -> SGD step
+    for xb, yb in step.minibatches(x, y): step.update(step.loss(xb, yb))   # the same, in its parts
 
-The training loop (:mod:`crt_bench.train.trainer`), the timing probes (:mod:`crt_bench.timing.probe`) and
+The epoch loop (:mod:`crt_bench.train.epoch`, in the parts), the timing probes (:mod:`crt_bench.timing.probe`) and
 ``benchmarks/bench_train.py`` all call this, so what is timed is what trains.
 
 Engine settings (every one is recorded with the run):
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -114,25 +115,35 @@ class TrainStep:
         return "bf16" if self.amp else "fp32"
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        """One loader batch; returns its loss sum (on the device). The inner loop of crt_bench.train.epoch."""
         with tf32_mode(self.options.tf32):
-            return self._step(x, y)
+            total = torch.zeros((), device=x.device)
+            for xb, yb in self.minibatches(x, y):
+                loss = self.loss(xb, yb)
+                self.update(loss)
+                total += loss.detach().float()
+                self.ctx.step += 1
+            return total
 
-    def _step(self, x: Tensor, y: Tensor) -> Tensor:
+    def minibatches(self, x: Tensor, y: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """The method's minibatches of a loader batch (``spec.steps_per_batch``), in the student's memory format."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        total = torch.zeros((), device=x.device)
+        return zip(x.chunk(self.chunks), y.chunk(self.chunks))
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """The method's registered loss on one minibatch, under bf16 autocast where the run uses it."""
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
-        for xb, yb in zip(x.chunk(self.chunks), y.chunk(self.chunks)):
-            with record_function("crt_bench.loss"), autocast:
-                loss = self.spec.loss(self.forward, xb, yb, self.ctx)
-            with record_function("crt_bench.backward"):
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            with record_function("crt_bench.optimizer"):
-                self.optimizer.step()
-            total += loss.detach().float()
-            self.ctx.step += 1
-        return total
+        with record_function("crt_bench.loss"), autocast:
+            return self.spec.loss(self.forward, x, y, self.ctx)
+
+    def update(self, loss: Tensor) -> None:
+        """Backward and one optimizer step."""
+        with record_function("crt_bench.backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with record_function("crt_bench.optimizer"):
+            self.optimizer.step()
 
     def warm_up(self, batches: Sequence[tuple[Tensor, Tensor]]) -> float:
         """Steps on ``batches`` whose every effect is undone; returns their seconds (compilation, mostly).

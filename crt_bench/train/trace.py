@@ -12,12 +12,15 @@ The recorded steps run slower than unprofiled ones: the epoch that holds them is
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 ROW_LIMIT = 40
+T = TypeVar("T")
 
 
 class StepTracer:
@@ -78,3 +81,14 @@ class StepTracer:
         ops.write_text("\n".join(tables) + "\n")
         self.written = [trace, ops]
         return self.written
+
+
+def traced(batches: Iterable[T], tracer: StepTracer | None, advance: Callable[[], None]) -> Iterator[T]:
+    """``batches``, with ``tracer`` (if any) told before and after each step, and ``advance`` called after it."""
+    for i, batch in enumerate(batches):
+        if tracer is not None:
+            tracer.before_step(i)
+        yield batch
+        if tracer is not None:
+            tracer.after_step()
+        advance()

@@ -1,13 +1,16 @@
-"""The training loop: one method-agnostic loop (SGD, or the recipe's Adam), timed per epoch, checkpointed every epoch.
+"""A training run, start to end: the outline is :meth:`Trainer.run`; one epoch is crt_bench.train.epoch.
 
-    for epoch:                          lr from the step schedule
-        for (x, y) in on-device batches:    (augmented on the device for CIFAR)
-            TrainStep: for each of the method's minibatches (crt_bench.train.step)
-                loss = method.loss(model, x, y, ctx); backward; SGD step
-        synchronize -> epoch wall time, samples/s -> epochs table
-        noisy test accuracy (not timed)
-        checkpoint.pt, written atomically, holding the epoch's row (resume continues from here)
-        the epoch's row -> epochs table
+    set up       data, teacher (CRT), the trained model, optimizer, batches      (nothing written yet)
+    start        a new run's folder, lock and config.json; or resume the checkpoint
+    step engine  DDP wrap, channels-last, torch.compile (crt_bench.train.step)  -> the "running" row
+    warm up      a compiled run's graphs, in undone steps (not timed in epoch 1)
+    for epoch:   train_epoch (lr from the step schedule; per loader batch, per method minibatch:
+                     loss = method.loss(model, x, y, ctx); backward; optimizer step)
+                 evaluate   noisy test accuracy (not timed)
+                 checkpoint checkpoint.pt, written atomically, holding the epoch's row (resume continues here)
+                 write row  the epoch's row -> epochs table
+    finish       model.pt -> the "finished" row; the run's table parts compacted
+    (a stop or failure anywhere after the "running" row writes an "interrupted" or "failed" row)
 
 Exactly-once rows: one process drives a run at a time (``RUN_DIR/run.lock``, crt_bench.store.locks), and
 the checkpoint is written before the epoch row and carries it, so a kill between the two is repaired
@@ -27,13 +30,13 @@ crt_bench.train.step and recorded in the run's row; ``trace_steps`` adds a torch
 """
 from __future__ import annotations
 
-import json
 import logging
-import time
 import traceback
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import torch
@@ -46,7 +49,7 @@ from crt_bench.core.atomic import atomic_torch_save, atomic_write_bytes
 from crt_bench.core.bits import pack_bits
 from crt_bench.core.console import progress
 from crt_bench.core.errors import CrtBenchError, DiskFull
-from crt_bench.core.provenance import environment, synchronize
+from crt_bench.core.provenance import environment
 from crt_bench.core.states import RunStatus
 from crt_bench.core.tf32 import check_tf32, tf32_mode
 from crt_bench.data.batches import RankBatches, ResidentBatches, epoch_batches
@@ -55,15 +58,18 @@ from crt_bench.data.datasets import load_split
 from crt_bench.data.imagenet import FolderBatches, is_folder_dataset
 from crt_bench.data.split import Split
 from crt_bench.methods.registry import MethodSpec, StepContext, get_method
-from crt_bench.models.files import CHECKPOINT_FILE, MODEL_FILE, LoadedModel, model_metadata, read_torch_file
+from crt_bench.models.files import CHECKPOINT_FILE, MODEL_FILE, LoadedModel, model_metadata
 from crt_bench.parallel.ddp import wrap_model
 from crt_bench.parallel.env import all_reduce_mean, broadcast_object, setup
 from crt_bench.store.locks import ProcessLock, run_lock
 from crt_bench.store.store import ResultsStore
+from crt_bench.train.checkpoint import RunState, restore_checkpoint, save_checkpoint
+from crt_bench.train.epoch import train_epoch
 from crt_bench.train.evaluate import noisy_correct
+from crt_bench.train.records import RunRecords, now
 from crt_bench.train.step import TrainStep, make_optimizer, trained_model, warmup_batches
 from crt_bench.train.teacher import FrozenTeacher, load_teacher
-from crt_bench.train.trace import StepTracer
+from crt_bench.train.trace import StepTracer, traced
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +79,23 @@ def new_run_id(cfg: RunConfig) -> str:
     return f"{cfg.method}-{cfg.arch}-{cfg.dataset}-s{cfg.sigma:g}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 @dataclass
-class _State:
-    epoch: int = 0
-    train_seconds: float = 0.0  # wall-clock
-    started: str = ""
-    device_seconds: float = 0.0  # wall-clock x processes (GPU-seconds on GPUs), summed over resumes of any size
+class _Setup:
+    """What a run trains with, built by :meth:`Trainer._set_up` before anything is written."""
+
+    train: Split
+    test: Split
+    teacher: LoadedModel | None  # as loaded (its metadata goes into the rows)
+    frozen: FrozenTeacher | None  # what the loss calls (CRT)
+    model: nn.Module  # the trained (and saved) module
+    optimizer: torch.optim.Optimizer
+    batches: ResidentBatches | RankBatches | FolderBatches
+    sampler_gen: torch.Generator  # the batches' random state (checkpointed)
+    tracer: StepTracer | None  # ``trace_steps``
 
 
-class Trainer:
-    """Runs one configured training run against a results store."""
+class Trainer(RunRecords):
+    """Runs one configured training run against a results store (its rows: crt_bench.train.records)."""
 
     def __init__(self, cfg: RunConfig, store: ResultsStore, run_id: str | None = None, progress: bool = True):
         # Under torchrun (crt_bench.parallel.env): this rank's device; rank 0 names the run and writes.
@@ -103,132 +112,56 @@ class Trainer:
         self.kept_epoch = 0  # the epoch of the checkpoint on disk (what a resume continues from)
         self.init_run_id = ""  # the run whose weights the trained module starts from (MethodSpec.compose)
 
-    # -- bookkeeping ------------------------------------------------------------------------------
-    def _teacher_seconds(self, teacher: LoadedModel | None) -> float:
-        """The teacher run's training seconds, when it is a run of this store (NaN otherwise)."""
-        return self._run_seconds(teacher.meta.get("run_id", "") if teacher else "")
-
-    def _run_seconds(self, run_id: str) -> float:
-        """A run's training seconds, when it is a run of this store (NaN otherwise)."""
-        if not run_id:
-            return float("nan")
-        try:
-            return float(self.store.get_run(run_id)["train_seconds"])
-        except CrtBenchError:
-            return float("nan")
-
-    def _run_row(self, status: RunStatus, state: _State, teacher: LoadedModel | None, error: str = "") -> dict[str, Any]:
-        cfg = self.cfg
-        teacher_seconds = self._teacher_seconds(teacher)
-        # The cost of obtaining this model: its own training, plus the teacher's when the teacher was
-        # trained only for it (the proxy-teacher workflow of the paper's Table 1).
-        total = state.train_seconds + (teacher_seconds if cfg.teacher_dedicated and teacher_seconds == teacher_seconds
-                                       else 0.0)
-        return {
-            "run_id": self.run_id, "job_key": cfg.job_key, "method": cfg.method, "arch": cfg.arch,
-            "dataset": cfg.dataset,
-            "sigma": cfg.sigma, "teacher": cfg.teacher or "",
-            "teacher_arch": teacher.meta.get("arch", "") if teacher else "",
-            "teacher_run_id": teacher.meta.get("run_id", "") if teacher else "",
-            "epochs": cfg.epochs, "epochs_done": state.epoch, "batch_size": cfg.batch_size, "seed": cfg.seed,
-            "profile": cfg.profile, "device": self.env["device"], "torch_version": self.env["torch"],
-            "git_commit": self.env["git_commit"], "config": cfg.to_json(), "env": json.dumps(self.env),
-            "train_seconds": state.train_seconds, "teacher_train_seconds": teacher_seconds,
-            "world_size": self.dist.world_size, "train_device_seconds": state.device_seconds or state.train_seconds,
-            "teacher_dedicated": cfg.teacher_dedicated, "total_train_seconds": total,
-            "init_run_id": self.init_run_id, "init_train_seconds": self._run_seconds(self.init_run_id),
-            **self.engine,
-            "status": status.value, "error": error,
-            "start_time": state.started, "end_time": _now() if status != RunStatus.RUNNING else "",
-            "updated": time.time(),
-        }
-
-    def _checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler_gen: torch.Generator,
-                    state: _State, epoch_row: dict[str, Any]) -> None:
-        if not self.dist.is_main:
-            return
-        obj = model_metadata(self.cfg.arch, self.info, sigma=self.cfg.sigma, method=self.cfg.method,
-                             run_id=self.run_id, model=model)
-        obj.update(state_dict=model.state_dict(), optimizer=optimizer.state_dict(), epoch=state.epoch,
-                   train_seconds=state.train_seconds, started=state.started, epoch_row=json.dumps(epoch_row),
-                   device_seconds=state.device_seconds,
-                   rng={"torch": torch.get_rng_state(), "sampler": sampler_gen.get_state(),
-                        **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})})
-        atomic_torch_save(obj, self.run_dir / CHECKPOINT_FILE)
-        self.kept_epoch = state.epoch
-
-    def _resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, sampler_gen: torch.Generator) -> _State:
-        obj = read_torch_file(self.run_dir / CHECKPOINT_FILE)
-        model.load_state_dict(obj["state_dict"])
-        optimizer.load_state_dict(obj["optimizer"])
-        torch.set_rng_state(obj["rng"]["torch"])
-        try:
-            sampler_gen.set_state(obj["rng"]["sampler"])
-        except RuntimeError:  # a CPU generator's state, from before batches were drawn on the device
-            raise CrtBenchError(f"run {self.run_id}: its checkpoint holds a batch-sampler state of another device "
-                                f"than {sampler_gen.device} (written by an earlier crt-bench, which drew batches on "
-                                "the CPU): resume it with that version, or start the run again") from None
-        if "cuda" in obj["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(obj["rng"]["cuda"], self.device)
-        self._write_missing_epoch_row(obj)
-        self.kept_epoch = int(obj["epoch"])
-        return _State(epoch=int(obj["epoch"]), train_seconds=float(obj["train_seconds"]), started=obj["started"],
-                      device_seconds=float(obj.get("device_seconds", obj["train_seconds"])))
-
-    def _write_missing_epoch_row(self, checkpoint: dict[str, Any]) -> None:
-        """The row of the checkpoint's epoch, when a kill came between the checkpoint and the row."""
-        if "epoch_row" not in checkpoint or not self.dist.is_main:
-            return
-        if not self.store.read("epochs", where={"run_id": self.run_id, "epoch": int(checkpoint["epoch"])}).empty:
-            return
-        self._append("epochs", [json.loads(checkpoint["epoch_row"])])
-
-    def _latest_row(self) -> dict[str, Any] | None:
-        latest = self.store.runs(where={"run_id": self.run_id})
-        return None if latest.empty else latest.iloc[0].to_dict()
-
-    def _finished(self) -> bool:
-        row = self._latest_row()
-        return (self.run_dir / MODEL_FILE).is_file() and (row is None or row["status"] == RunStatus.FINISHED)
-
-    def _complete_finished(self) -> bool:
-        """``model.pt`` exists: append the "finished" row if a kill came before it; False if it was there."""
-        row = self._latest_row()
-        if row is None or row["status"] == RunStatus.FINISHED or not self.dist.is_main:
-            return False
-        if (self.run_dir / CHECKPOINT_FILE).is_file():
-            ckpt = read_torch_file(self.run_dir / CHECKPOINT_FILE)
-            self._write_missing_epoch_row(ckpt)
-            extra = row["total_train_seconds"] - row["train_seconds"]
-            row.update(epochs_done=int(ckpt["epoch"]), train_seconds=float(ckpt["train_seconds"]),
-                       total_train_seconds=float(ckpt["train_seconds"]) + extra)
-        row.update(status=RunStatus.FINISHED.value, error="", end_time=_now(), updated=time.time())
-        self._append("runs", [row])
-        return True
-
-    def _append(self, table: str, rows: list[dict[str, Any]]) -> None:
-        """Rows are rank 0's to write (every rank computes the same ones)."""
-        if self.dist.is_main:
-            self.store.append(table, rows)
-
-    # -- the loop ---------------------------------------------------------------------------------
+    # -- the outline of a run ---------------------------------------------------------------------
     def run(self, resume: bool = False) -> str:
-        """Train (or continue) the run while holding its lock; see :meth:`_run`."""
+        """Train (or continue) the run; returns its id. Each line is one short method below."""
+        with self._locked(resume) as lock:
+            if lock is None:  # its model.pt was there: the "finished" row is now too, nothing to train
+                return self.run_id
+            run = self._set_up()
+            state = self._start_or_resume(run, resume, lock)
+            step = self._step_engine(run)
+            self._append("runs", [self._run_row(RunStatus.RUNNING, state, run.teacher)])
+            with self._stop_recorded(state, run.teacher):
+                self._warm_up(step, run.train)
+                with tf32_mode(self.cfg.tf32), self._progress_bar(state, len(run.batches)) as bar:
+                    for epoch in range(state.epoch, self.cfg.epochs):
+                        trained = self._train_epoch(step, run, epoch, bar)
+                        correct = noisy_correct(run.model, run.test, self.cfg.sigma)  # evaluate (not timed)
+                        state.add_epoch(trained["seconds"], self.dist.world_size)
+                        row = self._epoch_row(state, trained, correct, len(run.batches.split))
+                        self._checkpoint(run, state, row)  # first: it carries the row
+                        self._append("epochs", [row])
+                        self._report_epoch(row, bar)
+                self._finish(run, state)
+            self._compact()
+        return self.run_id
+
+    # -- the parts of a run -----------------------------------------------------------------------
+    @contextmanager
+    def _locked(self, resume: bool) -> Iterator[ProcessLock | _NoLock | None]:
+        """The run's lock, held for the whole run (rank 0's; a new run takes it once its folder exists).
+
+        A resume of a run whose ``model.pt`` exists completes its "finished" row (a kill came before it)
+        and yields None, or refuses it: finished already.
+        """
         lock = run_lock(self.run_dir, self.run_id) if self.dist.is_main else _NoLock()
         try:
+            completed = False
             if resume:
                 if self._finished():  # checked again under the lock; refusing here writes nothing
                     raise CrtBenchError(f"run {self.run_id!r} already finished; nothing to resume")
                 lock.acquire()
                 if (self.run_dir / MODEL_FILE).is_file():
-                    if self._complete_finished():
-                        return self.run_id
-                    raise CrtBenchError(f"run {self.run_id!r} already finished; nothing to resume")
-            return self._run(resume, lock)
+                    if not self._complete_finished():
+                        raise CrtBenchError(f"run {self.run_id!r} already finished; nothing to resume")
+                    completed = True
+            yield None if completed else lock
         finally:
             lock.release()
 
-    def _run(self, resume: bool, lock: ProcessLock) -> str:
+    def _set_up(self) -> _Setup:
+        """Data, teacher, model, optimizer and batches, from the run's seed; writes nothing."""
         cfg, device = self.cfg, self.device
         torch.manual_seed(cfg.seed)
         train = load_split(cfg.dataset, "train", data_dir=cfg.data_dir, limit=cfg.train_limit, seed=cfg.seed).to(device)
@@ -245,51 +178,136 @@ class Trainer:
                                                 teacher.model if teacher else None, str(self.store.root))
         model = model.to(device)
         if teacher is not None:
-            with torch.no_grad():
-                out = teacher.model(train.x[:2])
-            if out.shape != (min(2, len(train)), self.info.num_classes):
-                raise CrtBenchError(f"teacher output shape {tuple(out.shape)} does not match the student's "
-                                    f"{self.info.num_classes} classes")
+            self._check_teacher_output(teacher.model, train)
         optimizer = make_optimizer(cfg, model)
+        batches, sampler_gen = self._batches(train)
+        tracer = (StepTracer(self.run_dir / "trace", cfg.trace_steps, device, skip=1 if len(batches) > 1 else 0)
+                  if cfg.trace_steps > 0 else None)
+        return _Setup(train, test, teacher, frozen, model, optimizer, batches, sampler_gen, tracer)
+
+    def _check_teacher_output(self, teacher: nn.Module, train: Split) -> None:
+        with torch.no_grad():
+            out = teacher(train.x[:2])
+        if out.shape != (min(2, len(train)), self.info.num_classes):
+            raise CrtBenchError(f"teacher output shape {tuple(out.shape)} does not match the student's "
+                                f"{self.info.num_classes} classes")
+
+    def _batches(self, train: Split) -> tuple[ResidentBatches | RankBatches | FolderBatches, torch.Generator]:
+        """This process's loader batches of every epoch, and the generator they are drawn with."""
+        cfg = self.cfg
         if is_folder_dataset(cfg.dataset):  # ImageNet: DataLoader workers, pinned memory (crt_bench.data.imagenet)
             sampler_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)  # DataLoader's generators are CPU ones
-            sampler = FolderBatches(train, cfg.batch_size, generator=sampler_gen, device=device,
-                                    rank=self.dist.rank, world_size=self.dist.world_size)
-        else:  # drawn on the data's device: no host copy per batch
-            sampler, sampler_gen = epoch_batches(train, cfg.batch_size, augment=self.info.augment, seed=cfg.seed)
-            if self.dist.enabled:  # this rank's block of every global batch (the same batches as one process)
-                sampler = RankBatches(sampler, self.dist)
+            return FolderBatches(train, cfg.batch_size, generator=sampler_gen, device=self.device,
+                                 rank=self.dist.rank, world_size=self.dist.world_size), sampler_gen
+        # drawn on the data's device: no host copy per batch
+        sampler, sampler_gen = epoch_batches(train, cfg.batch_size, augment=self.info.augment, seed=cfg.seed)
+        if self.dist.enabled:  # this rank's block of every global batch (the same batches as one process)
+            sampler = RankBatches(sampler, self.dist)
+        return sampler, sampler_gen
+
+    def _start_or_resume(self, run: _Setup, resume: bool, lock: ProcessLock | _NoLock) -> RunState:
+        """A new run's folder, lock and config.json; or the checkpoint's weights, optimizer and random states."""
         if resume and (self.run_dir / CHECKPOINT_FILE).is_file():
-            state = self._resume(model, optimizer, sampler_gen)
-        elif resume:  # stopped before its first checkpoint: start over (same seeds, same weights)
-            state = _State(started=_now())
-        elif self.dist.is_main:  # a new run: its folder appears only once its inputs were accepted
+            state, ckpt = restore_checkpoint(self.run_dir / CHECKPOINT_FILE, self.run_id, run.model, run.optimizer,
+                                             run.sampler_gen, self.device)
+            self._write_missing_epoch_row(ckpt)
+            self.kept_epoch = state.epoch
+            return state
+        if not resume and self.dist.is_main:  # a new run: its folder appears only once its inputs were accepted
             self.run_dir.mkdir(parents=True, exist_ok=False)
             lock.acquire()
-            atomic_write_bytes(self.run_dir / "config.json", cfg.to_json().encode())
-            state = _State(started=_now())
-        else:
-            state = _State(started=_now())
-        ctx = StepContext(sigma=cfg.sigma, hparams=self.hparams, epochs=cfg.epochs, teacher=frozen)
-        step = TrainStep(self.spec, model, optimizer, ctx, device, options,
+            atomic_write_bytes(self.run_dir / "config.json", self.cfg.to_json().encode())
+        return RunState(started=now())  # (a resume that stopped before its first checkpoint starts over)
+
+    def _step_engine(self, run: _Setup) -> TrainStep:
+        """The step: DDP wrap, channels-last, torch.compile as configured; records the settings resolved."""
+        cfg, device = self.cfg, self.device
+        ctx = StepContext(sigma=cfg.sigma, hparams=self.hparams, epochs=cfg.epochs, teacher=run.frozen)
+        step = TrainStep(self.spec, run.model, run.optimizer, ctx, device, cfg.engine_options(),
                          wrap=lambda net: wrap_model(net, device, self.dist, cfg.sync_bn))
+        frozen = run.frozen
         self.engine = {"precision": step.precision, "channels_last": step.channels_last, "compile": cfg.compile,
                        "teacher_precision": frozen.precision if frozen else "",
                        "teacher_folded_batchnorms": frozen.folded if frozen else 0, "sync_bn": cfg.sync_bn,
                        "tf32": step.tf32, "warmup_seconds": 0.0}
-        self._append("runs", [self._run_row(RunStatus.RUNNING, state, teacher)])
+        return step
+
+    def _warm_up(self, step: TrainStep, train: Split) -> None:
+        """A compiled run compiles in undone, untimed steps, not in epoch 1 (crt_bench.train.step.TrainStep.warm_up)."""
+        cfg = self.cfg
+        if cfg.compile and not is_folder_dataset(cfg.dataset):
+            self.engine["warmup_seconds"] = step.warm_up(warmup_batches(
+                train.x, train.y, cfg.batch_size, self.dist.world_size, self.dist.rank))
+
+    def _train_epoch(self, step: TrainStep, run: _Setup, epoch: int, advance: Callable[[], None]) -> dict[str, Any]:
+        """crt_bench.train.epoch.train_epoch at the schedule's lr, traced while ``trace_steps`` are left.
+
+        Returns the epoch row's training columns: lr, loss (the mean over steps and ranks), seconds, steps.
+        """
+        cfg = self.cfg
+        tracer = run.tracer if run.tracer is not None and not run.tracer.finished else None
+        lr = lr_at_epoch(cfg.lr, cfg.milestones, cfg.gamma, epoch)
+        stats = train_epoch(step, traced(run.batches, tracer, advance), epoch, lr)
+        if tracer is not None:
+            tracer.stop()
+            for path in tracer.write():
+                log.info(f"  profile of {tracer.recorded} step(s): {path}")
+        mean_loss = all_reduce_mean(stats.loss_sum, self.dist).item() / max(stats.steps, 1)  # over ranks
+        if not torch.isfinite(torch.tensor(mean_loss)):
+            raise CrtBenchError(f"training diverged at epoch {epoch + 1}: loss is {mean_loss}")
+        return {"lr": lr, "loss": mean_loss, "seconds": stats.seconds, "optimizer_steps": stats.steps,
+                "profiled": tracer is not None}
+
+    def _epoch_row(self, state: RunState, trained: dict[str, Any], correct: torch.Tensor, images: int) -> dict[str, Any]:
+        """The epochs table's row of the epoch just done (``state.epoch``): training figures, noisy test accuracy."""
+        seconds = trained["seconds"]
+        return {
+            "run_id": self.run_id, "epoch": state.epoch, "lr": trained["lr"], "loss": trained["loss"],
+            "seconds": seconds, "samples_per_s": images / seconds, "optimizer_steps": trained["optimizer_steps"],
+            "noisy_test_acc": correct.float().mean().item() if len(correct) else 0.0,
+            "noisy_test_images": len(correct), "noisy_test_correct": pack_bits(correct.numpy()),
+            "profiled": bool(trained["profiled"]), "time": now(),
+        }
+
+    def _checkpoint(self, run: _Setup, state: RunState, epoch_row: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / CHECKPOINT_FILE, arch=self.cfg.arch, info=self.info, sigma=self.cfg.sigma,
+                            method=self.cfg.method, run_id=self.run_id, model=run.model, optimizer=run.optimizer,
+                            sampler_gen=run.sampler_gen, state=state, epoch_row=epoch_row, device=self.device)
+            self.kept_epoch = state.epoch
+
+    def _report_epoch(self, row: dict[str, Any], bar: _Bar) -> None:
+        cfg, epoch, loss, acc, seconds = self.cfg, row["epoch"], row["loss"], row["noisy_test_acc"], row["seconds"]
+        bar.show(f"epoch {epoch}/{cfg.epochs} loss {loss:.4f} noisy acc {acc:.3f}")
+        log.info(f"  epoch {epoch:>3}/{cfg.epochs}  lr {row['lr']:.4g}  loss {loss:.4f}  "
+                 f"noisy test acc {acc:.3f}  {seconds:.1f}s  {row['samples_per_s']:.0f} img/s")
+
+    def _finish(self, run: _Setup, state: RunState) -> None:
+        """``model.pt``, then the "finished" row."""
+        if self.dist.is_main:
+            cfg = self.cfg
+            final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id,
+                                   model=run.model)
+            final["state_dict"] = run.model.state_dict()
+            atomic_torch_save(final, self.run_dir / MODEL_FILE)
+            self._append("runs", [self._run_row(RunStatus.FINISHED, state, run.teacher)])
+
+    def _compact(self) -> None:
+        if self.dist.is_main:  # the run is whole: its parts become one (never fatal)
+            self.store.compact_run(self.run_id, ("runs", "epochs"))
+
+    @contextmanager
+    def _progress_bar(self, state: RunState, steps_per_epoch: int) -> Iterator[_Bar]:
+        with _progress(self.progress) as bar:
+            task = bar.add_task(f"{self.cfg.method} {self.cfg.arch}", total=self.cfg.epochs * steps_per_epoch,
+                                completed=state.epoch * steps_per_epoch, info="")
+            yield _Bar(bar, task)
+
+    @contextmanager
+    def _stop_recorded(self, state: RunState, teacher: LoadedModel | None) -> Iterator[None]:
+        """A stop (Ctrl-C, SIGTERM, submitit's requeue, a full disk) or a failure inside: its run row, then re-raised."""
         try:
-            if cfg.compile and not is_folder_dataset(cfg.dataset):  # compile in undone, untimed steps, not epoch 1
-                self.engine["warmup_seconds"] = step.warm_up(warmup_batches(
-                    train.x, train.y, cfg.batch_size, self.dist.world_size, self.dist.rank))
-            with tf32_mode(cfg.tf32):  # the step sets it too; this covers the per-epoch noisy test accuracy
-                self._loop(step, sampler, sampler_gen, test, state)
-            if self.dist.is_main:
-                final = model_metadata(cfg.arch, self.info, sigma=cfg.sigma, method=cfg.method, run_id=self.run_id,
-                                       model=model)
-                final["state_dict"] = model.state_dict()
-                atomic_torch_save(final, self.run_dir / MODEL_FILE)
-                self._append("runs", [self._run_row(RunStatus.FINISHED, state, teacher)])
+            yield
         except BaseException as err:
             # SystemExit: submitit's requeue on a time limit or preemption exits the job mid-epoch.
             stop = (KeyboardInterrupt, SystemExit, DiskFull)
@@ -303,72 +321,10 @@ class Trainer:
             if full is not None:
                 raise self._disk_full(full) from err
             if status == RunStatus.INTERRUPTED and self.dist.is_main:  # the run id is printed only on success: name it here
-                log.warning(f"run {self.run_id} stopped after epoch {state.epoch}/{cfg.epochs}; "
+                log.warning(f"run {self.run_id} stopped after epoch {state.epoch}/{self.cfg.epochs}; "
                             f"continue it with `crt-bench run --resume {self.run_id}`")
                 err.reported = True  # type: ignore[attr-defined]  (the CLI need not say it again)
             raise
-        if self.dist.is_main:  # the run is whole: its parts become one (never fatal)
-            self.store.compact_run(self.run_id, ("runs", "epochs"))
-        return self.run_id
-
-    def _disk_full(self, full: DiskFull) -> DiskFull:
-        kept = (f"keeps epochs 1..{self.kept_epoch} (checkpoint of epoch {self.kept_epoch})" if self.kept_epoch
-                else "has no checkpoint yet")
-        return DiskFull(full.path, f"disk full writing {full.path}: run {self.run_id} {kept}; free space, then "
-                                   f"`crt-bench run --resume {self.run_id}`")
-
-    def _loop(self, step: TrainStep, sampler: ResidentBatches, sampler_gen: torch.Generator, test: Split,
-              state: _State) -> None:
-        cfg, device = self.cfg, self.device
-        model, optimizer, ctx = step.model, step.optimizer, step.ctx
-        profiler = (StepTracer(self.run_dir / "trace", cfg.trace_steps, device, skip=1 if len(sampler) > 1 else 0)
-                    if cfg.trace_steps > 0 else None)
-        steps_per_epoch = len(sampler)
-        with _progress(self.progress) as bar:
-            task = bar.add_task(f"{cfg.method} {cfg.arch}", total=cfg.epochs * steps_per_epoch,
-                                completed=state.epoch * steps_per_epoch, info="")
-            for epoch in range(state.epoch, cfg.epochs):
-                lr = lr_at_epoch(cfg.lr, cfg.milestones, cfg.gamma, epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                ctx.epoch, ctx.step = epoch, 0
-                profiled = profiler is not None and not profiler.finished
-                model.train()
-                loss_sum = torch.zeros((), device=device)
-                synchronize(device)
-                t0 = time.perf_counter()
-                for i, (x, y) in enumerate(sampler):
-                    if profiled:
-                        profiler.before_step(i)
-                    loss_sum += step(x, y)
-                    if profiled:
-                        profiler.after_step()
-                    bar.advance(task)
-                synchronize(device)
-                seconds = time.perf_counter() - t0
-                if profiled:
-                    profiler.stop()
-                    for path in profiler.write():
-                        log.info(f"  profile of {profiler.recorded} step(s): {path}")
-                n_steps = ctx.step
-                mean_loss = all_reduce_mean(loss_sum, self.dist).item() / max(n_steps, 1)  # over ranks
-                if not torch.isfinite(torch.tensor(mean_loss)):
-                    raise CrtBenchError(f"training diverged at epoch {epoch + 1}: loss is {mean_loss}")
-                correct = noisy_correct(model, test, cfg.sigma)
-                acc = correct.float().mean().item() if len(correct) else 0.0
-                state.epoch, state.train_seconds = epoch + 1, state.train_seconds + seconds
-                state.device_seconds += seconds * self.dist.world_size
-                row = {
-                    "run_id": self.run_id, "epoch": epoch + 1, "lr": lr, "loss": mean_loss, "seconds": seconds,
-                    "samples_per_s": len(sampler.split) / seconds, "optimizer_steps": n_steps,
-                    "noisy_test_acc": acc, "noisy_test_images": len(correct),
-                    "noisy_test_correct": pack_bits(correct.numpy()), "profiled": bool(profiled), "time": _now(),
-                }
-                self._checkpoint(model, optimizer, sampler_gen, state, row)  # first: it carries the row
-                self._append("epochs", [row])
-                bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} loss {mean_loss:.4f} noisy acc {acc:.3f}")
-                log.info(f"  epoch {epoch + 1:>3}/{cfg.epochs}  lr {lr:.4g}  loss {mean_loss:.4f}  "
-                         f"noisy test acc {acc:.3f}  {seconds:.1f}s  {len(sampler.split) / seconds:.0f} img/s")
 
 
 class _NoLock:
@@ -379,6 +335,19 @@ class _NoLock:
 
     def release(self) -> None:
         pass
+
+
+class _Bar:
+    """The run's progress bar: one tick per loader batch, the last epoch's figures beside it."""
+
+    def __init__(self, bar: Progress, task: Any) -> None:
+        self.bar, self.task = bar, task
+
+    def __call__(self) -> None:
+        self.bar.advance(self.task)
+
+    def show(self, info: str) -> None:
+        self.bar.update(self.task, info=info)
 
 
 def _progress(enabled: bool) -> Progress:
