@@ -96,15 +96,6 @@ class MethodSpec:
     # Whether the hyper-parameters leave anything to train (False: the run assembles, 0 epochs).
     trains: Callable[[Any], bool] = field(default=lambda hp: True)
 
-    @property
-    def compose_ref(self) -> str:
-        """The compose function's name, ``"module:function"`` ("" if none); nothing is resolved from it.
-
-        Kept only for ``crt_bench/train/trainer.py`` (``same_sigma=not self.spec.compose_ref``), which is not
-        edited here; new code asks ``spec.compose is not None``."""
-        fn = self.compose
-        return f"{fn.__module__}:{fn.__qualname__}" if fn is not None else ""
-
     def with_loss(self, loss: LossFn) -> MethodSpec:
         """This method with another loss function (tests wrap the real one)."""
         return dataclasses.replace(self, loss=loss)

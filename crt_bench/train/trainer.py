@@ -167,7 +167,7 @@ class Trainer(RunRecords):
         train = load_split(cfg.dataset, "train", data_dir=cfg.data_dir, limit=cfg.train_limit, seed=cfg.seed).to(device)
         test = load_split(cfg.dataset, "test", data_dir=cfg.data_dir, limit=cfg.test_limit, seed=cfg.seed).to(device)
         teacher = (load_teacher(cfg.teacher, str(self.store.root), self.info, device, cfg.sigma,
-                                cfg.teacher_input_layer, same_sigma=not self.spec.compose_ref)
+                                cfg.teacher_input_layer, same_sigma=self.spec.compose is None)
                    if self.spec.needs_teacher else None)
         shape = (self.info.in_chans, self.info.image_size, self.info.image_size)
         options = cfg.engine_options()
