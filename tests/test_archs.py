@@ -5,7 +5,7 @@ from torch import nn
 
 from crt_bench.core.errors import CrtBenchError
 from crt_bench.models.build import NormalizeLayer, build_model, count_parameters
-from crt_bench.models.registry import get_arch, list_archs, register_arch
+from crt_bench.models.registry import get_arch, list_archs
 
 REQUIRED = ("resnet20", "resnet110", "resnet18", "convnext_atto")
 
@@ -34,11 +34,6 @@ def test_unknown_name_lists_valid_names():
     with pytest.raises(CrtBenchError) as info:
         get_arch("resnet21")
     assert "resnet21" in str(info.value) and "resnet110" in str(info.value) and "convnext_atto" in str(info.value)
-
-
-def test_duplicate_registration_is_refused():
-    with pytest.raises(ValueError):
-        register_arch("resnet20", builder="torch.nn:Identity", family="x", generation=2015, source="in-project")
 
 
 @pytest.mark.parametrize("name,low,high", [("resnet20", 0.26e6, 0.28e6), ("resnet110", 1.70e6, 1.75e6)])

@@ -29,7 +29,7 @@ def build_model(
     if len(mean) != in_chans or len(std) != in_chans:
         raise CrtBenchError(f"mean/std have {len(mean)}/{len(std)} channels but the data has {in_chans}")
     spec = get_arch(name)
-    net = spec.constructor(num_classes=num_classes, in_chans=in_chans)
+    net = spec.builder(num_classes=num_classes, in_chans=in_chans)
     return nn.Sequential(NormalizeLayer(mean, std), net)
 
 

@@ -3,12 +3,12 @@
 BasicBlock, three stages of widths 16/32/64, (depth - 2) / 6 blocks per stage, stride-2 downsampling
 with a 1x1 projection shortcut, global average pooling and one linear layer. Module names follow the reference implementation
 (conv1, bn1, layer1..3, downsample, fc) so that published checkpoints map onto it key for key. ResNet-20 has about
-0.27M parameters and ResNet-110 about 1.7M. These are the teachers of CRT.
+0.27M parameters and ResNet-110 about 1.7M. These are the teachers of CRT; their builders (``resnet20``, ``resnet110``) are in
+:mod:`crt_bench.models.in_project`.
 """
 from __future__ import annotations
 
 from torch import Tensor, nn
-
 
 
 class BasicBlock(nn.Module):
@@ -61,19 +61,3 @@ class CifarResNet(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(self.avgpool(x).flatten(1))
-
-
-def resnet20(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
-    return CifarResNet(20, num_classes, in_chans)
-
-
-def resnet110(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
-    return CifarResNet(110, num_classes, in_chans)
-
-
-def tiny_cnn(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(in_chans, 16, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, 1, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(), nn.Linear(32, num_classes),
-    )

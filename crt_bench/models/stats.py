@@ -28,7 +28,7 @@ def arch_stats(name: str, *, in_chans: int = 3, image_size: int = 32, num_classe
     image; unknown names raise :class:`~crt_bench.core.errors.CrtBenchError` listing the valid names.
     """
     spec = get_arch(name)
-    model = spec.constructor(num_classes=num_classes, in_chans=in_chans)
+    model = spec.builder(num_classes=num_classes, in_chans=in_chans)
     params = sum(p.numel() for p in model.parameters())
     model.eval()
     counter = FlopCounterMode(display=False)
