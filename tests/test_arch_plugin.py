@@ -3,7 +3,6 @@ imported from its path, is listed, builds, trains a smoke run, and imports witho
 are registered on their own functions."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_method_plugin import ROOT, import_file
 
 from crt_bench.models import registry
 from crt_bench.models.build import build_model
@@ -20,8 +20,6 @@ from crt_bench.models.registry import generations, get_arch, list_archs, registe
 from crt_bench.store.store import ResultsStore
 from crt_bench.train.resolve import resolve_run_config
 from crt_bench.train.trainer import train_run
-
-ROOT = Path(__file__).resolve().parents[1]
 
 TOY = textwrap.dedent('''
     from __future__ import annotations
@@ -49,14 +47,6 @@ def own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test registers into copies of the registry's tables: the toy is gone afterwards."""
     monkeypatch.setattr(registry, "_ARCHS", dict(registry._ARCHS))
     monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
-
-
-def import_file(path: Path, name: str, monkeypatch: pytest.MonkeyPatch):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_an_architecture_in_one_file_is_listed_builds_and_trains(tmp_path: Path, own_registry: None,
